@@ -1,0 +1,317 @@
+//! Search benchmark: loads vectors from `shared/bench/vectors.py` output through the node's
+//! own write path, then measures ingest rate, global and system-scoped top-10 latency,
+//! QPS, recall@10 against exact search, and resident memory.
+//!
+//! usage: cargo bench --bench search -- DATA_DIR   (see scripts/bench-search.sh)
+//! Index and search settings come from AKOSHA__SECTION__KEY variables as for the node.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use akosha::config::Config;
+use akosha::ingest::PendingRecord;
+use akosha::node::Node;
+use akosha::record::{content_hash, EMBEDDING_DIM};
+use akosha::search::{QueryTarget, SearchQuery};
+
+const K: usize = 10;
+const BATCH: usize = 1000;
+const WRITERS: usize = 4;
+
+struct Data {
+    n: usize,
+    base: Vec<f32>,
+    queries: Vec<f32>,
+    gt: Vec<u32>,
+    systems: Vec<u32>,
+    nq: usize,
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn read_u32(path: &Path) -> Vec<u32> {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn load(dir: &Path) -> Data {
+    let base = read_f32(&dir.join("base.f32"));
+    let queries = read_f32(&dir.join("queries.f32"));
+    let gt = read_u32(&dir.join("gt.u32"));
+    let systems = read_u32(&dir.join("systems.u32"));
+    let n = base.len() / EMBEDDING_DIM;
+    let nq = queries.len() / EMBEDDING_DIM;
+    assert_eq!(systems.len(), n, "systems.u32 does not match base.f32");
+    assert_eq!(gt.len(), nq * 100, "gt.u32 does not hold 100 ids per query");
+    Data {
+        n,
+        base,
+        queries,
+        gt,
+        systems,
+        nq,
+    }
+}
+
+fn system_id(s: u32) -> String {
+    format!("sys-{s:05}")
+}
+
+fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn query(v: &[f32], system: Option<String>) -> SearchQuery {
+    SearchQuery {
+        target: QueryTarget::Embedding(v.to_vec()),
+        limit: K,
+        threshold: None,
+        system_id: system,
+        since: None,
+        until: None,
+    }
+}
+
+fn ids_of(answer: &akosha::search::SearchResponse) -> Vec<u32> {
+    answer
+        .results
+        .iter()
+        .filter_map(|h| h.conversation_id.strip_prefix('r')?.parse().ok())
+        .collect()
+}
+
+/// Runs every query once per client task; returns latencies (ms), recall and QPS.
+async fn run_queries(
+    node: &Arc<Node>,
+    data: &Arc<Data>,
+    truth: &Arc<Vec<Vec<u32>>>,
+    scoped: Option<&Arc<Vec<String>>>,
+    clients: usize,
+) -> (Vec<f64>, f64, f64) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (node, data, truth) = (Arc::clone(node), Arc::clone(data), Arc::clone(truth));
+        let scoped = scoped.cloned();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut hits = 0usize;
+            let mut wanted = 0usize;
+            for q in (c..data.nq).step_by(clients) {
+                let v = &data.queries[q * EMBEDDING_DIM..(q + 1) * EMBEDDING_DIM];
+                let system = scoped.as_ref().map(|s| s[q].clone());
+                let t = Instant::now();
+                let answer = node.search(query(v, system)).await.expect("search failed");
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                let got = ids_of(&answer);
+                let want = &truth[q];
+                wanted += want.len().min(K);
+                hits += want.iter().take(K).filter(|i| got.contains(i)).count();
+            }
+            (lat, hits, wanted)
+        }));
+    }
+    let mut lat = Vec::new();
+    let (mut hits, mut wanted) = (0, 0);
+    for t in tasks {
+        let (l, h, w) = t.await.expect("client task failed");
+        lat.extend(l);
+        hits += h;
+        wanted += w;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let qps = lat.len() as f64 / elapsed;
+    (lat, hits as f64 / wanted.max(1) as f64, qps)
+}
+
+fn print_search(name: &str, clients: usize, (lat, recall, qps): &(Vec<f64>, f64, f64)) {
+    println!(
+        "{{\"bench\": \"{name}\", \"clients\": {clients}, \"recall_at_10\": {recall:.4}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"qps\": {qps:.0}}}",
+        percentile(lat, 0.5),
+        percentile(lat, 0.99)
+    );
+}
+
+/// Exact top-10 within each query's system (the system of its true nearest neighbour).
+fn scoped_truth(data: &Data) -> (Vec<String>, Vec<Vec<u32>>) {
+    let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (i, s) in data.systems.iter().enumerate() {
+        members.entry(*s).or_default().push(i as u32);
+    }
+    let mut systems = Vec::with_capacity(data.nq);
+    let mut truth = Vec::with_capacity(data.nq);
+    for q in 0..data.nq {
+        let qv = &data.queries[q * EMBEDDING_DIM..(q + 1) * EMBEDDING_DIM];
+        let s = data.systems[data.gt[q * 100] as usize];
+        let mut scored: Vec<(f32, u32)> = members[&s]
+            .iter()
+            .map(|i| {
+                let v = &data.base[*i as usize * EMBEDDING_DIM..(*i as usize + 1) * EMBEDDING_DIM];
+                (akosha::storage::distance::dot(qv, v), *i)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        systems.push(system_id(s));
+        truth.push(scored.iter().take(K).map(|x| x.1).collect());
+    }
+    (systems, truth)
+}
+
+fn main() {
+    let dir: PathBuf = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+        .expect(
+            "usage: cargo bench --bench search -- DATA_DIR (output of shared/bench/vectors.py)",
+        );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(&dir));
+}
+
+async fn run(dir: &Path) {
+    let data = Arc::new(load(dir));
+    let store_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::load(None).expect("config from AKOSHA__ variables");
+    config.node.data_dir = store_dir.path().to_path_buf();
+    config.embedding.model_dir = store_dir.path().join("no-model");
+    println!(
+        "{{\"bench\": \"setup\", \"n\": {}, \"queries\": {}, \"segment_size\": {}, \"m\": {}, \"ef_construction\": {}, \"ef_search\": {}, \"exact_system_limit\": {}}}",
+        data.n, data.nq, config.index.segment_size, config.index.m, config.index.ef_construction,
+        config.index.ef_search, config.index.exact_system_limit
+    );
+    let node = Node::open(config).await.expect("open node");
+    node.start().await.expect("start node");
+
+    // ingest through the node's write path: validated records, routed to shards, durable
+    let timestamp = chrono::Utc::now();
+    let started = Instant::now();
+    let chunks: Vec<(usize, usize)> = (0..data.n)
+        .step_by(BATCH)
+        .map(|s| (s, (s + BATCH).min(data.n)))
+        .collect();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let chunks = Arc::new(chunks);
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let (node, data, chunks, next) = (node.clone(), data.clone(), chunks.clone(), next.clone());
+        writers.push(tokio::spawn(async move {
+            loop {
+                let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((from, to)) = chunks.get(c).copied() else {
+                    break;
+                };
+                let records: Vec<PendingRecord> = (from..to)
+                    .map(|i| {
+                        let content = format!("benchmark record {i}");
+                        PendingRecord {
+                            system_id: system_id(data.systems[i]),
+                            conversation_id: format!("r{i}"),
+                            content_hash: content_hash(&content),
+                            content,
+                            embedding: Some(
+                                data.base[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM].to_vec(),
+                            ),
+                            timestamp,
+                            metadata: serde_json::Map::new(),
+                        }
+                    })
+                    .collect();
+                node.write(records).await.expect("write failed");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer task failed");
+    }
+    let ingest_s = started.elapsed().as_secs_f64();
+    println!(
+        "{{\"bench\": \"ingest\", \"records\": {}, \"seconds\": {ingest_s:.2}, \"records_per_s\": {:.0}}}",
+        data.n,
+        data.n as f64 / ingest_s
+    );
+
+    // wait for the background index builds to catch up
+    loop {
+        let s = node.index.stats();
+        if s.pending_segments == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let caught_up = started.elapsed().as_secs_f64();
+    let stats = node.index.stats();
+    println!(
+        "{{\"bench\": \"index\", \"seconds_from_start_until_built\": {caught_up:.2}, \"sealed_segments\": {}, \"growing_points\": {}, \"live_points\": {}}}",
+        stats.sealed_segments, stats.growing_points, stats.live_points
+    );
+
+    let global_truth: Arc<Vec<Vec<u32>>> = Arc::new(
+        (0..data.nq)
+            .map(|q| data.gt[q * 100..q * 100 + K].to_vec())
+            .collect(),
+    );
+    let warm = run_queries(&node, &data, &global_truth, None, 1).await;
+    drop(warm);
+    print_search(
+        "global_top10",
+        1,
+        &run_queries(&node, &data, &global_truth, None, 1).await,
+    );
+    print_search(
+        "global_top10",
+        4,
+        &run_queries(&node, &data, &global_truth, None, 4).await,
+    );
+
+    let (systems, truth) = scoped_truth(&data);
+    let (systems, truth) = (Arc::new(systems), Arc::new(truth));
+    print_search(
+        "system_top10",
+        1,
+        &run_queries(&node, &data, &truth, Some(&systems), 1).await,
+    );
+    print_search(
+        "system_top10",
+        4,
+        &run_queries(&node, &data, &truth, Some(&systems), 4).await,
+    );
+
+    let (rss, hwm) = rss_mb();
+    println!("{{\"bench\": \"memory\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}}}");
+    node.shutdown().await;
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Search benchmark at N records (default 100000): generates the shared clustered vectors,
+# measures a single faiss HNSW index over them as the reference, then Akosha through its own
+# write and search path. Prints one JSON object per figure.
+#   scripts/bench-search.sh 1000000
+# Needs python3 with numpy and faiss-cpu (installed with pip when missing).
+# Settings of the node can be changed with AKOSHA__INDEX__EF_SEARCH=... and friends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n="${1:-100000}"
+shared="${AKOSHA_SHARED:-../shared}"
+data="${AKOSHA_BENCH_DATA:-${TMPDIR:-/tmp}/akosha-bench/$n}"
+python3 -c 'import numpy, faiss' 2>/dev/null || pip install --quiet numpy faiss-cpu
+if [ ! -f "$data/meta.json" ]; then
+  echo "generating $n vectors into $data" >&2
+  python3 "$shared/bench/vectors.py" "$n" "$data"
+fi
+echo "== faiss HNSW reference (one unsharded index) ==" >&2
+python3 scripts/faiss_reference.py "$data"
+echo "== akosha ==" >&2
+cargo bench --bench search -- "$data"

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, the real-binary integration tests and doc tests.
+# Fetches the embedding model first (the tests check it against reference vectors).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-model.sh
+exec cargo test --all-targets "$@"

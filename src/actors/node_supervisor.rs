@@ -1,0 +1,129 @@
+//! The node supervisor: the root of a node's actor tree.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SupervisionEvent};
+
+use crate::actors::directory::ShardDirectory;
+use crate::actors::query_coordinator::{CoordinatorArgs, CoordinatorMsg, QueryCoordinator};
+use crate::actors::shard_supervisor::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg};
+use crate::search::Searcher;
+use crate::storage::{HotIndex, HotStore};
+
+/// The node supervisor takes no messages of its own yet.
+pub enum NodeMsg {}
+
+impl Message for NodeMsg {}
+
+/// Where the node supervisor publishes its children, for the API and the client library.
+#[derive(Default)]
+pub struct ActorSlots {
+    /// the shard supervisor, once all shards have loaded
+    pub shards: RwLock<Option<ActorRef<ShardSupervisorMsg>>>,
+    /// the query coordinator
+    pub coordinator: RwLock<Option<ActorRef<CoordinatorMsg>>>,
+}
+
+/// What the node supervisor needs to start.
+pub struct NodeArgs {
+    /// the node's store
+    pub store: HotStore,
+    /// the node's hot index
+    pub index: Arc<HotIndex>,
+    /// live shard actors
+    pub directory: Arc<ShardDirectory>,
+    /// the search engine
+    pub searcher: Arc<Searcher>,
+    /// searches computed at once
+    pub max_concurrent_searches: usize,
+    /// see [`crate::actors::shard::ShardArgs::exact_system_limit`]
+    pub exact_system_limit: usize,
+    /// where children are published
+    pub slots: Arc<ActorSlots>,
+}
+
+/// The node supervisor's state.
+pub struct NodeState {
+    args: NodeArgs,
+}
+
+/// The root actor of a node.
+pub struct NodeSupervisor;
+
+impl NodeSupervisor {
+    async fn start_coordinator(
+        myself: &ActorRef<NodeMsg>,
+        args: &NodeArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let (coordinator, _) = Actor::spawn_linked(
+            None,
+            QueryCoordinator,
+            CoordinatorArgs {
+                searcher: Arc::clone(&args.searcher),
+                max_concurrent: args.max_concurrent_searches,
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        *args.slots.coordinator.write() = Some(coordinator);
+        Ok(())
+    }
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = NodeArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: NodeArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Self::start_coordinator(&myself, &args).await?;
+        let (shards, _) = Actor::spawn_linked(
+            None,
+            ShardSupervisor,
+            ShardSupervisorArgs {
+                store: args.store.clone(),
+                index: Arc::clone(&args.index),
+                directory: Arc::clone(&args.directory),
+                exact_system_limit: args.exact_system_limit,
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        *args.slots.shards.write() = Some(shards);
+        Ok(NodeState { args })
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        let cell = match &event {
+            SupervisionEvent::ActorFailed(cell, _)
+            | SupervisionEvent::ActorTerminated(cell, ..) => cell,
+            _ => return Ok(()),
+        };
+        let is_coordinator = state
+            .args
+            .slots
+            .coordinator
+            .read()
+            .as_ref()
+            .is_some_and(|c| c.get_id() == cell.get_id());
+        if is_coordinator {
+            tracing::warn!(event = ?event, "query coordinator ended, restarting it");
+            Self::start_coordinator(&myself, &state.args).await?;
+            return Ok(());
+        }
+        // the shard supervisor holds every shard: without it the node cannot serve
+        tracing::error!(event = ?event, "shard supervisor ended, stopping the node");
+        myself.stop(Some("shard supervisor ended".to_string()));
+        Ok(())
+    }
+}

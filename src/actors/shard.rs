@@ -1,0 +1,273 @@
+//! A shard actor: the owner of one shard's hot records.
+//!
+//! It writes records to its sled tree, mirrors their vectors into the node's hot index,
+//! and knows which points belong to which of its systems. On (re)start it rebuilds all
+//! of that from its tree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
+
+use crate::record::{record_key, MemoryRecord, ShardId, StoredRecord};
+use crate::storage::hot_index::PointMeta;
+use crate::storage::hot_store::{decode, encode};
+use crate::storage::{HotIndex, HotStore, PointId, StorageError};
+
+/// What a shard is asked to do.
+pub enum ShardMsg {
+    /// Writes records (replacing same identities); replies once they are in the tree and index.
+    /// Durability on disk needs a store flush after the reply (group commit by the caller).
+    Upsert(Vec<MemoryRecord>, RpcReplyPort<Result<usize, StorageError>>),
+    /// Which points a system-scoped search should look at.
+    Candidates(String, RpcReplyPort<Candidates>),
+    /// Counts of this shard's records.
+    Counts(RpcReplyPort<ShardCounts>),
+    /// Fails the actor on purpose, to exercise supervision in tests.
+    #[cfg(test)]
+    Crash,
+}
+
+impl Message for ShardMsg {}
+
+/// How a system-scoped search proceeds, as decided by the shard that owns the system.
+#[derive(Debug, Clone)]
+pub enum Candidates {
+    /// The shard has no record of that system.
+    Unknown,
+    /// Few records: score exactly these points.
+    Exact(Vec<PointId>),
+    /// Many records: search the index filtered to this system code.
+    Indexed(u32),
+}
+
+/// Observable counters of a shard.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ShardCounts {
+    /// hot records
+    pub hot: usize,
+    /// systems with at least one record
+    pub systems: usize,
+    /// records read from disk when the shard last started
+    pub loaded_records: usize,
+}
+
+/// What a shard actor needs to start.
+pub struct ShardArgs {
+    /// shard number
+    pub shard: ShardId,
+    /// the node's store
+    pub store: HotStore,
+    /// the node's hot index
+    pub index: Arc<HotIndex>,
+    /// systems at most this large are searched exactly
+    pub exact_system_limit: usize,
+}
+
+/// Points of one system on this shard.
+struct SystemPoints {
+    code: u32,
+    by_conversation: HashMap<Box<str>, PointId>,
+}
+
+/// A shard's in-memory state, rebuilt from its tree on start.
+pub struct ShardState {
+    shard: ShardId,
+    store: HotStore,
+    index: Arc<HotIndex>,
+    exact_system_limit: usize,
+    systems: HashMap<String, SystemPoints>,
+    records: usize,
+    loaded_records: usize,
+}
+
+/// The shard actor.
+pub struct ShardActor;
+
+impl Actor for ShardActor {
+    type Msg = ShardMsg;
+    type State = ShardState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: ShardArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = ShardState {
+            shard: args.shard,
+            store: args.store,
+            index: args.index,
+            exact_system_limit: args.exact_system_limit,
+            systems: HashMap::new(),
+            records: 0,
+            loaded_records: 0,
+        };
+        state.load().await?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: ShardMsg,
+        state: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ShardMsg::Upsert(records, reply) => {
+                let result = state.upsert(records).await;
+                let _ = reply.send(result);
+            }
+            ShardMsg::Candidates(system_id, reply) => {
+                let _ = reply.send(state.candidates(&system_id));
+            }
+            ShardMsg::Counts(reply) => {
+                let _ = reply.send(ShardCounts {
+                    hot: state.records,
+                    systems: state.systems.len(),
+                    loaded_records: state.loaded_records,
+                });
+            }
+            #[cfg(test)]
+            ShardMsg::Crash => panic!("shard {} crashed on request", state.shard),
+        }
+        Ok(())
+    }
+}
+
+impl ShardState {
+    /// Rebuilds the in-memory state and the index points from the shard's tree.
+    async fn load(&mut self) -> Result<(), StorageError> {
+        let tree = self.store.tree(self.shard).clone();
+        let shard = self.shard;
+        let index = Arc::clone(&self.index);
+        let loaded = tokio::task::spawn_blocking(move || load_tree(&tree, shard, &index))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))??;
+        for (system_id, conversation_id, code, point) in loaded {
+            self.remember(system_id, code, conversation_id.into_boxed_str(), point);
+        }
+        self.loaded_records = self.records;
+        Ok(())
+    }
+
+    /// Writes records to the tree and the index, replacing earlier versions.
+    async fn upsert(&mut self, records: Vec<MemoryRecord>) -> Result<usize, StorageError> {
+        let n = records.len();
+        let tree = self.store.tree(self.shard).clone();
+        let records = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let mut batch = sled::Batch::default();
+            for r in &records {
+                batch.insert(
+                    record_key(&r.system_id, &r.conversation_id),
+                    encode(&StoredRecord::from(r))?,
+                );
+            }
+            tree.apply_batch(batch)?;
+            Ok(records)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))??;
+
+        let points: Vec<(Vec<f32>, PointMeta)> = records
+            .iter()
+            .map(|r| {
+                let meta = PointMeta {
+                    shard: self.shard,
+                    system: self.index.system_code(&r.system_id),
+                    timestamp: r.timestamp.timestamp_micros(),
+                    key: record_key(&r.system_id, &r.conversation_id).into_boxed_slice(),
+                };
+                (r.embedding.clone(), meta)
+            })
+            .collect();
+        let codes: Vec<u32> = points.iter().map(|(_, m)| m.system).collect();
+        let ids = self.index.insert(points);
+        let mut replaced = Vec::new();
+        for ((r, id), code) in records.into_iter().zip(ids).zip(codes) {
+            if let Some(old) = self.remember(r.system_id, code, r.conversation_id.into(), id) {
+                replaced.push(old);
+            }
+        }
+        self.index.delete(&replaced);
+        Ok(n)
+    }
+
+    /// Records that a conversation now lives at `point`; returns the point it replaced.
+    fn remember(
+        &mut self,
+        system_id: String,
+        code: u32,
+        conversation_id: Box<str>,
+        point: PointId,
+    ) -> Option<PointId> {
+        let entry = self
+            .systems
+            .entry(system_id)
+            .or_insert_with(|| SystemPoints {
+                code,
+                by_conversation: HashMap::new(),
+            });
+        let old = entry.by_conversation.insert(conversation_id, point);
+        if old.is_none() {
+            self.records += 1;
+        }
+        old
+    }
+
+    fn candidates(&self, system_id: &str) -> Candidates {
+        match self.systems.get(system_id) {
+            None => Candidates::Unknown,
+            Some(s) if s.by_conversation.len() <= self.exact_system_limit => {
+                Candidates::Exact(s.by_conversation.values().copied().collect())
+            }
+            Some(s) => Candidates::Indexed(s.code),
+        }
+    }
+}
+
+/// Reads a shard's tree into the index; returns (system, conversation, code, point) per record.
+fn load_tree(
+    tree: &sled::Tree,
+    shard: ShardId,
+    index: &HotIndex,
+) -> Result<Vec<(String, String, u32, PointId)>, StorageError> {
+    const CHUNK: usize = 4096;
+    let mut out = Vec::new();
+    let mut pending: Vec<(Vec<f32>, PointMeta)> = Vec::with_capacity(CHUNK);
+    let mut names: Vec<(String, String, u32)> = Vec::with_capacity(CHUNK);
+    let mut flush = |pending: &mut Vec<(Vec<f32>, PointMeta)>,
+                     names: &mut Vec<(String, String, u32)>| {
+        let ids = index.insert(std::mem::take(pending));
+        for ((s, c, code), id) in names.drain(..).zip(ids) {
+            out.push((s, c, code, id));
+        }
+    };
+    for item in tree.iter() {
+        let (key, value) = item?;
+        let record = match decode(&key, &value) {
+            Ok(r) => r,
+            Err(e) => {
+                // skip rather than fail the shard in a restart loop; the bytes stay on disk
+                tracing::error!(shard, error = %e, "skipping undecodable stored record");
+                continue;
+            }
+        };
+        let code = index.system_code(&record.system_id);
+        pending.push((
+            record.embedding,
+            PointMeta {
+                shard,
+                system: code,
+                timestamp: record.timestamp_micros,
+                key: key.to_vec().into_boxed_slice(),
+            },
+        ));
+        names.push((record.system_id, record.conversation_id, code));
+        if pending.len() >= CHUNK {
+            flush(&mut pending, &mut names);
+        }
+    }
+    flush(&mut pending, &mut names);
+    Ok(out)
+}

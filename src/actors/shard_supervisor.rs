@@ -1,0 +1,239 @@
+//! The shard supervisor: starts the node's shard actors and restarts a failed one from disk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, RpcReplyPort,
+    SupervisionEvent,
+};
+
+use crate::actors::directory::ShardDirectory;
+use crate::actors::shard::{ShardActor, ShardArgs};
+use crate::record::{ShardId, SHARD_COUNT};
+use crate::storage::{HotIndex, HotStore};
+
+/// How many shards load from disk at once when the node starts.
+const LOAD_CONCURRENCY: usize = 4;
+
+/// What the shard supervisor is asked.
+pub enum ShardSupervisorMsg {
+    /// Restart counts by shard (only shards that were restarted).
+    Restarts(RpcReplyPort<HashMap<ShardId, u32>>),
+}
+
+impl Message for ShardSupervisorMsg {}
+
+/// What the shard supervisor needs to start.
+pub struct ShardSupervisorArgs {
+    /// the node's store
+    pub store: HotStore,
+    /// the node's hot index
+    pub index: Arc<HotIndex>,
+    /// where live shard actors are published
+    pub directory: Arc<ShardDirectory>,
+    /// see [`ShardArgs::exact_system_limit`]
+    pub exact_system_limit: usize,
+}
+
+/// The supervisor's state.
+pub struct ShardSupervisorState {
+    args: ShardSupervisorArgs,
+    /// shard of each child actor
+    children: HashMap<ActorId, ShardId>,
+    /// restarts by shard
+    restarts: HashMap<ShardId, u32>,
+}
+
+/// The shard supervisor actor.
+pub struct ShardSupervisor;
+
+impl ShardSupervisor {
+    async fn start_shard(
+        myself: &ActorCell,
+        args: &ShardSupervisorArgs,
+        shard: ShardId,
+    ) -> Result<ActorRef<crate::actors::shard::ShardMsg>, ActorProcessingErr> {
+        let shard_args = ShardArgs {
+            shard,
+            store: args.store.clone(),
+            index: Arc::clone(&args.index),
+            exact_system_limit: args.exact_system_limit,
+        };
+        let (actor, _) = Actor::spawn_linked(None, ShardActor, shard_args, myself.clone()).await?;
+        Ok(actor)
+    }
+}
+
+impl Actor for ShardSupervisor {
+    type Msg = ShardSupervisorMsg;
+    type State = ShardSupervisorState;
+    type Arguments = ShardSupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ShardSupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let started = std::time::Instant::now();
+        let mut children = HashMap::new();
+        let shards: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
+        for group in shards.chunks(LOAD_CONCURRENCY) {
+            let spawns = group.iter().map(|s| {
+                let cell = myself.get_cell();
+                let args = &args;
+                async move { (*s, Self::start_shard(&cell, args, *s).await) }
+            });
+            for (shard, spawned) in futures::future::join_all(spawns).await {
+                let actor = spawned?;
+                children.insert(actor.get_id(), shard);
+                args.directory.set(shard, Some(actor));
+            }
+        }
+        tracing::info!(
+            shards = SHARD_COUNT,
+            records = args.index.stats().live_points,
+            took_ms = started.elapsed().as_millis() as u64,
+            "shards loaded"
+        );
+        Ok(ShardSupervisorState {
+            args,
+            children,
+            restarts: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: ShardSupervisorMsg,
+        state: &mut ShardSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ShardSupervisorMsg::Restarts(reply) => {
+                let _ = reply.send(state.restarts.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut ShardSupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, cause) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".to_string()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(shard) = state.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        state.args.directory.set(shard, None);
+        let count = state.restarts.entry(shard).or_insert(0);
+        *count += 1;
+        let attempt = *count;
+        tracing::warn!(shard, cause = %cause, restarts = attempt, "shard actor ended, restarting from disk");
+        // its points are rebuilt from the tree by the new actor
+        state.args.index.delete_shard(shard);
+        // back off on repeated failures so a crash loop does not spin
+        let backoff = Duration::from_millis(50 * u64::from(attempt.min(40)));
+        tokio::time::sleep(backoff).await;
+        let actor = Self::start_shard(&myself.get_cell(), &state.args, shard).await?;
+        state.children.insert(actor.get_id(), shard);
+        state.args.directory.set(shard, Some(actor));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::actors::shard::ShardMsg;
+    use crate::config::Config;
+    use crate::ingest::PendingRecord;
+    use crate::node::Node;
+    use crate::record::{content_hash, shard_for};
+    use crate::search::{QueryTarget, SearchQuery};
+
+    fn vector(seed: u32) -> Vec<f32> {
+        (0..384)
+            .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
+            .collect()
+    }
+
+    fn record(system: &str, i: u32) -> PendingRecord {
+        PendingRecord {
+            system_id: system.to_string(),
+            conversation_id: format!("c{i}"),
+            content: format!("record {i}"),
+            embedding: Some(vector(i)),
+            timestamp: chrono::Utc::now(),
+            metadata: serde_json::Map::new(),
+            content_hash: content_hash("x"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_shard_is_restarted_from_disk_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.node.data_dir = dir.path().to_path_buf();
+        config.embedding.model_dir = dir.path().join("no-model");
+        let node = Node::open(config).await.unwrap();
+        node.start().await.unwrap();
+
+        let records: Vec<PendingRecord> = (0..300).map(|i| record("crashy", i)).collect();
+        assert_eq!(node.write(records).await.unwrap(), 300);
+        let shard = shard_for("crashy");
+        let before = node.directory.get(shard).unwrap();
+        before.send_message(ShardMsg::Crash).unwrap();
+
+        // the supervisor notices, reloads the shard from its tree and republishes it
+        let mut restarted = None;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(a) = node.directory.get(shard) {
+                if a.get_id() != before.get_id() {
+                    restarted = Some(a);
+                    break;
+                }
+            }
+        }
+        assert!(restarted.is_some(), "shard {shard} was not restarted");
+        let stats = node.stats().await;
+        assert_eq!(stats.records.hot, 300);
+        assert_eq!(
+            stats.index.live_points, 300,
+            "stale or missing index points"
+        );
+        for i in [0u32, 150, 299] {
+            let answer = node
+                .search(SearchQuery {
+                    target: QueryTarget::Embedding(vector(i)),
+                    limit: 1,
+                    threshold: None,
+                    system_id: Some("crashy".to_string()),
+                    since: None,
+                    until: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(answer.results[0].conversation_id, format!("c{i}"));
+        }
+        let restarts = node.slots.shards.read().clone().unwrap();
+        let counts = restarts
+            .call(super::ShardSupervisorMsg::Restarts, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(counts.get(&shard), Some(&1));
+        node.shutdown().await;
+    }
+}

@@ -1,0 +1,97 @@
+//! Errors as HTTP answers: a status and a JSON body `{"error": "..."}`.
+
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::ingest::WriteError;
+use crate::node::NodeIngestError;
+use crate::search::SearchError;
+
+/// An error answer of the API.
+#[derive(Debug)]
+pub struct ApiError {
+    /// the HTTP status
+    pub status: StatusCode,
+    /// what went wrong, for the caller
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 400 with a message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = self.status.as_u16(), error = %self.message, "request failed");
+        }
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        let status = match e {
+            SearchError::Invalid(_) => StatusCode::BAD_REQUEST,
+            SearchError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SearchError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<NodeIngestError> for ApiError {
+    fn from(e: NodeIngestError) -> Self {
+        let status = match &e {
+            NodeIngestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            NodeIngestError::Write(WriteError::Internal(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            NodeIngestError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Parses a JSON body, naming the field and position of what is wrong.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let what = if inner.is_syntax() || inner.is_eof() {
+            format!("request body is not valid JSON: {inner}")
+        } else if path == "." {
+            format!("invalid request body: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
+        ApiError::bad_request(what)
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// The answer to an unknown route.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!("no route for {}", uri.path()),
+    }
+}

@@ -1,0 +1,38 @@
+//! The HTTP API: REST, health and readiness.
+
+pub mod error;
+pub mod health;
+pub mod rest;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::node::Node;
+
+/// The node's HTTP routes.
+pub fn router(node: Arc<Node>) -> Router {
+    let body_limit = node.config.ingest.max_body_bytes;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/api/v1/ingest", post(rest::ingest))
+        .route("/api/v1/search", post(rest::search))
+        .route("/api/v1/stats", get(rest::stats))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
+}
+
+/// Serves the API on a bound listener until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    node: Arc<Node>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,136 @@
+//! REST handlers: ingest, search, stats.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::error::{parse_json, ApiError};
+use crate::ingest::IngestRequest;
+use crate::node::{Node, NodeStats};
+use crate::search::{QueryTarget, SearchQuery, SearchResponse};
+
+/// `POST /api/v1/ingest`: stores a batch; 200 `{"accepted": N}` once all of it is durable.
+pub async fn ingest(State(node): State<Arc<Node>>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let request: IngestRequest = parse_json(&body)?;
+    let accepted = node.ingest(request).await?;
+    Ok(Json(json!({ "accepted": accepted })))
+}
+
+/// The body of `POST /api/v1/search`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// text to embed and search for
+    pub query: Option<String>,
+    /// or an embedding to search for
+    pub embedding: Option<Vec<f64>>,
+    /// most results (1..=max_limit)
+    pub limit: Option<i64>,
+    /// least similarity (-1..=1)
+    pub threshold: Option<f64>,
+    /// only this system
+    pub system_id: Option<String>,
+    /// only records at or after, RFC 3339
+    pub since: Option<String>,
+    /// only records at or before, RFC 3339
+    pub until: Option<String>,
+}
+
+impl SearchBody {
+    /// Checks the body and turns it into a query.
+    pub fn into_query(
+        self,
+        default_limit: usize,
+        max_limit: usize,
+    ) -> Result<SearchQuery, ApiError> {
+        let target = match (self.query, self.embedding) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give either query or embedding, not both",
+                ))
+            }
+            (Some(q), None) if q.trim().is_empty() => {
+                return Err(ApiError::bad_request("query must not be empty"))
+            }
+            (Some(q), None) => QueryTarget::Text(q),
+            (None, Some(v)) => QueryTarget::Embedding(v.into_iter().map(|x| x as f32).collect()),
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "give query (text) or embedding (384 floats)",
+                ))
+            }
+        };
+        let limit = match self.limit {
+            None => default_limit,
+            Some(l) if l >= 1 && l as u64 <= max_limit as u64 => l as usize,
+            Some(l) => {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be from 1 to {max_limit}, got {l}"
+                )))
+            }
+        };
+        let threshold = match self.threshold {
+            None => None,
+            Some(t) if (-1.0..=1.0).contains(&t) => Some(t as f32),
+            Some(t) => {
+                return Err(ApiError::bad_request(format!(
+                    "threshold must be from -1 to 1, got {t}"
+                )))
+            }
+        };
+        let since = parse_time("since", self.since)?;
+        let until = parse_time("until", self.until)?;
+        if let (Some(s), Some(u)) = (since, until) {
+            if s > u {
+                return Err(ApiError::bad_request(format!(
+                    "since must not be after until, got since {s} and until {u}"
+                )));
+            }
+        }
+        Ok(SearchQuery {
+            target,
+            limit,
+            threshold,
+            system_id: self.system_id,
+            since,
+            until,
+        })
+    }
+}
+
+fn parse_time(field: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "{field} must be an RFC 3339 date-time, got {t:?} ({e})"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// `POST /api/v1/search`: semantic search by text or embedding.
+pub async fn search(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let body: SearchBody = parse_json(&body)?;
+    let query = body.into_query(
+        node.config.search.default_limit,
+        node.config.search.max_limit,
+    )?;
+    Ok(Json(node.search(query).await?))
+}
+
+/// `GET /api/v1/stats`: record counts by tier and shard health.
+pub async fn stats(State(node): State<Arc<Node>>) -> Json<NodeStats> {
+    Json(node.stats().await)
+}

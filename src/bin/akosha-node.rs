@@ -1,0 +1,153 @@
+//! `akosha-node`: runs one Akosha node (durable shards, ingest and search over HTTP).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use akosha::config::Config;
+use akosha::node::Node;
+use anyhow::Context;
+use clap::Parser;
+
+/// Default configuration file, read when it exists and no --config is given.
+const DEFAULT_CONFIG: &str = "config/akosha.toml";
+
+/// Run an Akosha node: durable shards, push ingestion and semantic search over HTTP.
+///
+/// Settings come from, later winning: built-in defaults, the config file,
+/// AKOSHA__SECTION__KEY environment variables (e.g. AKOSHA__INDEX__EF_SEARCH=128),
+/// then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "akosha-node", version)]
+struct Args {
+    /// Configuration file (TOML) [default: config/akosha.toml when it exists]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the node's durable state [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8682]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("akosha-node: invalid configuration: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("akosha-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "node failed");
+            eprintln!("akosha-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load_config(args: &Args) -> Result<Config, akosha::config::ConfigError> {
+    let default = PathBuf::from(DEFAULT_CONFIG);
+    let file = match &args.config {
+        Some(f) => Some(f.as_path()),
+        None if default.is_file() => Some(default.as_path()),
+        None => None,
+    };
+    let mut config = Config::load(file)?;
+    if let Some(dir) = &args.data_dir {
+        config.node.data_dir = dir.clone();
+    }
+    if let Some(http) = &args.http {
+        config.node.http_addr = http.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let addr = config.http_addr()?;
+    let data_dir = config.node.data_dir.clone();
+    let node = Node::open(config)
+        .await
+        .with_context(|| format!("cannot open node in {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(http = %addr, data_dir = %data_dir.display(), "listening; loading shards");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx;
+    let server = tokio::spawn(akosha::api::serve(listener, node.clone(), async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+
+    tokio::select! {
+        started = node.start() => {
+            started?;
+            tracing::info!(stats = ?node.index.stats(), "node ready");
+            shutdown_signal().await;
+        }
+        _ = shutdown_signal() => {}
+    }
+    let _ = stop_tx.send(true);
+    tracing::info!("shutting down");
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
+        Err(e) => tracing::error!(error = %e, "http server task failed"),
+    }
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for sigterm");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

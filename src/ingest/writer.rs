@@ -1,0 +1,162 @@
+//! The writer: embeds what lacks an embedding, routes records to their shards and
+//! acknowledges only once every record is durable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::actors::directory::ShardDirectory;
+use crate::actors::shard::ShardMsg;
+use crate::embedding::Embedder;
+use crate::ingest::batch::PendingRecord;
+use crate::record::{normalize, shard_for, MemoryRecord, ShardId};
+use crate::storage::HotStore;
+
+/// Why a write failed; nothing was acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The records need embeddings and the model is not loaded.
+    #[error("records without an embedding need the embedding model, not found in {0}; run scripts/fetch-model.sh or send embeddings")]
+    NoModel(String),
+    /// The node cannot take writes now (loading or shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A shard is not running (starting or restarting).
+    #[error("shard {0} is not available, try again shortly")]
+    ShardUnavailable(ShardId),
+    /// A shard did not answer in time.
+    #[error("shard {0} did not answer within {1:?}")]
+    Timeout(ShardId, Duration),
+    /// Storage or embedding failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Makes batches of records durable on their shards.
+pub struct Writer {
+    /// the node's store, flushed once per batch (group commit)
+    pub store: HotStore,
+    /// live shard actors
+    pub directory: Arc<ShardDirectory>,
+    /// the text embedder, when its model is present
+    pub embedder: Option<Arc<Embedder>>,
+    /// where the model was looked for, for error messages
+    pub model_dir: std::path::PathBuf,
+    /// texts embedded per forward pass
+    pub embed_batch: usize,
+    /// how long a shard may take
+    pub timeout: Duration,
+    /// one permit per batch being written; bounds memory held by writes in flight
+    pub permits: Semaphore,
+}
+
+impl Writer {
+    /// Writes validated records and returns how many were accepted, once all are durable.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a cancelled write may have stored some records (never acknowledged).
+    pub async fn write(&self, pending: Vec<PendingRecord>) -> Result<usize, WriteError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| WriteError::Internal("writer is shutting down".to_string()))?;
+        let records = self.embed_missing(pending).await?;
+        let total = records.len();
+        let mut by_shard: BTreeMap<ShardId, Vec<MemoryRecord>> = BTreeMap::new();
+        for r in records {
+            by_shard.entry(shard_for(&r.system_id)).or_default().push(r);
+        }
+        let calls = by_shard.into_iter().map(|(shard, records)| async move {
+            let actor = self
+                .directory
+                .get(shard)
+                .ok_or(WriteError::ShardUnavailable(shard))?;
+            match actor
+                .call(|reply| ShardMsg::Upsert(records, reply), Some(self.timeout))
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(Ok(n))) => Ok(n),
+                Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+                    Err(WriteError::Internal(e.to_string()))
+                }
+                Ok(ractor::rpc::CallResult::Timeout) => {
+                    Err(WriteError::Timeout(shard, self.timeout))
+                }
+                Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                    Err(WriteError::ShardUnavailable(shard))
+                }
+            }
+        });
+        for result in futures::future::join_all(calls).await {
+            result?;
+        }
+        self.store
+            .flush()
+            .await
+            .map_err(|e| WriteError::Internal(e.to_string()))?;
+        Ok(total)
+    }
+
+    /// Computes the embeddings records lack, in batches on blocking threads, and normalizes all.
+    async fn embed_missing(
+        &self,
+        pending: Vec<PendingRecord>,
+    ) -> Result<Vec<MemoryRecord>, WriteError> {
+        let missing: Vec<usize> = pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.embedding.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        let mut computed: Vec<Vec<f32>> = Vec::with_capacity(missing.len());
+        if !missing.is_empty() {
+            let embedder = self
+                .embedder
+                .clone()
+                .ok_or_else(|| WriteError::NoModel(self.model_dir.display().to_string()))?;
+            for chunk in missing.chunks(self.embed_batch.max(1)) {
+                let texts: Vec<String> =
+                    chunk.iter().map(|i| pending[*i].content.clone()).collect();
+                let embedder = Arc::clone(&embedder);
+                let vectors = tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    embedder.embed(&refs)
+                })
+                .await
+                .map_err(|e| WriteError::Internal(format!("embedding task failed: {e}")))?
+                .map_err(|e| WriteError::Internal(format!("embedding failed: {e}")))?;
+                computed.extend(vectors);
+            }
+        }
+        if computed.len() != missing.len() {
+            return Err(WriteError::Internal(format!(
+                "embedder returned {} vectors for {} texts",
+                computed.len(),
+                missing.len()
+            )));
+        }
+        let mut computed = computed.into_iter();
+        Ok(pending
+            .into_iter()
+            .map(|p| {
+                let mut embedding = match p.embedding {
+                    Some(v) => v,
+                    None => computed.next().unwrap_or_default(),
+                };
+                normalize(&mut embedding);
+                MemoryRecord {
+                    system_id: p.system_id,
+                    conversation_id: p.conversation_id,
+                    content: p.content,
+                    embedding,
+                    timestamp: p.timestamp,
+                    metadata: p.metadata,
+                    content_hash: p.content_hash,
+                }
+            })
+            .collect())
+    }
+}

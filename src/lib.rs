@@ -1,0 +1,14 @@
+//! Akosha: a clustered memory store for AI coding assistants.
+//!
+//! Records (conversations with 384-d embeddings) live in 256 shards owned by shard
+//! actors; a node answers semantic search over the shards it owns.
+
+pub mod actors;
+pub mod api;
+pub mod config;
+pub mod embedding;
+pub mod ingest;
+pub mod node;
+pub mod record;
+pub mod search;
+pub mod storage;

@@ -1,0 +1,308 @@
+//! A running node: its storage, index, actor tree and the operations the API exposes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::actors::directory::ShardDirectory;
+use crate::actors::node_supervisor::{ActorSlots, NodeArgs, NodeMsg, NodeSupervisor};
+use crate::actors::query_coordinator::CoordinatorMsg;
+use crate::actors::shard::ShardMsg;
+use crate::config::Config;
+use crate::embedding::Embedder;
+use crate::ingest::{IngestLimits, IngestRequest, PendingRecord, WriteError, Writer};
+use crate::record::{ShardId, SHARD_COUNT};
+use crate::search::{SearchError, SearchQuery, SearchResponse, Searcher};
+use crate::storage::ann::AnnParams;
+use crate::storage::hot_index::{IndexParams, IndexStats};
+use crate::storage::{HotIndex, HotStore, StorageError};
+
+/// Why a node could not open or start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory or store could not be opened.
+    #[error("cannot open store in {dir}: {source}")]
+    Store {
+        /// the directory
+        dir: String,
+        /// the store's error
+        source: StorageError,
+    },
+    /// The actor tree could not be spawned.
+    #[error("cannot start actor tree: {0}")]
+    Spawn(String),
+}
+
+/// Counts of records by tier.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TierCounts {
+    /// hot (in memory, on this node)
+    pub hot: usize,
+    /// warm (on disk, int8)
+    pub warm: usize,
+    /// cold (Parquet on object storage)
+    pub cold: usize,
+    /// all tiers
+    pub total: usize,
+}
+
+/// What `GET /api/v1/stats` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStats {
+    /// records by tier
+    pub records: TierCounts,
+    /// shards of the cluster
+    pub shards: usize,
+    /// shards that answered
+    pub shards_up: usize,
+    /// shards that did not answer
+    pub missing_shards: Vec<ShardId>,
+    /// systems with records on this node
+    pub systems: usize,
+    /// the hot index's counters
+    pub index: IndexStats,
+    /// whether the node serves
+    pub ready: bool,
+}
+
+/// One node: opened from a config, started, then serving until shut down.
+pub struct Node {
+    /// the configuration it runs with
+    pub config: Config,
+    /// the durable store of every shard
+    pub store: HotStore,
+    /// the derived search structure
+    pub index: Arc<HotIndex>,
+    /// live shard actors
+    pub directory: Arc<ShardDirectory>,
+    /// makes pushed records durable
+    pub writer: Arc<Writer>,
+    /// runs searches
+    pub searcher: Arc<Searcher>,
+    /// the actor tree's published refs
+    pub slots: Arc<ActorSlots>,
+    /// the root actor, once started
+    root: parking_lot::Mutex<Option<ActorRef<NodeMsg>>>,
+    /// true once every shard has loaded
+    ready: AtomicBool,
+}
+
+impl Node {
+    /// Opens the store and loads the model; the node is not ready until [`Node::start`].
+    pub async fn open(config: Config) -> Result<Arc<Node>, NodeError> {
+        let data_dir = config.node.data_dir.clone();
+        let store_dir = data_dir.join("hot");
+        let cache_mb = config.storage.cache_mb;
+        let dir_text = store_dir.display().to_string();
+        let store = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&store_dir)
+                .map_err(|e| StorageError::Sled(sled::Error::Io(e)))?;
+            HotStore::open(&store_dir, cache_mb)
+        })
+        .await
+        .map_err(|e| NodeError::Spawn(e.to_string()))?
+        .map_err(|source| NodeError::Store {
+            dir: dir_text,
+            source,
+        })?;
+        let embedder = load_embedder(&config).await;
+        let index = Arc::new(HotIndex::new(IndexParams {
+            segment_size: config.index.segment_size,
+            ann: AnnParams {
+                m: config.index.m,
+                ef_construction: config.index.ef_construction,
+            },
+            ef_search: config.index.ef_search,
+            build_threads: config.index.build_threads,
+        }));
+        let directory = Arc::new(ShardDirectory::new());
+        let model_dir = config.embedding.model_dir.clone();
+        let writer = Arc::new(Writer {
+            store: store.clone(),
+            directory: Arc::clone(&directory),
+            embedder: embedder.clone(),
+            model_dir: model_dir.clone(),
+            embed_batch: config.embedding.batch_size,
+            timeout: Duration::from_millis(config.ingest.timeout_ms),
+            permits: Semaphore::new(config.ingest.max_concurrent),
+        });
+        let searcher = Arc::new(Searcher {
+            store: store.clone(),
+            index: Arc::clone(&index),
+            directory: Arc::clone(&directory),
+            embedder,
+            model_dir,
+            timeout: Duration::from_millis(config.search.timeout_ms),
+        });
+        Ok(Arc::new(Node {
+            config,
+            store,
+            index,
+            directory,
+            writer,
+            searcher,
+            slots: Arc::new(ActorSlots::default()),
+            root: parking_lot::Mutex::new(None),
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Starts the actor tree; returns once every shard has loaded from disk.
+    pub async fn start(&self) -> Result<(), NodeError> {
+        let args = NodeArgs {
+            store: self.store.clone(),
+            index: Arc::clone(&self.index),
+            directory: Arc::clone(&self.directory),
+            searcher: Arc::clone(&self.searcher),
+            max_concurrent_searches: self.config.search.max_concurrent,
+            exact_system_limit: self.config.index.exact_system_limit,
+            slots: Arc::clone(&self.slots),
+        };
+        let (root, _) = Actor::spawn(None, NodeSupervisor, args)
+            .await
+            .map_err(|e| NodeError::Spawn(e.to_string()))?;
+        *self.root.lock() = Some(root);
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the node has loaded and serves.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The limits pushed batches are validated against.
+    pub fn ingest_limits(&self) -> IngestLimits {
+        IngestLimits {
+            max_batch: self.config.ingest.max_batch,
+            max_content_bytes: self.config.ingest.max_content_bytes,
+        }
+    }
+
+    /// Validates and stores a pushed batch; returns the number of records, all durable.
+    pub async fn ingest(&self, request: IngestRequest) -> Result<usize, NodeIngestError> {
+        let records = request
+            .validate(&self.ingest_limits())
+            .map_err(|e| NodeIngestError::Invalid(e.to_string()))?;
+        self.write(records).await.map_err(NodeIngestError::Write)
+    }
+
+    /// Stores validated records; returns once all are durable.
+    pub async fn write(&self, records: Vec<PendingRecord>) -> Result<usize, WriteError> {
+        if !self.is_ready() {
+            return Err(WriteError::Unavailable(
+                "node is loading its shards".to_string(),
+            ));
+        }
+        self.writer.write(records).await
+    }
+
+    /// Runs a search through the query coordinator.
+    pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
+        if !self.is_ready() {
+            return Err(SearchError::Unavailable(
+                "node is loading its shards".to_string(),
+            ));
+        }
+        let coordinator: ActorRef<CoordinatorMsg> =
+            self.slots.coordinator.read().clone().ok_or_else(|| {
+                SearchError::Unavailable("query coordinator is not running".to_string())
+            })?;
+        let timeout = Duration::from_millis(self.config.search.timeout_ms) * 2;
+        match coordinator
+            .call(|reply| CoordinatorMsg::Search(query, reply), Some(timeout))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+            Ok(ractor::rpc::CallResult::Timeout) => Err(SearchError::Unavailable(format!(
+                "search did not finish within {timeout:?}"
+            ))),
+            _ => Err(SearchError::Unavailable(
+                "query coordinator is restarting, try again".to_string(),
+            )),
+        }
+    }
+
+    /// Counts records by asking every shard.
+    pub async fn stats(&self) -> NodeStats {
+        let timeout = Duration::from_millis(self.config.search.timeout_ms);
+        let up = self.directory.up();
+        let asks = up.iter().map(|(shard, actor)| async move {
+            let r = actor.call(ShardMsg::Counts, Some(timeout)).await;
+            match r {
+                Ok(ractor::rpc::CallResult::Success(c)) => Ok(c),
+                _ => Err(*shard),
+            }
+        });
+        let mut records = TierCounts::default();
+        let mut systems = 0;
+        let mut answered = [false; SHARD_COUNT];
+        for ((shard, _), r) in up.iter().zip(futures::future::join_all(asks).await) {
+            if let Ok(c) = r {
+                records.hot += c.hot;
+                systems += c.systems;
+                answered[*shard as usize] = true;
+            }
+        }
+        records.total = records.hot + records.warm + records.cold;
+        let missing: Vec<ShardId> = (0..SHARD_COUNT)
+            .filter(|s| !answered[*s])
+            .map(|s| s as ShardId)
+            .collect();
+        NodeStats {
+            records,
+            shards: SHARD_COUNT,
+            shards_up: SHARD_COUNT - missing.len(),
+            missing_shards: missing,
+            systems,
+            index: self.index.stats(),
+            ready: self.is_ready(),
+        }
+    }
+
+    /// Stops the actor tree and makes every write durable.
+    pub async fn shutdown(&self) {
+        self.ready.store(false, Ordering::Release);
+        let root = self.root.lock().take();
+        if let Some(root) = root {
+            root.stop(Some("shutdown".to_string()));
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+}
+
+/// Why a pushed batch was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeIngestError {
+    /// The batch is invalid (a 400); nothing was stored.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storing failed or the node cannot take writes now.
+    #[error(transparent)]
+    Write(WriteError),
+}
+
+async fn load_embedder(config: &Config) -> Option<Arc<Embedder>> {
+    let dir = config.embedding.model_dir.clone();
+    let shown = dir.display().to_string();
+    match tokio::task::spawn_blocking(move || Embedder::load(&dir)).await {
+        Ok(Ok(e)) => {
+            tracing::info!(model_dir = %shown, "embedding model loaded");
+            Some(Arc::new(e))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(model_dir = %shown, error = %e, "embedding model not loaded; text search and records without embeddings are refused until it is there (scripts/fetch-model.sh)");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "embedding model loader failed");
+            None
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! Search requests and answers, and the search itself over the node's shards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::actors::directory::ShardDirectory;
+use crate::actors::shard::{Candidates, ShardMsg};
+use crate::embedding::Embedder;
+use crate::record::{
+    normalize, shard_for, validate_embedding, validate_system_id, ShardId, SHARD_COUNT,
+};
+use crate::storage::{HotIndex, HotStore, IndexFilter, ScoredPoint};
+
+/// A validated search.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    /// what to look for
+    pub target: QueryTarget,
+    /// most results returned
+    pub limit: usize,
+    /// least similarity of a result
+    pub threshold: Option<f32>,
+    /// only this system (searched on its one shard)
+    pub system_id: Option<String>,
+    /// only records at or after this time
+    pub since: Option<DateTime<Utc>>,
+    /// only records at or before this time
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// What a search looks for.
+#[derive(Debug, Clone)]
+pub enum QueryTarget {
+    /// text, embedded by the node
+    Text(String),
+    /// a 384-d embedding
+    Embedding(Vec<f32>),
+}
+
+/// One result.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchHit {
+    /// system of the record
+    pub system_id: String,
+    /// conversation id of the record
+    pub conversation_id: String,
+    /// the record's content
+    pub content: String,
+    /// cosine similarity to the query
+    pub similarity: f32,
+    /// the record's timestamp, RFC 3339
+    pub timestamp: String,
+    /// the tier the record was found in
+    pub tier: &'static str,
+    /// the record's metadata
+    pub metadata: serde_json::Value,
+}
+
+/// The answer to a search.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResponse {
+    /// results, most similar first
+    pub results: Vec<SearchHit>,
+    /// true when some shard did not answer
+    pub partial: bool,
+    /// the shards that did not answer
+    pub missing_shards: Vec<ShardId>,
+    /// time spent, in milliseconds
+    pub took_ms: f64,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The query itself is wrong (a 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The node cannot serve this query now (a 503).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something broke inside the node (a 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Runs searches against the node's index and shards.
+pub struct Searcher {
+    /// the node's store, for the records behind hits
+    pub store: HotStore,
+    /// the node's hot index
+    pub index: Arc<HotIndex>,
+    /// live shard actors
+    pub directory: Arc<ShardDirectory>,
+    /// the text embedder, when its model is present
+    pub embedder: Option<Arc<Embedder>>,
+    /// where the model was looked for, for error messages
+    pub model_dir: std::path::PathBuf,
+    /// how long a shard or the index may take
+    pub timeout: Duration,
+}
+
+impl Searcher {
+    /// Embeds one text on a blocking thread.
+    pub async fn embed_text(&self, text: String) -> Result<Vec<f32>, SearchError> {
+        let embedder = self.embedder.clone().ok_or_else(|| {
+            SearchError::Unavailable(format!(
+                "text search needs the embedding model, not found in {}; run scripts/fetch-model.sh or pass an embedding",
+                self.model_dir.display()
+            ))
+        })?;
+        let mut out = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
+            .await
+            .map_err(|e| SearchError::Internal(format!("embedding task failed: {e}")))?
+            .map_err(|e| SearchError::Internal(format!("embedding failed: {e}")))?;
+        out.pop()
+            .ok_or_else(|| SearchError::Internal("embedder returned no vector".to_string()))
+    }
+
+    /// Answers one search.
+    pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
+        let started = Instant::now();
+        let vector = match query.target.clone() {
+            QueryTarget::Text(t) => self.embed_text(t).await?,
+            QueryTarget::Embedding(mut v) => {
+                validate_embedding(&v).map_err(|e| SearchError::Invalid(e.to_string()))?;
+                normalize(&mut v);
+                v
+            }
+        };
+        let filter = IndexFilter {
+            shards: [true; SHARD_COUNT],
+            system: None,
+            since: query.since.map(|t| t.timestamp_micros()),
+            until: query.until.map(|t| t.timestamp_micros()),
+        };
+        let (hits, missing) = match &query.system_id {
+            Some(system) => {
+                self.search_system(system, vector, query.limit, filter)
+                    .await?
+            }
+            None => self.search_global(vector, query.limit, filter).await?,
+        };
+        let threshold = query.threshold;
+        let store = self.store.clone();
+        let results = tokio::task::spawn_blocking(move || hydrate(&store, hits, threshold))
+            .await
+            .map_err(|e| SearchError::Internal(format!("result lookup failed: {e}")))??;
+        Ok(SearchResponse {
+            results,
+            partial: !missing.is_empty(),
+            missing_shards: missing,
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    async fn search_global(
+        &self,
+        vector: Vec<f32>,
+        limit: usize,
+        mut filter: IndexFilter,
+    ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
+        filter.shards = self.directory.up_mask();
+        let missing: Vec<ShardId> = (0..SHARD_COUNT)
+            .filter(|s| !filter.shards[*s])
+            .map(|s| s as ShardId)
+            .collect();
+        let index = Arc::clone(&self.index);
+        let task = tokio::task::spawn_blocking(move || index.search(&vector, limit, &filter));
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(hits)) => Ok((hits, missing)),
+            Ok(Err(e)) => Err(SearchError::Internal(format!("search task failed: {e}"))),
+            Err(_) => Ok((Vec::new(), (0..SHARD_COUNT as ShardId).collect())),
+        }
+    }
+
+    async fn search_system(
+        &self,
+        system: &str,
+        vector: Vec<f32>,
+        limit: usize,
+        mut filter: IndexFilter,
+    ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
+        validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
+        let shard = shard_for(system);
+        let Some(actor) = self.directory.get(shard) else {
+            return Ok((Vec::new(), vec![shard]));
+        };
+        let asked = actor
+            .call(
+                |reply| ShardMsg::Candidates(system.to_string(), reply),
+                Some(self.timeout),
+            )
+            .await;
+        let candidates = match asked {
+            Ok(ractor::rpc::CallResult::Success(c)) => c,
+            _ => return Ok((Vec::new(), vec![shard])),
+        };
+        let index = Arc::clone(&self.index);
+        let hits = match candidates {
+            Candidates::Unknown => return Ok((Vec::new(), Vec::new())),
+            Candidates::Exact(points) if points.len() <= 2048 => {
+                // small enough to score here without holding up the runtime
+                index.search_points(&vector, &points, limit, &filter)
+            }
+            Candidates::Exact(points) => tokio::task::spawn_blocking(move || {
+                index.search_points(&vector, &points, limit, &filter)
+            })
+            .await
+            .map_err(|e| SearchError::Internal(format!("search task failed: {e}")))?,
+            Candidates::Indexed(code) => {
+                filter.system = Some(code);
+                tokio::task::spawn_blocking(move || index.search(&vector, limit, &filter))
+                    .await
+                    .map_err(|e| SearchError::Internal(format!("search task failed: {e}")))?
+            }
+        };
+        Ok((hits, Vec::new()))
+    }
+}
+
+/// Reads the records behind hits, drops those under the threshold and duplicates.
+fn hydrate(
+    store: &HotStore,
+    hits: Vec<ScoredPoint>,
+    threshold: Option<f32>,
+) -> Result<Vec<SearchHit>, SearchError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(hits.len());
+    for hit in hits {
+        let similarity = hit.score.clamp(-1.0, 1.0);
+        if threshold.is_some_and(|t| similarity < t) || !seen.insert(hit.key.clone()) {
+            continue;
+        }
+        let record = store
+            .get_by_key(hit.shard, &hit.key)
+            .map_err(|e| SearchError::Internal(e.to_string()))?;
+        // a record replaced or deleted since the index answered is skipped
+        let Some(r) = record else { continue };
+        out.push(SearchHit {
+            timestamp: r.timestamp().to_rfc3339_opts(SecondsFormat::Millis, true),
+            metadata: serde_json::Value::Object(r.metadata()),
+            system_id: r.system_id,
+            conversation_id: r.conversation_id,
+            content: r.content,
+            similarity,
+            tier: "hot",
+        });
+    }
+    out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+    Ok(out)
+}

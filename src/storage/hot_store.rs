@@ -1,0 +1,101 @@
+//! The hot tier's durable store: one sled database per node, one tree per shard.
+
+use std::path::Path;
+
+use crate::record::{record_key, ShardId, StoredRecord, SHARD_COUNT};
+
+/// A failure of the on-disk store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// sled reported an I/O or corruption error.
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value could not be decoded.
+    #[error("stored record under key {key:?} cannot be decoded: {message}")]
+    Decode {
+        /// the key, lossily as text
+        key: String,
+        /// the decoder's message
+        message: String,
+    },
+    /// A record could not be encoded.
+    #[error("record cannot be encoded: {0}")]
+    Encode(String),
+    /// A blocking storage task was cancelled or panicked.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// The node's sled database with one tree of hot records per shard.
+#[derive(Clone)]
+pub struct HotStore {
+    /// the database; one flush makes every tree's writes durable (group commit)
+    db: sled::Db,
+    /// `hot/NNN`, indexed by shard number
+    trees: Vec<sled::Tree>,
+}
+
+impl HotStore {
+    /// Opens (or creates) the store under `dir` with a page cache of `cache_mb` MiB.
+    pub fn open(dir: &Path, cache_mb: u64) -> Result<Self, StorageError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_mb * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let trees = (0..SHARD_COUNT)
+            .map(|s| db.open_tree(format!("hot/{s:03}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HotStore { db, trees })
+    }
+
+    /// The tree that holds one shard's hot records.
+    pub fn tree(&self, shard: ShardId) -> &sled::Tree {
+        &self.trees[shard as usize % SHARD_COUNT]
+    }
+
+    /// Makes every write so far durable on disk.
+    ///
+    /// # Cancel safety
+    /// Cancelling only stops waiting; the flush itself goes on in sled.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Reads one record of a shard.
+    pub fn get(
+        &self,
+        shard: ShardId,
+        system_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<StoredRecord>, StorageError> {
+        let key = record_key(system_id, conversation_id);
+        self.get_by_key(shard, &key)
+    }
+
+    /// Reads one record of a shard by its storage key.
+    pub fn get_by_key(
+        &self,
+        shard: ShardId,
+        key: &[u8],
+    ) -> Result<Option<StoredRecord>, StorageError> {
+        match self.tree(shard).get(key)? {
+            Some(bytes) => decode(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Encodes a record for the store.
+pub fn encode(record: &StoredRecord) -> Result<Vec<u8>, StorageError> {
+    bincode::serialize(record).map_err(|e| StorageError::Encode(e.to_string()))
+}
+
+/// Decodes a stored record.
+pub fn decode(key: &[u8], bytes: &[u8]) -> Result<StoredRecord, StorageError> {
+    bincode::deserialize(bytes).map_err(|e| StorageError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: e.to_string(),
+    })
+}

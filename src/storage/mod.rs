@@ -1,0 +1,9 @@
+//! Durable and in-memory storage of records.
+
+pub mod ann;
+pub mod distance;
+pub mod hot_index;
+pub mod hot_store;
+
+pub use hot_index::{HotIndex, IndexFilter, PointId, ScoredPoint};
+pub use hot_store::{HotStore, StorageError};

@@ -1,0 +1,169 @@
+//! Helpers for tests that run the real `akosha-node` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A running `akosha-node` process on a loopback port.
+pub struct NodeProcess {
+    pub child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub client: reqwest::Client,
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// Where the embedding model is looked for by tests: the repository's default.
+pub fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+}
+
+impl NodeProcess {
+    /// Starts a node on `data_dir` with extra environment, and waits until /ready says 200.
+    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> NodeProcess {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_akosha-node"));
+        cmd.arg("--data-dir")
+            .arg(data_dir)
+            .arg("--http")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("AKOSHA__EMBEDDING__MODEL_DIR", model_dir())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("cannot start akosha-node");
+        let node = NodeProcess {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            client: reqwest::Client::new(),
+        };
+        node.wait_ready(Duration::from_secs(120)).await;
+        node
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Polls /ready until 200 or the deadline.
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = self.client.get(self.url("/ready")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node did not become ready in {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// POSTs JSON and returns status and body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request failed");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs raw bytes as JSON and returns status and body.
+    pub async fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request failed");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request failed");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill9(mut self) -> PathBuf {
+        self.child.kill().expect("kill failed");
+        let _ = self.child.wait();
+        self.data_dir.clone()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        self.child.wait().expect("wait failed")
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A deterministic unit vector for a seed (xorshift, no dependency).
+pub fn unit_vector(seed: u64) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..384)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect();
+    let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|a| *a /= n);
+    v
+}
+
+/// An ingest body of `n` conversations of one system with seeded vectors.
+pub fn batch(system: &str, from: u64, n: u64) -> Value {
+    let conversations: Vec<Value> = (from..from + n)
+        .map(|i| {
+            json!({
+                "id": format!("conv-{i}"),
+                "content": format!("conversation {i} of {system}"),
+                "embedding": unit_vector(i),
+                "timestamp": "2026-11-20T10:00:00Z",
+                "metadata": {"project": "akosha", "n": i},
+            })
+        })
+        .collect();
+    json!({ "system_id": system, "conversations": conversations })
+}

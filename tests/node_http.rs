@@ -1,0 +1,200 @@
+//! The real `akosha-node` binary over HTTP: ingest, search, bad requests, SIGKILL and restart.
+
+mod common;
+
+use common::{batch, unit_vector, NodeProcess};
+use serde_json::{json, Value};
+
+const SYSTEMS: [&str; 5] = [
+    "laptop-1",
+    "laptop-2",
+    "build_server",
+    "ci-runner",
+    "desk-7",
+];
+const PER_SYSTEM: u64 = 200;
+
+fn error_of(body: &Value) -> String {
+    body["error"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_search_reject_kill_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]).await;
+    assert_eq!(node.get("/health").await, (200, json!({"status": "ok"})));
+
+    // ingest over HTTP: 5 systems × 200 records, each acknowledged once durable
+    let mut acknowledged = Vec::new();
+    for (s, system) in SYSTEMS.iter().enumerate() {
+        let from = s as u64 * 1000;
+        let (status, body) = node
+            .post("/api/v1/ingest", &batch(system, from, PER_SYSTEM))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], PER_SYSTEM);
+        acknowledged.extend((from..from + PER_SYSTEM).map(|i| (system.to_string(), i)));
+    }
+    // re-ingesting the same identities replaces, never duplicates
+    let (status, _) = node.post("/api/v1/ingest", &batch(SYSTEMS[0], 0, 50)).await;
+    assert_eq!(status, 200);
+    let (_, stats) = node.get("/api/v1/stats").await;
+    assert_eq!(stats["records"]["hot"], 1000, "{stats}");
+    assert_eq!(stats["records"]["total"], 1000);
+    assert_eq!(stats["shards"], 256);
+
+    // search by vector, global and system-scoped
+    let (status, body) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": unit_vector(1005), "limit": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let first = &body["results"][0];
+    assert_eq!(first["system_id"], "laptop-2");
+    assert_eq!(first["conversation_id"], "conv-1005");
+    assert!(first["similarity"].as_f64().unwrap() > 0.999);
+    assert_eq!(first["tier"], "hot");
+    assert_eq!(first["metadata"]["project"], "akosha");
+    assert_eq!(body["partial"], false);
+    assert_eq!(body["missing_shards"], json!([]));
+    assert!(body["took_ms"].is_number());
+
+    let (_, body) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": unit_vector(1005), "system_id": "desk-7", "limit": 5}),
+        )
+        .await;
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 5);
+    assert!(results.iter().all(|r| r["system_id"] == "desk-7"), "{body}");
+
+    // time filter excludes everything before it
+    let (_, body) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": unit_vector(7), "since": "2026-11-21T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(body["results"], json!([]), "{body}");
+
+    // search by text: records pushed without embeddings are embedded by the node
+    let texts = [
+        (
+            "rust-1",
+            "The borrow checker rejected my mutable reference inside the loop",
+        ),
+        (
+            "py-1",
+            "Pandas dataframe merge produced duplicate rows after the join",
+        ),
+        (
+            "k8s-1",
+            "The Kubernetes pod keeps restarting with CrashLoopBackOff",
+        ),
+    ];
+    let conversations: Vec<Value> = texts
+        .iter()
+        .map(|(id, content)| json!({"id": id, "content": content}))
+        .collect();
+    let (status, body) = node
+        .post(
+            "/api/v1/ingest",
+            &json!({"system_id": "notes", "conversations": conversations}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = node
+        .post(
+            "/api/v1/search",
+            &json!({"query": "why does my kubernetes container crash loop", "system_id": "notes", "limit": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["conversation_id"], "k8s-1", "{body}");
+    let (_, body) = node
+        .post(
+            "/api/v1/search",
+            &json!({"query": "rust ownership and borrowing problem", "limit": 1}),
+        )
+        .await;
+    assert_eq!(body["results"][0]["conversation_id"], "rust-1", "{body}");
+
+    // invalid requests: 400 with a clear error, nothing stored
+    let mut short = batch("laptop-9", 0, 2);
+    short["conversations"][1]["embedding"] = json!([0.1, 0.2, 0.3]);
+    let (status, body) = node.post("/api/v1/ingest", &short).await;
+    assert_eq!(status, 400);
+    assert!(
+        error_of(&body).contains("conversations[1].embedding"),
+        "{body}"
+    );
+    assert!(error_of(&body).contains("384"), "{body}");
+
+    let nan_body = format!(
+        r#"{{"system_id": "laptop-9", "conversations": [{{"id": "a", "content": "x", "embedding": [NaN{}]}}]}}"#,
+        ", 0.1".repeat(383)
+    );
+    let (status, body) = node.post_raw("/api/v1/ingest", &nan_body).await;
+    assert_eq!(status, 400);
+    assert!(error_of(&body).contains("not valid JSON"), "{body}");
+
+    let (status, body) = node.post("/api/v1/ingest", &batch("", 0, 1)).await;
+    assert_eq!(status, 400);
+    assert!(error_of(&body).contains("system_id"), "{body}");
+
+    let (status, body) = node.post_raw("/api/v1/ingest", "{\"system_id\": ").await;
+    assert_eq!(status, 400);
+    assert!(error_of(&body).contains("not valid JSON"), "{body}");
+
+    let (status, body) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": unit_vector(1), "limit": 0}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        error_of(&body).contains("limit must be from 1 to 1000, got 0"),
+        "{body}"
+    );
+
+    let (status, body) = node
+        .post("/api/v1/search", &json!({"embedding": [0.5, 0.5]}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(error_of(&body).contains("384 dimensions, got 2"), "{body}");
+
+    let (status, _) = node.post("/api/v1/search", &json!({})).await;
+    assert_eq!(status, 400);
+
+    let (_, stats) = node.get("/api/v1/stats").await;
+    assert_eq!(
+        stats["records"]["hot"], 1003,
+        "a refused batch stored something: {stats}"
+    );
+
+    // SIGKILL, restart on the same data, every acknowledged record is there
+    let data_dir = node.kill9();
+    let node = NodeProcess::start(&data_dir, &[]).await;
+    let (_, stats) = node.get("/api/v1/stats").await;
+    assert_eq!(stats["records"]["hot"], 1003, "{stats}");
+    for (system, i) in &acknowledged {
+        let (status, body) = node
+            .post(
+                "/api/v1/search",
+                &json!({"embedding": unit_vector(*i), "system_id": system, "limit": 1}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["results"][0]["conversation_id"],
+            format!("conv-{i}"),
+            "record {system}/{i} lost after SIGKILL: {body}"
+        );
+    }
+    let status = node.terminate();
+    assert!(status.success(), "graceful shutdown exit status {status}");
+}
