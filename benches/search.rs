@@ -198,6 +198,7 @@ fn main() {
         );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(akosha::MAX_BLOCKING_THREADS)
         .build()
         .expect("runtime");
     runtime.block_on(run(&dir));

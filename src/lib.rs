@@ -12,3 +12,7 @@ pub mod node;
 pub mod record;
 pub mod search;
 pub mod storage;
+
+/// Blocking threads a node's runtime keeps at most: enough for storage and index work on
+/// every core, few enough that per-thread allocator caches do not pile up memory.
+pub const MAX_BLOCKING_THREADS: usize = 32;

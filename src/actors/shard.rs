@@ -52,6 +52,10 @@ pub struct ShardCounts {
     pub loaded_records: usize,
 }
 
+/// Batches up to this many records are written on the actor's own thread (well under a
+/// millisecond); larger ones go to a blocking thread so the runtime is never held up.
+const INLINE_WRITE_LIMIT: usize = 32;
+
 /// What a shard actor needs to start.
 pub struct ShardArgs {
     /// shard number
@@ -155,19 +159,13 @@ impl ShardState {
     async fn upsert(&mut self, records: Vec<MemoryRecord>) -> Result<usize, StorageError> {
         let n = records.len();
         let tree = self.store.tree(self.shard).clone();
-        let records = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-            let mut batch = sled::Batch::default();
-            for r in &records {
-                batch.insert(
-                    record_key(&r.system_id, &r.conversation_id),
-                    encode(&StoredRecord::from(r))?,
-                );
-            }
-            tree.apply_batch(batch)?;
-            Ok(records)
-        })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))??;
+        let records = if n <= INLINE_WRITE_LIMIT {
+            write_tree(&tree, records)?
+        } else {
+            tokio::task::spawn_blocking(move || write_tree(&tree, records))
+                .await
+                .map_err(|e| StorageError::Task(e.to_string()))??
+        };
 
         let points: Vec<(Vec<f32>, PointMeta)> = records
             .iter()
@@ -224,6 +222,22 @@ impl ShardState {
             Some(s) => Candidates::Indexed(s.code),
         }
     }
+}
+
+/// Writes records to a shard's tree in one atomic batch; hands the records back.
+fn write_tree(
+    tree: &sled::Tree,
+    records: Vec<MemoryRecord>,
+) -> Result<Vec<MemoryRecord>, StorageError> {
+    let mut batch = sled::Batch::default();
+    for r in &records {
+        batch.insert(
+            record_key(&r.system_id, &r.conversation_id),
+            encode(&StoredRecord::from(r))?,
+        );
+    }
+    tree.apply_batch(batch)?;
+    Ok(records)
 }
 
 /// Reads a shard's tree into the index; returns (system, conversation, code, point) per record.
