@@ -48,6 +48,10 @@ command -v "$python" >/dev/null 2>&1 ||
   die "'$python -m pip' does not work; install pip for $python or set PYTHON"
 command -v sha256sum >/dev/null 2>&1 || die "sha256sum not found (coreutils is needed)"
 
+# Fail on an unwritable destination before downloading 90 MB.
+mkdir -p "$dest" 2>/dev/null || die "cannot create directory $dest"
+[[ -w "$dest" ]] || die "directory $dest is not writable"
+
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/akosha-model.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
@@ -82,7 +86,6 @@ for i in "${!FILES[@]}"; do
     die "checksum mismatch for $f: expected sha256 ${SHA256[$i]}, got $got"
 done
 
-mkdir -p "$dest" || die "cannot create directory $dest"
 for f in "${FILES[@]}"; do
   # Copy beside the target, then rename, so an interrupted run never leaves a
   # truncated file that the idempotence check above would take as complete.

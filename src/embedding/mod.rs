@@ -7,6 +7,12 @@
 //! [`MAX_SEQ_LEN`], a BERT encoder, mean pooling over the attention mask, then
 //! L2 normalisation. Everything runs on the CPU and blocks: call it from a
 //! blocking thread, never from an async task.
+//!
+//! Threads: candle sizes its pools from the environment when first used.
+//! Matmuls run on rayon (`RAYON_NUM_THREADS`, default: physical cores);
+//! element-wise ops on candle's own spinning pool (`CANDLE_NUM_THREADS`,
+//! default: the same). On a busy 2-core machine `CANDLE_NUM_THREADS=1` was
+//! faster, because that pool's spinning worker takes the core the matmul needs.
 
 mod bert;
 
