@@ -83,8 +83,8 @@ impl Default for IndexConfig {
             segment_size: 50_000,
             exact_system_limit: 10_000,
             m: 16,
-            ef_construction: 100,
-            ef_search: 64,
+            ef_construction: 32,
+            ef_search: 48,
             build_threads: 1,
         }
     }

@@ -115,6 +115,7 @@ impl Node {
             ann: AnnParams {
                 m: config.index.m,
                 ef_construction: config.index.ef_construction,
+                ..AnnParams::default()
             },
             ef_search: config.index.ef_search,
             build_threads: config.index.build_threads,

@@ -1,28 +1,9 @@
-//! Inner products of embeddings and a bounded top-k collector.
+//! Inner products of embeddings (the SIMD kernel of the ann module) and a bounded top-k collector.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-/// Inner product of two equally long vectors (cosine for unit vectors).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // eight independent accumulators so the compiler keeps them in vector registers
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..n {
-        sum += a[i] * b[i];
-    }
-    sum
-}
+pub use crate::storage::ann::dot;
 
 /// A scored item, ordered by score (ties broken by id).
 #[derive(Debug, Clone, Copy, PartialEq)]

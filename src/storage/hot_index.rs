@@ -3,7 +3,8 @@
 //! Shards own their records; this index only mirrors their vectors so that one query
 //! searches a few large segments instead of 256 small ones. New points go to a growing
 //! segment that is searched exactly; a full growing segment is frozen (still searched
-//! exactly) and handed to a builder thread, which swaps in its HNSW graph when done.
+//! exactly) and handed to a builder thread, which builds its HNSW graph and then drops
+//! the frozen f32 copy (the graph keeps f16 vectors and int8 codes).
 //! Every point is tagged with its shard, system and timestamp so that filters are
 //! applied inside the search, and deletions are a bit per point.
 
@@ -14,7 +15,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 use parking_lot::{Mutex, RwLock};
 
 use crate::record::{ShardId, EMBEDDING_DIM, SHARD_COUNT};
-use crate::storage::ann::{AnnParams, Hnsw};
+use crate::storage::ann::{AnnParams, SealedSegment};
 use crate::storage::distance::{dot, TopK};
 
 /// A point of the index: segment number in the high 32 bits, offset in the low 32.
@@ -152,9 +153,58 @@ impl SegmentBody {
 /// A segment that no longer grows: searched exactly until its graph is built.
 struct Segment {
     id: u32,
+    /// metadata and deletion marks (its vectors moved to `exact` when frozen)
     body: SegmentBody,
-    /// set once by a builder thread; until then the segment is scanned
-    graph: OnceLock<Hnsw>,
+    /// the f32 vectors, kept only until the graph is built
+    exact: RwLock<Option<Vec<f32>>>,
+    /// set once by a builder thread; from then on the segment is searched through it
+    graph: OnceLock<SealedSegment>,
+}
+
+impl Segment {
+    /// Exact score of point `i`, from the f32 copy or the graph's stored vector.
+    fn score(&self, q: &[f32], i: usize) -> Option<f32> {
+        if let Some(g) = self.graph.get() {
+            return g.score(q, i);
+        }
+        let exact = self.exact.read();
+        let v = exact
+            .as_ref()?
+            .get(i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM)?;
+        Some(dot(q, v))
+    }
+
+    /// Top-k of the segment's visible points: through the graph once built, else a scan.
+    fn search(&self, q: &[f32], k: usize, ef: usize, filter: &IndexFilter, top: &mut TopK) {
+        let keep = |label: u64| self.body.visible(label as usize, filter);
+        if let Some(g) = self.graph.get() {
+            match g.search(q, k, ef, &keep) {
+                Ok(found) => {
+                    for (i, score) in found {
+                        top.push(point_id(self.id, i as usize), score);
+                    }
+                }
+                Err(e) => tracing::error!(segment = self.id, error = %e, "segment search failed"),
+            }
+            return;
+        }
+        let exact = self.exact.read();
+        if let Some(vectors) = exact.as_ref() {
+            for i in 0..self.body.len() {
+                if keep(i as u64) {
+                    let v = &vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM];
+                    top.push(point_id(self.id, i), dot(q, v));
+                }
+            }
+        } else if let Some(g) = self.graph.get() {
+            // the graph was set between the two checks
+            if let Ok(found) = g.search(q, k, ef, &keep) {
+                for (i, score) in found {
+                    top.push(point_id(self.id, i as usize), score);
+                }
+            }
+        }
+    }
 }
 
 /// Live state behind the index's lock.
@@ -348,15 +398,7 @@ impl HotIndex {
         };
         let ef = self.shared.params.ef_search.max(k);
         for f in &frozen {
-            match f.graph.get() {
-                Some(graph) => {
-                    let keep = |i: u32| f.body.visible(i as usize, filter);
-                    for (i, score) in graph.search(&f.body.vectors, q, k, ef, &keep) {
-                        top.push(point_id(f.id, i as usize), score);
-                    }
-                }
-                None => f.body.scan(f.id, q, filter, &mut top),
-            }
+            f.search(q, k, ef, filter, &mut top);
         }
         self.resolve(top)
     }
@@ -375,15 +417,17 @@ impl HotIndex {
             let growing = seg.frozen.len();
             for p in points {
                 let (s, off) = split_point(*p);
-                let body = if s == growing {
-                    &seg.growing
+                if s == growing {
+                    let body = &seg.growing;
+                    if off < body.len() && body.visible(off, filter) {
+                        top.push(*p, dot(q, body.vector(off)));
+                    }
                 } else if let Some(f) = seg.frozen.get(s) {
-                    &f.body
-                } else {
-                    continue;
-                };
-                if off < body.len() && body.visible(off, filter) {
-                    top.push(*p, dot(q, body.vector(off)));
+                    if off < f.body.len() && f.body.visible(off, filter) {
+                        if let Some(score) = f.score(q, off) {
+                            top.push(*p, score);
+                        }
+                    }
                 }
             }
         }
@@ -437,10 +481,12 @@ impl Drop for HotIndex {
 
 /// Moves the growing segment into the frozen list and starts a new one.
 fn freeze(seg: &mut Segments, capacity: usize) -> Arc<Segment> {
-    let body = std::mem::replace(&mut seg.growing, SegmentBody::with_capacity(capacity));
+    let mut body = std::mem::replace(&mut seg.growing, SegmentBody::with_capacity(capacity));
+    let vectors = std::mem::take(&mut body.vectors);
     let segment = Arc::new(Segment {
         id: seg.frozen.len() as u32,
         body,
+        exact: RwLock::new(Some(vectors)),
         graph: OnceLock::new(),
     });
     seg.frozen.push(Arc::clone(&segment));
@@ -456,9 +502,20 @@ fn builder_loop(rx: Arc<Mutex<mpsc::Receiver<Arc<Segment>>>>, shared: std::sync:
             return;
         };
         let started = std::time::Instant::now();
-        let graph = Hnsw::build(&segment.body.vectors, EMBEDDING_DIM, &shared.params.ann);
-        // a segment is built once, so the cell is always empty here
-        let _ = segment.graph.set(graph);
+        let Some(vectors) = segment.exact.read().clone() else {
+            continue;
+        };
+        let labels: Vec<u64> = (0..segment.body.len() as u64).collect();
+        match SealedSegment::build(labels, vectors, &shared.params.ann) {
+            Ok(graph) => {
+                // a segment is built once, so the cell is always empty here
+                let _ = segment.graph.set(graph);
+                segment.exact.write().take();
+            }
+            Err(e) => {
+                tracing::error!(segment = segment.id, error = %e, "index build failed, segment stays exact");
+            }
+        }
         shared.pending_builds.fetch_sub(1, Ordering::Relaxed);
         tracing::info!(
             segment = segment.id,
@@ -466,5 +523,90 @@ fn builder_loop(rx: Arc<Mutex<mpsc::Receiver<Arc<Segment>>>>, shared: std::sync:
             took_ms = started.elapsed().as_millis() as u64,
             "sealed index segment"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector(seed: u64) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+            .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
+            .collect();
+        crate::record::normalize(&mut v);
+        v
+    }
+
+    fn meta(i: u64) -> PointMeta {
+        PointMeta {
+            shard: (i % 4) as ShardId,
+            system: (i % 3) as u32,
+            timestamp: i as i64,
+            key: format!("k{i}").into_bytes().into_boxed_slice(),
+        }
+    }
+
+    #[test]
+    fn sealed_segments_are_searched_filtered_and_deleted() {
+        let index = HotIndex::new(IndexParams {
+            segment_size: 3_000,
+            ann: AnnParams::default(),
+            ef_search: 64,
+            build_threads: 1,
+        });
+        let points: Vec<_> = (0..10_000u64).map(|i| (vector(i), meta(i))).collect();
+        let ids = index.insert(points);
+        // wait for the builder to seal the three full segments
+        for _ in 0..600 {
+            if index.stats().sealed_segments == 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let stats = index.stats();
+        assert_eq!(stats.sealed_segments, 3, "{stats:?}");
+        assert_eq!(stats.growing_points, 1_000);
+        assert_eq!(stats.live_points, 10_000);
+
+        let all = IndexFilter::default();
+        for i in [5u64, 4_500, 9_999] {
+            let hits = index.search(&vector(i), 3, &all);
+            assert_eq!(
+                hits[0].key.as_ref(),
+                format!("k{i}").as_bytes(),
+                "point {i}"
+            );
+            assert!(hits[0].score > 0.999);
+        }
+
+        // filters apply inside the search
+        let mut only_shard_1 = IndexFilter {
+            shards: [false; SHARD_COUNT],
+            ..IndexFilter::default()
+        };
+        only_shard_1.shards[1] = true;
+        let hits = index.search(&vector(4_500), 10, &only_shard_1);
+        assert!(hits.iter().all(|h| h.shard == 1));
+        assert_eq!(hits.len(), 10);
+
+        // a deleted point is never returned, from a sealed or the growing segment
+        index.delete(&[ids[4_500], ids[9_999]]);
+        assert_eq!(index.stats().live_points, 9_998);
+        for i in [4_500u64, 9_999] {
+            let hits = index.search(&vector(i), 5, &all);
+            assert!(hits
+                .iter()
+                .all(|h| h.key.as_ref() != format!("k{i}").as_bytes()));
+        }
+
+        // exact scoring of given points reaches sealed and growing segments
+        let hits = index.search_points(&vector(7), &[ids[7], ids[3_100], ids[9_000]], 3, &all);
+        assert_eq!(hits.len(), 3);
+        assert_eq!(hits[0].point, ids[7]);
+
+        index.delete_shard(1);
+        let hits = index.search(&vector(4_501), 10, &only_shard_1);
+        assert!(hits.is_empty(), "{hits:?}");
     }
 }

@@ -1,0 +1,361 @@
+//! The public segments: a growing one that takes inserts while it is searched, and sealed
+//! ones, immutable, built by insertion or from a batch.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::graph::Graph;
+use super::quant::quantize;
+use super::rows::Rows;
+use super::scratch::{with_scratch, Cand, Scratch};
+use super::{merge_top_k, AnnError, AnnParams};
+
+/// Points of a segment sampled to estimate how much of it a filter keeps.
+const FILTER_SAMPLES: usize = 64;
+
+/// An immutable HNSW segment: `Send + Sync`, searched concurrently from any thread.
+#[derive(Clone)]
+pub struct SealedSegment {
+    /// The graph; shared with the growing segment it was sealed from, which no longer writes.
+    graph: Arc<Graph>,
+    /// Slots written (all of them are linked).
+    len: usize,
+    /// Search-time parameters (exact fallback).
+    params: AnnParams,
+}
+
+impl SealedSegment {
+    /// Builds an index over `ids.len()` vectors (row-major, `ids.len() * dim` floats) with
+    /// `params.build_threads` threads; `ids` are caller-chosen labels returned by searches.
+    pub fn build(ids: Vec<u64>, vectors: Vec<f32>, params: &AnnParams) -> Result<Self, AnnError> {
+        params.validate()?;
+        let n = ids.len();
+        let expected = n
+            .checked_mul(params.dim)
+            .ok_or(AnnError::TooLarge { slots: n })?;
+        if vectors.len() != expected {
+            return Err(AnnError::BadLength {
+                expected,
+                got: vectors.len(),
+            });
+        }
+        let graph = Graph::new(
+            Rows::from_vecs(params.dim, params.code_scale(), &ids, &vectors),
+            params,
+        )?;
+        drop(vectors);
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let mut sc = Scratch::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                graph.insert(i as u32, &mut sc);
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..params.build_threads.max(1) {
+                // A helper thread that cannot be started only makes the build slower.
+                let _ = std::thread::Builder::new()
+                    .name("ann-build".into())
+                    .spawn_scoped(s, work);
+            }
+            work();
+        });
+        Ok(SealedSegment {
+            graph: Arc::new(graph),
+            len: n,
+            params: params.clone(),
+        })
+    }
+
+    /// Top `k` `(id, score)` by inner product among points whose id passes `keep`, best
+    /// first; `ef` (at least `k`) is the search beam: higher is slower and more exact.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>, AnnError> {
+        search(&self.graph, &self.params, self.len, query, k, ef, keep)
+    }
+
+    /// Exact top `k` by a full scan, for checking recall and for tiny segments.
+    pub fn search_exact(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>, AnnError> {
+        check_len(query, self.params.dim)?;
+        let g = &self.graph;
+        let out = with_scratch(|sc| g.search_exact(query, k, self.len, &|i| keep(g.label(i)), sc));
+        Ok(labelled(g, out))
+    }
+
+    /// Exact inner product of `query` with the stored vector at position `i` (`0..len`).
+    pub fn score(&self, query: &[f32], i: usize) -> Option<f32> {
+        if i >= self.len || query.len() != self.params.dim {
+            return None;
+        }
+        Some(self.graph.score_stored(query, i))
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the segment holds no point.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The vector stored at position `i` (`0..len`), as kept (f16, widened to f32).
+    pub fn vector(&self, i: usize) -> Option<Vec<f32>> {
+        // SAFETY: every slot below `len` was written before the segment was sealed.
+        (i < self.len).then(|| unsafe { self.graph.rows.vector(i) })
+    }
+
+    /// The id stored at position `i` (`0..len`).
+    pub fn id(&self, i: usize) -> Option<u64> {
+        (i < self.len).then(|| self.graph.label(i as u32))
+    }
+
+    /// Bytes held: vectors, ids, links.
+    pub fn memory_bytes(&self) -> usize {
+        self.graph.rows.bytes() + self.graph.link_bytes()
+    }
+}
+
+/// The segment that takes new records: an HNSW graph of fixed capacity built by insertion,
+/// searched while it grows. Inserts from several threads are allowed (each takes its own slot).
+pub struct GrowingSegment {
+    /// The graph, shared with the sealed segment it becomes.
+    graph: Arc<Graph>,
+    /// Slots handed out to inserts (may exceed capacity when full).
+    claimed: AtomicUsize,
+    /// Held shared by each insert and exclusively by `seal`; true once sealed.
+    sealed: RwLock<bool>,
+    /// Parameters, kept for search and for the sealed segment.
+    params: AnnParams,
+}
+
+impl GrowingSegment {
+    /// An empty segment for up to `capacity` points; memory is committed as points arrive.
+    pub fn new(capacity: usize, params: &AnnParams) -> Result<Self, AnnError> {
+        params.validate()?;
+        if capacity >= u32::MAX as usize || capacity.checked_mul(params.dim).is_none() {
+            return Err(AnnError::TooLarge { slots: capacity });
+        }
+        let graph = Graph::new(
+            Rows::with_capacity(params.dim, capacity, params.code_scale()),
+            params,
+        )?;
+        Ok(GrowingSegment {
+            graph: Arc::new(graph),
+            claimed: AtomicUsize::new(0),
+            sealed: RwLock::new(false),
+            params: params.clone(),
+        })
+    }
+
+    /// Inserts one point; `Full` when there is no slot left, `Sealed` after [`Self::seal`].
+    pub fn insert(&self, id: u64, vector: &[f32]) -> Result<(), AnnError> {
+        check_len(vector, self.params.dim)?;
+        let sealed = self.sealed.read().unwrap_or_else(|e| e.into_inner());
+        if *sealed {
+            return Err(AnnError::Sealed);
+        }
+        let cap = self.graph.rows.cap();
+        let slot = self.claimed.fetch_add(1, Ordering::AcqRel);
+        if slot >= cap {
+            self.claimed.store(cap, Ordering::Release);
+            return Err(AnnError::Full);
+        }
+        // SAFETY: `slot` came from fetch_add, so no other insert writes it, and it is not
+        // linked into the graph nor marked ready until `write` returns.
+        unsafe { self.graph.rows.write(slot, id, vector) };
+        with_scratch(|sc| self.graph.insert(slot as u32, sc));
+        drop(sealed);
+        Ok(())
+    }
+
+    /// Top `k` `(id, score)` among points whose id passes `keep`, best first (see
+    /// [`SealedSegment::search`]); a point is found as soon as its insert has returned.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>, AnnError> {
+        let upto = self
+            .claimed
+            .load(Ordering::Acquire)
+            .min(self.graph.rows.cap());
+        search(&self.graph, &self.params, upto, query, k, ef, keep)
+    }
+
+    /// Points inserted.
+    pub fn len(&self) -> usize {
+        self.graph.inserted()
+    }
+
+    /// Whether no point was inserted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Points the segment can take.
+    pub fn capacity(&self) -> usize {
+        self.graph.rows.cap()
+    }
+
+    /// Whether every slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.claimed.load(Ordering::Acquire) >= self.capacity()
+    }
+
+    /// Stops inserts (waiting for those in flight) and returns the segment as sealed, sharing
+    /// its memory; unused capacity stays reserved but is never touched.
+    pub fn seal(&self) -> SealedSegment {
+        let mut sealed = self.sealed.write().unwrap_or_else(|e| e.into_inner());
+        *sealed = true;
+        let len = self
+            .claimed
+            .load(Ordering::Acquire)
+            .min(self.graph.rows.cap());
+        SealedSegment {
+            graph: Arc::clone(&self.graph),
+            len,
+            params: self.params.clone(),
+        }
+    }
+}
+
+/// A searchable segment, sealed or growing, for [`search_segments`].
+pub trait Segment: Send + Sync {
+    /// Top `k` `(id, score)` among points whose id passes `keep`, best first.
+    fn search_segment(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>, AnnError>;
+}
+
+impl Segment for SealedSegment {
+    fn search_segment(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>, AnnError> {
+        self.search(query, k, ef, keep)
+    }
+}
+
+impl Segment for GrowingSegment {
+    fn search_segment(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>, AnnError> {
+        self.search(query, k, ef, keep)
+    }
+}
+
+/// Global top `k` over several segments, best first; `ef` applies to each segment.
+pub fn search_segments(
+    segments: &[&dyn Segment],
+    query: &[f32],
+    k: usize,
+    ef: usize,
+    keep: &dyn Fn(u64) -> bool,
+) -> Result<Vec<(u64, f32)>, AnnError> {
+    let mut lists = Vec::with_capacity(segments.len());
+    for seg in segments {
+        lists.push(seg.search_segment(query, k, ef, keep)?);
+    }
+    Ok(merge_top_k(lists, k))
+}
+
+/// Refuses a vector of the wrong dimension.
+fn check_len(v: &[f32], dim: usize) -> Result<(), AnnError> {
+    if v.len() == dim {
+        Ok(())
+    } else {
+        Err(AnnError::BadLength {
+            expected: dim,
+            got: v.len(),
+        })
+    }
+}
+
+/// Replaces slots by labels.
+fn labelled(g: &Graph, found: Vec<Cand>) -> Vec<(u64, f32)> {
+    found.into_iter().map(|c| (g.label(c.i), c.s)).collect()
+}
+
+/// Fraction of a sample of the first `upto` slots whose label passes `keep`.
+fn pass_fraction(g: &Graph, upto: usize, keep: &dyn Fn(u64) -> bool) -> f32 {
+    let samples = FILTER_SAMPLES.min(upto);
+    let (mut seen, mut kept) = (0usize, 0usize);
+    for j in 0..samples {
+        let i = j * upto / samples + (upto / samples) / 2;
+        if g.rows.is_ready(i) {
+            seen += 1;
+            kept += usize::from(keep(g.label(i as u32)));
+        }
+    }
+    if seen == 0 {
+        1.0
+    } else {
+        kept as f32 / seen as f32
+    }
+}
+
+/// Shared search: an exact scan when the segment is small or the filter keeps little of it,
+/// a graph search otherwise, whose best candidates are rescored exactly.
+fn search(
+    g: &Graph,
+    params: &AnnParams,
+    upto: usize,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+    keep: &dyn Fn(u64) -> bool,
+) -> Result<Vec<(u64, f32)>, AnnError> {
+    check_len(query, params.dim)?;
+    if k == 0 || upto == 0 {
+        return Ok(Vec::new());
+    }
+    let by_slot = |i: u32| keep(g.label(i));
+    let exact = upto <= params.exact_below || pass_fraction(g, upto, keep) < params.exact_fraction;
+    let found = with_scratch(|sc: &mut Scratch| {
+        if exact {
+            return g.search_exact(query, k, upto, &by_slot, sc);
+        }
+        let mut code = std::mem::take(&mut sc.code);
+        code.resize(params.dim, 0);
+        quantize(query, params.code_scale(), &mut code);
+        let mut found = g.search_graph(&code, ef.max(k), &by_slot, sc);
+        sc.code = code;
+        let rescored = if params.rescore == 0 {
+            found.len()
+        } else {
+            params.rescore.max(k)
+        };
+        found.truncate(rescored);
+        g.rescore(query, &mut found, k)
+    });
+    Ok(labelled(g, found))
+}
