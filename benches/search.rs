@@ -277,7 +277,7 @@ async fn run(dir: &Path) {
     // wait for the background index builds to catch up
     loop {
         let s = node.index.stats();
-        if s.pending_segments == 0 {
+        if s.pending_points == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -285,8 +285,8 @@ async fn run(dir: &Path) {
     let caught_up = started.elapsed().as_secs_f64();
     let stats = node.index.stats();
     println!(
-        "{{\"bench\": \"index\", \"seconds_from_start_until_built\": {caught_up:.2}, \"sealed_segments\": {}, \"growing_points\": {}, \"live_points\": {}}}",
-        stats.sealed_segments, stats.growing_points, stats.live_points
+        "{{\"bench\": \"index\", \"seconds_from_start_until_built\": {caught_up:.2}, \"segments\": {}, \"live_points\": {}}}",
+        stats.segments, stats.live_points
     );
 
     let global_truth: Arc<Vec<Vec<u32>>> = Arc::new(

@@ -63,7 +63,7 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IndexConfig {
-    /// records in the growing (exactly searched) segment before it is sealed into an index
+    /// points in one index segment (one HNSW graph)
     pub segment_size: usize,
     /// systems with at most this many records are searched exactly on system-scoped queries
     pub exact_system_limit: usize,
@@ -73,8 +73,6 @@ pub struct IndexConfig {
     pub ef_construction: usize,
     /// HNSW candidate list size while searching (raised to the limit when smaller)
     pub ef_search: usize,
-    /// threads that build sealed segments in the background
-    pub build_threads: usize,
 }
 
 impl Default for IndexConfig {
@@ -84,8 +82,7 @@ impl Default for IndexConfig {
             exact_system_limit: 10_000,
             m: 16,
             ef_construction: 32,
-            ef_search: 48,
-            build_threads: 1,
+            ef_search: 96,
         }
     }
 }
@@ -243,7 +240,7 @@ impl Config {
         self.http_addr()?;
         let (s, i, q, g) = (&self.storage, &self.index, &self.search, &self.ingest);
         // max_limit comes before default_limit, whose bound it is
-        let ranges: [(&str, usize, usize, usize); 17] = [
+        let ranges: [(&str, usize, usize, usize); 16] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -255,7 +252,6 @@ impl Config {
             ("index.m", i.m, 4, 128),
             ("index.ef_construction", i.ef_construction, 8, 4096),
             ("index.ef_search", i.ef_search, 1, 4096),
-            ("index.build_threads", i.build_threads, 1, 256),
             ("search.max_limit", q.max_limit, 1, 100_000),
             ("search.default_limit", q.default_limit, 1, q.max_limit),
             ("search.timeout_ms", q.timeout_ms as usize, 1, 3_600_000),

@@ -118,7 +118,6 @@ impl Node {
                 ..AnnParams::default()
             },
             ef_search: config.index.ef_search,
-            build_threads: config.index.build_threads,
         }));
         let directory = Arc::new(ShardDirectory::new());
         let model_dir = config.embedding.model_dir.clone();

@@ -1,80 +1,28 @@
 //! The node's derived search structure over the hot records of the shards it owns.
 //!
 //! Shards own their records; this index only mirrors their vectors so that one query
-//! searches a few large segments instead of 256 small ones. New points go to a growing
-//! segment that is searched exactly; a full growing segment is frozen (still searched
-//! exactly) and handed to a builder thread, which builds its HNSW graph and then drops
-//! the frozen f32 copy (the graph keeps f16 vectors and int8 codes).
-//! Every point is tagged with its shard, system and timestamp so that filters are
-//! applied inside the search, and deletions are a bit per point.
+//! searches a few large segments instead of 256 small ones. Points are appended to the
+//! newest segment; a background thread inserts them into that segment's HNSW graph in
+//! order, and until it has, a query scans them exactly. A full segment stays searchable
+//! through its graph and drops its f32 copy once every point is in the graph. Every point
+//! is tagged with its shard, system and timestamp so that filters apply inside the search,
+//! and a deletion is a bit per point.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::record::{ShardId, EMBEDDING_DIM, SHARD_COUNT};
-use crate::storage::ann::{AnnParams, SealedSegment};
-use crate::storage::distance::{dot, TopK};
+use crate::record::ShardId;
+use crate::storage::ann::AnnParams;
+use crate::storage::distance::TopK;
+use crate::storage::segment::{split_point, Segment};
+pub use crate::storage::segment::{IndexFilter, PointId, PointMeta};
 
-/// A point of the index: segment number in the high 32 bits, offset in the low 32.
-pub type PointId = u64;
-
-fn point_id(segment: u32, offset: usize) -> PointId {
-    ((segment as u64) << 32) | offset as u64
-}
-
-fn split_point(p: PointId) -> (usize, usize) {
-    ((p >> 32) as usize, (p & 0xffff_ffff) as usize)
-}
-
-/// What the index keeps of a record besides its vector.
-#[derive(Debug, Clone)]
-pub struct PointMeta {
-    /// shard that owns the record
-    pub shard: ShardId,
-    /// interned system of the record (see [`HotIndex::system_code`])
-    pub system: u32,
-    /// record timestamp, microseconds since the Unix epoch
-    pub timestamp: i64,
-    /// the record's storage key
-    pub key: Box<[u8]>,
-}
-
-/// Which points a search may return.
-#[derive(Debug, Clone)]
-pub struct IndexFilter {
-    /// shards whose points may be returned (the ones this node owns and that are ready)
-    pub shards: [bool; SHARD_COUNT],
-    /// only points of this interned system
-    pub system: Option<u32>,
-    /// only points at or after this time (microseconds)
-    pub since: Option<i64>,
-    /// only points at or before this time (microseconds)
-    pub until: Option<i64>,
-}
-
-impl Default for IndexFilter {
-    fn default() -> Self {
-        IndexFilter {
-            shards: [true; SHARD_COUNT],
-            system: None,
-            since: None,
-            until: None,
-        }
-    }
-}
-
-impl IndexFilter {
-    #[inline]
-    fn accepts(&self, m: &PointMeta) -> bool {
-        self.shards[m.shard as usize % SHARD_COUNT]
-            && self.system.is_none_or(|s| s == m.system)
-            && self.since.is_none_or(|t| m.timestamp >= t)
-            && self.until.is_none_or(|t| m.timestamp <= t)
-    }
-}
+/// Points the indexer inserts before it looks at the segments again.
+const INDEX_STEP: usize = 256;
 
 /// A point found by a search, with what is needed to fetch its record.
 #[derive(Debug, Clone)]
@@ -89,153 +37,15 @@ pub struct ScoredPoint {
     pub key: Box<[u8]>,
 }
 
-/// Deletion marks of one segment, a bit per point.
-struct Bitmap(Vec<AtomicU64>);
-
-impl Bitmap {
-    fn new(bits: usize) -> Self {
-        Bitmap((0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
-    }
-    #[inline]
-    fn get(&self, i: usize) -> bool {
-        self.0
-            .get(i / 64)
-            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (i % 64)) != 0)
-    }
-    /// Sets bit `i`; true if it was clear.
-    fn set(&self, i: usize) -> bool {
-        match self.0.get(i / 64) {
-            Some(w) => w.fetch_or(1 << (i % 64), Ordering::Relaxed) & (1 << (i % 64)) == 0,
-            None => false,
-        }
-    }
-}
-
-/// The points of one segment: vectors row-major, metadata and deletion marks.
-struct SegmentBody {
-    vectors: Vec<f32>,
-    meta: Vec<PointMeta>,
-    deleted: Arc<Bitmap>,
-}
-
-impl SegmentBody {
-    fn with_capacity(capacity: usize) -> Self {
-        SegmentBody {
-            vectors: Vec::with_capacity(capacity * EMBEDDING_DIM),
-            meta: Vec::with_capacity(capacity),
-            deleted: Arc::new(Bitmap::new(capacity)),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.meta.len()
-    }
-
-    fn vector(&self, i: usize) -> &[f32] {
-        &self.vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM]
-    }
-
-    #[inline]
-    fn visible(&self, i: usize, filter: &IndexFilter) -> bool {
-        !self.deleted.get(i) && filter.accepts(&self.meta[i])
-    }
-
-    /// Scores every visible point exactly.
-    fn scan(&self, segment: u32, q: &[f32], filter: &IndexFilter, top: &mut TopK) {
-        for i in 0..self.len() {
-            if self.visible(i, filter) {
-                top.push(point_id(segment, i), dot(q, self.vector(i)));
-            }
-        }
-    }
-}
-
-/// A segment that no longer grows: searched exactly until its graph is built.
-struct Segment {
-    id: u32,
-    /// metadata and deletion marks (its vectors moved to `exact` when frozen)
-    body: SegmentBody,
-    /// the f32 vectors, kept only until the graph is built
-    exact: RwLock<Option<Vec<f32>>>,
-    /// set once by a builder thread; from then on the segment is searched through it
-    graph: OnceLock<SealedSegment>,
-}
-
-impl Segment {
-    /// Exact score of point `i`, from the f32 copy or the graph's stored vector.
-    fn score(&self, q: &[f32], i: usize) -> Option<f32> {
-        if let Some(g) = self.graph.get() {
-            return g.score(q, i);
-        }
-        let exact = self.exact.read();
-        let v = exact
-            .as_ref()?
-            .get(i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM)?;
-        Some(dot(q, v))
-    }
-
-    /// Top-k of the segment's visible points: through the graph once built, else a scan.
-    fn search(&self, q: &[f32], k: usize, ef: usize, filter: &IndexFilter, top: &mut TopK) {
-        let keep = |label: u64| self.body.visible(label as usize, filter);
-        if let Some(g) = self.graph.get() {
-            match g.search(q, k, ef, &keep) {
-                Ok(found) => {
-                    for (i, score) in found {
-                        top.push(point_id(self.id, i as usize), score);
-                    }
-                }
-                Err(e) => tracing::error!(segment = self.id, error = %e, "segment search failed"),
-            }
-            return;
-        }
-        let exact = self.exact.read();
-        if let Some(vectors) = exact.as_ref() {
-            for i in 0..self.body.len() {
-                if keep(i as u64) {
-                    let v = &vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM];
-                    top.push(point_id(self.id, i), dot(q, v));
-                }
-            }
-        } else if let Some(g) = self.graph.get() {
-            // the graph was set between the two checks
-            if let Ok(found) = g.search(q, k, ef, &keep) {
-                for (i, score) in found {
-                    top.push(point_id(self.id, i as usize), score);
-                }
-            }
-        }
-    }
-}
-
-/// Live state behind the index's lock.
-struct Segments {
-    /// frozen and sealed segments, indexed by segment number
-    frozen: Vec<Arc<Segment>>,
-    /// the segment new points are appended to; its number is `frozen.len()`
-    growing: SegmentBody,
-}
-
-/// State shared with the builder thread.
-struct Shared {
-    segments: RwLock<Segments>,
-    params: IndexParams,
-    /// segments waiting for or under construction
-    pending_builds: AtomicUsize,
-    /// points not deleted
-    live: AtomicUsize,
-}
-
 /// Tuning of the hot index.
 #[derive(Debug, Clone)]
 pub struct IndexParams {
-    /// points in a growing segment before it is frozen and indexed
+    /// points in a segment
     pub segment_size: usize,
-    /// HNSW parameters of sealed segments
+    /// HNSW parameters of the segments' graphs
     pub ann: AnnParams,
     /// candidate list size of searches
     pub ef_search: usize,
-    /// threads building graphs
-    pub build_threads: usize,
 }
 
 /// Counters an operator can read.
@@ -243,12 +53,26 @@ pub struct IndexParams {
 pub struct IndexStats {
     /// points not deleted
     pub live_points: usize,
-    /// segments with a built graph
+    /// segments, the newest one included
+    pub segments: usize,
+    /// points appended but not yet in a graph (scanned exactly meanwhile)
+    pub pending_points: usize,
+    /// full segments whose graph holds every point
     pub sealed_segments: usize,
-    /// segments waiting for their graph (searched exactly meanwhile)
-    pub pending_segments: usize,
-    /// points in the growing segment
-    pub growing_points: usize,
+}
+
+/// State shared with the indexer thread.
+struct Shared {
+    /// every segment, oldest first; the last one takes new points
+    segments: RwLock<Vec<Arc<Segment>>>,
+    params: IndexParams,
+    /// points not deleted
+    live: AtomicUsize,
+    /// wakes the indexer when points arrive
+    wake: Condvar,
+    wake_lock: Mutex<bool>,
+    /// set when the index is dropped
+    stop: AtomicBool,
 }
 
 /// The node's index over the hot records of every shard it owns.
@@ -256,38 +80,29 @@ pub struct HotIndex {
     shared: Arc<Shared>,
     /// interned system ids
     systems: RwLock<HashMap<String, u32>>,
-    /// frozen segments on their way to the builder threads
-    build_tx: Mutex<Option<mpsc::Sender<Arc<Segment>>>>,
 }
 
 impl HotIndex {
-    /// An empty index whose builder threads run until it is dropped.
+    /// An empty index whose indexer thread runs until it is dropped.
     pub fn new(params: IndexParams) -> Self {
         let shared = Arc::new(Shared {
-            segments: RwLock::new(Segments {
-                frozen: Vec::new(),
-                growing: SegmentBody::with_capacity(params.segment_size),
-            }),
-            params: params.clone(),
-            pending_builds: AtomicUsize::new(0),
+            segments: RwLock::new(Vec::new()),
+            params,
             live: AtomicUsize::new(0),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(false),
+            stop: AtomicBool::new(false),
         });
-        let (tx, rx) = mpsc::channel::<Arc<Segment>>();
-        let rx = Arc::new(Mutex::new(rx));
-        for n in 0..params.build_threads.max(1) {
-            let rx = Arc::clone(&rx);
-            let weak = Arc::downgrade(&shared);
-            let spawned = std::thread::Builder::new()
-                .name(format!("index-build-{n}"))
-                .spawn(move || builder_loop(rx, weak));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start index builder thread, segments stay exact");
-            }
+        let weak = Arc::downgrade(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("hot-indexer".to_string())
+            .spawn(move || indexer_loop(weak));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the indexer thread, points stay exact");
         }
         HotIndex {
             shared,
             systems: RwLock::new(HashMap::new()),
-            build_tx: Mutex::new(Some(tx)),
         }
     }
 
@@ -301,104 +116,82 @@ impl HotIndex {
         *w.entry(system_id.to_string()).or_insert(next)
     }
 
-    /// The interned code of a system if it was ever seen.
-    pub fn known_system(&self, system_id: &str) -> Option<u32> {
-        self.systems.read().get(system_id).copied()
-    }
-
     /// Adds points; returns their ids in order.
-    pub fn insert(&self, points: Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
+    pub fn insert(&self, mut points: Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
         let mut ids = Vec::with_capacity(points.len());
-        let mut to_build = Vec::new();
-        {
-            let mut seg = self.shared.segments.write();
-            for (vector, meta) in points {
-                if seg.growing.len() >= self.shared.params.segment_size {
-                    to_build.push(freeze(&mut seg, self.shared.params.segment_size));
-                }
-                let id = point_id(seg.frozen.len() as u32, seg.growing.len());
-                seg.growing.vectors.extend_from_slice(&vector);
-                seg.growing.meta.push(meta);
-                ids.push(id);
-            }
+        while !points.is_empty() {
+            let newest = self.writable_segment();
+            let Some(segment) = newest else {
+                tracing::error!("cannot allocate an index segment, points are not searchable");
+                break;
+            };
+            ids.extend(segment.append(&mut points));
         }
         self.shared.live.fetch_add(ids.len(), Ordering::Relaxed);
-        for segment in to_build {
-            self.send_to_builder(segment);
-        }
+        let mut woken = self.shared.wake_lock.lock();
+        *woken = true;
+        self.shared.wake.notify_one();
         ids
     }
 
-    fn send_to_builder(&self, segment: Arc<Segment>) {
-        self.shared.pending_builds.fetch_add(1, Ordering::Relaxed);
-        let sent = self
-            .build_tx
-            .lock()
-            .as_ref()
-            .map(|tx| tx.send(segment).is_ok());
-        if sent != Some(true) {
-            self.shared.pending_builds.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!("index builder is gone, segment stays exact");
+    /// The newest segment, or a new one when it is full.
+    fn writable_segment(&self) -> Option<Arc<Segment>> {
+        if let Some(last) = self.shared.segments.read().last() {
+            if !last.is_full() {
+                return Some(Arc::clone(last));
+            }
         }
+        let mut segments = self.shared.segments.write();
+        if let Some(last) = segments.last() {
+            if !last.is_full() {
+                return Some(Arc::clone(last));
+            }
+        }
+        let id = segments.len() as u32;
+        match Segment::new(id, self.shared.params.segment_size, &self.shared.params.ann) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                segments.push(Arc::clone(&s));
+                Some(s)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "bad index parameters");
+                None
+            }
+        }
+    }
+
+    fn segment(&self, n: usize) -> Option<Arc<Segment>> {
+        self.shared.segments.read().get(n).cloned()
     }
 
     /// Marks points deleted; unknown points are ignored.
     pub fn delete(&self, points: &[PointId]) {
-        let seg = self.shared.segments.read();
-        let mut removed = 0;
-        for p in points {
-            let (s, off) = split_point(*p);
-            let bitmap = if s == seg.frozen.len() {
-                if off >= seg.growing.len() {
-                    continue;
-                }
-                &seg.growing.deleted
-            } else if let Some(f) = seg.frozen.get(s) {
-                if off >= f.body.len() {
-                    continue;
-                }
-                &f.body.deleted
-            } else {
-                continue;
-            };
-            if bitmap.set(off) {
-                removed += 1;
-            }
-        }
+        let segments = self.shared.segments.read();
+        let removed = points
+            .iter()
+            .filter(|p| {
+                let (s, off) = split_point(**p);
+                segments.get(s).is_some_and(|seg| seg.delete(off))
+            })
+            .count();
         self.shared.live.fetch_sub(removed, Ordering::Relaxed);
     }
 
     /// Marks every point of a shard deleted (before the shard reloads from disk).
     pub fn delete_shard(&self, shard: ShardId) {
-        let seg = self.shared.segments.read();
-        let mut removed = 0;
-        let bodies = seg
-            .frozen
-            .iter()
-            .map(|f| &f.body)
-            .chain(std::iter::once(&seg.growing));
-        for body in bodies {
-            for (i, m) in body.meta.iter().enumerate() {
-                if m.shard == shard && body.deleted.set(i) {
-                    removed += 1;
-                }
-            }
-        }
+        let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
+        let removed: usize = segments.iter().map(|s| s.delete_shard(shard)).sum();
         self.shared.live.fetch_sub(removed, Ordering::Relaxed);
     }
 
     /// Approximate top-k over every segment, honouring the filter.
     pub fn search(&self, q: &[f32], k: usize, filter: &IndexFilter) -> Vec<ScoredPoint> {
-        let mut top = TopK::new(k);
-        let frozen: Vec<Arc<Segment>> = {
-            let seg = self.shared.segments.read();
-            seg.growing
-                .scan(seg.frozen.len() as u32, q, filter, &mut top);
-            seg.frozen.clone()
-        };
+        let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
         let ef = self.shared.params.ef_search.max(k);
-        for f in &frozen {
-            f.search(q, k, ef, filter, &mut top);
+        let mut top = TopK::new(k);
+        for s in &segments {
+            s.search(q, k, ef, filter, &mut top);
         }
         self.resolve(top)
     }
@@ -411,46 +204,31 @@ impl HotIndex {
         k: usize,
         filter: &IndexFilter,
     ) -> Vec<ScoredPoint> {
+        let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
         let mut top = TopK::new(k);
-        {
-            let seg = self.shared.segments.read();
-            let growing = seg.frozen.len();
-            for p in points {
-                let (s, off) = split_point(*p);
-                if s == growing {
-                    let body = &seg.growing;
-                    if off < body.len() && body.visible(off, filter) {
-                        top.push(*p, dot(q, body.vector(off)));
-                    }
-                } else if let Some(f) = seg.frozen.get(s) {
-                    if off < f.body.len() && f.body.visible(off, filter) {
-                        if let Some(score) = f.score(q, off) {
-                            top.push(*p, score);
-                        }
-                    }
-                }
+        for p in points {
+            let (s, off) = split_point(*p);
+            if let Some(score) = segments
+                .get(s)
+                .and_then(|seg| seg.score_visible(q, off, filter))
+            {
+                top.push(*p, score);
             }
         }
         self.resolve(top)
     }
 
     fn resolve(&self, top: TopK) -> Vec<ScoredPoint> {
-        let seg = self.shared.segments.read();
         top.into_sorted()
             .into_iter()
             .filter_map(|s| {
-                let (sn, off) = split_point(s.id);
-                let body = if sn == seg.frozen.len() {
-                    &seg.growing
-                } else {
-                    &seg.frozen.get(sn)?.body
-                };
-                let m = body.meta.get(off)?;
+                let (n, off) = split_point(s.id);
+                let (shard, key) = self.segment(n)?.key(off)?;
                 Some(ScoredPoint {
                     point: s.id,
                     score: s.score,
-                    shard: m.shard,
-                    key: m.key.clone(),
+                    shard,
+                    key,
                 })
             })
             .collect()
@@ -458,77 +236,58 @@ impl HotIndex {
 
     /// Counters for stats and readiness.
     pub fn stats(&self) -> IndexStats {
-        let seg = self.shared.segments.read();
+        let segments = self.shared.segments.read();
         IndexStats {
             live_points: self.shared.live.load(Ordering::Relaxed),
-            sealed_segments: seg
-                .frozen
-                .iter()
-                .filter(|f| f.graph.get().is_some())
-                .count(),
-            pending_segments: self.shared.pending_builds.load(Ordering::Relaxed),
-            growing_points: seg.growing.len(),
+            segments: segments.len(),
+            pending_points: segments.iter().map(|s| s.pending()).sum(),
+            sealed_segments: segments.iter().filter(|s| s.is_compacted()).count(),
         }
     }
 }
 
 impl Drop for HotIndex {
     fn drop(&mut self) {
-        // closing the channel ends the builder threads
-        self.build_tx.lock().take();
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
     }
 }
 
-/// Moves the growing segment into the frozen list and starts a new one.
-fn freeze(seg: &mut Segments, capacity: usize) -> Arc<Segment> {
-    let mut body = std::mem::replace(&mut seg.growing, SegmentBody::with_capacity(capacity));
-    let vectors = std::mem::take(&mut body.vectors);
-    let segment = Arc::new(Segment {
-        id: seg.frozen.len() as u32,
-        body,
-        exact: RwLock::new(Some(vectors)),
-        graph: OnceLock::new(),
-    });
-    seg.frozen.push(Arc::clone(&segment));
-    segment
-}
-
-/// Builds graphs for frozen segments and swaps them in, until the index is dropped.
-fn builder_loop(rx: Arc<Mutex<mpsc::Receiver<Arc<Segment>>>>, shared: std::sync::Weak<Shared>) {
+/// Inserts pending points into their segment's graph, oldest segment first, and drops the
+/// f32 copy of full segments once indexed; sleeps when there is nothing to do.
+fn indexer_loop(shared: Weak<Shared>) {
     loop {
-        let next = rx.lock().recv();
-        let Ok(segment) = next else { return };
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let started = std::time::Instant::now();
-        let Some(vectors) = segment.exact.read().clone() else {
-            continue;
-        };
-        let labels: Vec<u64> = (0..segment.body.len() as u64).collect();
-        match SealedSegment::build(labels, vectors, &shared.params.ann) {
-            Ok(graph) => {
-                // a segment is built once, so the cell is always empty here
-                let _ = segment.graph.set(graph);
-                segment.exact.write().take();
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let segments: Vec<Arc<Segment>> = shared.segments.read().clone();
+        let mut worked = false;
+        for s in &segments {
+            if s.index_some(INDEX_STEP) > 0 {
+                worked = true;
+                break;
             }
-            Err(e) => {
-                tracing::error!(segment = segment.id, error = %e, "index build failed, segment stays exact");
+            if s.compact() {
+                tracing::info!(segment = s.id, "index segment sealed");
             }
         }
-        shared.pending_builds.fetch_sub(1, Ordering::Relaxed);
-        tracing::info!(
-            segment = segment.id,
-            points = segment.body.len(),
-            took_ms = started.elapsed().as_millis() as u64,
-            "sealed index segment"
-        );
+        if !worked {
+            let mut woken = shared.wake_lock.lock();
+            if !*woken {
+                shared.wake.wait_for(&mut woken, Duration::from_millis(500));
+            }
+            *woken = false;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{EMBEDDING_DIM, SHARD_COUNT};
 
     fn vector(seed: u64) -> Vec<f32> {
         let mut v: Vec<f32> = (0..EMBEDDING_DIM)
@@ -553,20 +312,19 @@ mod tests {
             segment_size: 3_000,
             ann: AnnParams::default(),
             ef_search: 64,
-            build_threads: 1,
         });
         let points: Vec<_> = (0..10_000u64).map(|i| (vector(i), meta(i))).collect();
         let ids = index.insert(points);
-        // wait for the builder to seal the three full segments
+        // wait for the indexer to put every point into a graph
         for _ in 0..600 {
-            if index.stats().sealed_segments == 3 {
+            if index.stats().sealed_segments == 3 && index.stats().pending_points == 0 {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let stats = index.stats();
         assert_eq!(stats.sealed_segments, 3, "{stats:?}");
-        assert_eq!(stats.growing_points, 1_000);
+        assert_eq!(stats.segments, 4);
         assert_eq!(stats.live_points, 10_000);
 
         let all = IndexFilter::default();

@@ -4,6 +4,7 @@ pub mod ann;
 pub mod distance;
 pub mod hot_index;
 pub mod hot_store;
+pub mod segment;
 
 pub use hot_index::{HotIndex, IndexFilter, PointId, ScoredPoint};
 pub use hot_store::{HotStore, StorageError};

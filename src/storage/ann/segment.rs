@@ -200,6 +200,17 @@ impl GrowingSegment {
         search(&self.graph, &self.params, upto, query, k, ef, keep)
     }
 
+    /// Exact inner product of `query` with the stored vector at slot `i`, once inserted.
+    pub fn score(&self, query: &[f32], i: usize) -> Option<f32> {
+        if i >= self.graph.rows.cap()
+            || query.len() != self.params.dim
+            || !self.graph.rows.is_ready(i)
+        {
+            return None;
+        }
+        Some(self.graph.score_stored(query, i))
+    }
+
     /// Points inserted.
     pub fn len(&self) -> usize {
         self.graph.inserted()

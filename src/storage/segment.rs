@@ -1,0 +1,282 @@
+//! One segment of the hot index: points of many shards, an HNSW graph built by insertion
+//! in the background, and an exact scan of the points the graph does not hold yet.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::record::{ShardId, EMBEDDING_DIM, SHARD_COUNT};
+use crate::storage::ann::{AnnError, AnnParams, GrowingSegment};
+use crate::storage::distance::{dot, TopK};
+
+/// A point of the index: segment number in the high 32 bits, offset in the low 32.
+pub type PointId = u64;
+
+/// The point id of an offset in a segment.
+pub fn point_id(segment: u32, offset: usize) -> PointId {
+    ((segment as u64) << 32) | offset as u64
+}
+
+/// Segment number and offset of a point.
+pub fn split_point(p: PointId) -> (usize, usize) {
+    ((p >> 32) as usize, (p & 0xffff_ffff) as usize)
+}
+
+/// What the index keeps of a record besides its vector.
+#[derive(Debug, Clone)]
+pub struct PointMeta {
+    /// shard that owns the record
+    pub shard: ShardId,
+    /// interned system of the record
+    pub system: u32,
+    /// record timestamp, microseconds since the Unix epoch
+    pub timestamp: i64,
+    /// the record's storage key
+    pub key: Box<[u8]>,
+}
+
+/// Which points a search may return.
+#[derive(Debug, Clone)]
+pub struct IndexFilter {
+    /// shards whose points may be returned (the ones this node owns and that are up)
+    pub shards: [bool; SHARD_COUNT],
+    /// only points of this interned system
+    pub system: Option<u32>,
+    /// only points at or after this time (microseconds)
+    pub since: Option<i64>,
+    /// only points at or before this time (microseconds)
+    pub until: Option<i64>,
+}
+
+impl Default for IndexFilter {
+    fn default() -> Self {
+        IndexFilter {
+            shards: [true; SHARD_COUNT],
+            system: None,
+            since: None,
+            until: None,
+        }
+    }
+}
+
+impl IndexFilter {
+    #[inline]
+    fn accepts(&self, m: &PointMeta) -> bool {
+        self.shards[m.shard as usize % SHARD_COUNT]
+            && self.system.is_none_or(|s| s == m.system)
+            && self.since.is_none_or(|t| m.timestamp >= t)
+            && self.until.is_none_or(|t| m.timestamp <= t)
+    }
+}
+
+/// Deletion marks of one segment, a bit per point.
+struct Bitmap(Vec<AtomicU64>);
+
+impl Bitmap {
+    fn new(bits: usize) -> Self {
+        Bitmap((0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> bool {
+        self.0
+            .get(i / 64)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (i % 64)) != 0)
+    }
+
+    /// Sets bit `i`; true if it was clear.
+    fn set(&self, i: usize) -> bool {
+        match self.0.get(i / 64) {
+            Some(w) => w.fetch_or(1 << (i % 64), Ordering::Relaxed) & (1 << (i % 64)) == 0,
+            None => false,
+        }
+    }
+}
+
+/// The appendable part of a segment.
+struct Body {
+    /// f32 vectors of every point, row-major; emptied once the graph holds them all and
+    /// the segment is full (the graph keeps f16 vectors and int8 codes)
+    vectors: Vec<f32>,
+    /// metadata of every point
+    meta: Vec<PointMeta>,
+}
+
+/// A segment of at most `capacity` points.
+pub struct Segment {
+    /// segment number, the high half of its point ids
+    pub id: u32,
+    capacity: usize,
+    body: RwLock<Body>,
+    deleted: Bitmap,
+    /// HNSW graph over the points `[0, indexed)`; labels are offsets
+    graph: GrowingSegment,
+    /// points already inserted into the graph
+    indexed: AtomicUsize,
+    /// true once the f32 copy has been dropped
+    compacted: AtomicBool,
+}
+
+impl Segment {
+    /// An empty segment.
+    pub fn new(id: u32, capacity: usize, params: &AnnParams) -> Result<Self, AnnError> {
+        Ok(Segment {
+            id,
+            capacity,
+            body: RwLock::new(Body {
+                vectors: Vec::new(),
+                meta: Vec::new(),
+            }),
+            deleted: Bitmap::new(capacity),
+            graph: GrowingSegment::new(capacity, params)?,
+            indexed: AtomicUsize::new(0),
+            compacted: AtomicBool::new(false),
+        })
+    }
+
+    /// Points appended so far.
+    pub fn len(&self) -> usize {
+        self.body.read().meta.len()
+    }
+
+    /// Whether no point was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the segment takes no more points.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.capacity
+    }
+
+    /// Whether every point is in the graph.
+    pub fn is_indexed(&self) -> bool {
+        self.indexed.load(Ordering::Acquire) >= self.len()
+    }
+
+    /// Points appended but not yet in the graph.
+    pub fn pending(&self) -> usize {
+        self.len()
+            .saturating_sub(self.indexed.load(Ordering::Acquire))
+    }
+
+    /// Appends points while there is room; returns the ids of those taken.
+    pub fn append(&self, points: &mut Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
+        let mut body = self.body.write();
+        let room = self.capacity.saturating_sub(body.meta.len());
+        let take = room.min(points.len());
+        let mut ids = Vec::with_capacity(take);
+        if body.vectors.capacity() == 0 {
+            body.vectors.reserve_exact(self.capacity * EMBEDDING_DIM);
+            body.meta.reserve_exact(self.capacity);
+        }
+        for (vector, meta) in points.drain(..take) {
+            ids.push(point_id(self.id, body.meta.len()));
+            body.vectors.extend_from_slice(&vector);
+            body.meta.push(meta);
+        }
+        ids
+    }
+
+    /// Marks the point at `offset` deleted; true if it was live.
+    pub fn delete(&self, offset: usize) -> bool {
+        offset < self.len() && self.deleted.set(offset)
+    }
+
+    /// Marks every point of a shard deleted; returns how many were live.
+    pub fn delete_shard(&self, shard: ShardId) -> usize {
+        let body = self.body.read();
+        body.meta
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| m.shard == shard && self.deleted.set(*i))
+            .count()
+    }
+
+    /// Shard and key of the point at `offset`.
+    pub fn key(&self, offset: usize) -> Option<(ShardId, Box<[u8]>)> {
+        let body = self.body.read();
+        body.meta.get(offset).map(|m| (m.shard, m.key.clone()))
+    }
+
+    /// Exact similarity of the point at `offset` if it is visible under the filter.
+    pub fn score_visible(&self, q: &[f32], offset: usize, filter: &IndexFilter) -> Option<f32> {
+        let body = self.body.read();
+        let m = body.meta.get(offset)?;
+        if self.deleted.get(offset) || !filter.accepts(m) {
+            return None;
+        }
+        match body
+            .vectors
+            .get(offset * EMBEDDING_DIM..(offset + 1) * EMBEDDING_DIM)
+        {
+            Some(v) => Some(dot(q, v)),
+            None => self.graph.score(q, offset),
+        }
+    }
+
+    /// Offers the segment's best visible points to `top`: the graph for indexed points, a
+    /// scan for the rest.
+    pub fn search(&self, q: &[f32], k: usize, ef: usize, filter: &IndexFilter, top: &mut TopK) {
+        let body = self.body.read();
+        let indexed = self.indexed.load(Ordering::Acquire).min(body.meta.len());
+        let visible = |i: usize| !self.deleted.get(i) && filter.accepts(&body.meta[i]);
+        for i in indexed..body.meta.len() {
+            if visible(i) {
+                let v = &body.vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM];
+                top.push(point_id(self.id, i), dot(q, v));
+            }
+        }
+        if indexed == 0 {
+            return;
+        }
+        let keep = |label: u64| (label as usize) < indexed && visible(label as usize);
+        match self.graph.search(q, k, ef, &keep) {
+            Ok(found) => {
+                for (i, score) in found {
+                    top.push(point_id(self.id, i as usize), score);
+                }
+            }
+            Err(e) => tracing::error!(segment = self.id, error = %e, "segment search failed"),
+        }
+    }
+
+    /// Inserts up to `max` pending points into the graph; returns how many it inserted.
+    /// Only one thread may call this for a segment at a time.
+    pub fn index_some(&self, max: usize) -> usize {
+        let from = self.indexed.load(Ordering::Acquire);
+        let batch: Vec<f32> = {
+            let body = self.body.read();
+            let to = body.meta.len().min(from + max);
+            if to <= from {
+                return 0;
+            }
+            body.vectors[from * EMBEDDING_DIM..to * EMBEDDING_DIM].to_vec()
+        };
+        let n = batch.len() / EMBEDDING_DIM;
+        for (j, v) in batch.chunks_exact(EMBEDDING_DIM).enumerate() {
+            if let Err(e) = self.graph.insert((from + j) as u64, v) {
+                tracing::error!(segment = self.id, error = %e, "graph insert failed");
+                return 0;
+            }
+        }
+        self.indexed.store(from + n, Ordering::Release);
+        n
+    }
+
+    /// Drops the f32 copy of a full, fully indexed segment; true if it did.
+    pub fn compact(&self) -> bool {
+        if self.compacted.load(Ordering::Acquire) || !self.is_full() || !self.is_indexed() {
+            return false;
+        }
+        let mut body = self.body.write();
+        body.vectors = Vec::new();
+        self.compacted.store(true, Ordering::Release);
+        true
+    }
+
+    /// Whether the f32 copy has been dropped.
+    pub fn is_compacted(&self) -> bool {
+        self.compacted.load(Ordering::Acquire)
+    }
+}
