@@ -25,8 +25,7 @@ use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, Tru
 
 use bert::{BertConfig, BertModel};
 
-/// Number of floats in one embedding.
-pub const EMBEDDING_DIM: usize = 384;
+pub use crate::record::EMBEDDING_DIM;
 
 /// Longest input in tokens, `[CLS]` and `[SEP]` included: sentence-transformers'
 /// `max_seq_length` for all-MiniLM-L6-v2; longer texts are cut at the end.
