@@ -16,6 +16,6 @@ if [ ! -f "$data/meta.json" ]; then
   python3 "$shared/bench/vectors.py" "$n" "$data"
 fi
 echo "== faiss HNSW reference (one unsharded index) ==" >&2
-python3 scripts/faiss_reference.py "$data" 10 16,24,32,48,64
+python3 scripts/faiss_reference.py "$data" 10 32,64,96,128
 echo "== akosha ==" >&2
 cargo bench --bench search -- "$data"

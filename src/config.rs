@@ -71,7 +71,7 @@ pub struct IndexConfig {
     pub m: usize,
     /// HNSW candidate list size while building
     pub ef_construction: usize,
-    /// HNSW candidate list size while searching (raised to the limit when smaller)
+    /// HNSW candidate list per segment from eight segments up (wider below; at least the limit)
     pub ef_search: usize,
 }
 
@@ -82,7 +82,7 @@ impl Default for IndexConfig {
             exact_system_limit: 10_000,
             m: 16,
             ef_construction: 32,
-            ef_search: 96,
+            ef_search: 48,
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct ShardCounts {
 /// millisecond); larger ones go to a blocking thread so the runtime is never held up.
 const INLINE_WRITE_LIMIT: usize = 32;
 
+/// Share of the index below which a system is scored exactly on system-scoped queries.
+const SPARSE_SHARE: f64 = 0.15;
+
 /// What a shard actor needs to start.
 pub struct ShardArgs {
     /// shard number
@@ -214,12 +217,18 @@ impl ShardState {
     }
 
     fn candidates(&self, system_id: &str) -> Candidates {
-        match self.systems.get(system_id) {
-            None => Candidates::Unknown,
-            Some(s) if s.by_conversation.len() <= self.exact_system_limit => {
-                Candidates::Exact(s.by_conversation.values().copied().collect())
-            }
-            Some(s) => Candidates::Indexed(s.code),
+        let Some(s) = self.systems.get(system_id) else {
+            return Candidates::Unknown;
+        };
+        let n = s.by_conversation.len();
+        // a graph walk filtered to a system pays off only when the system is a large share
+        // of the index; below that, scoring its own points costs less than the walk or the
+        // full-segment scans a sparse filter falls back to
+        let sparse = (n as f64) < SPARSE_SHARE * self.index.live_points() as f64;
+        if n <= self.exact_system_limit || sparse {
+            Candidates::Exact(s.by_conversation.values().copied().collect())
+        } else {
+            Candidates::Indexed(s.code)
         }
     }
 }

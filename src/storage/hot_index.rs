@@ -188,7 +188,7 @@ impl HotIndex {
     /// Approximate top-k over every segment, honouring the filter.
     pub fn search(&self, q: &[f32], k: usize, filter: &IndexFilter) -> Vec<ScoredPoint> {
         let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
-        let ef = self.shared.params.ef_search.max(k);
+        let ef = segment_ef(self.shared.params.ef_search, segments.len()).max(k);
         let mut top = TopK::new(k);
         for s in &segments {
             s.search(q, k, ef, filter, &mut top);
@@ -234,6 +234,11 @@ impl HotIndex {
             .collect()
     }
 
+    /// Points not deleted.
+    pub fn live_points(&self) -> usize {
+        self.shared.live.load(Ordering::Relaxed)
+    }
+
     /// Counters for stats and readiness.
     pub fn stats(&self) -> IndexStats {
         let segments = self.shared.segments.read();
@@ -244,6 +249,13 @@ impl HotIndex {
             sealed_segments: segments.iter().filter(|s| s.is_compacted()).count(),
         }
     }
+}
+
+/// Candidate list per segment: `ef_search` from eight segments up, up to twice that for
+/// fewer, since each segment then contributes more of the final top-k (measured on the
+/// shared benchmark data: 2 segments need 96 for recall@10 0.98, 20 segments need 48).
+fn segment_ef(ef_search: usize, segments: usize) -> usize {
+    (ef_search * 8 / segments.max(1)).clamp(ef_search, ef_search * 2)
 }
 
 impl Drop for HotIndex {

@@ -56,10 +56,17 @@ impl HotStore {
 
     /// Makes every write so far durable on disk.
     ///
+    /// Runs sled's blocking flush on a blocking thread: sled 0.34's `flush_async` can hang
+    /// forever when several are awaited at once (spacejam/sled#1308, seen here in release
+    /// builds under concurrent ingest), and the blocking flush has no such bug.
+    ///
     /// # Cancel safety
-    /// Cancelling only stops waiting; the flush itself goes on in sled.
+    /// Cancelling only stops waiting; the flush itself goes on.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))??;
         Ok(())
     }
 
