@@ -96,14 +96,6 @@ impl SealedSegment {
         Ok(labelled(g, out))
     }
 
-    /// Exact inner product of `query` with the stored vector at position `i` (`0..len`).
-    pub fn score(&self, query: &[f32], i: usize) -> Option<f32> {
-        if i >= self.len || query.len() != self.params.dim {
-            return None;
-        }
-        Some(self.graph.score_stored(query, i))
-    }
-
     /// Number of points.
     pub fn len(&self) -> usize {
         self.len
