@@ -5,8 +5,8 @@
 //! graph built by insertion, searchable while it grows, so there is no exactly-scanned
 //! buffer), and when it is full it becomes an immutable [`SealedSegment`] (no copy, no
 //! rebuild). [`SealedSegment::build`] builds a segment from a batch on several threads, for
-//! rebuilding after a restart. A global query searches every segment and merges
-//! ([`search_segments`]); the `keep` filter of each search drops replaced or deleted records
+//! rebuilding after a restart. A global query searches every segment and the caller merges
+//! the results (the hot index's top-k); the `keep` filter of each search drops replaced or deleted records
 //! and shards the node does not own: rejected points are walked through but never returned,
 //! and a segment whose sample passes the filter less than `exact_fraction` is scanned exactly.
 //!
@@ -14,7 +14,7 @@
 //! rescoring of the best `rescore` candidates), level-0 links 132 B, label and bookkeeping
 //! ~20 B: about 1.3 KB, 1.26 GiB resident for 1M points.
 //!
-//! Measured on the 2-core benchmark machine at 1M points (`examples/ann_bench.rs`): segments
+//! Measured on the 2-core benchmark machine at 1M points (a stand-alone index benchmark; `benches/search.rs` measures the whole node): segments
 //! of [`DEFAULT_SEGMENT_CAPACITY`] with m 16 and ef_construction 24 build at 21-27k
 //! points per CPU-second on one thread, and ef 48 gives recall@10 0.956 over all 20
 //! segments for 2.5 ms of CPU per query. The walk is bound by memory latency, so what
@@ -34,7 +34,7 @@ mod segment;
 
 pub use distance::{dot, dot_kernel, dot_scalar, kernel_name, DotFn};
 pub use quant::{f16_to_f32, f32_to_f16};
-pub use segment::{search_segments, GrowingSegment, SealedSegment, Segment};
+pub use segment::{GrowingSegment, SealedSegment};
 
 use std::fmt;
 
@@ -169,23 +169,6 @@ impl fmt::Display for AnnError {
 }
 
 impl std::error::Error for AnnError {}
-
-/// Merges per-segment results (each best first) into the global top `k`, best first; a label
-/// found in several segments counts once, with its best score.
-pub fn merge_top_k(lists: impl IntoIterator<Item = Vec<(u64, f32)>>, k: usize) -> Vec<(u64, f32)> {
-    let mut all: Vec<(u64, f32)> = lists.into_iter().flatten().collect();
-    all.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut out: Vec<(u64, f32)> = Vec::with_capacity(k.min(all.len()));
-    for (id, s) in all {
-        if out.len() == k {
-            break;
-        }
-        if !out.iter().any(|(o, _)| *o == id) {
-            out.push((id, s));
-        }
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests;

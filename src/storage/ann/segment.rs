@@ -8,7 +8,7 @@ use super::graph::Graph;
 use super::quant::quantize;
 use super::rows::Rows;
 use super::scratch::{with_scratch, Cand, Scratch};
-use super::{merge_top_k, AnnError, AnnParams};
+use super::{AnnError, AnnParams};
 
 /// Points of a segment sampled to estimate how much of it a filter keeps.
 const FILTER_SAMPLES: usize = 64;
@@ -238,57 +238,6 @@ impl GrowingSegment {
             params: self.params.clone(),
         }
     }
-}
-
-/// A searchable segment, sealed or growing, for [`search_segments`].
-pub trait Segment: Send + Sync {
-    /// Top `k` `(id, score)` among points whose id passes `keep`, best first.
-    fn search_segment(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        keep: &dyn Fn(u64) -> bool,
-    ) -> Result<Vec<(u64, f32)>, AnnError>;
-}
-
-impl Segment for SealedSegment {
-    fn search_segment(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        keep: &dyn Fn(u64) -> bool,
-    ) -> Result<Vec<(u64, f32)>, AnnError> {
-        self.search(query, k, ef, keep)
-    }
-}
-
-impl Segment for GrowingSegment {
-    fn search_segment(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        keep: &dyn Fn(u64) -> bool,
-    ) -> Result<Vec<(u64, f32)>, AnnError> {
-        self.search(query, k, ef, keep)
-    }
-}
-
-/// Global top `k` over several segments, best first; `ef` applies to each segment.
-pub fn search_segments(
-    segments: &[&dyn Segment],
-    query: &[f32],
-    k: usize,
-    ef: usize,
-    keep: &dyn Fn(u64) -> bool,
-) -> Result<Vec<(u64, f32)>, AnnError> {
-    let mut lists = Vec::with_capacity(segments.len());
-    for seg in segments {
-        lists.push(seg.search_segment(query, k, ef, keep)?);
-    }
-    Ok(merge_top_k(lists, k))
 }
 
 /// Refuses a vector of the wrong dimension.

@@ -206,10 +206,3 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(AnnError::BadLength { .. })
     ));
 }
-
-#[test]
-fn merge_keeps_best_score_per_id_in_order() {
-    let a = vec![(1, 0.9), (2, 0.5)];
-    let b = vec![(3, 0.8), (1, 0.7), (4, 0.1)];
-    assert_eq!(merge_top_k([a, b], 3), vec![(1, 0.9), (3, 0.8), (2, 0.5)]);
-}
