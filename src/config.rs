@@ -24,6 +24,10 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// the text embedding model
     pub embedding: EmbeddingConfig,
+    /// where uploads (and later cold files) are read from
+    pub object_store: ObjectStoreConfig,
+    /// pull ingestion of uploads from the object store
+    pub uploads: UploadsConfig,
 }
 
 /// `[node]`: identity, directories and listening address.
@@ -159,6 +163,98 @@ impl Default for EmbeddingConfig {
     }
 }
 
+/// `[object_store]`: the bucket or directory Session-Buddy systems upload to, and how it is called.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// `file:///abs/path` or `s3://bucket/prefix`; `file://<data_dir>/objects` when absent
+    pub url: Option<String>,
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000` for MinIO or moto (else AWS_ENDPOINT_URL)
+    pub endpoint: Option<String>,
+    /// S3 region (else AWS_REGION / AWS_DEFAULT_REGION, else `us-east-1`)
+    pub region: Option<String>,
+    /// S3 access key id (else AWS_ACCESS_KEY_ID)
+    pub access_key_id: Option<String>,
+    /// S3 secret access key (else AWS_SECRET_ACCESS_KEY)
+    pub secret_access_key: Option<String>,
+    /// allow plain-HTTP endpoints (else AWS_ALLOW_HTTP)
+    pub allow_http: Option<bool>,
+    /// how long one request may take, in milliseconds
+    pub request_timeout_ms: u64,
+    /// how long connecting may take, in milliseconds
+    pub connect_timeout_ms: u64,
+    /// retries of a failed request before it counts as a failure
+    pub retries: u32,
+    /// first retry delay, in milliseconds; doubled each retry, with full jitter
+    pub retry_base_ms: u64,
+    /// longest retry delay, in milliseconds
+    pub retry_max_ms: u64,
+    /// consecutive failed requests that open the circuit breaker
+    pub breaker_failures: u32,
+    /// how long an open breaker refuses calls before one probe, in milliseconds
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        ObjectStoreConfig {
+            url: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: None,
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            retries: 3,
+            retry_base_ms: 100,
+            retry_max_ms: 5_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 5_000,
+        }
+    }
+}
+
+/// `[uploads]`: the scanner and workers that pull uploads from the object store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// whether the node pulls uploads at all
+    pub enabled: bool,
+    /// uploads processed at once
+    pub workers: usize,
+    /// pause between two scans of the store, in milliseconds
+    pub poll_interval_ms: u64,
+    /// how often every system is listed from its start, to find uploads that arrived out of order, in seconds
+    pub rescan_interval_secs: u64,
+    /// most uploads listed but not yet processed; the scanner lists more as these drain
+    pub max_pending: usize,
+    /// largest manifest, in bytes
+    pub max_manifest_bytes: usize,
+    /// largest data file, stored or decompressed, in bytes
+    pub max_data_bytes: usize,
+    /// how long an upload whose data file is missing waits for it before it is quarantined, in seconds
+    pub incomplete_grace_secs: u64,
+    /// how long SIGTERM waits for uploads in flight before abandoning them, in milliseconds
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            enabled: true,
+            workers: 4,
+            poll_interval_ms: 2_000,
+            rescan_interval_secs: 3_600,
+            max_pending: 10_000,
+            max_manifest_bytes: 1024 * 1024,
+            max_data_bytes: 256 * 1024 * 1024,
+            incomplete_grace_secs: 600,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
 /// Why a configuration was refused; always names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -238,9 +334,11 @@ impl Config {
             ));
         }
         self.http_addr()?;
+        self.object_store_url()?;
         let (s, i, q, g) = (&self.storage, &self.index, &self.search, &self.ingest);
         // max_limit comes before default_limit, whose bound it is
-        let ranges: [(&str, usize, usize, usize); 16] = [
+        let (o, u) = (&self.object_store, &self.uploads);
+        let ranges: [(&str, usize, usize, usize); 31] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -262,6 +360,76 @@ impl Config {
             ("ingest.max_concurrent", g.max_concurrent, 1, 10_000),
             ("ingest.timeout_ms", g.timeout_ms as usize, 1, 3_600_000),
             ("embedding.batch_size", self.embedding.batch_size, 1, 4096),
+            (
+                "object_store.request_timeout_ms",
+                o.request_timeout_ms as usize,
+                100,
+                3_600_000,
+            ),
+            (
+                "object_store.connect_timeout_ms",
+                o.connect_timeout_ms as usize,
+                100,
+                600_000,
+            ),
+            ("object_store.retries", o.retries as usize, 0, 100),
+            (
+                "object_store.retry_base_ms",
+                o.retry_base_ms as usize,
+                1,
+                600_000,
+            ),
+            (
+                "object_store.retry_max_ms",
+                o.retry_max_ms as usize,
+                o.retry_base_ms as usize,
+                3_600_000,
+            ),
+            (
+                "object_store.breaker_failures",
+                o.breaker_failures as usize,
+                1,
+                10_000,
+            ),
+            (
+                "object_store.breaker_cooldown_ms",
+                o.breaker_cooldown_ms as usize,
+                1,
+                3_600_000,
+            ),
+            ("uploads.workers", u.workers, 1, 1_024),
+            (
+                "uploads.poll_interval_ms",
+                u.poll_interval_ms as usize,
+                10,
+                3_600_000,
+            ),
+            (
+                "uploads.rescan_interval_secs",
+                u.rescan_interval_secs as usize,
+                1,
+                1 << 31,
+            ),
+            ("uploads.max_pending", u.max_pending, 1, 10_000_000),
+            (
+                "uploads.max_manifest_bytes",
+                u.max_manifest_bytes,
+                1024,
+                1 << 30,
+            ),
+            ("uploads.max_data_bytes", u.max_data_bytes, 1024, 1 << 36),
+            (
+                "uploads.incomplete_grace_secs",
+                u.incomplete_grace_secs as usize,
+                0,
+                1 << 31,
+            ),
+            (
+                "uploads.drain_timeout_ms",
+                u.drain_timeout_ms as usize,
+                0,
+                3_600_000,
+            ),
         ];
         for (key, value, min, max) in ranges {
             check_range(key, value, min, max)?;
@@ -277,6 +445,41 @@ impl Config {
                 &format!("expected IP:PORT, got {:?}", self.node.http_addr),
             )
         })
+    }
+
+    /// Where the object store is: its URL as configured, or the data directory's `objects/`.
+    pub fn object_store_url(&self) -> Result<url::Url, ConfigError> {
+        let text = match &self.object_store.url {
+            Some(u) => u.clone(),
+            None => {
+                let dir = std::path::absolute(self.node.data_dir.join("objects")).map_err(|e| {
+                    invalid(
+                        "node.data_dir",
+                        &format!("cannot make {} absolute: {e}", self.node.data_dir.display()),
+                    )
+                })?;
+                return url::Url::from_directory_path(&dir).map_err(|_| {
+                    invalid(
+                        "node.data_dir",
+                        &format!("expected a directory path, got {}", dir.display()),
+                    )
+                });
+            }
+        };
+        let url = url::Url::parse(&text).map_err(|e| {
+            invalid(
+                "object_store.url",
+                &format!("expected file:///abs/path or s3://bucket/prefix, got {text:?} ({e})"),
+            )
+        })?;
+        match url.scheme() {
+            "file" if url.host_str().is_none_or(str::is_empty) => Ok(url),
+            "s3" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(url),
+            _ => Err(invalid(
+                "object_store.url",
+                &format!("expected file:///abs/path or s3://bucket/prefix, got {text:?}"),
+            )),
+        }
     }
 }
 

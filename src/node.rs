@@ -14,6 +14,7 @@ use crate::actors::query_coordinator::CoordinatorMsg;
 use crate::actors::shard::ShardMsg;
 use crate::config::Config;
 use crate::embedding::Embedder;
+use crate::ingest::pull::{PullError, PullIngestion};
 use crate::ingest::{IngestLimits, IngestRequest, PendingRecord, WriteError, Writer};
 use crate::record::{ShardId, SHARD_COUNT};
 use crate::search::{SearchError, SearchQuery, SearchResponse, Searcher};
@@ -32,6 +33,9 @@ pub enum NodeError {
         /// the store's error
         source: StorageError,
     },
+    /// Pull ingestion could not be set up.
+    #[error("cannot set up pull ingestion: {0}")]
+    Pull(#[from] PullError),
     /// The actor tree could not be spawned.
     #[error("cannot start actor tree: {0}")]
     Spawn(String),
@@ -83,6 +87,8 @@ pub struct Node {
     pub writer: Arc<Writer>,
     /// runs searches
     pub searcher: Arc<Searcher>,
+    /// pull ingestion from the object store, when enabled
+    pub uploads: Option<Arc<PullIngestion>>,
     /// the actor tree's published refs
     pub slots: Arc<ActorSlots>,
     /// the root actor, once started
@@ -138,6 +144,17 @@ impl Node {
             model_dir,
             timeout: Duration::from_millis(config.search.timeout_ms),
         });
+        let uploads = if config.uploads.enabled {
+            let (config, hot, writer) = (config.clone(), store.clone(), Arc::clone(&writer));
+            let pull =
+                tokio::task::spawn_blocking(move || PullIngestion::open(&config, &hot, writer))
+                    .await
+                    .map_err(|e| NodeError::Spawn(e.to_string()))??;
+            tracing::info!(store = %pull.store.url(), "pulling uploads");
+            Some(Arc::new(pull))
+        } else {
+            None
+        };
         Ok(Arc::new(Node {
             config,
             store,
@@ -145,6 +162,7 @@ impl Node {
             directory,
             writer,
             searcher,
+            uploads,
             slots: Arc::new(ActorSlots::default()),
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
@@ -161,6 +179,7 @@ impl Node {
             max_concurrent_searches: self.config.search.max_concurrent,
             exact_system_limit: self.config.index.exact_system_limit,
             slots: Arc::clone(&self.slots),
+            ingestion: self.uploads.as_ref().map(|u| u.actor_args()),
         };
         let (root, _) = Actor::spawn(None, NodeSupervisor, args)
             .await
@@ -264,8 +283,14 @@ impl Node {
         }
     }
 
-    /// Stops the actor tree and makes every write durable.
+    /// Drains pull ingestion, stops the actor tree and makes every write durable.
     pub async fn shutdown(&self) {
+        if let Some(uploads) = &self.uploads {
+            let abandoned = uploads.drain().await;
+            if abandoned > 0 {
+                tracing::warn!(abandoned, "uploads still in flight at the drain timeout are abandoned; they are read again after a restart");
+            }
+        }
         self.ready.store(false, Ordering::Release);
         let root = self.root.lock().take();
         if let Some(root) = root {

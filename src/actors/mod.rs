@@ -1,7 +1,10 @@
 //! The node's actor tree.
 
 pub mod directory;
+pub mod ingestion_supervisor;
 pub mod node_supervisor;
 pub mod query_coordinator;
 pub mod shard;
 pub mod shard_supervisor;
+pub mod upload_scanner;
+pub mod upload_worker;

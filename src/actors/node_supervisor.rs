@@ -6,6 +6,7 @@ use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SupervisionEvent};
 
 use crate::actors::directory::ShardDirectory;
+use crate::actors::ingestion_supervisor::{IngestionArgs, IngestionMsg, IngestionSupervisor};
 use crate::actors::query_coordinator::{CoordinatorArgs, CoordinatorMsg, QueryCoordinator};
 use crate::actors::shard_supervisor::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg};
 use crate::search::Searcher;
@@ -23,6 +24,8 @@ pub struct ActorSlots {
     pub shards: RwLock<Option<ActorRef<ShardSupervisorMsg>>>,
     /// the query coordinator
     pub coordinator: RwLock<Option<ActorRef<CoordinatorMsg>>>,
+    /// the ingestion supervisor, when the node pulls uploads
+    pub ingestion: RwLock<Option<ActorRef<IngestionMsg>>>,
 }
 
 /// What the node supervisor needs to start.
@@ -41,6 +44,8 @@ pub struct NodeArgs {
     pub exact_system_limit: usize,
     /// where children are published
     pub slots: Arc<ActorSlots>,
+    /// pull ingestion, started once the shards have loaded
+    pub ingestion: Option<IngestionArgs>,
 }
 
 /// The node supervisor's state.
@@ -69,6 +74,23 @@ impl NodeSupervisor {
         *args.slots.coordinator.write() = Some(coordinator);
         Ok(())
     }
+
+    async fn start_ingestion(
+        myself: &ActorRef<NodeMsg>,
+        args: &NodeArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(ingestion) = &args.ingestion {
+            let (supervisor, _) = Actor::spawn_linked(
+                None,
+                IngestionSupervisor,
+                ingestion.clone(),
+                myself.get_cell(),
+            )
+            .await?;
+            *args.slots.ingestion.write() = Some(supervisor);
+        }
+        Ok(())
+    }
 }
 
 impl Actor for NodeSupervisor {
@@ -95,6 +117,7 @@ impl Actor for NodeSupervisor {
         )
         .await?;
         *args.slots.shards.write() = Some(shards);
+        Self::start_ingestion(&myself, &args).await?;
         Ok(NodeState { args })
     }
 
@@ -119,6 +142,18 @@ impl Actor for NodeSupervisor {
         if is_coordinator {
             tracing::warn!(event = ?event, "query coordinator ended, restarting it");
             Self::start_coordinator(&myself, &state.args).await?;
+            return Ok(());
+        }
+        let is_ingestion = state
+            .args
+            .slots
+            .ingestion
+            .read()
+            .as_ref()
+            .is_some_and(|c| c.get_id() == cell.get_id());
+        if is_ingestion {
+            tracing::warn!(event = ?event, "ingestion supervisor ended, restarting it");
+            Self::start_ingestion(&myself, &state.args).await?;
             return Ok(());
         }
         // the shard supervisor holds every shard: without it the node cannot serve

@@ -1,8 +1,9 @@
-//! The HTTP API: REST, health and readiness.
+//! The HTTP API: REST, upload status, health and readiness.
 
 pub mod error;
 pub mod health;
 pub mod rest;
+pub mod uploads;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/ingest", post(rest::ingest))
         .route("/api/v1/search", post(rest::search))
         .route("/api/v1/stats", get(rest::stats))
+        .route("/api/v1/uploads", get(uploads::uploads))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)

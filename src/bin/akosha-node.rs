@@ -11,7 +11,7 @@ use clap::Parser;
 /// Default configuration file, read when it exists and no --config is given.
 const DEFAULT_CONFIG: &str = "config/akosha.toml";
 
-/// Run an Akosha node: durable shards, push ingestion and semantic search over HTTP.
+/// Run an Akosha node: durable shards, push and pull ingestion, semantic search over HTTP.
 ///
 /// Settings come from, later winning: built-in defaults, the config file,
 /// AKOSHA__SECTION__KEY environment variables (e.g. AKOSHA__INDEX__EF_SEARCH=128),
@@ -28,6 +28,12 @@ struct Args {
     /// Address of the HTTP API [default: 127.0.0.1:8682]
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Object store to pull uploads from: file:///abs/path or s3://bucket/prefix
+    /// [default: file://<data-dir>/objects]. S3 endpoint, region and credentials come from
+    /// [object_store] in the config or the usual AWS_* environment variables
+    /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -57,7 +63,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    // abandoned blocking work (an upload cut off by the drain timeout) must not hold the exit
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "node failed");
@@ -89,6 +98,9 @@ fn load_config(args: &Args) -> Result<Config, akosha::config::ConfigError> {
     }
     if let Some(http) = &args.http {
         config.node.http_addr = http.clone();
+    }
+    if let Some(url) = &args.object_store {
+        config.object_store.url = Some(url.clone());
     }
     config.validate()?;
     Ok(config)

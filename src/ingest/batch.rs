@@ -20,6 +20,7 @@ pub struct IngestRequest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct IngestConversation {
     /// conversation id, unique within the system
+    #[serde(default)]
     pub id: String,
     /// the text
     #[serde(default)]

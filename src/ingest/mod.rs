@@ -1,6 +1,13 @@
-//! Ways records come in: the push batch format and the writer that makes them durable.
+//! Ways records come in: pushed batches and pulled uploads, and the writer that makes them durable.
 
 pub mod batch;
+pub mod ledger;
+pub mod manifest;
+pub mod pull;
+pub mod upload;
+pub mod upload_data;
+pub mod upload_processor;
+pub mod upload_status;
 pub mod writer;
 
 pub use batch::{IngestConversation, IngestError, IngestLimits, IngestRequest, PendingRecord};

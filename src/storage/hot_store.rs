@@ -54,6 +54,11 @@ impl HotStore {
         &self.trees[shard as usize % SHARD_COUNT]
     }
 
+    /// Opens (or creates) a named tree of the same database, flushed with the shards' trees.
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// Makes every write so far durable on disk.
     ///
     /// Runs sled's blocking flush on a blocking thread: sled 0.34's `flush_async` can hang

@@ -4,6 +4,8 @@ pub mod ann;
 pub mod distance;
 pub mod hot_index;
 pub mod hot_store;
+pub mod objects;
+pub mod resilient;
 pub mod segment;
 
 pub use hot_index::{HotIndex, IndexFilter, PointId, ScoredPoint};

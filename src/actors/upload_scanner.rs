@@ -1,0 +1,335 @@
+//! The upload scanner: lists new uploads since each system's checkpoint, hands them to idle
+//! workers, and moves the checkpoint once uploads are done.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, Message};
+
+use crate::actors::upload_worker::WorkerMsg;
+use crate::ingest::ledger::UploadLedger;
+use crate::ingest::upload::{UploadKey, SYSTEMS_PREFIX};
+use crate::ingest::upload_processor::{Outcome, UploadJob};
+use crate::ingest::upload_status::UploadStatus;
+use crate::storage::resilient::{ResilientStore, StoreError};
+
+/// What the scanner is told.
+pub enum ScannerMsg {
+    /// Lists the store for new uploads and hands them out (sent by the scanner to itself).
+    Poll,
+    /// A worker has finished an upload.
+    Finished {
+        /// the upload's manifest key
+        key: String,
+        /// the worker's index
+        worker: usize,
+        /// what became of it
+        outcome: Outcome,
+    },
+    /// A worker was restarted; jobs it held are handed out again.
+    WorkerRestarted {
+        /// the worker's index
+        worker: usize,
+        /// the new worker
+        actor: ActorRef<WorkerMsg>,
+    },
+}
+
+impl Message for ScannerMsg {}
+
+/// What the scanner needs to start.
+#[derive(Clone)]
+pub struct ScannerArgs {
+    /// where uploads are listed
+    pub store: Arc<ResilientStore>,
+    /// finished uploads and checkpoints
+    pub ledger: UploadLedger,
+    /// live counters
+    pub status: Arc<UploadStatus>,
+    /// the workers, by index
+    pub workers: Vec<ActorRef<WorkerMsg>>,
+    /// pause between polls
+    pub poll_interval: Duration,
+    /// how often every system is listed from its start
+    pub rescan_interval: Duration,
+    /// most uploads listed but not done
+    pub max_pending: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Track {
+    Pending,
+    InFlight(usize),
+    Waiting(Instant),
+    Finished,
+}
+
+/// The scanner's state: uploads seen since the checkpoints, the queue and the idle workers.
+pub struct ScannerState {
+    args: ScannerArgs,
+    /// uploads above their system's checkpoint, by manifest key, with the manifest's time
+    tracked: BTreeMap<String, (Track, DateTime<Utc>)>,
+    queue: VecDeque<String>,
+    idle: Vec<usize>,
+    checkpoints: HashMap<String, String>,
+    last_full_scan: Instant,
+}
+
+/// The upload scanner actor.
+pub struct UploadScanner;
+
+impl Actor for UploadScanner {
+    type Msg = ScannerMsg;
+    type State = ScannerState;
+    type Arguments = ScannerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ScannerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let checkpoints = args.ledger.checkpoints()?;
+        let _ = myself.cast(ScannerMsg::Poll);
+        Ok(ScannerState {
+            idle: (0..args.workers.len()).rev().collect(),
+            args,
+            tracked: BTreeMap::new(),
+            queue: VecDeque::new(),
+            checkpoints,
+            last_full_scan: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: ScannerMsg,
+        state: &mut ScannerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ScannerMsg::Poll => {
+                if state.args.status.is_draining() {
+                    return Ok(());
+                }
+                state.wake_waiting();
+                if !state.args.store.is_open() {
+                    let full = state.last_full_scan.elapsed() >= state.args.rescan_interval;
+                    match state.scan(full).await {
+                        Ok(()) => {
+                            state.args.status.scanned();
+                            if full {
+                                state.last_full_scan = Instant::now();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listing uploads failed; will try again");
+                            state.args.status.error(e.to_string());
+                        }
+                    }
+                }
+                state.dispatch(&myself);
+                let _ = myself.send_after(state.args.poll_interval, || ScannerMsg::Poll);
+            }
+            ScannerMsg::Finished {
+                key,
+                worker,
+                outcome,
+            } => {
+                state.idle.push(worker);
+                state.finished(key, outcome);
+                state.dispatch(&myself);
+            }
+            ScannerMsg::WorkerRestarted { worker, actor } => {
+                if let Some(slot) = state.args.workers.get_mut(worker) {
+                    *slot = actor;
+                }
+                let held: Vec<String> = state
+                    .tracked
+                    .iter()
+                    .filter(|(_, (t, _))| *t == Track::InFlight(worker))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in held {
+                    state.set(&key, Track::Pending);
+                    state.queue.push_back(key);
+                }
+                if !state.idle.contains(&worker) {
+                    state.idle.push(worker);
+                }
+                state.dispatch(&myself);
+            }
+        }
+        state.publish();
+        Ok(())
+    }
+}
+
+impl ScannerState {
+    /// Lists every system from its checkpoint (or from its start on a full scan).
+    async fn scan(&mut self, full: bool) -> Result<(), StoreError> {
+        let systems = self.args.store.list_children(SYSTEMS_PREFIX).await?;
+        for system in systems {
+            if self.unfinished() >= self.args.max_pending {
+                break;
+            }
+            let from = if full {
+                None
+            } else {
+                self.checkpoints.get(&system).cloned()
+            };
+            let prefix = format!("{SYSTEMS_PREFIX}/{system}");
+            let listed = self
+                .args
+                .store
+                .list_after(&prefix, from.as_deref(), self.args.max_pending * 4)
+                .await?;
+            for meta in listed {
+                let key = meta.location.to_string();
+                if !UploadKey::is_manifest(&key) || self.tracked.contains_key(&key) {
+                    continue;
+                }
+                match self.args.ledger.get(&key) {
+                    Ok(Some(_)) if full => {}
+                    Ok(Some(_)) => {
+                        self.tracked
+                            .insert(key, (Track::Finished, meta.last_modified));
+                    }
+                    Ok(None) => {
+                        self.tracked
+                            .insert(key.clone(), (Track::Pending, meta.last_modified));
+                        self.queue.push_back(key);
+                    }
+                    Err(e) => {
+                        tracing::error!(upload = %key, error = %e, "cannot read the upload ledger");
+                    }
+                }
+            }
+            self.advance_checkpoint(&system);
+        }
+        Ok(())
+    }
+
+    /// Hands queued uploads to idle workers, unless draining or the store is down.
+    fn dispatch(&mut self, myself: &ActorRef<ScannerMsg>) {
+        if self.args.status.is_draining() || self.args.store.is_open() {
+            return;
+        }
+        while let Some(worker) = self.idle.pop() {
+            let Some(key) = self.queue.pop_front() else {
+                self.idle.push(worker);
+                break;
+            };
+            let modified = self
+                .tracked
+                .get(&key)
+                .map(|(_, m)| *m)
+                .unwrap_or_else(Utc::now);
+            let job = UploadJob {
+                key: key.clone(),
+                manifest_modified: modified,
+            };
+            let sent = self.args.workers[worker].cast(WorkerMsg::Process {
+                job,
+                worker,
+                reply: myself.clone(),
+            });
+            match sent {
+                Ok(()) => self.set(&key, Track::InFlight(worker)),
+                Err(_) => {
+                    // the worker is restarting; the supervisor will tell us
+                    self.queue.push_front(key);
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, key: String, outcome: Outcome) {
+        let retry_at = Instant::now() + self.args.poll_interval;
+        match outcome {
+            Outcome::Done { records } => {
+                self.args.status.finished(records);
+                self.set(&key, Track::Finished);
+            }
+            Outcome::Quarantined(reason) => {
+                self.args.status.quarantine(key.clone(), reason);
+                self.set(&key, Track::Finished);
+            }
+            Outcome::Incomplete(message) => {
+                tracing::debug!(upload = %key, %message, "upload incomplete, waiting");
+                self.set(&key, Track::Waiting(retry_at));
+            }
+            Outcome::Retry(message) => {
+                tracing::warn!(upload = %key, error = %message, "upload put back for a later try");
+                self.args.status.retried(message);
+                self.set(&key, Track::Waiting(retry_at));
+            }
+        }
+        if let Some(system) = key.split('/').nth(1) {
+            let system = system.to_string();
+            self.advance_checkpoint(&system);
+        }
+    }
+
+    /// Puts uploads whose wait is over back in the queue.
+    fn wake_waiting(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .tracked
+            .iter()
+            .filter(|(_, (t, _))| matches!(t, Track::Waiting(at) if *at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.set(&key, Track::Pending);
+            self.queue.push_back(key);
+        }
+    }
+
+    /// Moves a system's checkpoint over the uploads at its front that have finished.
+    fn advance_checkpoint(&mut self, system: &str) {
+        let prefix = format!("{SYSTEMS_PREFIX}/{system}/");
+        let mut last = None;
+        loop {
+            let front = self
+                .tracked
+                .range(prefix.clone()..)
+                .next()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, (t, _))| (k.clone(), *t));
+            match front {
+                Some((key, Track::Finished)) => {
+                    self.tracked.remove(&key);
+                    last = Some(key);
+                }
+                _ => break,
+            }
+        }
+        if let Some(key) = last {
+            if let Err(e) = self.args.ledger.set_checkpoint(system, &key) {
+                tracing::error!(system, error = %e, "cannot store the scan checkpoint");
+            }
+            self.checkpoints.insert(system.to_string(), key);
+        }
+    }
+
+    fn set(&mut self, key: &str, track: Track) {
+        if let Some(entry) = self.tracked.get_mut(key) {
+            entry.0 = track;
+        }
+    }
+
+    fn unfinished(&self) -> usize {
+        self.tracked
+            .values()
+            .filter(|(t, _)| *t != Track::Finished)
+            .count()
+    }
+
+    fn publish(&self) {
+        let in_flight = self.args.workers.len() - self.idle.len();
+        let pending = self.unfinished().saturating_sub(in_flight);
+        self.args.status.set_gauges(pending, in_flight);
+    }
+}

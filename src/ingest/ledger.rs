@@ -1,0 +1,185 @@
+//! The durable record of which uploads are done or quarantined, and the scanner's checkpoints.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{HotStore, StorageError};
+
+/// What became of one upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LedgerEntry {
+    /// Every record of the upload is durable on its shard.
+    Done {
+        /// records the upload held
+        records: u64,
+        /// when it was done
+        at: DateTime<Utc>,
+    },
+    /// The upload was refused; it stays in the store untouched.
+    Quarantined {
+        /// what is wrong with it
+        reason: String,
+        /// when it was refused
+        at: DateTime<Utc>,
+    },
+}
+
+/// A quarantined upload and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantinedUpload {
+    /// the upload's manifest key
+    pub key: String,
+    /// what is wrong with it
+    pub reason: String,
+}
+
+/// Totals read back from the ledger at start.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerSummary {
+    /// uploads done
+    pub done: u64,
+    /// records in uploads done
+    pub records: u64,
+    /// uploads quarantined, in key order
+    pub quarantined: Vec<QuarantinedUpload>,
+}
+
+/// Upload states and per-system checkpoints, in the node's sled database.
+///
+/// Entries are written after the upload's records are durable and are made durable by the
+/// next flush of the database: losing one in a crash only means the upload is read again,
+/// which changes nothing (records are upserted by identity).
+#[derive(Clone)]
+pub struct UploadLedger {
+    uploads: sled::Tree,
+    checkpoints: sled::Tree,
+}
+
+impl UploadLedger {
+    /// Opens the ledger's trees in the node's store.
+    pub fn open(store: &HotStore) -> Result<Self, StorageError> {
+        Ok(UploadLedger {
+            uploads: store.open_tree("uploads/state")?,
+            checkpoints: store.open_tree("uploads/checkpoint")?,
+        })
+    }
+
+    /// The state of one upload, if it has finished.
+    pub fn get(&self, key: &str) -> Result<Option<LedgerEntry>, StorageError> {
+        match self.uploads.get(key.as_bytes())? {
+            Some(bytes) => decode(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records what became of an upload.
+    pub fn record(&self, key: &str, entry: &LedgerEntry) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(entry).map_err(|e| StorageError::Encode(e.to_string()))?;
+        self.uploads.insert(key.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// The key up to which every upload of `system` has finished.
+    pub fn checkpoint(&self, system: &str) -> Result<Option<String>, StorageError> {
+        Ok(self
+            .checkpoints
+            .get(system.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Moves a system's checkpoint.
+    pub fn set_checkpoint(&self, system: &str, key: &str) -> Result<(), StorageError> {
+        self.checkpoints.insert(system.as_bytes(), key.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every system's checkpoint.
+    pub fn checkpoints(&self) -> Result<HashMap<String, String>, StorageError> {
+        self.checkpoints
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Counts done uploads and lists quarantined ones (a full scan; run it on a blocking thread).
+    pub fn summary(&self) -> Result<LedgerSummary, StorageError> {
+        let mut summary = LedgerSummary::default();
+        for kv in self.uploads.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            match decode(&key, &v)? {
+                LedgerEntry::Done { records, .. } => {
+                    summary.done += 1;
+                    summary.records += records;
+                }
+                LedgerEntry::Quarantined { reason, .. } => {
+                    summary.quarantined.push(QuarantinedUpload { key, reason })
+                }
+            }
+        }
+        Ok(summary)
+    }
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<LedgerEntry, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Decode {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_and_checkpoints_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = HotStore::open(dir.path(), 8).unwrap();
+            let ledger = UploadLedger::open(&store).unwrap();
+            let at = Utc::now();
+            ledger
+                .record(
+                    "systems/a/u1/manifest.json",
+                    &LedgerEntry::Done { records: 5, at },
+                )
+                .unwrap();
+            ledger
+                .record(
+                    "systems/a/u2/manifest.json",
+                    &LedgerEntry::Quarantined {
+                        reason: "bad".into(),
+                        at,
+                    },
+                )
+                .unwrap();
+            ledger
+                .set_checkpoint("a", "systems/a/u2/manifest.json")
+                .unwrap();
+            store.flush().await.unwrap();
+        }
+        let store = HotStore::open(dir.path(), 8).unwrap();
+        let ledger = UploadLedger::open(&store).unwrap();
+        let s = ledger.summary().unwrap();
+        assert_eq!((s.done, s.records), (1, 5));
+        assert_eq!(s.quarantined[0].reason, "bad");
+        assert_eq!(
+            ledger.checkpoint("a").unwrap().as_deref(),
+            Some("systems/a/u2/manifest.json")
+        );
+        assert!(matches!(
+            ledger.get("systems/a/u1/manifest.json").unwrap(),
+            Some(LedgerEntry::Done { records: 5, .. })
+        ));
+    }
+}

@@ -1,0 +1,208 @@
+//! An upload's data file: checksum, decompression within a size limit, and parsing into records.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::ingest::batch::{IngestConversation, IngestLimits, IngestRequest, PendingRecord};
+use crate::ingest::manifest::Compression;
+
+/// The body of `memories.json`.
+#[derive(Debug, Deserialize)]
+struct MemoriesFile {
+    conversations: Vec<IngestConversation>,
+}
+
+/// sha256 of bytes, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Decompresses `bytes`, refusing output larger than `limit` bytes.
+pub fn decompress<'a>(
+    bytes: &'a [u8],
+    compression: Option<Compression>,
+    limit: usize,
+    name: &str,
+) -> Result<Cow<'a, [u8]>, String> {
+    let Some(c) = compression else {
+        return Ok(Cow::Borrowed(bytes));
+    };
+    let mut out = Vec::new();
+    let take = limit as u64 + 1;
+    let read = match c {
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(bytes)
+            .take(take)
+            .read_to_end(&mut out),
+        Compression::Zstd => match zstd::stream::read::Decoder::new(bytes) {
+            Ok(d) => d.take(take).read_to_end(&mut out),
+            Err(e) => Err(e),
+        },
+        Compression::Lz4 => lz4_flex::frame::FrameDecoder::new(bytes)
+            .take(take)
+            .read_to_end(&mut out),
+    };
+    read.map_err(|e| format!("{name} is not valid {} data: {e}", c.name()))?;
+    if out.len() > limit {
+        return Err(format!(
+            "{name} decompresses to more than the limit of {limit} bytes"
+        ));
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Checks a sha256 hex digest against the stored bytes or, failing that, the decompressed ones.
+pub fn verify_checksum(
+    expected: &str,
+    stored: &[u8],
+    decompressed: &[u8],
+    name: &str,
+) -> Result<(), String> {
+    let got = sha256_hex(stored);
+    if got == expected {
+        return Ok(());
+    }
+    if decompressed.len() != stored.len() || decompressed.as_ptr() != stored.as_ptr() {
+        if sha256_hex(decompressed) == expected {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "checksum mismatch for {name}: manifest says sha256 {expected}, file has {got}"
+    ))
+}
+
+/// Parses `memories.json` into validated records of `system_id`; ids default to `<upload_id>_<n>`.
+pub fn parse_memories(
+    json: &[u8],
+    system_id: &str,
+    upload_id: &str,
+    expected_count: Option<u64>,
+    limits: &IngestLimits,
+) -> Result<Vec<PendingRecord>, String> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let file: MemoriesFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            format!("memories.json is not valid: {}", e.inner())
+        } else {
+            format!("memories.json is not valid at {path}: {}", e.inner())
+        }
+    })?;
+    de.end()
+        .map_err(|e| format!("memories.json is not valid: {e}"))?;
+    let n = file.conversations.len() as u64;
+    if let Some(expected) = expected_count {
+        if n != expected {
+            return Err(format!(
+                "conversation count mismatch: manifest says {expected}, memories.json holds {n}"
+            ));
+        }
+    }
+    let mut conversations = file.conversations;
+    for (i, c) in conversations.iter_mut().enumerate() {
+        if c.id.is_empty() {
+            c.id = format!("{upload_id}_{i}");
+        }
+    }
+    if conversations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut records = IngestRequest {
+        system_id: system_id.to_string(),
+        conversations,
+    }
+    .validate(limits)
+    .map_err(|e| format!("memories.json {e}"))?;
+    for r in &mut records {
+        r.metadata
+            .entry("upload_id")
+            .or_insert_with(|| serde_json::Value::String(upload_id.to_string()));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const LIMITS: IngestLimits = IngestLimits {
+        max_batch: 1_000_000,
+        max_content_bytes: 1000,
+    };
+
+    fn memories(n: usize) -> Vec<u8> {
+        let v: Vec<f32> = (0..384).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect();
+        let convs: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({"id": format!("c{i}"), "content": "hello", "embedding": v, "timestamp": "2026-11-01T00:00:00Z"}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "conversations": convs })).unwrap()
+    }
+
+    #[test]
+    fn every_compression_round_trips_within_the_limit() {
+        let raw = memories(3);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&raw[..], 1).unwrap();
+        let mut lz = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        lz.write_all(&raw).unwrap();
+        let lz = lz.finish().unwrap();
+        for (bytes, c) in [
+            (&gz, Compression::Gzip),
+            (&zst, Compression::Zstd),
+            (&lz, Compression::Lz4),
+        ] {
+            let out = decompress(bytes, Some(c), raw.len(), "memories.json").unwrap();
+            assert_eq!(&out[..], &raw[..]);
+            let e = decompress(bytes, Some(c), raw.len() - 1, "memories.json").unwrap_err();
+            assert!(e.contains("more than the limit"), "{e}");
+        }
+        let e = decompress(&raw, Some(Compression::Gzip), 1 << 20, "memories.json.gz").unwrap_err();
+        assert!(e.contains("not valid gzip"), "{e}");
+    }
+
+    #[test]
+    fn checksum_matches_stored_or_decompressed_bytes() {
+        let raw = memories(1);
+        let zst = zstd::encode_all(&raw[..], 1).unwrap();
+        verify_checksum(&sha256_hex(&zst), &zst, &raw, "m").unwrap();
+        verify_checksum(&sha256_hex(&raw), &zst, &raw, "m").unwrap();
+        let e = verify_checksum(&"0".repeat(64), &zst, &raw, "memories.json").unwrap_err();
+        assert!(e.starts_with("checksum mismatch for memories.json"), "{e}");
+    }
+
+    #[test]
+    fn parsing_checks_count_dimension_and_json() {
+        let recs = parse_memories(&memories(3), "sys", "u1", Some(3), &LIMITS).unwrap();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[0].metadata["upload_id"], "u1");
+        let e = parse_memories(&memories(3), "sys", "u1", Some(4), &LIMITS).unwrap_err();
+        assert_eq!(
+            e,
+            "conversation count mismatch: manifest says 4, memories.json holds 3"
+        );
+        let bad = br#"{"conversations": [{"id": "a", "content": "x", "embedding": [0.5, 0.5]}]}"#;
+        let e = parse_memories(bad, "sys", "u1", None, &LIMITS).unwrap_err();
+        assert!(
+            e.contains("embedding must have 384 dimensions, got 2"),
+            "{e}"
+        );
+        let e = parse_memories(b"{\"conversations\": [", "sys", "u1", None, &LIMITS).unwrap_err();
+        assert!(e.contains("memories.json is not valid"), "{e}");
+        let e = parse_memories(b"{\"conversations\": 5}", "sys", "u1", None, &LIMITS).unwrap_err();
+        assert!(e.contains("conversations"), "{e}");
+        let noid = br#"{"conversations": [{"content": "x", "embedding": null}]}"#;
+        let recs = parse_memories(noid, "sys", "u9", None, &LIMITS).unwrap();
+        assert_eq!(recs[0].conversation_id, "u9_0");
+    }
+}

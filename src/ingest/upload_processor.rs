@@ -1,0 +1,321 @@
+//! Processing one upload: fetch, verify, parse, write every record durably, then record the outcome.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::ingest::batch::{IngestLimits, PendingRecord};
+use crate::ingest::ledger::{LedgerEntry, UploadLedger};
+use crate::ingest::manifest::{Compression, Manifest};
+use crate::ingest::upload::{data_file, describe_unreadable, Layout, UploadKey, MANIFEST};
+use crate::ingest::upload_data::{decompress, parse_memories, verify_checksum};
+use crate::ingest::writer::{WriteError, Writer};
+use crate::storage::resilient::{ResilientStore, StoreError};
+
+/// Records written to the shards per call, bounding what one write holds.
+const WRITE_CHUNK: usize = 5_000;
+
+/// An upload the scanner hands to a worker.
+#[derive(Debug, Clone)]
+pub struct UploadJob {
+    /// the manifest's key
+    pub key: String,
+    /// when the manifest was written, for the missing-data grace period
+    pub manifest_modified: DateTime<Utc>,
+}
+
+/// What became of an upload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every record is durable; the upload is done.
+    Done {
+        /// records written
+        records: usize,
+    },
+    /// The upload is bad; it is recorded as quarantined with this reason.
+    Quarantined(String),
+    /// Its data file is not there yet; try again later.
+    Incomplete(String),
+    /// The store or the shards failed; nothing is recorded, try again later.
+    Retry(String),
+}
+
+/// Limits an upload is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// largest manifest, in bytes
+    pub max_manifest_bytes: usize,
+    /// largest data file, stored or decompressed, in bytes
+    pub max_data_bytes: usize,
+    /// longest record content, in bytes
+    pub max_content_bytes: usize,
+    /// how long a missing data file is waited for, in seconds
+    pub incomplete_grace_secs: u64,
+}
+
+/// Fetches, checks and writes uploads.
+pub struct UploadProcessor {
+    /// where uploads are read from
+    pub store: Arc<ResilientStore>,
+    /// makes records durable on their shards
+    pub writer: Arc<Writer>,
+    /// where outcomes are recorded
+    pub ledger: UploadLedger,
+    /// size limits
+    pub limits: UploadLimits,
+}
+
+/// An upload's data file, found and named.
+struct DataFile {
+    key: String,
+    name: String,
+    compression: Option<Compression>,
+    checksum: Option<String>,
+}
+
+impl UploadProcessor {
+    /// Processes one upload and records a final outcome (done or quarantined) in the ledger.
+    ///
+    /// # Cancel safety
+    /// Cancel safe in effect: a cancelled upload is not recorded and is read again later;
+    /// records it had already written are upserted again, which changes nothing.
+    pub async fn process(&self, job: &UploadJob) -> Outcome {
+        let outcome = match self.fetch_and_write(job).await {
+            Ok(records) => Outcome::Done { records },
+            Err(o) => o,
+        };
+        let entry = match &outcome {
+            Outcome::Done { records } => LedgerEntry::Done {
+                records: *records as u64,
+                at: Utc::now(),
+            },
+            Outcome::Quarantined(reason) => {
+                tracing::warn!(upload = %job.key, reason = %reason, "upload quarantined");
+                LedgerEntry::Quarantined {
+                    reason: reason.clone(),
+                    at: Utc::now(),
+                }
+            }
+            Outcome::Incomplete(_) | Outcome::Retry(_) => return outcome,
+        };
+        match self.ledger.record(&job.key, &entry) {
+            Ok(()) => outcome,
+            Err(e) => Outcome::Retry(format!("cannot record the upload's outcome: {e}")),
+        }
+    }
+
+    async fn fetch_and_write(&self, job: &UploadJob) -> Result<usize, Outcome> {
+        let upload = UploadKey::parse(&job.key).map_err(Outcome::Quarantined)?;
+        let manifest_bytes = self
+            .store
+            .get(&upload.manifest, self.limits.max_manifest_bytes as u64)
+            .await
+            .map_err(|e| store_outcome(e, "manifest"))?;
+        let manifest = Manifest::parse(&manifest_bytes, upload.layout.rules(), Utc::now())
+            .map_err(Outcome::Quarantined)?;
+        check_names(&upload, &manifest).map_err(Outcome::Quarantined)?;
+        let data = self.find_data_file(&upload, &manifest, job).await?;
+        let Some(data) = data else {
+            return Ok(0);
+        };
+        let stored = self
+            .store
+            .get(&data.key, self.limits.max_data_bytes as u64)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => {
+                    Outcome::Incomplete(format!("data file {} is not there yet", data.key))
+                }
+                other => store_outcome(other, "data file"),
+            })?;
+        let limits = self.limits;
+        let expected = manifest.conversation_count;
+        let checksum = data.checksum.clone();
+        let (system_id, upload_id) = (upload.system_id.clone(), upload.upload_id.clone());
+        let records = tokio::task::spawn_blocking(move || {
+            decode_records(
+                &stored,
+                &data,
+                checksum.as_deref(),
+                expected,
+                &system_id,
+                &upload_id,
+                &limits,
+            )
+        })
+        .await
+        .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
+        .map_err(Outcome::Quarantined)?;
+        let total = records.len();
+        let mut records = records;
+        while !records.is_empty() {
+            let rest = records.split_off(records.len().min(WRITE_CHUNK));
+            self.writer
+                .write(records)
+                .await
+                .map_err(|e| write_outcome(e, &upload.manifest))?;
+            records = rest;
+        }
+        Ok(total)
+    }
+
+    /// Finds the data file: `Ok(None)` for an upload that declares none and holds nothing to read.
+    async fn find_data_file(
+        &self,
+        upload: &UploadKey,
+        manifest: &Manifest,
+        job: &UploadJob,
+    ) -> Result<Option<DataFile>, Outcome> {
+        let unreadable: Vec<String> = manifest
+            .files
+            .iter()
+            .filter(|f| f.name != MANIFEST && data_file(&f.name).is_none())
+            .map(|f| describe_unreadable(&f.name))
+            .collect();
+        if !unreadable.is_empty() {
+            return Err(Outcome::Quarantined(format!(
+                "upload carries {}, a format akosha does not read yet",
+                unreadable.join(", ")
+            )));
+        }
+        let declared = manifest.files.iter().find(|f| data_file(&f.name).is_some());
+        if let Some(f) = declared {
+            if let Some(path) = &f.path {
+                if *path != upload.file(&f.name) {
+                    return Err(Outcome::Quarantined(format!(
+                        "file {} has path {path:?}, expected {:?} inside the upload",
+                        f.name,
+                        upload.file(&f.name)
+                    )));
+                }
+            }
+        }
+        let listed = self
+            .store
+            .list_after(&upload.prefix, None, 1_000)
+            .await
+            .map_err(|e| store_outcome(e, "upload listing"))?;
+        let present: Vec<&str> = listed
+            .iter()
+            .filter_map(|m| m.location.filename())
+            .filter(|n| data_file(n).is_some())
+            .collect();
+        let name = match (declared, present.as_slice()) {
+            (Some(f), _) if present.contains(&f.name.as_str()) => f.name.clone(),
+            (None, [one]) => one.to_string(),
+            (None, [])
+                if upload.layout == Layout::SessionBuddy
+                    && manifest.conversation_count.unwrap_or(0) == 0 =>
+            {
+                return Ok(None)
+            }
+            (None, [_, _, ..]) => {
+                return Err(Outcome::Quarantined(format!(
+                    "upload holds several data files ({}), expected one",
+                    present.join(", ")
+                )))
+            }
+            (declared, _) => {
+                let wanted = declared.map_or("memories.json", |f| f.name.as_str());
+                let waited = (Utc::now() - job.manifest_modified).num_seconds().max(0) as u64;
+                let message = format!(
+                    "data file {wanted} not found under {}/ {waited} s after the manifest was written",
+                    upload.prefix
+                );
+                return Err(if waited >= self.limits.incomplete_grace_secs {
+                    Outcome::Quarantined(message)
+                } else {
+                    Outcome::Incomplete(message)
+                });
+            }
+        };
+        let implied = data_file(&name).flatten();
+        let file_entry = manifest.files.iter().find(|f| f.name == name);
+        let declared_compression = file_entry
+            .and_then(|f| f.compression)
+            .or(manifest.compression);
+        let compression = match (implied, declared_compression) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Outcome::Quarantined(format!(
+                    "{name} is {} by its name but the manifest says {}",
+                    a.name(),
+                    b.name()
+                )))
+            }
+            (Some(a), _) => Some(a),
+            (None, b) => b,
+        };
+        let checksum = file_entry
+            .and_then(|f| f.checksum.clone())
+            .or_else(|| manifest.checksum.clone());
+        Ok(Some(DataFile {
+            key: upload.file(&name),
+            name,
+            compression,
+            checksum,
+        }))
+    }
+}
+
+/// Checksum, decompression, parsing and validation of a data file; CPU work for a blocking thread.
+fn decode_records(
+    stored: &[u8],
+    data: &DataFile,
+    checksum: Option<&str>,
+    expected: Option<u64>,
+    system_id: &str,
+    upload_id: &str,
+    limits: &UploadLimits,
+) -> Result<Vec<PendingRecord>, String> {
+    let json = decompress(stored, data.compression, limits.max_data_bytes, &data.name)?;
+    if let Some(c) = checksum {
+        verify_checksum(c, stored, &json, &data.name)?;
+    }
+    parse_memories(
+        &json,
+        system_id,
+        upload_id,
+        expected,
+        &IngestLimits {
+            max_batch: crate::ingest::manifest::MAX_CONVERSATION_COUNT as usize,
+            max_content_bytes: limits.max_content_bytes,
+        },
+    )
+}
+
+/// The manifest's own system and upload ids, when given, must match its key.
+fn check_names(upload: &UploadKey, manifest: &Manifest) -> Result<(), String> {
+    if let Some(s) = &manifest.system_id {
+        if *s != upload.system_id {
+            return Err(format!(
+                "manifest field system_id is {s:?} but the upload lives under system {:?}",
+                upload.system_id
+            ));
+        }
+    }
+    if let Some(u) = &manifest.upload_id {
+        if *u != upload.upload_id {
+            return Err(format!(
+                "manifest field upload_id is {u:?} but the upload's key says {:?}",
+                upload.upload_id
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn store_outcome(e: StoreError, what: &str) -> Outcome {
+    match e {
+        StoreError::NotFound(key) => {
+            Outcome::Quarantined(format!("{what} {key} disappeared before it was read"))
+        }
+        StoreError::TooLarge { key, size, limit } => Outcome::Quarantined(format!(
+            "{what} {key} is {size} bytes, more than the limit of {limit}"
+        )),
+        e @ StoreError::Unavailable { .. } => Outcome::Retry(e.to_string()),
+    }
+}
+
+fn write_outcome(e: WriteError, key: &str) -> Outcome {
+    Outcome::Retry(format!("cannot write the records of {key}: {e}"))
+}

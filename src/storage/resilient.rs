@@ -1,0 +1,409 @@
+//! Object store calls with retries (exponential backoff, full jitter) behind a circuit breaker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use serde::Serialize;
+
+use crate::config::ObjectStoreConfig;
+
+/// Why an object store call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("object {0} not found")]
+    NotFound(String),
+    /// The object is larger than the caller accepts.
+    #[error("object {key} is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// the object
+        key: String,
+        /// its size
+        size: u64,
+        /// the limit
+        limit: u64,
+    },
+    /// The store did not answer (retries exhausted or circuit breaker open).
+    #[error("object store {url} is unavailable: {message}")]
+    Unavailable {
+        /// the store
+        url: String,
+        /// what failed last
+        message: String,
+    },
+}
+
+/// The circuit breaker's state, as the uploads endpoint shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerSnapshot {
+    /// `closed` (calls go through), `open` (calls refused) or `half_open` (one probe in flight)
+    pub state: &'static str,
+    /// failed requests in a row
+    pub consecutive_failures: u32,
+    /// the last failure's message, if any
+    pub last_error: Option<String>,
+    /// requests retried since start
+    pub retries: u64,
+}
+
+#[derive(Debug)]
+enum BreakerState {
+    Closed,
+    Open { until: Instant },
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct Breaker {
+    state: BreakerState,
+    failures: u32,
+    last_error: Option<String>,
+}
+
+/// An object store whose calls retry and stop while the store is down.
+pub struct ResilientStore {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+    retries: u32,
+    base: Duration,
+    max_delay: Duration,
+    threshold: u32,
+    cooldown: Duration,
+    breaker: parking_lot::Mutex<Breaker>,
+    jitter: AtomicU64,
+    retried: AtomicU64,
+}
+
+/// The outcome of one attempt.
+enum Attempt<T> {
+    Done(T),
+    NotFound(String),
+    Failed(String),
+}
+
+impl ResilientStore {
+    /// Wraps `inner` (shown as `url` in messages) with the retry and breaker settings of `config`.
+    pub fn new(inner: Arc<dyn ObjectStore>, url: String, config: &ObjectStoreConfig) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9E37_79B9_7F4A_7C15)
+            | 1;
+        ResilientStore {
+            inner,
+            url,
+            retries: config.retries,
+            base: Duration::from_millis(config.retry_base_ms),
+            max_delay: Duration::from_millis(config.retry_max_ms),
+            threshold: config.breaker_failures.max(1),
+            cooldown: Duration::from_millis(config.breaker_cooldown_ms),
+            breaker: parking_lot::Mutex::new(Breaker {
+                state: BreakerState::Closed,
+                failures: 0,
+                last_error: None,
+            }),
+            jitter: AtomicU64::new(seed),
+            retried: AtomicU64::new(0),
+        }
+    }
+
+    /// The store's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The store without retries, for writers such as tests and benchmarks.
+    pub fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    /// Whether calls are refused now (breaker open and its cooldown not over).
+    pub fn is_open(&self) -> bool {
+        matches!(self.breaker.lock().state, BreakerState::Open { until } if Instant::now() < until)
+    }
+
+    /// The breaker's state and counters.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let b = self.breaker.lock();
+        BreakerSnapshot {
+            state: match b.state {
+                BreakerState::Closed => "closed",
+                BreakerState::Open { .. } => "open",
+                BreakerState::HalfOpen => "half_open",
+            },
+            consecutive_failures: b.failures,
+            last_error: b.last_error.clone(),
+            retries: self.retried.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Names of the "directories" right under `prefix` (e.g. system ids under `systems/`).
+    pub async fn list_children(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let path = Path::from(prefix);
+        self.call(|| {
+            let path = path.clone();
+            async move {
+                match self.inner.list_with_delimiter(Some(&path)).await {
+                    Ok(list) => Attempt::Done(
+                        list.common_prefixes
+                            .iter()
+                            .filter_map(|p| p.filename().map(str::to_string))
+                            .collect(),
+                    ),
+                    Err(e) => classify(e),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Up to `max` objects under `prefix` whose keys sort after `offset`, in key order.
+    pub async fn list_after(
+        &self,
+        prefix: &str,
+        offset: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<ObjectMeta>, StoreError> {
+        let prefix = Path::from(prefix);
+        let mut out: Vec<ObjectMeta> = Vec::new();
+        let mut failures = 0u32;
+        loop {
+            self.admit()?;
+            // resume after the last key received when a listing failed part way
+            let from = out
+                .last()
+                .map(|m| m.location.clone())
+                .or_else(|| offset.and_then(|o| Path::parse(o).ok()));
+            let mut stream = match &from {
+                Some(from) => self.inner.list_with_offset(Some(&prefix), from),
+                None => self.inner.list(Some(&prefix)),
+            };
+            let mut failed = None;
+            while out.len() < max {
+                match stream.next().await {
+                    Some(Ok(meta)) => out.push(meta),
+                    Some(Err(object_store::Error::NotFound { .. })) | None => break,
+                    Some(Err(e)) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    self.record_success();
+                    // local listings are not sorted; S3's are
+                    out.sort_by(|a, b| a.location.cmp(&b.location));
+                    return Ok(out);
+                }
+                Some(message) => {
+                    self.record_failure(&message);
+                    failures += 1;
+                    if failures > self.retries {
+                        return Err(self.unavailable(message));
+                    }
+                    self.backoff(failures).await;
+                }
+            }
+        }
+    }
+
+    /// Reads a whole object, refusing one larger than `limit` bytes.
+    pub async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StoreError> {
+        let path = Path::parse(key).map_err(|_| StoreError::NotFound(key.to_string()))?;
+        let result = self
+            .call(|| {
+                let path = path.clone();
+                async move {
+                    let got = match self.inner.get(&path).await {
+                        Ok(g) => g,
+                        Err(e) => return classify(e),
+                    };
+                    if got.meta.size > limit {
+                        return Attempt::Done(Err(got.meta.size));
+                    }
+                    match got.bytes().await {
+                        Ok(b) => Attempt::Done(Ok(b)),
+                        Err(e) => classify(e),
+                    }
+                }
+            })
+            .await?;
+        result.map_err(|size| StoreError::TooLarge {
+            key: key.to_string(),
+            size,
+            limit,
+        })
+    }
+
+    /// Runs `op` with retries; a not-found answer is final and counts as the store answering.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
+        let mut failures = 0u32;
+        loop {
+            self.admit()?;
+            match op().await {
+                Attempt::Done(v) => {
+                    self.record_success();
+                    return Ok(v);
+                }
+                Attempt::NotFound(key) => {
+                    self.record_success();
+                    return Err(StoreError::NotFound(key));
+                }
+                Attempt::Failed(message) => {
+                    self.record_failure(&message);
+                    failures += 1;
+                    if failures > self.retries {
+                        return Err(self.unavailable(message));
+                    }
+                    self.backoff(failures).await;
+                }
+            }
+        }
+    }
+
+    /// Lets a call through unless the breaker is open; after the cooldown one probe goes.
+    fn admit(&self) -> Result<(), StoreError> {
+        let mut b = self.breaker.lock();
+        match b.state {
+            BreakerState::Closed => Ok(()),
+            BreakerState::Open { until } if Instant::now() >= until => {
+                b.state = BreakerState::HalfOpen;
+                Ok(())
+            }
+            BreakerState::Open { until } => Err(StoreError::Unavailable {
+                url: self.url.clone(),
+                message: format!(
+                    "circuit breaker open after {} failed requests, next probe in {} ms (last error: {})",
+                    b.failures,
+                    until.saturating_duration_since(Instant::now()).as_millis(),
+                    b.last_error.as_deref().unwrap_or("none")
+                ),
+            }),
+            BreakerState::HalfOpen => Err(StoreError::Unavailable {
+                url: self.url.clone(),
+                message: "circuit breaker is probing the store, try again shortly".to_string(),
+            }),
+        }
+    }
+
+    fn record_success(&self) {
+        let mut b = self.breaker.lock();
+        if !matches!(b.state, BreakerState::Closed) {
+            tracing::info!(store = %self.url, "object store answers again, circuit breaker closed");
+        }
+        b.state = BreakerState::Closed;
+        b.failures = 0;
+    }
+
+    fn record_failure(&self, message: &str) {
+        let mut b = self.breaker.lock();
+        b.failures = b.failures.saturating_add(1);
+        b.last_error = Some(message.to_string());
+        let trip = matches!(b.state, BreakerState::HalfOpen)
+            || (matches!(b.state, BreakerState::Closed) && b.failures >= self.threshold);
+        if trip {
+            tracing::warn!(store = %self.url, failures = b.failures, error = message, cooldown_ms = self.cooldown.as_millis() as u64, "object store failing, circuit breaker open");
+            b.state = BreakerState::Open {
+                until: Instant::now() + self.cooldown,
+            };
+        }
+    }
+
+    fn unavailable(&self, message: String) -> StoreError {
+        StoreError::Unavailable {
+            url: self.url.clone(),
+            message,
+        }
+    }
+
+    /// Sleeps a random time up to `base * 2^(attempt-1)`, capped (full jitter).
+    async fn backoff(&self, attempt: u32) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.max_delay);
+        let fraction = (self.next_random() >> 11) as f64 / (1u64 << 53) as f64;
+        tokio::time::sleep(ceiling.mul_f64(fraction)).await;
+    }
+
+    fn next_random(&self) -> u64 {
+        let mut x = self.jitter.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter.store(x, Ordering::Relaxed);
+        x
+    }
+}
+
+fn classify<T>(e: object_store::Error) -> Attempt<T> {
+    match e {
+        object_store::Error::NotFound { path, .. } => Attempt::NotFound(path),
+        other => Attempt::Failed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn config() -> ObjectStoreConfig {
+        ObjectStoreConfig {
+            retries: 1,
+            retry_base_ms: 1,
+            retry_max_ms: 2,
+            breaker_failures: 2,
+            breaker_cooldown_ms: 50,
+            ..ObjectStoreConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn lists_after_an_offset_and_refuses_large_objects() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        for k in ["s/a/1", "s/a/2", "s/b/1"] {
+            inner.put(&Path::from(k), "abc".into()).await.unwrap();
+        }
+        let store = ResilientStore::new(inner, "memory://".into(), &config());
+        assert_eq!(store.list_children("s").await.unwrap(), vec!["a", "b"]);
+        let after = store.list_after("s", Some("s/a/1"), 10).await.unwrap();
+        let keys: Vec<&str> = after.iter().map(|m| m.location.as_ref()).collect();
+        assert_eq!(keys, vec!["s/a/2", "s/b/1"]);
+        assert_eq!(&store.get("s/a/1", 3).await.unwrap()[..], b"abc");
+        let e = store.get("s/a/1", 2).await.unwrap_err();
+        assert!(matches!(e, StoreError::TooLarge { size: 3, .. }), "{e}");
+        assert!(matches!(
+            store.get("s/zz", 9).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.snapshot().state, "closed");
+    }
+
+    #[test]
+    fn breaker_opens_after_failures_and_probes_after_cooldown() {
+        let store = ResilientStore::new(Arc::new(InMemory::new()), "x".into(), &config());
+        store.record_failure("down");
+        assert!(store.admit().is_ok());
+        store.record_failure("down");
+        let e = store.admit().unwrap_err();
+        assert!(e.to_string().contains("circuit breaker open"), "{e}");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(store.admit().is_ok(), "one probe after the cooldown");
+        assert!(store.admit().is_err(), "only one probe at a time");
+        store.record_success();
+        assert!(store.admit().is_ok());
+        assert_eq!(store.snapshot().state, "closed");
+    }
+}
