@@ -1,12 +1,11 @@
 //! Opening the object store a node reads uploads from: a local directory or an S3 bucket.
 
 use std::sync::{Arc, Once};
-use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::config::ObjectStoreConfig;
 
@@ -88,25 +87,30 @@ pub fn open_object_store(
             if let Some(v) = config.allow_http {
                 builder = builder.with_allow_http(v);
             }
-            let options = ClientOptions::new()
-                .with_timeout(Duration::from_millis(config.request_timeout_ms))
-                .with_connect_timeout(Duration::from_millis(config.connect_timeout_ms));
-            let options = match config.allow_http {
-                Some(v) => options.with_allow_http(v),
-                None => options,
-            };
+            // through with_config, so that AWS_ALLOW_HTTP and the other client settings read
+            // from the environment are kept (with_client_options would replace them all)
+            let timeout = |ms: u64| format!("{ms}ms");
+            builder = builder
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                    timeout(config.request_timeout_ms),
+                )
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    timeout(config.connect_timeout_ms),
+                );
             let retry = RetryConfig {
                 max_retries: 0,
                 ..RetryConfig::default()
             };
-            let store = builder
-                .with_client_options(options)
-                .with_retry(retry)
-                .build()
-                .map_err(|source| OpenStoreError::Backend {
-                    url: url.to_string(),
-                    source,
-                })?;
+            let store =
+                builder
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|source| OpenStoreError::Backend {
+                        url: url.to_string(),
+                        source,
+                    })?;
             let prefix = url.path().trim_matches('/');
             if prefix.is_empty() {
                 Ok(Arc::new(store))

@@ -1,6 +1,9 @@
 //! Helpers for tests that run the real `akosha-node` binary.
 #![allow(dead_code)]
 
+pub mod s3;
+pub mod uploads;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,8 +34,15 @@ pub fn model_dir() -> PathBuf {
 impl NodeProcess {
     /// Starts a node on `data_dir` with extra environment, and waits until /ready says 200.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> NodeProcess {
+        Self::start_with(data_dir, &[], env).await
+    }
+
+    /// Starts a node with extra flags and environment, and waits until /ready says 200.
+    pub async fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+        akosha::storage::objects::install_crypto_provider();
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_akosha-node"));
+        cmd.args(args);
         cmd.arg("--data-dir")
             .arg(data_dir)
             .arg("--http")
@@ -112,6 +122,23 @@ impl NodeProcess {
             .expect("request failed");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `GET /api/v1/uploads` until `done` holds or the deadline, returning the last report.
+    pub async fn wait_uploads(&self, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, report) = self.get("/api/v1/uploads").await;
+            assert_eq!(status, 200, "{report}");
+            if done(&report) {
+                return report;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "uploads did not reach the expected state in {within:?}: {report}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Kills the process with SIGKILL and waits for it.
