@@ -16,6 +16,10 @@ use akosha::node::Node;
 use akosha::record::{content_hash, EMBEDDING_DIM};
 use akosha::search::{QueryTarget, SearchQuery};
 
+mod vectors;
+
+use vectors::{read_f32, read_u32, system_id};
+
 const K: usize = 10;
 const BATCH: usize = 1000;
 const WRITERS: usize = 4;
@@ -27,24 +31,6 @@ struct Data {
     gt: Vec<u32>,
     systems: Vec<u32>,
     nq: usize,
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    let bytes =
-        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-fn read_u32(path: &Path) -> Vec<u32> {
-    let bytes =
-        std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 fn load(dir: &Path) -> Data {
@@ -64,10 +50,6 @@ fn load(dir: &Path) -> Data {
         systems,
         nq,
     }
-}
-
-fn system_id(s: u32) -> String {
-    format!("sys-{s:05}")
 }
 
 fn rss_mb() -> (f64, f64) {

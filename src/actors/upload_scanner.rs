@@ -130,7 +130,8 @@ impl Actor for UploadScanner {
                     }
                 }
                 state.dispatch(&myself);
-                let _ = myself.send_after(state.args.poll_interval, || ScannerMsg::Poll);
+                // the timer task runs detached; dropping its handle does not cancel it
+                drop(myself.send_after(state.args.poll_interval, || ScannerMsg::Poll));
             }
             ScannerMsg::Finished {
                 key,

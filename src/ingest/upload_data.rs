@@ -69,14 +69,25 @@ pub fn verify_checksum(
     if got == expected {
         return Ok(());
     }
-    if decompressed.len() != stored.len() || decompressed.as_ptr() != stored.as_ptr() {
-        if sha256_hex(decompressed) == expected {
-            return Ok(());
-        }
+    let distinct = decompressed.len() != stored.len() || decompressed.as_ptr() != stored.as_ptr();
+    if distinct && sha256_hex(decompressed) == expected {
+        return Ok(());
     }
     Err(format!(
         "checksum mismatch for {name}: manifest says sha256 {expected}, file has {got}"
     ))
+}
+
+/// Says where `memories.json` is invalid, re-parsing it with path tracking.
+fn explain_json_error(json: &[u8], plain: serde_json::Error) -> String {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let tracked: Result<MemoriesFile, _> = serde_path_to_error::deserialize(&mut de);
+    match tracked {
+        Err(e) if e.path().to_string() != "." => {
+            format!("memories.json is not valid at {}: {}", e.path(), e.inner())
+        }
+        _ => format!("memories.json is not valid: {plain}"),
+    }
 }
 
 /// Parses `memories.json` into validated records of `system_id`; ids default to `<upload_id>_<n>`.
@@ -87,17 +98,11 @@ pub fn parse_memories(
     expected_count: Option<u64>,
     limits: &IngestLimits,
 ) -> Result<Vec<PendingRecord>, String> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let file: MemoriesFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            format!("memories.json is not valid: {}", e.inner())
-        } else {
-            format!("memories.json is not valid at {path}: {}", e.inner())
-        }
-    })?;
-    de.end()
-        .map_err(|e| format!("memories.json is not valid: {e}"))?;
+    // the plain parser is the fast path; the one that tracks paths only explains a failure
+    let file: MemoriesFile = match serde_json::from_slice(json) {
+        Ok(f) => f,
+        Err(plain) => return Err(explain_json_error(json, plain)),
+    };
     let n = file.conversations.len() as u64;
     if let Some(expected) = expected_count {
         if n != expected {

@@ -96,7 +96,10 @@ impl HotIndex {
         let weak = Arc::downgrade(&shared);
         let spawned = std::thread::Builder::new()
             .name("hot-indexer".to_string())
-            .spawn(move || indexer_loop(weak));
+            .spawn(move || {
+                lower_thread_priority();
+                indexer_loop(weak)
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the indexer thread, points stay exact");
         }
@@ -267,6 +270,21 @@ impl Drop for HotIndex {
 
 /// Inserts pending points into their segment's graph, oldest segment first, and drops the
 /// f32 copy of full segments once indexed; sleeps when there is nothing to do.
+/// Lowers the calling thread's scheduling priority (nice 10 on Linux), so that a burst of
+/// writes and searches goes first and the graph catches up after; pending points are
+/// scanned exactly until then, so results stay complete.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes
+    // this thread's nice value and reports failure through its return value
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
+            tracing::debug!("cannot lower the indexer thread's priority");
+        }
+    }
+}
+
 fn indexer_loop(shared: Weak<Shared>) {
     loop {
         let Some(shared) = shared.upgrade() else {

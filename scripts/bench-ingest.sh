@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Pull ingestion benchmark: 1,000 uploads x 100 records with embeddings from the shared
+# clustered vectors, pulled from the local-filesystem store and from a real S3 server
+# (moto_server on loopback, started here). Prints one JSON object per store.
+#   scripts/bench-ingest.sh
+# Needs python3 with numpy (installed with pip when missing) and moto (scripts/ensure-moto.sh).
+# Node settings can be changed with AKOSHA__UPLOADS__WORKERS=... and friends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="${AKOSHA_SHARED:-../shared}"
+data="${AKOSHA_BENCH_DATA:-${TMPDIR:-/tmp}/akosha-bench/100000}"
+python3 -c 'import numpy' 2>/dev/null || pip install --quiet numpy
+if [ ! -f "$data/meta.json" ]; then
+  echo "generating 100000 vectors into $data" >&2
+  python3 "$shared/bench/vectors.py" 100000 "$data"
+fi
+PATH="$(scripts/ensure-moto.sh):$PATH"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+moto=$!
+trap 'kill $moto 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -sf -o /dev/null "http://127.0.0.1:$port/" && break
+  sleep 0.1
+done
+curl -sf -X PUT -o /dev/null "http://127.0.0.1:$port/akosha-bench"
+cargo bench --bench ingest -- "$data" "http://127.0.0.1:$port"
