@@ -25,3 +25,5 @@ for _ in $(seq 100); do
 done
 curl -sf -X PUT -o /dev/null "http://127.0.0.1:$port/akosha-bench"
 cargo bench --bench ingest -- "$data" "http://127.0.0.1:$port"
+# the S3 figure is bounded by the server: how much CPU moto_server spent (writes and reads)
+echo "{\"figure\":\"moto_server_cpu_seconds\",\"seconds\":$(ps -o times= -p "$moto" | tr -d ' ')}"

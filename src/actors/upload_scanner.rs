@@ -58,6 +58,15 @@ pub struct ScannerArgs {
     pub max_pending: usize,
 }
 
+/// An upload the scanner has seen and not yet folded into its system's checkpoint.
+struct Tracked {
+    track: Track,
+    /// when the manifest was written
+    modified: DateTime<Utc>,
+    /// names of the upload's files seen in the same listing
+    files: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Track {
     Pending,
@@ -69,8 +78,8 @@ enum Track {
 /// The scanner's state: uploads seen since the checkpoints, the queue and the idle workers.
 pub struct ScannerState {
     args: ScannerArgs,
-    /// uploads above their system's checkpoint, by manifest key, with the manifest's time
-    tracked: BTreeMap<String, (Track, DateTime<Utc>)>,
+    /// uploads above their system's checkpoint, by manifest key
+    tracked: BTreeMap<String, Tracked>,
     queue: VecDeque<String>,
     idle: Vec<usize>,
     checkpoints: HashMap<String, String>,
@@ -149,7 +158,7 @@ impl Actor for UploadScanner {
                 let held: Vec<String> = state
                     .tracked
                     .iter()
-                    .filter(|(_, (t, _))| *t == Track::InFlight(worker))
+                    .filter(|(_, t)| t.track == Track::InFlight(worker))
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in held {
@@ -186,25 +195,40 @@ impl ScannerState {
                 .store
                 .list_after(&prefix, from.as_deref(), self.args.max_pending * 4)
                 .await?;
-            for meta in listed {
+            // every upload's files as this listing saw them, so workers need not list again
+            let mut files: HashMap<&str, Vec<String>> = HashMap::new();
+            for meta in &listed {
+                let key = meta.location.as_ref();
+                if let Some((dir, name)) = key.rsplit_once('/') {
+                    files.entry(dir).or_default().push(name.to_string());
+                }
+            }
+            for meta in &listed {
                 let key = meta.location.to_string();
                 if !UploadKey::is_manifest(&key) || self.tracked.contains_key(&key) {
                     continue;
                 }
-                match self.args.ledger.get(&key) {
-                    Ok(Some(_)) if full => {}
-                    Ok(Some(_)) => {
-                        self.tracked
-                            .insert(key, (Track::Finished, meta.last_modified));
-                    }
-                    Ok(None) => {
-                        self.tracked
-                            .insert(key.clone(), (Track::Pending, meta.last_modified));
-                        self.queue.push_back(key);
-                    }
+                let track = match self.args.ledger.get(&key) {
+                    Ok(Some(_)) if full => continue,
+                    Ok(Some(_)) => Track::Finished,
+                    Ok(None) => Track::Pending,
                     Err(e) => {
                         tracing::error!(upload = %key, error = %e, "cannot read the upload ledger");
+                        continue;
                     }
+                };
+                let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+                let seen = files.get(dir).cloned().unwrap_or_default();
+                self.tracked.insert(
+                    key.clone(),
+                    Tracked {
+                        track,
+                        modified: meta.last_modified,
+                        files: seen,
+                    },
+                );
+                if track == Track::Pending {
+                    self.queue.push_back(key);
                 }
             }
             self.advance_checkpoint(&system);
@@ -222,14 +246,15 @@ impl ScannerState {
                 self.idle.push(worker);
                 break;
             };
-            let modified = self
+            let (modified, files) = self
                 .tracked
                 .get(&key)
-                .map(|(_, m)| *m)
-                .unwrap_or_else(Utc::now);
+                .map(|t| (t.modified, t.files.clone()))
+                .unwrap_or_else(|| (Utc::now(), Vec::new()));
             let job = UploadJob {
                 key: key.clone(),
                 manifest_modified: modified,
+                files,
             };
             let sent = self.args.workers[worker].cast(WorkerMsg::Process {
                 job,
@@ -279,7 +304,7 @@ impl ScannerState {
         let due: Vec<String> = self
             .tracked
             .iter()
-            .filter(|(_, (t, _))| matches!(t, Track::Waiting(at) if *at <= now))
+            .filter(|(_, t)| matches!(t.track, Track::Waiting(at) if at <= now))
             .map(|(k, _)| k.clone())
             .collect();
         for key in due {
@@ -298,7 +323,7 @@ impl ScannerState {
                 .range(prefix.clone()..)
                 .next()
                 .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, (t, _))| (k.clone(), *t));
+                .map(|(k, t)| (k.clone(), t.track));
             match front {
                 Some((key, Track::Finished)) => {
                     self.tracked.remove(&key);
@@ -317,14 +342,18 @@ impl ScannerState {
 
     fn set(&mut self, key: &str, track: Track) {
         if let Some(entry) = self.tracked.get_mut(key) {
-            entry.0 = track;
+            entry.track = track;
+            // a retry lists the upload afresh: its files may have changed
+            if track == Track::Pending {
+                entry.files.clear();
+            }
         }
     }
 
     fn unfinished(&self) -> usize {
         self.tracked
             .values()
-            .filter(|(t, _)| *t != Track::Finished)
+            .filter(|t| t.track != Track::Finished)
             .count()
     }
 

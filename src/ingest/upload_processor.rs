@@ -22,6 +22,8 @@ pub struct UploadJob {
     pub key: String,
     /// when the manifest was written, for the missing-data grace period
     pub manifest_modified: DateTime<Utc>,
+    /// names of the upload's files seen when it was listed; empty means list them
+    pub files: Vec<String>,
 }
 
 /// What became of an upload.
@@ -190,14 +192,21 @@ impl UploadProcessor {
                 }
             }
         }
-        let listed = self
-            .store
-            .list_after(&upload.prefix, None, 1_000)
-            .await
-            .map_err(|e| store_outcome(e, "upload listing"))?;
-        let present: Vec<&str> = listed
+        let seen_data = job.files.iter().any(|n| data_file(n).is_some());
+        let names: Vec<String> = if seen_data {
+            job.files.clone()
+        } else {
+            self.store
+                .list_after(&upload.prefix, None, 1_000)
+                .await
+                .map_err(|e| store_outcome(e, "upload listing"))?
+                .iter()
+                .filter_map(|m| m.location.filename().map(str::to_string))
+                .collect()
+        };
+        let present: Vec<&str> = names
             .iter()
-            .filter_map(|m| m.location.filename())
+            .map(String::as_str)
             .filter(|n| data_file(n).is_some())
             .collect();
         let name = match (declared, present.as_slice()) {
