@@ -26,8 +26,8 @@ pub struct IngestConversation {
     #[serde(default)]
     pub content: String,
     /// 384 floats; computed from the content when absent
-    #[serde(default)]
-    pub embedding: Option<Vec<f64>>,
+    #[serde(default, deserialize_with = "embedding_f32")]
+    pub embedding: Option<Vec<f32>>,
     /// RFC 3339; now when absent
     #[serde(default)]
     pub timestamp: Option<String>,
@@ -149,7 +149,6 @@ impl IngestConversation {
         }
         let embedding = match self.embedding {
             Some(v) => {
-                let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
                 validate_embedding(&v).map_err(|e| fail("embedding", e))?;
                 Some(v)
             }
@@ -192,6 +191,38 @@ impl IngestConversation {
             metadata,
         })
     }
+}
+
+/// Reads an optional embedding straight into f32, sized for 384 values up front (the hot
+/// path of every upload); a number beyond f32's range becomes infinity, which validation refuses.
+fn embedding_f32<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Vec<f32>>, D::Error> {
+    struct Floats;
+    impl<'de> serde::de::Visitor<'de> for Floats {
+        type Value = Option<Vec<f32>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of numbers or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+            de.deserialize_seq(Floats)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(crate::record::EMBEDDING_DIM));
+            while let Some(x) = seq.next_element::<f64>()? {
+                v.push(x as f32);
+            }
+            Ok(Some(v))
+        }
+    }
+    de.deserialize_option(Floats)
 }
 
 /// The name of a JSON value's kind, for messages.
