@@ -77,6 +77,8 @@ pub struct ResilientStore {
     breaker: parking_lot::Mutex<Breaker>,
     jitter: AtomicU64,
     retried: AtomicU64,
+    /// whether listings come in key order (S3 does; a local directory walk does not)
+    sorted_listing: bool,
 }
 
 /// The outcome of one attempt.
@@ -89,6 +91,7 @@ enum Attempt<T> {
 impl ResilientStore {
     /// Wraps `inner` (shown as `url` in messages) with the retry and breaker settings of `config`.
     pub fn new(inner: Arc<dyn ObjectStore>, url: String, config: &ObjectStoreConfig) -> Self {
+        let sorted_listing = !url.starts_with("file:") && !url.starts_with("memory:");
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -109,6 +112,7 @@ impl ResilientStore {
             }),
             jitter: AtomicU64::new(seed),
             retried: AtomicU64::new(0),
+            sorted_listing,
         }
     }
 
@@ -162,7 +166,10 @@ impl ResilientStore {
         .await
     }
 
-    /// Up to `max` objects under `prefix` whose keys sort after `offset`, in key order.
+    /// The first `max` objects under `prefix` whose keys sort after `offset`, in key order.
+    ///
+    /// A store that lists in key order is read only as far as needed; any other is read whole
+    /// and sorted, so that the objects returned are always the first ones.
     pub async fn list_after(
         &self,
         prefix: &str,
@@ -184,7 +191,7 @@ impl ResilientStore {
                 None => self.inner.list(Some(&prefix)),
             };
             let mut failed = None;
-            while out.len() < max {
+            while !self.sorted_listing || out.len() < max {
                 match stream.next().await {
                     Some(Ok(meta)) => out.push(meta),
                     Some(Err(object_store::Error::NotFound { .. })) | None => break,
@@ -197,8 +204,8 @@ impl ResilientStore {
             match failed {
                 None => {
                     self.record_success();
-                    // local listings are not sorted; S3's are
                     out.sort_by(|a, b| a.location.cmp(&b.location));
+                    out.truncate(max);
                     return Ok(out);
                 }
                 Some(message) => {
@@ -206,6 +213,10 @@ impl ResilientStore {
                     failures += 1;
                     if failures > self.retries {
                         return Err(self.unavailable(message));
+                    }
+                    if !self.sorted_listing {
+                        // an unordered listing cannot be resumed from its last key
+                        out.clear();
                     }
                     self.backoff(failures).await;
                 }
@@ -381,6 +392,9 @@ mod tests {
         let after = store.list_after("s", Some("s/a/1"), 10).await.unwrap();
         let keys: Vec<&str> = after.iter().map(|m| m.location.as_ref()).collect();
         assert_eq!(keys, vec!["s/a/2", "s/b/1"]);
+        let first = store.list_after("s", None, 2).await.unwrap();
+        let keys: Vec<&str> = first.iter().map(|m| m.location.as_ref()).collect();
+        assert_eq!(keys, vec!["s/a/1", "s/a/2"], "the first keys, not any two");
         assert_eq!(&store.get("s/a/1", 3).await.unwrap()[..], b"abc");
         let e = store.get("s/a/1", 2).await.unwrap_err();
         assert!(matches!(e, StoreError::TooLarge { size: 3, .. }), "{e}");
