@@ -145,20 +145,8 @@ async fn put_bad_uploads(store: &dyn ObjectStore) -> Vec<(&'static str, &'static
     // what Session-Buddy really uploads: gzipped DuckDB files, no memories.json
     let sb = "systems/laptop-sb/uploads/20261120_100000_laptop-sb";
     put(store, &format!("{sb}/reflection.duckdb"), b"DUCK".to_vec()).await;
-    let sb_manifest = json!({
-        "upload_id": "20261120_100000_laptop-sb",
-        "system_id": "laptop-sb",
-        "timestamp": "2026-11-20T10:00:00.123456+00:00",
-        "files": [{"name": "reflection.duckdb", "path": format!("{sb}/reflection.duckdb"),
-                   "size_bytes": 0, "compression": "gzip", "checksum": ""}],
-        "metadata": {"uploader": "session-buddy", "version": "1.0.0"},
-    });
-    put(
-        store,
-        &format!("{sb}/manifest.json"),
-        sb_manifest.to_string().into_bytes(),
-    )
-    .await;
+    let sb_manifest = session_buddy_manifest(sb, "laptop-sb", "reflection.duckdb");
+    put(store, &format!("{sb}/manifest.json"), sb_manifest).await;
     vec![
         ("systems/bad-sys/bad-manifest/", "manifest is not valid JSON"),
         ("systems/bad-sys/no-uploaded-at/", "uploaded_at is required"),
@@ -197,20 +185,24 @@ async fn put_good_uploads(store: &dyn ObjectStore) -> usize {
             .unwrap();
     let (_, gz) = pack(&body, Packing::Gzip);
     put(store, &format!("{sb}/memories.json"), gz).await;
-    let m = json!({
-        "upload_id": "20261120_100000_good-b",
-        "system_id": "good-b",
-        "timestamp": "2026-11-20T10:00:00+00:00",
-        "files": [{"name": "memories.json", "path": format!("{sb}/memories.json"),
-                   "size_bytes": 0, "compression": "gzip", "checksum": ""}],
-    });
-    put(
-        store,
-        &format!("{sb}/manifest.json"),
-        m.to_string().into_bytes(),
-    )
-    .await;
+    let m = session_buddy_manifest(sb, "good-b", "memories.json");
+    put(store, &format!("{sb}/manifest.json"), m).await;
     60
+}
+
+/// A manifest as Session-Buddy writes it, declaring one file of the upload.
+fn session_buddy_manifest(prefix: &str, system: &str, file: &str) -> Vec<u8> {
+    let upload = prefix.rsplit('/').next().unwrap();
+    json!({
+        "upload_id": upload,
+        "system_id": system,
+        "timestamp": "2026-11-20T10:00:00.123456+00:00",
+        "files": [{"name": file, "path": format!("{prefix}/{file}"),
+                   "size_bytes": 0, "compression": "gzip", "checksum": ""}],
+        "metadata": {"uploader": "session-buddy", "version": "1.0.0"},
+    })
+    .to_string()
+    .into_bytes()
 }
 
 async fn hot_records(node: &NodeProcess) -> u64 {

@@ -132,26 +132,12 @@ impl Actor for NodeSupervisor {
             | SupervisionEvent::ActorTerminated(cell, ..) => cell,
             _ => return Ok(()),
         };
-        let is_coordinator = state
-            .args
-            .slots
-            .coordinator
-            .read()
-            .as_ref()
-            .is_some_and(|c| c.get_id() == cell.get_id());
-        if is_coordinator {
+        if holds(&state.args.slots.coordinator, cell) {
             tracing::warn!(event = ?event, "query coordinator ended, restarting it");
             Self::start_coordinator(&myself, &state.args).await?;
             return Ok(());
         }
-        let is_ingestion = state
-            .args
-            .slots
-            .ingestion
-            .read()
-            .as_ref()
-            .is_some_and(|c| c.get_id() == cell.get_id());
-        if is_ingestion {
+        if holds(&state.args.slots.ingestion, cell) {
             tracing::warn!(event = ?event, "ingestion supervisor ended, restarting it");
             Self::start_ingestion(&myself, &state.args).await?;
             return Ok(());
@@ -161,4 +147,11 @@ impl Actor for NodeSupervisor {
         myself.stop(Some("shard supervisor ended".to_string()));
         Ok(())
     }
+}
+
+/// Whether a published slot holds the actor `cell`.
+fn holds<M: Message>(slot: &RwLock<Option<ActorRef<M>>>, cell: &ractor::ActorCell) -> bool {
+    slot.read()
+        .as_ref()
+        .is_some_and(|a| a.get_id() == cell.get_id())
 }
