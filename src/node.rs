@@ -16,7 +16,9 @@ use crate::config::Config;
 use crate::embedding::Embedder;
 use crate::ingest::pull::{PullError, PullIngestion};
 use crate::ingest::{IngestLimits, IngestRequest, PendingRecord, WriteError, Writer};
-use crate::record::{ShardId, SHARD_COUNT};
+use crate::record::{
+    shard_for, validate_conversation_id, validate_system_id, ShardId, SHARD_COUNT,
+};
 use crate::search::{SearchError, SearchQuery, SearchResponse, Searcher};
 use crate::storage::ann::AnnParams;
 use crate::storage::hot_index::{IndexParams, IndexStats};
@@ -220,6 +222,55 @@ impl Node {
         self.writer.write(records).await
     }
 
+    /// Deletes a system's records, or one conversation of it, from the shard that owns the
+    /// system; returns how many were deleted, once the deletion is durable.
+    pub async fn delete(
+        &self,
+        system_id: &str,
+        conversation_id: Option<&str>,
+    ) -> Result<usize, NodeIngestError> {
+        validate_system_id(system_id).map_err(|e| NodeIngestError::Invalid(e.to_string()))?;
+        if let Some(c) = conversation_id {
+            validate_conversation_id(c).map_err(|e| NodeIngestError::Invalid(e.to_string()))?;
+        }
+        if !self.is_ready() {
+            return Err(NodeIngestError::Write(WriteError::Unavailable(
+                "node is loading its shards".to_string(),
+            )));
+        }
+        let shard = shard_for(system_id);
+        let actor = self
+            .directory
+            .get(shard)
+            .ok_or(NodeIngestError::Write(WriteError::ShardUnavailable(shard)))?;
+        let timeout = Duration::from_millis(self.config.ingest.timeout_ms);
+        let deleted = match actor
+            .call(
+                |reply| ShardMsg::Delete {
+                    system_id: system_id.to_string(),
+                    conversation_id: conversation_id.map(str::to_string),
+                    reply,
+                },
+                Some(timeout),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(Ok(n))) => n,
+            Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+                return Err(NodeIngestError::Write(WriteError::Internal(e.to_string())))
+            }
+            Ok(ractor::rpc::CallResult::Timeout) => {
+                return Err(NodeIngestError::Write(WriteError::Timeout(shard, timeout)))
+            }
+            _ => return Err(NodeIngestError::Write(WriteError::ShardUnavailable(shard))),
+        };
+        self.store
+            .flush()
+            .await
+            .map_err(|e| NodeIngestError::Write(WriteError::Internal(e.to_string())))?;
+        Ok(deleted)
+    }
+
     /// Runs a search through the query coordinator.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
         if !self.is_ready() {
@@ -302,10 +353,10 @@ impl Node {
     }
 }
 
-/// Why a pushed batch was not stored.
+/// Why a pushed batch was not stored, or a deletion not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeIngestError {
-    /// The batch is invalid (a 400); nothing was stored.
+    /// The batch or the ids are invalid (a 400); nothing was changed.
     #[error("{0}")]
     Invalid(String),
     /// Storing failed or the node cannot take writes now.

@@ -19,6 +19,16 @@ pub enum ShardMsg {
     /// Writes records (replacing same identities); replies once they are in the tree and index.
     /// Durability on disk needs a store flush after the reply (group commit by the caller).
     Upsert(Vec<MemoryRecord>, RpcReplyPort<Result<usize, StorageError>>),
+    /// Deletes a system's records, or one conversation of it; replies with how many went.
+    /// Durability on disk needs a store flush after the reply, as for writes.
+    Delete {
+        /// the system
+        system_id: String,
+        /// one conversation, or all of the system's when `None`
+        conversation_id: Option<String>,
+        /// records deleted
+        reply: RpcReplyPort<Result<usize, StorageError>>,
+    },
     /// Which points a system-scoped search should look at.
     Candidates(String, RpcReplyPort<Candidates>),
     /// Counts of this shard's records.
@@ -125,6 +135,14 @@ impl Actor for ShardActor {
                 let result = state.upsert(records).await;
                 let _ = reply.send(result);
             }
+            ShardMsg::Delete {
+                system_id,
+                conversation_id,
+                reply,
+            } => {
+                let result = state.delete(&system_id, conversation_id.as_deref()).await;
+                let _ = reply.send(result);
+            }
             ShardMsg::Candidates(system_id, reply) => {
                 let _ = reply.send(state.candidates(&system_id));
             }
@@ -192,6 +210,46 @@ impl ShardState {
         }
         self.index.delete(&replaced);
         Ok(n)
+    }
+
+    /// Removes a system's records (or one conversation) from the tree, then from the index.
+    async fn delete(
+        &mut self,
+        system_id: &str,
+        conversation_id: Option<&str>,
+    ) -> Result<usize, StorageError> {
+        let Some(system) = self.systems.get(system_id) else {
+            return Ok(0);
+        };
+        let doomed: Vec<Box<str>> = match conversation_id {
+            Some(c) if system.by_conversation.contains_key(c) => vec![c.into()],
+            Some(_) => return Ok(0),
+            None => system.by_conversation.keys().cloned().collect(),
+        };
+        let mut batch = sled::Batch::default();
+        for c in &doomed {
+            batch.remove(record_key(system_id, c));
+        }
+        let tree = self.store.tree(self.shard).clone();
+        if doomed.len() <= INLINE_WRITE_LIMIT {
+            tree.apply_batch(batch)?;
+        } else {
+            tokio::task::spawn_blocking(move || tree.apply_batch(batch))
+                .await
+                .map_err(|e| StorageError::Task(e.to_string()))??;
+        }
+        let mut points = Vec::with_capacity(doomed.len());
+        if let Some(system) = self.systems.get_mut(system_id) {
+            for c in &doomed {
+                points.extend(system.by_conversation.remove(c));
+            }
+            if system.by_conversation.is_empty() {
+                self.systems.remove(system_id);
+            }
+        }
+        self.records -= points.len();
+        self.index.delete(&points);
+        Ok(points.len())
     }
 
     /// Records that a conversation now lives at `point`; returns the point it replaced.

@@ -8,7 +8,7 @@ pub mod uploads;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::node::Node;
@@ -22,6 +22,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/ingest", post(rest::ingest))
         .route("/api/v1/search", post(rest::search))
         .route("/api/v1/stats", get(rest::stats))
+        .route("/api/v1/systems/{system_id}", delete(rest::delete_system))
+        .route(
+            "/api/v1/systems/{system_id}/conversations/{conversation_id}",
+            delete(rest::delete_conversation),
+        )
         .route("/api/v1/uploads", get(uploads::uploads))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))

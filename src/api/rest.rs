@@ -1,9 +1,9 @@
-//! REST handlers: ingest, search, stats.
+//! REST handlers: ingest, search, deletion, stats.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -128,6 +128,31 @@ pub async fn search(
         node.config.search.max_limit,
     )?;
     Ok(Json(node.search(query).await?))
+}
+
+/// `DELETE /api/v1/systems/{system_id}`: deletes every record of a system.
+pub async fn delete_system(
+    State(node): State<Arc<Node>>,
+    Path(system_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let deleted = node.delete(&system_id, None).await?;
+    Ok(Json(
+        json!({ "system_id": system_id, "deleted": deleted, "tiers": {"hot": deleted} }),
+    ))
+}
+
+/// `DELETE /api/v1/systems/{system_id}/conversations/{conversation_id}`: deletes one record.
+pub async fn delete_conversation(
+    State(node): State<Arc<Node>>,
+    Path((system_id, conversation_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let deleted = node.delete(&system_id, Some(&conversation_id)).await?;
+    Ok(Json(json!({
+        "system_id": system_id,
+        "conversation_id": conversation_id,
+        "deleted": deleted,
+        "tiers": {"hot": deleted},
+    })))
 }
 
 /// `GET /api/v1/stats`: record counts by tier and shard health.
