@@ -81,6 +81,7 @@ fn query(v: &[f32], system: Option<String>) -> SearchQuery {
         system_id: system,
         since: None,
         until: None,
+        tiers: Default::default(),
     }
 }
 

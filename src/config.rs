@@ -28,6 +28,8 @@ pub struct Config {
     pub object_store: ObjectStoreConfig,
     /// pull ingestion of uploads from the object store
     pub uploads: UploadsConfig,
+    /// moving records between tiers as they age
+    pub aging: AgingConfig,
 }
 
 /// `[node]`: identity, directories and listening address.
@@ -255,6 +257,34 @@ impl Default for UploadsConfig {
     }
 }
 
+/// `[aging]`: when records move from hot to warm (and later to cold), measured on their timestamp.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgingConfig {
+    /// whether the node ages records on its own schedule
+    pub enabled: bool,
+    /// records older than this many days leave the hot tier (fractions allowed)
+    pub hot_days: f64,
+    /// records older than this many days leave the warm tier (fractions allowed)
+    pub warm_days: f64,
+    /// pause between two scheduled aging runs, in seconds
+    pub interval_secs: u64,
+    /// records one shard moves per step; other work on the shard runs between steps
+    pub batch: usize,
+}
+
+impl Default for AgingConfig {
+    fn default() -> Self {
+        AgingConfig {
+            enabled: true,
+            hot_days: 7.0,
+            warm_days: 90.0,
+            interval_secs: 3_600,
+            batch: 5_000,
+        }
+    }
+}
+
 /// Why a configuration was refused; always names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -335,10 +365,26 @@ impl Config {
         }
         self.http_addr()?;
         self.object_store_url()?;
+        let a = &self.aging;
+        if !(a.hot_days.is_finite() && a.hot_days > 0.0) {
+            return Err(invalid(
+                "aging.hot_days",
+                &format!("expected a number of days above 0, got {}", a.hot_days),
+            ));
+        }
+        if !(a.warm_days.is_finite() && a.warm_days > a.hot_days) {
+            return Err(invalid(
+                "aging.warm_days",
+                &format!(
+                    "expected a number of days above aging.hot_days ({}), got {}",
+                    a.hot_days, a.warm_days
+                ),
+            ));
+        }
         let (s, i, q, g) = (&self.storage, &self.index, &self.search, &self.ingest);
         // max_limit comes before default_limit, whose bound it is
         let (o, u) = (&self.object_store, &self.uploads);
-        let ranges: [(&str, usize, usize, usize); 31] = [
+        let ranges: [(&str, usize, usize, usize); 33] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -430,6 +476,8 @@ impl Config {
                 0,
                 3_600_000,
             ),
+            ("aging.interval_secs", a.interval_secs as usize, 1, 1 << 31),
+            ("aging.batch", a.batch, 1, 1_000_000),
         ];
         for (key, value, min, max) in ranges {
             check_range(key, value, min, max)?;

@@ -8,6 +8,7 @@ use ractor::{Actor, ActorRef};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::actors::ager::{age_all, AgingReport};
 use crate::actors::directory::ShardDirectory;
 use crate::actors::node_supervisor::{ActorSlots, NodeArgs, NodeMsg, NodeSupervisor};
 use crate::actors::query_coordinator::CoordinatorMsg;
@@ -182,6 +183,11 @@ impl Node {
             exact_system_limit: self.config.index.exact_system_limit,
             slots: Arc::clone(&self.slots),
             ingestion: self.uploads.as_ref().map(|u| u.actor_args()),
+            aging: self
+                .config
+                .aging
+                .enabled
+                .then(|| (self.config.aging.clone(), self.aging_timeout())),
         };
         let (root, _) = Actor::spawn(None, NodeSupervisor, args)
             .await
@@ -271,6 +277,21 @@ impl Node {
         Ok(deleted)
     }
 
+    /// Moves records past `aging.hot_days` from hot to warm now, on every shard that is up.
+    pub async fn age(&self) -> Result<AgingReport, NodeIngestError> {
+        if !self.is_ready() {
+            return Err(NodeIngestError::Write(WriteError::Unavailable(
+                "node is loading its shards".to_string(),
+            )));
+        }
+        Ok(age_all(&self.directory, &self.config.aging, self.aging_timeout()).await)
+    }
+
+    /// How long one shard's aging step may take.
+    fn aging_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.ingest.timeout_ms)
+    }
+
     /// Runs a search through the query coordinator.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
         if !self.is_ready() {
@@ -314,6 +335,7 @@ impl Node {
         for ((shard, _), r) in up.iter().zip(futures::future::join_all(asks).await) {
             if let Ok(c) = r {
                 records.hot += c.hot;
+                records.warm += c.warm;
                 systems += c.systems;
                 answered[*shard as usize] = true;
             }

@@ -29,6 +29,46 @@ pub struct SearchQuery {
     pub since: Option<DateTime<Utc>>,
     /// only records at or before this time
     pub until: Option<DateTime<Utc>>,
+    /// the tiers searched
+    pub tiers: Tiers,
+}
+
+/// Which tiers a search covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiers {
+    /// the hot tier (in memory)
+    pub hot: bool,
+    /// the warm tier (int8 on disk)
+    pub warm: bool,
+}
+
+impl Default for Tiers {
+    /// Hot and warm, as the API's default.
+    fn default() -> Self {
+        Tiers {
+            hot: true,
+            warm: true,
+        }
+    }
+}
+
+/// The tier a hit was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// in memory
+    Hot,
+    /// int8 on disk
+    Warm,
+}
+
+impl Tier {
+    /// The tier's name in answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Hot => "hot",
+            Tier::Warm => "warm",
+        }
+    }
 }
 
 /// What a search looks for.
@@ -55,6 +95,9 @@ pub struct SearchHit {
     pub timestamp: String,
     /// the tier the record was found in
     pub tier: &'static str,
+    /// the first sentences of the content (warm and cold records)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// the record's metadata
     pub metadata: serde_json::Value,
 }
@@ -136,13 +179,34 @@ impl Searcher {
             since: query.since.map(|t| t.timestamp_micros()),
             until: query.until.map(|t| t.timestamp_micros()),
         };
-        let (hits, missing) = match &query.system_id {
-            Some(system) => {
-                self.search_system(system, vector, query.limit, filter)
-                    .await?
+        let (mut hits, mut missing) = (Vec::new(), Vec::new());
+        if query.tiers.hot {
+            let (h, m) = match &query.system_id {
+                Some(system) => {
+                    self.search_system(system, vector.clone(), query.limit, filter.clone())
+                        .await?
+                }
+                None => {
+                    self.search_global(vector.clone(), query.limit, filter.clone())
+                        .await?
+                }
+            };
+            hits.extend(h.into_iter().map(|h| (h, Tier::Hot)));
+            missing = m;
+        }
+        if query.tiers.warm {
+            let (h, m) = self
+                .search_warm(query.system_id.as_deref(), vector, query.limit, filter)
+                .await?;
+            hits.extend(h.into_iter().map(|h| (h, Tier::Warm)));
+            for shard in m {
+                if !missing.contains(&shard) {
+                    missing.push(shard);
+                }
             }
-            None => self.search_global(vector, query.limit, filter).await?,
-        };
+        }
+        hits.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
+        hits.truncate(query.limit);
         let threshold = query.threshold;
         let store = self.store.clone();
         let results = tokio::task::spawn_blocking(move || hydrate(&store, hits, threshold))
@@ -154,6 +218,46 @@ impl Searcher {
             missing_shards: missing,
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
+    }
+
+    /// Scans the warm tier, scoped to one system's shard when asked.
+    async fn search_warm(
+        &self,
+        system: Option<&str>,
+        vector: Vec<f32>,
+        limit: usize,
+        mut filter: IndexFilter,
+    ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
+        filter.shards = self.directory.up_mask();
+        if let Some(system) = system {
+            validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
+            let shard = shard_for(system);
+            if !filter.shards[shard as usize] {
+                return Ok((Vec::new(), vec![shard]));
+            }
+            filter.shards = [false; SHARD_COUNT];
+            filter.shards[shard as usize] = true;
+            filter.system = Some(self.index.system_code(system));
+        }
+        let missing: Vec<ShardId> = match system {
+            Some(_) => Vec::new(),
+            None => (0..SHARD_COUNT)
+                .filter(|s| !filter.shards[*s])
+                .map(|s| s as ShardId)
+                .collect(),
+        };
+        if self.index.warm.live_points() == 0 {
+            return Ok((Vec::new(), missing));
+        }
+        let index = Arc::clone(&self.index);
+        let task = tokio::task::spawn_blocking(move || index.warm.search(&vector, limit, &filter));
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(hits)) => Ok((hits, missing)),
+            Ok(Err(e)) => Err(SearchError::Internal(format!(
+                "warm search task failed: {e}"
+            ))),
+            Err(_) => Ok((Vec::new(), (0..SHARD_COUNT as ShardId).collect())),
+        }
     }
 
     async fn search_global(
@@ -224,31 +328,55 @@ impl Searcher {
 /// Reads the records behind hits, drops those under the threshold and duplicates.
 fn hydrate(
     store: &HotStore,
-    hits: Vec<ScoredPoint>,
+    hits: Vec<(ScoredPoint, Tier)>,
     threshold: Option<f32>,
 ) -> Result<Vec<SearchHit>, SearchError> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(hits.len());
-    for hit in hits {
+    for (hit, tier) in hits {
         let similarity = hit.score.clamp(-1.0, 1.0);
         if threshold.is_some_and(|t| similarity < t) || !seen.insert(hit.key.clone()) {
             continue;
         }
-        let record = store
-            .get_by_key(hit.shard, &hit.key)
-            .map_err(|e| SearchError::Internal(e.to_string()))?;
-        // a record replaced or deleted since the index answered is skipped
-        let Some(r) = record else { continue };
-        out.push(SearchHit {
-            timestamp: r.timestamp().to_rfc3339_opts(SecondsFormat::Millis, true),
-            metadata: serde_json::Value::Object(r.metadata()),
-            system_id: r.system_id,
-            conversation_id: r.conversation_id,
-            content: r.content,
-            similarity,
-            tier: "hot",
-        });
+        let found = match tier {
+            Tier::Hot => store.get_by_key(hit.shard, &hit.key).map(|r| {
+                r.map(|r| SearchHit {
+                    timestamp: r.timestamp().to_rfc3339_opts(SecondsFormat::Millis, true),
+                    metadata: serde_json::Value::Object(r.metadata()),
+                    system_id: r.system_id,
+                    conversation_id: r.conversation_id,
+                    content: r.content,
+                    similarity,
+                    tier: tier.name(),
+                    summary: None,
+                })
+            }),
+            Tier::Warm => store.get_warm_by_key(hit.shard, &hit.key).map(|r| {
+                r.map(|r| SearchHit {
+                    timestamp: micros_to_rfc3339(r.timestamp_micros),
+                    metadata: serde_json::from_str(&r.metadata_json)
+                        .unwrap_or(serde_json::Value::Null),
+                    system_id: r.system_id,
+                    conversation_id: r.conversation_id,
+                    content: r.content,
+                    similarity,
+                    tier: tier.name(),
+                    summary: Some(r.summary),
+                })
+            }),
+        };
+        // a record replaced, moved or deleted since the index answered is skipped
+        if let Some(h) = found.map_err(|e| SearchError::Internal(e.to_string()))? {
+            out.push(h);
+        }
     }
     out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
     Ok(out)
+}
+
+/// A timestamp in microseconds as RFC 3339 (UTC, milliseconds).
+fn micros_to_rfc3339(micros: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }

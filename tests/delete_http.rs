@@ -74,7 +74,10 @@ async fn deleted_records_never_come_back() {
 
     let (status, body) = delete(&node, "/api/v1/systems/not%20valid").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("system_id"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("system_id"),
+        "{body}"
+    );
 
     let data_dir = node.kill9();
     let node = NodeProcess::start(&data_dir, &[]).await;

@@ -1,5 +1,6 @@
 //! The node's actor tree.
 
+pub mod ager;
 pub mod directory;
 pub mod ingestion_supervisor;
 pub mod node_supervisor;

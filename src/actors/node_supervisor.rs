@@ -5,6 +5,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SupervisionEvent};
 
+use crate::actors::ager::{Ager, AgerArgs, AgerMsg};
 use crate::actors::directory::ShardDirectory;
 use crate::actors::ingestion_supervisor::{IngestionArgs, IngestionMsg, IngestionSupervisor};
 use crate::actors::query_coordinator::{CoordinatorArgs, CoordinatorMsg, QueryCoordinator};
@@ -26,6 +27,8 @@ pub struct ActorSlots {
     pub coordinator: RwLock<Option<ActorRef<CoordinatorMsg>>>,
     /// the ingestion supervisor, when the node pulls uploads
     pub ingestion: RwLock<Option<ActorRef<IngestionMsg>>>,
+    /// the ager, when the node ages records on its own schedule
+    pub ager: RwLock<Option<ActorRef<AgerMsg>>>,
 }
 
 /// What the node supervisor needs to start.
@@ -46,6 +49,8 @@ pub struct NodeArgs {
     pub slots: Arc<ActorSlots>,
     /// pull ingestion, started once the shards have loaded
     pub ingestion: Option<IngestionArgs>,
+    /// scheduled aging, started once the shards have loaded
+    pub aging: Option<(crate::config::AgingConfig, std::time::Duration)>,
 }
 
 /// The node supervisor's state.
@@ -72,6 +77,27 @@ impl NodeSupervisor {
         )
         .await?;
         *args.slots.coordinator.write() = Some(coordinator);
+        Ok(())
+    }
+
+    async fn start_ager(
+        myself: &ActorRef<NodeMsg>,
+        args: &NodeArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((config, timeout)) = &args.aging {
+            let (ager, _) = Actor::spawn_linked(
+                None,
+                Ager,
+                AgerArgs {
+                    directory: Arc::clone(&args.directory),
+                    config: config.clone(),
+                    timeout: *timeout,
+                },
+                myself.get_cell(),
+            )
+            .await?;
+            *args.slots.ager.write() = Some(ager);
+        }
         Ok(())
     }
 
@@ -118,6 +144,7 @@ impl Actor for NodeSupervisor {
         .await?;
         *args.slots.shards.write() = Some(shards);
         Self::start_ingestion(&myself, &args).await?;
+        Self::start_ager(&myself, &args).await?;
         Ok(NodeState { args })
     }
 
@@ -135,6 +162,11 @@ impl Actor for NodeSupervisor {
         if holds(&state.args.slots.coordinator, cell) {
             tracing::warn!(event = ?event, "query coordinator ended, restarting it");
             Self::start_coordinator(&myself, &state.args).await?;
+            return Ok(());
+        }
+        if holds(&state.args.slots.ager, cell) {
+            tracing::warn!(event = ?event, "ager ended, restarting it");
+            Self::start_ager(&myself, &state.args).await?;
             return Ok(());
         }
         if holds(&state.args.slots.ingestion, cell) {

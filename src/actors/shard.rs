@@ -10,8 +10,11 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
 
 use crate::record::{record_key, MemoryRecord, ShardId, StoredRecord};
+use crate::storage::aging::{age_to_warm, settle_interrupted};
 use crate::storage::hot_index::PointMeta;
 use crate::storage::hot_store::{decode, encode};
+use crate::storage::warm::decode_warm;
+use crate::storage::warm_index::WarmPointId;
 use crate::storage::{HotIndex, HotStore, PointId, StorageError};
 
 /// What a shard is asked to do.
@@ -27,6 +30,15 @@ pub enum ShardMsg {
         /// one conversation, or all of the system's when `None`
         conversation_id: Option<String>,
         /// records deleted
+        reply: RpcReplyPort<Result<usize, StorageError>>,
+    },
+    /// Moves up to `max` hot records older than the cutoff to warm; replies with how many moved.
+    Age {
+        /// records with a timestamp before this (microseconds) move
+        cutoff_micros: i64,
+        /// most records moved by this call
+        max: usize,
+        /// records moved
         reply: RpcReplyPort<Result<usize, StorageError>>,
     },
     /// Which points a system-scoped search should look at.
@@ -56,6 +68,8 @@ pub enum Candidates {
 pub struct ShardCounts {
     /// hot records
     pub hot: usize,
+    /// warm records
+    pub warm: usize,
     /// systems with at least one record
     pub systems: usize,
     /// records read from disk when the shard last started
@@ -96,6 +110,9 @@ pub struct ShardState {
     systems: HashMap<String, SystemPoints>,
     records: usize,
     loaded_records: usize,
+    /// warm points by system and conversation
+    warm: HashMap<String, HashMap<Box<str>, WarmPointId>>,
+    warm_records: usize,
 }
 
 /// The shard actor.
@@ -119,6 +136,8 @@ impl Actor for ShardActor {
             systems: HashMap::new(),
             records: 0,
             loaded_records: 0,
+            warm: HashMap::new(),
+            warm_records: 0,
         };
         state.load().await?;
         Ok(state)
@@ -143,12 +162,21 @@ impl Actor for ShardActor {
                 let result = state.delete(&system_id, conversation_id.as_deref()).await;
                 let _ = reply.send(result);
             }
+            ShardMsg::Age {
+                cutoff_micros,
+                max,
+                reply,
+            } => {
+                let result = state.age(cutoff_micros, max).await;
+                let _ = reply.send(result);
+            }
             ShardMsg::Candidates(system_id, reply) => {
                 let _ = reply.send(state.candidates(&system_id));
             }
             ShardMsg::Counts(reply) => {
                 let _ = reply.send(ShardCounts {
                     hot: state.records,
+                    warm: state.warm_records,
                     systems: state.systems.len(),
                     loaded_records: state.loaded_records,
                 });
@@ -163,17 +191,113 @@ impl Actor for ShardActor {
 impl ShardState {
     /// Rebuilds the in-memory state and the index points from the shard's tree.
     async fn load(&mut self) -> Result<(), StorageError> {
-        let tree = self.store.tree(self.shard).clone();
+        let store = self.store.clone();
         let shard = self.shard;
         let index = Arc::clone(&self.index);
-        let loaded = tokio::task::spawn_blocking(move || load_tree(&tree, shard, &index))
-            .await
-            .map_err(|e| StorageError::Task(e.to_string()))??;
+        let (loaded, warm) = tokio::task::spawn_blocking(move || {
+            let settled = settle_interrupted(&store, shard)?;
+            if settled > 0 {
+                tracing::warn!(
+                    shard,
+                    settled,
+                    "settled records left in two tiers by an interrupted move"
+                );
+            }
+            let hot = load_tree(store.tree(shard), shard, &index)?;
+            let warm = load_warm_tree(store.warm_tree(shard), shard, &index)?;
+            Ok::<_, StorageError>((hot, warm))
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))??;
         for (system_id, conversation_id, code, point) in loaded {
             self.remember(system_id, code, conversation_id.into_boxed_str(), point);
         }
-        self.loaded_records = self.records;
+        for (system_id, conversation_id, point) in warm {
+            self.remember_warm(system_id, conversation_id.into_boxed_str(), point);
+        }
+        self.loaded_records = self.records + self.warm_records;
         Ok(())
+    }
+
+    /// Moves hot records older than the cutoff to warm (see [`age_to_warm`]).
+    async fn age(&mut self, cutoff_micros: i64, max: usize) -> Result<usize, StorageError> {
+        let store = self.store.clone();
+        let shard = self.shard;
+        let moved =
+            tokio::task::spawn_blocking(move || age_to_warm(&store, shard, cutoff_micros, max))
+                .await
+                .map_err(|e| StorageError::Task(e.to_string()))??;
+        let n = moved.len();
+        let mut hot_points = Vec::with_capacity(n);
+        let mut items = Vec::with_capacity(n);
+        let mut names = Vec::with_capacity(n);
+        for m in moved {
+            let r = m.record;
+            if let Some(system) = self.systems.get_mut(&r.system_id) {
+                if let Some(p) = system.by_conversation.remove(r.conversation_id.as_str()) {
+                    hot_points.push(p);
+                    self.records -= 1;
+                }
+                if system.by_conversation.is_empty() {
+                    self.systems.remove(&r.system_id);
+                }
+            }
+            let meta = PointMeta {
+                shard,
+                system: self.index.system_code(&r.system_id),
+                timestamp: r.timestamp_micros,
+                key: m.key.into_boxed_slice(),
+            };
+            items.push((r.codes, r.step, meta));
+            names.push((r.system_id, r.conversation_id));
+        }
+        self.index.delete(&hot_points);
+        let ids = self.index.warm.insert(items);
+        for ((system_id, conversation_id), id) in names.into_iter().zip(ids) {
+            self.remember_warm(system_id, conversation_id.into_boxed_str(), id);
+        }
+        Ok(n)
+    }
+
+    /// Records that a conversation is warm at `point`.
+    fn remember_warm(&mut self, system_id: String, conversation_id: Box<str>, point: WarmPointId) {
+        let old = self
+            .warm
+            .entry(system_id)
+            .or_default()
+            .insert(conversation_id, point);
+        match old {
+            Some(old) => self.index.warm.delete(&[old]),
+            None => self.warm_records += 1,
+        }
+    }
+
+    /// Drops the warm copies of conversations (written again hot, or deleted); returns how many.
+    fn forget_warm(
+        &mut self,
+        system_id: &str,
+        conversations: &[Box<str>],
+    ) -> Result<usize, StorageError> {
+        let Some(system) = self.warm.get_mut(system_id) else {
+            return Ok(0);
+        };
+        let mut points = Vec::new();
+        let mut batch = sled::Batch::default();
+        for c in conversations {
+            if let Some(p) = system.remove(c) {
+                points.push(p);
+                batch.remove(record_key(system_id, c));
+            }
+        }
+        if system.is_empty() {
+            self.warm.remove(system_id);
+        }
+        if !points.is_empty() {
+            self.store.warm_tree(self.shard).apply_batch(batch)?;
+            self.index.warm.delete(&points);
+            self.warm_records -= points.len();
+        }
+        Ok(points.len())
     }
 
     /// Writes records to the tree and the index, replacing earlier versions.
@@ -201,6 +325,22 @@ impl ShardState {
             })
             .collect();
         let codes: Vec<u32> = points.iter().map(|(_, m)| m.system).collect();
+        if !self.warm.is_empty() {
+            // a record written again is hot: its aged copy goes (a crash before this is
+            // settled on load in favour of the newer hot copy)
+            let rewritten: Vec<(String, Box<str>)> = records
+                .iter()
+                .filter(|r| {
+                    self.warm
+                        .get(&r.system_id)
+                        .is_some_and(|w| w.contains_key(r.conversation_id.as_str()))
+                })
+                .map(|r| (r.system_id.clone(), r.conversation_id.as_str().into()))
+                .collect();
+            for (system_id, conversation_id) in rewritten {
+                self.forget_warm(&system_id, &[conversation_id])?;
+            }
+        }
         let ids = self.index.insert(points);
         let mut replaced = Vec::new();
         for ((r, id), code) in records.into_iter().zip(ids).zip(codes) {
@@ -212,8 +352,23 @@ impl ShardState {
         Ok(n)
     }
 
-    /// Removes a system's records (or one conversation) from the tree, then from the index.
+    /// Removes a system's records (or one conversation) from every tier.
     async fn delete(
+        &mut self,
+        system_id: &str,
+        conversation_id: Option<&str>,
+    ) -> Result<usize, StorageError> {
+        let warm: Vec<Box<str>> = match (self.warm.get(system_id), conversation_id) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(c)) => vec![c.into()],
+            (Some(w), None) => w.keys().cloned().collect(),
+        };
+        let warm_deleted = self.forget_warm(system_id, &warm)?;
+        Ok(warm_deleted + self.delete_hot(system_id, conversation_id).await?)
+    }
+
+    /// Removes hot records of a system (or one conversation) from the tree, then the index.
+    async fn delete_hot(
         &mut self,
         system_id: &str,
         conversation_id: Option<&str>,
@@ -351,4 +506,38 @@ fn load_tree(
     }
     flush(&mut pending, &mut names);
     Ok(out)
+}
+
+/// Reads a shard's warm tree into the warm index; returns (system, conversation, point).
+fn load_warm_tree(
+    tree: &sled::Tree,
+    shard: ShardId,
+    index: &HotIndex,
+) -> Result<Vec<(String, String, WarmPointId)>, StorageError> {
+    let mut items = Vec::new();
+    let mut names = Vec::new();
+    for item in tree.iter() {
+        let (key, value) = item?;
+        let record = match decode_warm(&key, &value) {
+            Ok(r) if r.is_intact() => r,
+            Ok(_) | Err(_) => {
+                tracing::error!(shard, key = %String::from_utf8_lossy(&key), "skipping a damaged warm record");
+                continue;
+            }
+        };
+        let meta = PointMeta {
+            shard,
+            system: index.system_code(&record.system_id),
+            timestamp: record.timestamp_micros,
+            key: key.to_vec().into_boxed_slice(),
+        };
+        names.push((record.system_id, record.conversation_id));
+        items.push((record.codes, record.step, meta));
+    }
+    let ids = index.warm.insert(items);
+    Ok(names
+        .into_iter()
+        .zip(ids)
+        .map(|((s, c), id)| (s, c, id))
+        .collect())
 }

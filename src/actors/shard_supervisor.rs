@@ -222,6 +222,7 @@ mod tests {
                     system_id: Some("crashy".to_string()),
                     since: None,
                     until: None,
+                    tiers: Default::default(),
                 })
                 .await
                 .unwrap();

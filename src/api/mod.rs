@@ -22,6 +22,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/ingest", post(rest::ingest))
         .route("/api/v1/search", post(rest::search))
         .route("/api/v1/stats", get(rest::stats))
+        .route("/api/v1/admin/age", post(rest::age))
         .route("/api/v1/systems/{system_id}", delete(rest::delete_system))
         .route(
             "/api/v1/systems/{system_id}/conversations/{conversation_id}",

@@ -9,10 +9,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::actors::ager::AgingReport;
 use crate::api::error::{parse_json, ApiError};
 use crate::ingest::IngestRequest;
 use crate::node::{Node, NodeStats};
-use crate::search::{QueryTarget, SearchQuery, SearchResponse};
+use crate::search::{QueryTarget, SearchQuery, SearchResponse, Tiers};
 
 /// `POST /api/v1/ingest`: stores a batch; 200 `{"accepted": N}` once all of it is durable.
 pub async fn ingest(State(node): State<Arc<Node>>, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -39,6 +40,8 @@ pub struct SearchBody {
     pub since: Option<String>,
     /// only records at or before, RFC 3339
     pub until: Option<String>,
+    /// tiers to search: any of "hot", "warm" (default both)
+    pub tiers: Option<Vec<String>>,
 }
 
 impl SearchBody {
@@ -92,6 +95,10 @@ impl SearchBody {
                 )));
             }
         }
+        let tiers = match self.tiers {
+            None => Tiers::default(),
+            Some(names) => parse_tiers(&names)?,
+        };
         Ok(SearchQuery {
             target,
             limit,
@@ -99,8 +106,38 @@ impl SearchBody {
             system_id: self.system_id,
             since,
             until,
+            tiers,
         })
     }
+}
+
+fn parse_tiers(names: &[String]) -> Result<Tiers, ApiError> {
+    let mut tiers = Tiers {
+        hot: false,
+        warm: false,
+    };
+    for name in names {
+        match name.as_str() {
+            "hot" => tiers.hot = true,
+            "warm" => tiers.warm = true,
+            "cold" => {
+                return Err(ApiError::bad_request(
+                    "tiers: the cold tier is not searchable on this node yet; give \"hot\" and/or \"warm\"",
+                ))
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "tiers: expected \"hot\", \"warm\" or \"cold\", got {other:?}"
+                )))
+            }
+        }
+    }
+    if !tiers.hot && !tiers.warm {
+        return Err(ApiError::bad_request(
+            "tiers must name at least one tier, got none",
+        ));
+    }
+    Ok(tiers)
 }
 
 fn parse_time(field: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -151,8 +188,12 @@ pub async fn delete_conversation(
         "system_id": system_id,
         "conversation_id": conversation_id,
         "deleted": deleted,
-        "tiers": {"hot": deleted},
     })))
+}
+
+/// `POST /api/v1/admin/age`: moves records past their tier's age now; answers what moved.
+pub async fn age(State(node): State<Arc<Node>>) -> Result<Json<AgingReport>, ApiError> {
+    Ok(Json(node.age().await?))
 }
 
 /// `GET /api/v1/stats`: record counts by tier and shard health.

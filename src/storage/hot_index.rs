@@ -20,6 +20,7 @@ use crate::storage::ann::AnnParams;
 use crate::storage::distance::TopK;
 use crate::storage::segment::{split_point, Segment};
 pub use crate::storage::segment::{IndexFilter, PointId, PointMeta};
+use crate::storage::warm_index::WarmIndex;
 
 /// Points the indexer inserts before it looks at the segments again.
 const INDEX_STEP: usize = 256;
@@ -80,6 +81,8 @@ pub struct HotIndex {
     shared: Arc<Shared>,
     /// interned system ids
     systems: RwLock<HashMap<String, u32>>,
+    /// the warm tier's int8 codes, searched by a scan (shares the system codes)
+    pub warm: WarmIndex,
 }
 
 impl HotIndex {
@@ -106,6 +109,7 @@ impl HotIndex {
         HotIndex {
             shared,
             systems: RwLock::new(HashMap::new()),
+            warm: WarmIndex::default(),
         }
     }
 
@@ -186,6 +190,7 @@ impl HotIndex {
         let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
         let removed: usize = segments.iter().map(|s| s.delete_shard(shard)).sum();
         self.shared.live.fetch_sub(removed, Ordering::Relaxed);
+        self.warm.delete_shard(shard);
     }
 
     /// Approximate top-k over every segment, honouring the filter.

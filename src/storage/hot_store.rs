@@ -1,4 +1,4 @@
-//! The hot tier's durable store: one sled database per node, one tree per shard.
+//! The node's durable store: one sled database, a hot and a warm tree per shard.
 
 use std::path::Path;
 
@@ -33,6 +33,8 @@ pub struct HotStore {
     db: sled::Db,
     /// `hot/NNN`, indexed by shard number
     trees: Vec<sled::Tree>,
+    /// `warm/NNN`, indexed by shard number
+    warm_trees: Vec<sled::Tree>,
 }
 
 impl HotStore {
@@ -46,12 +48,30 @@ impl HotStore {
         let trees = (0..SHARD_COUNT)
             .map(|s| db.open_tree(format!("hot/{s:03}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(HotStore { db, trees })
+        let warm_trees = (0..SHARD_COUNT)
+            .map(|s| db.open_tree(format!("warm/{s:03}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HotStore {
+            db,
+            trees,
+            warm_trees,
+        })
     }
 
     /// The tree that holds one shard's hot records.
     pub fn tree(&self, shard: ShardId) -> &sled::Tree {
         &self.trees[shard as usize % SHARD_COUNT]
+    }
+
+    /// The tree that holds one shard's warm records.
+    pub fn warm_tree(&self, shard: ShardId) -> &sled::Tree {
+        &self.warm_trees[shard as usize % SHARD_COUNT]
+    }
+
+    /// Makes every write so far durable, on the calling (blocking) thread.
+    pub fn flush_blocking(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Opens (or creates) a named tree of the same database, flushed with the shards' trees.
@@ -94,6 +114,20 @@ impl HotStore {
     ) -> Result<Option<StoredRecord>, StorageError> {
         match self.tree(shard).get(key)? {
             Some(bytes) => decode(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl HotStore {
+    /// Reads one warm record of a shard by its storage key.
+    pub fn get_warm_by_key(
+        &self,
+        shard: ShardId,
+        key: &[u8],
+    ) -> Result<Option<crate::storage::warm::WarmRecord>, StorageError> {
+        match self.warm_tree(shard).get(key)? {
+            Some(bytes) => crate::storage::warm::decode_warm(key, &bytes).map(Some),
             None => Ok(None),
         }
     }

@@ -1,5 +1,6 @@
 //! Durable and in-memory storage of records.
 
+pub mod aging;
 pub mod ann;
 pub mod distance;
 pub mod hot_index;
@@ -7,6 +8,8 @@ pub mod hot_store;
 pub mod objects;
 pub mod resilient;
 pub mod segment;
+pub mod warm;
+pub mod warm_index;
 
 pub use hot_index::{HotIndex, IndexFilter, PointId, ScoredPoint};
 pub use hot_store::{HotStore, StorageError};

@@ -60,8 +60,9 @@ impl Default for IndexFilter {
 }
 
 impl IndexFilter {
+    /// Whether a point passes the filter.
     #[inline]
-    fn accepts(&self, m: &PointMeta) -> bool {
+    pub fn accepts(&self, m: &PointMeta) -> bool {
         self.shards[m.shard as usize % SHARD_COUNT]
             && self.system.is_none_or(|s| s == m.system)
             && self.since.is_none_or(|t| m.timestamp >= t)

@@ -33,7 +33,7 @@ mod scratch;
 mod segment;
 
 pub use distance::{dot, dot_kernel, dot_scalar, kernel_name, DotFn};
-pub use quant::{f16_to_f32, f32_to_f16};
+pub use quant::{f16_to_f32, f32_to_f16, quant_kernels, QuantKernels};
 pub use segment::{GrowingSegment, SealedSegment};
 
 use std::fmt;
