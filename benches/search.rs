@@ -2,7 +2,9 @@
 //! own write path, then measures ingest rate, global and system-scoped top-10 latency,
 //! QPS, recall@10 against exact search, and resident memory.
 //!
-//! usage: cargo bench --bench search -- DATA_DIR   (see scripts/bench-search.sh)
+//! usage: cargo bench --bench search -- DATA_DIR [--warm]   (see scripts/bench-search.sh)
+//! With --warm the records are 30 days old and aged into the warm tier first: the figures
+//! are then aging throughput and warm-tier search.
 //! Index and search settings come from AKOSHA__SECTION__KEY variables as for the node.
 
 use std::collections::HashMap;
@@ -177,7 +179,7 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .expect(
-            "usage: cargo bench --bench search -- DATA_DIR (output of shared/bench/vectors.py)",
+            "usage: cargo bench --bench search -- DATA_DIR [--warm] (DATA_DIR: output of shared/bench/vectors.py)",
         );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -188,6 +190,8 @@ fn main() {
 }
 
 async fn run(dir: &Path) {
+    // --warm: records are 30 days old, aged to the warm tier, and searched there
+    let warm = std::env::args().any(|a| a == "--warm");
     let mut data = load(dir);
     // exact system-scoped answers need the base vectors, which are dropped after ingest so
     // that resident memory measures the node, not the benchmark's copy of the data set
@@ -208,7 +212,11 @@ async fn run(dir: &Path) {
     node.start().await.expect("start node");
 
     // ingest through the node's write path: validated records, routed to shards, durable
-    let timestamp = chrono::Utc::now();
+    let timestamp = if warm {
+        chrono::Utc::now() - chrono::Duration::days(30)
+    } else {
+        chrono::Utc::now()
+    };
     let started = Instant::now();
     let chunks: Vec<(usize, usize)> = (0..data.n)
         .step_by(BATCH)
@@ -257,6 +265,19 @@ async fn run(dir: &Path) {
         data.n as f64 / ingest_s
     );
 
+    if warm {
+        let t = Instant::now();
+        let report = node.age().await.expect("aging runs");
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{{\"bench\": \"aging_hot_to_warm\", \"records\": {}, \"seconds\": {secs:.2}, \"records_per_s\": {:.0}, \"missing_shards\": {}}}",
+            report.hot_to_warm,
+            report.hot_to_warm as f64 / secs,
+            report.missing_shards.len()
+        );
+        let stats = node.stats().await;
+        assert_eq!(stats.records.warm, data.n, "every record is warm");
+    }
     // wait for the background index builds to catch up
     loop {
         let s = node.index.stats();
@@ -272,6 +293,7 @@ async fn run(dir: &Path) {
         stats.segments, stats.live_points
     );
 
+    let prefix = if warm { "warm_" } else { "" };
     let global_truth: Arc<Vec<Vec<u32>>> = Arc::new(
         (0..data.nq)
             .map(|q| data.gt[q * 100..q * 100 + K].to_vec())
@@ -280,23 +302,23 @@ async fn run(dir: &Path) {
     // one pass to warm caches, not reported
     run_queries(&node, &data, &global_truth, None, 1).await;
     print_search(
-        "global_top10",
+        &format!("{prefix}global_top10"),
         1,
         &run_queries(&node, &data, &global_truth, None, 1).await,
     );
     print_search(
-        "global_top10",
+        &format!("{prefix}global_top10"),
         4,
         &run_queries(&node, &data, &global_truth, None, 4).await,
     );
 
     print_search(
-        "system_top10",
+        &format!("{prefix}system_top10"),
         1,
         &run_queries(&node, &data, &truth, Some(&systems), 1).await,
     );
     print_search(
-        "system_top10",
+        &format!("{prefix}system_top10"),
         4,
         &run_queries(&node, &data, &truth, Some(&systems), 4).await,
     );

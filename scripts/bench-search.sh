@@ -3,6 +3,8 @@
 # measures a single faiss HNSW index over them as the reference, then Akosha through its own
 # write and search path. Prints one JSON object per figure.
 #   scripts/bench-search.sh 1000000
+#   scripts/bench-search.sh 1000000 --warm   # records 30 days old: aging throughput and
+#                                            # warm-tier search instead (no faiss run)
 # Needs python3 with numpy and faiss-cpu (installed with pip when missing).
 # Settings of the node can be changed with AKOSHA__INDEX__EF_SEARCH=... and friends.
 set -euo pipefail
@@ -15,7 +17,10 @@ if [ ! -f "$data/meta.json" ]; then
   echo "generating $n vectors into $data" >&2
   python3 "$shared/bench/vectors.py" "$n" "$data"
 fi
-echo "== faiss HNSW reference (one unsharded index) ==" >&2
-python3 scripts/faiss_reference.py "$data" 10 32,64,96,128
+shift || true
+if [ "${1:-}" != "--warm" ]; then
+  echo "== faiss HNSW reference (one unsharded index) ==" >&2
+  python3 scripts/faiss_reference.py "$data" 10 32,64,96,128
+fi
 echo "== akosha ==" >&2
-cargo bench --bench search -- "$data"
+cargo bench --bench search -- "$data" "$@"

@@ -235,9 +235,13 @@ impl Searcher {
             if !filter.shards[shard as usize] {
                 return Ok((Vec::new(), vec![shard]));
             }
+            // a query must not intern a system id of its own: unknown means no records
+            let Some(code) = self.index.known_system_code(system) else {
+                return Ok((Vec::new(), Vec::new()));
+            };
             filter.shards = [false; SHARD_COUNT];
             filter.shards[shard as usize] = true;
-            filter.system = Some(self.index.system_code(system));
+            filter.system = Some(code);
         }
         let missing: Vec<ShardId> = match system {
             Some(_) => Vec::new(),

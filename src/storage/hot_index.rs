@@ -113,6 +113,11 @@ impl HotIndex {
         }
     }
 
+    /// The code of a system that has had records, without allocating one.
+    pub fn known_system_code(&self, system_id: &str) -> Option<u32> {
+        self.systems.read().get(system_id).copied()
+    }
+
     /// The interned code of a system, allocated on first use.
     pub fn system_code(&self, system_id: &str) -> u32 {
         if let Some(c) = self.systems.read().get(system_id) {
