@@ -1,0 +1,258 @@
+//! The sections of the configuration, each with its defaults.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[node]`: identity, directories and listening address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// directory of the node's durable state
+    pub data_dir: PathBuf,
+    /// address of the HTTP API
+    pub http_addr: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./data"),
+            http_addr: "127.0.0.1:8682".to_string(),
+        }
+    }
+}
+
+/// `[storage]`: the sled database that holds every shard's records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// page cache of the on-disk store, in MiB
+    pub cache_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { cache_mb: 128 }
+    }
+}
+
+/// `[index]`: the hot tier's in-memory search structures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexConfig {
+    /// points in one index segment (one HNSW graph)
+    pub segment_size: usize,
+    /// systems with at most this many records are searched exactly on system-scoped queries
+    pub exact_system_limit: usize,
+    /// HNSW neighbours per node
+    pub m: usize,
+    /// HNSW candidate list size while building
+    pub ef_construction: usize,
+    /// HNSW candidate list per segment from eight segments up (wider below; at least the limit)
+    pub ef_search: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            segment_size: 50_000,
+            exact_system_limit: 10_000,
+            m: 16,
+            ef_construction: 32,
+            ef_search: 48,
+        }
+    }
+}
+
+/// `[search]`: limits and timeouts of queries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// results returned when a query names no limit
+    pub default_limit: usize,
+    /// largest limit a query may ask for
+    pub max_limit: usize,
+    /// how long a shard or the index may take to answer, in milliseconds
+    pub timeout_ms: u64,
+    /// queries computed at once; further ones wait
+    pub max_concurrent: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            default_limit: 10,
+            max_limit: 1000,
+            timeout_ms: 5_000,
+            max_concurrent: 64,
+        }
+    }
+}
+
+/// `[ingest]`: limits of the push path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// largest accepted request body, in bytes
+    pub max_body_bytes: usize,
+    /// most records in one ingest request
+    pub max_batch: usize,
+    /// longest accepted record content, in bytes
+    pub max_content_bytes: usize,
+    /// ingest batches written at once; further ones wait
+    pub max_concurrent: usize,
+    /// how long a shard may take to make a batch durable, in milliseconds
+    pub timeout_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_body_bytes: 64 * 1024 * 1024,
+            max_batch: 10_000,
+            max_content_bytes: 1024 * 1024,
+            max_concurrent: 16,
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+/// `[embedding]`: the in-process text embedding model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddingConfig {
+    /// directory with config.json, tokenizer.json and model.safetensors
+    pub model_dir: PathBuf,
+    /// texts embedded in one forward pass
+    pub batch_size: usize,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        EmbeddingConfig {
+            model_dir: PathBuf::from("models/all-MiniLM-L6-v2"),
+            batch_size: 32,
+        }
+    }
+}
+
+/// `[object_store]`: the bucket or directory Session-Buddy systems upload to, and how it is called.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// `file:///abs/path` or `s3://bucket/prefix`; `file://<data_dir>/objects` when absent
+    pub url: Option<String>,
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000` for MinIO or moto (else AWS_ENDPOINT_URL)
+    pub endpoint: Option<String>,
+    /// S3 region (else AWS_REGION / AWS_DEFAULT_REGION, else `us-east-1`)
+    pub region: Option<String>,
+    /// S3 access key id (else AWS_ACCESS_KEY_ID)
+    pub access_key_id: Option<String>,
+    /// S3 secret access key (else AWS_SECRET_ACCESS_KEY)
+    pub secret_access_key: Option<String>,
+    /// allow plain-HTTP endpoints (else AWS_ALLOW_HTTP)
+    pub allow_http: Option<bool>,
+    /// how long one request may take, in milliseconds
+    pub request_timeout_ms: u64,
+    /// how long connecting may take, in milliseconds
+    pub connect_timeout_ms: u64,
+    /// retries of a failed request before it counts as a failure
+    pub retries: u32,
+    /// first retry delay, in milliseconds; doubled each retry, with full jitter
+    pub retry_base_ms: u64,
+    /// longest retry delay, in milliseconds
+    pub retry_max_ms: u64,
+    /// consecutive failed requests that open the circuit breaker
+    pub breaker_failures: u32,
+    /// how long an open breaker refuses calls before one probe, in milliseconds
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        ObjectStoreConfig {
+            url: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: None,
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 5_000,
+            retries: 3,
+            retry_base_ms: 100,
+            retry_max_ms: 5_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 5_000,
+        }
+    }
+}
+
+/// `[uploads]`: the scanner and workers that pull uploads from the object store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// whether the node pulls uploads at all
+    pub enabled: bool,
+    /// uploads processed at once
+    pub workers: usize,
+    /// pause between two scans of the store, in milliseconds
+    pub poll_interval_ms: u64,
+    /// how often every system is listed from its start, to find uploads that arrived out of order, in seconds
+    pub rescan_interval_secs: u64,
+    /// most uploads listed but not yet processed; the scanner lists more as these drain
+    pub max_pending: usize,
+    /// largest manifest, in bytes
+    pub max_manifest_bytes: usize,
+    /// largest data file, stored or decompressed, in bytes
+    pub max_data_bytes: usize,
+    /// how long an upload whose data file is missing waits for it before it is quarantined, in seconds
+    pub incomplete_grace_secs: u64,
+    /// how long SIGTERM waits for uploads in flight before abandoning them, in milliseconds
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            enabled: true,
+            workers: 4,
+            poll_interval_ms: 2_000,
+            rescan_interval_secs: 3_600,
+            max_pending: 10_000,
+            max_manifest_bytes: 1024 * 1024,
+            max_data_bytes: 256 * 1024 * 1024,
+            incomplete_grace_secs: 600,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[aging]`: when records move from hot to warm (and later to cold), measured on their timestamp.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgingConfig {
+    /// whether the node ages records on its own schedule
+    pub enabled: bool,
+    /// records older than this many days leave the hot tier (fractions allowed)
+    pub hot_days: f64,
+    /// records older than this many days leave the warm tier (fractions allowed)
+    pub warm_days: f64,
+    /// pause between two scheduled aging runs, in seconds
+    pub interval_secs: u64,
+    /// records one shard moves per step; other work on the shard runs between steps
+    pub batch: usize,
+}
+
+impl Default for AgingConfig {
+    fn default() -> Self {
+        AgingConfig {
+            enabled: true,
+            hot_days: 7.0,
+            warm_days: 90.0,
+            interval_secs: 3_600,
+            batch: 5_000,
+        }
+    }
+}
