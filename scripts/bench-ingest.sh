@@ -3,7 +3,7 @@
 # clustered vectors, pulled from the local-filesystem store and from a real S3 server
 # (moto_server on loopback, started here). Prints one JSON object per store.
 #   scripts/bench-ingest.sh
-# Needs python3 with numpy (installed with pip when missing) and moto (scripts/ensure-moto.sh).
+# Needs python3 with numpy (installed with pip when missing) and moto (scripts/ensure-test-tools.sh).
 # Node settings can be changed with AKOSHA__UPLOADS__WORKERS=... and friends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ if [ ! -f "$data/meta.json" ]; then
   echo "generating 100000 vectors into $data" >&2
   python3 "$shared/bench/vectors.py" 100000 "$data"
 fi
-PATH="$(scripts/ensure-moto.sh):$PATH"
+PATH="$(scripts/ensure-test-tools.sh):$PATH"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
 moto=$!

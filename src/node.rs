@@ -22,7 +22,10 @@ use crate::record::{
 };
 use crate::search::{SearchError, SearchQuery, SearchResponse, Searcher};
 use crate::storage::ann::AnnParams;
+use crate::storage::cold_tier::ColdTier;
 use crate::storage::hot_index::{IndexParams, IndexStats};
+use crate::storage::objects::open_object_store;
+use crate::storage::resilient::ResilientStore;
 use crate::storage::{HotIndex, HotStore, StorageError};
 
 /// Why a node could not open or start.
@@ -36,6 +39,9 @@ pub enum NodeError {
         /// the store's error
         source: StorageError,
     },
+    /// The object store could not be opened.
+    #[error("cannot open the object store: {0}")]
+    Objects(String),
     /// Pull ingestion could not be set up.
     #[error("cannot set up pull ingestion: {0}")]
     Pull(#[from] PullError),
@@ -92,6 +98,8 @@ pub struct Node {
     pub searcher: Arc<Searcher>,
     /// pull ingestion from the object store, when enabled
     pub uploads: Option<Arc<PullIngestion>>,
+    /// the cold tier: Parquet files on the object store
+    pub cold: Arc<ColdTier>,
     /// the actor tree's published refs
     pub slots: Arc<ActorSlots>,
     /// the root actor, once started
@@ -107,6 +115,7 @@ impl Node {
         let store_dir = data_dir.join("hot");
         let cache_mb = config.storage.cache_mb;
         let dir_text = store_dir.display().to_string();
+        let store_dir_text = dir_text.clone();
         let store = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&store_dir)
                 .map_err(|e| StorageError::Sled(sled::Error::Io(e)))?;
@@ -139,7 +148,23 @@ impl Node {
             timeout: Duration::from_millis(config.ingest.timeout_ms),
             permits: Semaphore::new(config.ingest.max_concurrent),
         });
+        let url = config
+            .object_store_url()
+            .map_err(|e| NodeError::Objects(e.to_string()))?;
+        let objects = Arc::new(ResilientStore::new(
+            open_object_store(&url, &config.object_store)
+                .map_err(|e| NodeError::Objects(e.to_string()))?,
+            url.to_string(),
+            &config.object_store,
+        ));
+        let cold = Arc::new(
+            ColdTier::open(&store, Arc::clone(&objects)).map_err(|source| NodeError::Store {
+                dir: store_dir_text.clone(),
+                source,
+            })?,
+        );
         let searcher = Arc::new(Searcher {
+            cold: Arc::clone(&cold),
             store: store.clone(),
             index: Arc::clone(&index),
             directory: Arc::clone(&directory),
@@ -149,10 +174,12 @@ impl Node {
         });
         let uploads = if config.uploads.enabled {
             let (config, hot, writer) = (config.clone(), store.clone(), Arc::clone(&writer));
-            let pull =
-                tokio::task::spawn_blocking(move || PullIngestion::open(&config, &hot, writer))
-                    .await
-                    .map_err(|e| NodeError::Spawn(e.to_string()))??;
+            let objects = Arc::clone(&objects);
+            let pull = tokio::task::spawn_blocking(move || {
+                PullIngestion::open(&config, &hot, objects, writer)
+            })
+            .await
+            .map_err(|e| NodeError::Spawn(e.to_string()))??;
             tracing::info!(store = %pull.store.url(), "pulling uploads");
             Some(Arc::new(pull))
         } else {
@@ -166,6 +193,7 @@ impl Node {
             writer,
             searcher,
             uploads,
+            cold,
             slots: Arc::new(ActorSlots::default()),
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
@@ -183,6 +211,7 @@ impl Node {
             exact_system_limit: self.config.index.exact_system_limit,
             slots: Arc::clone(&self.slots),
             ingestion: self.uploads.as_ref().map(|u| u.actor_args()),
+            cold: Arc::clone(&self.cold),
             aging: self
                 .config
                 .aging
@@ -277,14 +306,20 @@ impl Node {
         Ok(deleted)
     }
 
-    /// Moves records past `aging.hot_days` from hot to warm now, on every shard that is up.
+    /// Moves records past their tier's age now (hot to warm, warm to cold), on every shard that is up.
     pub async fn age(&self) -> Result<AgingReport, NodeIngestError> {
         if !self.is_ready() {
             return Err(NodeIngestError::Write(WriteError::Unavailable(
                 "node is loading its shards".to_string(),
             )));
         }
-        Ok(age_all(&self.directory, &self.config.aging, self.aging_timeout()).await)
+        Ok(age_all(
+            &self.directory,
+            &self.cold,
+            &self.config.aging,
+            self.aging_timeout(),
+        )
+        .await)
     }
 
     /// How long one shard's aging step may take.
@@ -339,6 +374,10 @@ impl Node {
                 systems += c.systems;
                 answered[*shard as usize] = true;
             }
+        }
+        match self.cold.files() {
+            Ok(files) => records.cold = files.iter().map(|f| f.live_rows() as usize).sum(),
+            Err(e) => tracing::error!(error = %e, "cannot read the cold catalog"),
         }
         records.total = records.hot + records.warm + records.cold;
         let missing: Vec<ShardId> = (0..SHARD_COUNT)

@@ -40,6 +40,8 @@ pub struct Tiers {
     pub hot: bool,
     /// the warm tier (int8 on disk)
     pub warm: bool,
+    /// the cold tier (Parquet on object storage)
+    pub cold: bool,
 }
 
 impl Default for Tiers {
@@ -48,6 +50,7 @@ impl Default for Tiers {
         Tiers {
             hot: true,
             warm: true,
+            cold: false,
         }
     }
 }
@@ -59,6 +62,8 @@ pub enum Tier {
     Hot,
     /// int8 on disk
     Warm,
+    /// Parquet on object storage
+    Cold,
 }
 
 impl Tier {
@@ -67,6 +72,7 @@ impl Tier {
         match self {
             Tier::Hot => "hot",
             Tier::Warm => "warm",
+            Tier::Cold => "cold",
         }
     }
 }
@@ -135,6 +141,8 @@ pub struct Searcher {
     pub store: HotStore,
     /// the node's hot index
     pub index: Arc<HotIndex>,
+    /// the cold tier
+    pub cold: Arc<crate::storage::cold_tier::ColdTier>,
     /// live shard actors
     pub directory: Arc<ShardDirectory>,
     /// the text embedder, when its model is present
@@ -180,6 +188,8 @@ impl Searcher {
             until: query.until.map(|t| t.timestamp_micros()),
         };
         let (mut hits, mut missing) = (Vec::new(), Vec::new());
+        let cold_vector = vector.clone();
+        let (filter_since, filter_until) = (filter.since, filter.until);
         if query.tiers.hot {
             let (h, m) = match &query.system_id {
                 Some(system) => {
@@ -209,9 +219,49 @@ impl Searcher {
         hits.truncate(query.limit);
         let threshold = query.threshold;
         let store = self.store.clone();
-        let results = tokio::task::spawn_blocking(move || hydrate(&store, hits, threshold))
+        let mut results = tokio::task::spawn_blocking(move || hydrate(&store, hits, threshold))
             .await
             .map_err(|e| SearchError::Internal(format!("result lookup failed: {e}")))??;
+        if query.tiers.cold {
+            let shards = match &query.system_id {
+                Some(s) => {
+                    let mut only = [false; SHARD_COUNT];
+                    only[shard_for(s) as usize] = true;
+                    only
+                }
+                None => self.directory.up_mask(),
+            };
+            let cold = self
+                .cold
+                .search(
+                    &cold_vector,
+                    query.limit,
+                    query.system_id.as_deref(),
+                    filter_since,
+                    filter_until,
+                    &shards,
+                )
+                .await
+                .map_err(|e| SearchError::Unavailable(format!("cold tier: {e}")))?;
+            results.extend(
+                cold.into_iter()
+                    .map(|h| (h.score.clamp(-1.0, 1.0), h.row))
+                    .filter(|(sim, _)| threshold.is_none_or(|t| *sim >= t))
+                    .map(|(similarity, r)| SearchHit {
+                        timestamp: micros_to_rfc3339(r.timestamp_micros),
+                        metadata: serde_json::from_str(&r.metadata_json)
+                            .unwrap_or(serde_json::Value::Null),
+                        system_id: r.system_id,
+                        conversation_id: r.conversation_id,
+                        content: r.content,
+                        similarity,
+                        tier: Tier::Cold.name(),
+                        summary: Some(r.summary),
+                    }),
+            );
+            results.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+            results.truncate(query.limit);
+        }
         Ok(SearchResponse {
             results,
             partial: !missing.is_empty(),
@@ -355,6 +405,7 @@ fn hydrate(
                     summary: None,
                 })
             }),
+            Tier::Cold => Ok(None),
             Tier::Warm => store.get_warm_by_key(hit.shard, &hit.key).map(|r| {
                 r.map(|r| SearchHit {
                     timestamp: micros_to_rfc3339(r.timestamp_micros),

@@ -72,9 +72,29 @@ async fn records_age_into_warm_and_are_found_there() {
     let (status, report) = node.post("/api/v1/admin/age", &json!({})).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["hot_to_warm"], 40, "{report}");
-    assert_eq!(counts(&node).await, (20, 40, 60));
+    assert_eq!(report["warm_to_cold"], 20, "{report}");
+    assert_eq!(counts(&node).await, (20, 20, 60));
+    assert_eq!(cold_count(&node).await, 20);
     let (_, again) = node.post("/api/v1/admin/age", &json!({})).await;
     assert_eq!(again["hot_to_warm"], 0, "{again}");
+    assert_eq!(again["warm_to_cold"], 0, "{again}");
+
+    // the 200-day-old records are cold: found only when cold is asked for
+    let (id, _, _) = top(&node, 205, json!({})).await;
+    assert_ne!(id, "c205", "cold is not searched by default");
+    let (id, tier, hit) = top(&node, 205, json!({"tiers": ["cold"]})).await;
+    assert_eq!((id.as_str(), tier.as_str()), ("c205", "cold"), "{hit}");
+    assert_eq!(
+        hit["summary"],
+        "First sentence of 205. Second one. Third one."
+    );
+    assert_eq!(hit["metadata"]["n"], 205, "{hit}");
+    let all_tiers = json!({"tiers": ["hot", "warm", "cold"], "system_id": "ager-1"});
+    let (id, tier, _) = top(&node, 219, all_tiers.clone()).await;
+    assert_eq!((id.as_str(), tier.as_str()), ("c219", "cold"));
+    let (id, tier, _) = top(&node, 4, all_tiers).await;
+    assert_eq!((id.as_str(), tier.as_str()), ("c4", "hot"));
+    check_cold_file_with_pyarrow(&dir.path().join("objects")).await;
 
     let (id, tier, hit) = top(&node, 105, json!({})).await;
     assert_eq!((id.as_str(), tier.as_str()), ("c105", "warm"), "{hit}");
@@ -84,19 +104,12 @@ async fn records_age_into_warm_and_are_found_there() {
     );
     assert_eq!(hit["metadata"]["n"], 105, "{hit}");
     assert!(hit["similarity"].as_f64().unwrap() > 0.99, "{hit}");
-    let (id, tier, _) = top(&node, 207, json!({"system_id": "ager-1"})).await;
-    assert_eq!((id.as_str(), tier.as_str()), ("c207", "warm"));
+    let (id, tier, _) = top(&node, 107, json!({"system_id": "ager-1"})).await;
+    assert_eq!((id.as_str(), tier.as_str()), ("c107", "warm"));
     let (id, tier, _) = top(&node, 3, json!({})).await;
     assert_eq!((id.as_str(), tier.as_str()), ("c3", "hot"));
     let (id, _, _) = top(&node, 105, json!({"tiers": ["hot"]})).await;
     assert_ne!(id, "c105", "a hot-only search does not see warm records");
-    let (status, body) = node
-        .post(
-            "/api/v1/search",
-            &json!({"embedding": unit_vector(1), "tiers": ["cold"]}),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
     let (status, _) = node
         .post(
             "/api/v1/search",
@@ -122,17 +135,124 @@ async fn records_age_into_warm_and_are_found_there() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(counts(&node).await, (21, 38, 59));
+    assert_eq!(counts(&node).await, (21, 18, 59));
     let (id, tier, _) = top(&node, 111, json!({})).await;
     assert_eq!((id.as_str(), tier.as_str()), ("c111", "hot"));
 
     let data_dir = node.kill9();
     let node = NodeProcess::start(&data_dir, ENV).await;
-    assert_eq!(counts(&node).await, (21, 38, 59));
+    assert_eq!(counts(&node).await, (21, 18, 59));
     let (id, tier, _) = top(&node, 119, json!({})).await;
     assert_eq!((id.as_str(), tier.as_str()), ("c119", "warm"));
     let (id, _, _) = top(&node, 110, json!({})).await;
     assert_ne!(id, "c110", "a deleted warm record stays deleted");
+
+    // delete one cold record, then the whole system across all three tiers
+    let r = node
+        .client
+        .delete(node.url("/api/v1/systems/ager-1/conversations/c203"))
+        .send()
+        .await
+        .unwrap();
+    let deleted: Value = r.json().await.unwrap();
+    assert_eq!(deleted["deleted"], 1, "{deleted}");
+    assert_eq!(cold_count(&node).await, 19);
+    let (id, _, _) = top(&node, 203, json!({"tiers": ["cold"]})).await;
+    assert_ne!(id, "c203");
+    let r = node
+        .client
+        .delete(node.url("/api/v1/systems/ager-1"))
+        .send()
+        .await
+        .unwrap();
+    let deleted: Value = r.json().await.unwrap();
+    assert_eq!(deleted["deleted"], 58, "{deleted}");
+    assert_eq!(counts(&node).await, (0, 0, 0));
+    let everywhere = json!({"tiers": ["hot", "warm", "cold"]});
+    for i in [3u64, 105, 119, 205, 219] {
+        let (id, _, hit) = top(&node, i, everywhere.clone()).await;
+        assert_eq!(id, "", "deleted record {i} found: {hit}");
+    }
+    let data_dir = node.kill9();
+    let node = NodeProcess::start(&data_dir, ENV).await;
+    assert_eq!(counts(&node).await, (0, 0, 0));
+    for i in [3u64, 105, 205] {
+        let (id, _, hit) = top(&node, i, everywhere.clone()).await;
+        assert_eq!(id, "", "deleted record {i} found after restart: {hit}");
+    }
+}
+
+async fn cold_count(node: &NodeProcess) -> u64 {
+    let (_, stats) = node.get("/api/v1/stats").await;
+    stats["records"]["cold"].as_u64().unwrap()
+}
+
+/// Opens one cold file with pyarrow, as an analyst's tool would, and checks its rows.
+async fn check_cold_file_with_pyarrow(objects: &std::path::Path) {
+    let mut files = Vec::new();
+    let mut stack = vec![objects.join("cold")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    assert_eq!(files.len(), 1, "one shard, one month: {files:?}");
+    let script = r#"
+import json, sys
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+rows = t.to_pylist()
+print(json.dumps({
+    "columns": t.column_names,
+    "types": [str(f.type) for f in t.schema],
+    "rows": t.num_rows,
+    "ids": sorted(r["conversation_id"] for r in rows),
+    "dim": len(rows[0]["embedding"]),
+    "system": rows[0]["system_id"],
+    "metadata": json.loads(rows[0]["metadata"]),
+}))
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&files[0])
+        .output()
+        .expect("python3 with pyarrow (scripts/ensure-test-tools.sh) must be on PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // pyarrow also reads the hive partition of the path (cold/shard=NNN/...) as a column
+    assert_eq!(
+        got["columns"],
+        json!([
+            "system_id",
+            "conversation_id",
+            "content",
+            "summary",
+            "embedding",
+            "timestamp",
+            "metadata",
+            "shard"
+        ])
+    );
+    assert_eq!(
+        got["types"][4], "fixed_size_list<item: float not null>[384]",
+        "{got}"
+    );
+    assert_eq!(got["types"][5], "timestamp[us, tz=UTC]", "{got}");
+    assert_eq!(got["rows"], 20);
+    assert_eq!(got["ids"][0], "c200");
+    assert_eq!(got["dim"], 384);
+    assert_eq!(got["system"], "ager-1");
+    assert!(got["metadata"]["n"].as_u64().unwrap() >= 200, "{got}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
-//! The ager: moves records whose age passed `aging.hot_days` from hot to warm, on the node's
-//! own schedule and on demand, one bounded step per shard at a time.
+//! The ager: moves records past `aging.hot_days` from hot to warm and past `aging.warm_days`
+//! from warm to cold, on the node's own schedule and on demand, in bounded steps per shard.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,18 +8,28 @@ use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message};
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
 use crate::actors::directory::ShardDirectory;
-use crate::actors::shard::ShardMsg;
+use crate::actors::shard::{cold_row, ShardMsg};
 use crate::config::AgingConfig;
+use crate::ingest::upload_data::sha256_hex;
 use crate::record::{ShardId, SHARD_COUNT};
+use crate::storage::cold_file::{read_cold_file, write_cold_file, ColdRow};
+use crate::storage::cold_tier::{ColdFile, ColdTier, SystemRows};
+use crate::storage::warm::WarmRecord;
 
 /// What one aging run moved.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AgingReport {
     /// records moved from hot to warm
     pub hot_to_warm: usize,
-    /// records moved from warm to cold (the cold tier is not built yet: always 0)
+    /// records moved from warm to cold
     pub warm_to_cold: usize,
+    /// cold files written
+    pub cold_files: usize,
     /// shards that were down or failed, whose records wait for the next run
     pub missing_shards: Vec<ShardId>,
     /// time taken, in milliseconds
@@ -29,11 +39,14 @@ pub struct AgingReport {
 /// Ages every shard that is up: repeated bounded steps until a shard has nothing left to move.
 pub async fn age_all(
     directory: &ShardDirectory,
+    cold: &ColdTier,
     config: &AgingConfig,
     timeout: Duration,
 ) -> AgingReport {
     let started = Instant::now();
-    let cutoff = Utc::now().timestamp_micros() - (config.hot_days * 86_400e6) as i64;
+    let now = Utc::now().timestamp_micros();
+    let cutoff = now - (config.hot_days * 86_400e6) as i64;
+    let cold_cutoff = now - (config.warm_days * 86_400e6) as i64;
     let mut report = AgingReport::default();
     let up = directory.up();
     let mut answered = [false; SHARD_COUNT];
@@ -53,7 +66,18 @@ pub async fn age_all(
                 Ok(ractor::rpc::CallResult::Success(Ok(n))) => {
                     report.hot_to_warm += n;
                     if n < config.batch {
-                        answered[shard as usize] = true;
+                        match age_to_cold(&actor, shard, cold, cold_cutoff, config.batch, timeout)
+                            .await
+                        {
+                            Ok((moved, files)) => {
+                                report.warm_to_cold += moved;
+                                report.cold_files += files;
+                                answered[shard as usize] = true;
+                            }
+                            Err(error) => {
+                                tracing::warn!(shard, %error, "moving warm records to cold failed; they stay warm until the next run");
+                            }
+                        }
                         break;
                     }
                 }
@@ -77,6 +101,150 @@ pub async fn age_all(
     report
 }
 
+/// Moves a shard's warm records past the cutoff into cold files: each file is written,
+/// read back and checked, then committed (catalog in, warm out, in one transaction).
+/// Returns records moved and files written.
+async fn age_to_cold(
+    actor: &ActorRef<ShardMsg>,
+    shard: ShardId,
+    cold: &ColdTier,
+    cutoff_micros: i64,
+    batch: usize,
+    timeout: Duration,
+) -> Result<(usize, usize), String> {
+    let (mut moved, mut files) = (0, 0);
+    loop {
+        let due = match actor
+            .call(
+                |reply| ShardMsg::ColdCandidates {
+                    cutoff_micros,
+                    max: batch,
+                    reply,
+                },
+                Some(timeout),
+            )
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(Ok(due))) => due,
+            Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(e.to_string()),
+            _ => return Err("shard did not answer".to_string()),
+        };
+        let n_due = due.len();
+        if n_due == 0 {
+            return Ok((moved, files));
+        }
+        let mut months: BTreeMap<String, Vec<WarmRecord>> = BTreeMap::new();
+        for r in due {
+            let month = chrono::DateTime::<Utc>::from_timestamp_micros(r.timestamp_micros)
+                .unwrap_or_default()
+                .format("%Y-%m")
+                .to_string();
+            months.entry(month).or_default().push(r);
+        }
+        for (month, records) in months {
+            let file = write_verified(cold, shard, &month, &records).await?;
+            let keys = records
+                .iter()
+                .map(|r| (r.system_id.clone(), r.conversation_id.clone()))
+                .collect();
+            match actor
+                .call(
+                    |reply| ShardMsg::CommitCold { file, keys, reply },
+                    Some(timeout),
+                )
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(Ok(n))) => {
+                    moved += n;
+                    files += 1;
+                }
+                Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(e.to_string()),
+                _ => return Err("shard did not answer the commit".to_string()),
+            }
+        }
+        if n_due < batch {
+            return Ok((moved, files));
+        }
+    }
+}
+
+/// Writes one cold file to the object store, reads it back and checks it; returns its entry.
+async fn write_verified(
+    cold: &ColdTier,
+    shard: ShardId,
+    month: &str,
+    records: &[WarmRecord],
+) -> Result<ColdFile, String> {
+    let seq = cold.next_seq().map_err(|e| e.to_string())?;
+    let path = format!("cold/shard={shard:03}/{month}/{seq:020}.parquet");
+    let rows: Vec<ColdRow> = records.iter().map(cold_row).collect();
+    let expected_keys: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.system_id.clone(), r.conversation_id.clone()))
+        .collect();
+    let mut systems: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &rows {
+        *systems.entry(r.system_id.clone()).or_default() += 1;
+    }
+    let min_ts = rows.iter().map(|r| r.timestamp_micros).min().unwrap_or(0);
+    let max_ts = rows.iter().map(|r| r.timestamp_micros).max().unwrap_or(0);
+    let (bytes, sha256) = tokio::task::spawn_blocking(move || {
+        write_cold_file(&rows).map(|b| {
+            let sha = sha256_hex(&b);
+            (b, sha)
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    cold.store()
+        .put(&path, Bytes::from(bytes))
+        .await
+        .map_err(|e| e.to_string())?;
+    let back = cold
+        .store()
+        .get(&path, u64::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    let check_sha = sha256.clone();
+    let check_path = path.clone();
+    tokio::task::spawn_blocking(move || {
+        if sha256_hex(&back) != check_sha {
+            return Err(format!(
+                "cold file {check_path} read back with another checksum"
+            ));
+        }
+        let rows = read_cold_file(back).map_err(|e| e.to_string())?;
+        let keys: Vec<(String, String)> = rows
+            .into_iter()
+            .map(|r| (r.system_id, r.conversation_id))
+            .collect();
+        if keys != expected_keys {
+            return Err(format!("cold file {check_path} read back with other rows"));
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(ColdFile {
+        path,
+        shard,
+        month: month.to_string(),
+        min_ts,
+        max_ts,
+        systems: systems
+            .into_iter()
+            .map(|(system_id, rows)| SystemRows {
+                system_id,
+                rows,
+                deleted: 0,
+            })
+            .collect(),
+        sha256,
+        seq,
+    })
+}
+
 /// What the ager is told.
 pub enum AgerMsg {
     /// Runs aging now (sent by the ager to itself on its schedule).
@@ -89,6 +257,8 @@ impl Message for AgerMsg {}
 pub struct AgerArgs {
     /// live shard actors
     pub directory: Arc<ShardDirectory>,
+    /// the cold tier
+    pub cold: Arc<ColdTier>,
     /// ages, schedule and step size
     pub config: AgingConfig,
     /// how long one shard step may take
@@ -125,7 +295,8 @@ impl Actor for Ager {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             AgerMsg::Tick => {
-                let report = age_all(&state.directory, &state.config, state.timeout).await;
+                let report =
+                    age_all(&state.directory, &state.cold, &state.config, state.timeout).await;
                 if report.hot_to_warm > 0 || !report.missing_shards.is_empty() {
                     tracing::info!(
                         moved = report.hot_to_warm,

@@ -11,6 +11,7 @@ use crate::actors::ingestion_supervisor::{IngestionArgs, IngestionMsg, Ingestion
 use crate::actors::query_coordinator::{CoordinatorArgs, CoordinatorMsg, QueryCoordinator};
 use crate::actors::shard_supervisor::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg};
 use crate::search::Searcher;
+use crate::storage::cold_tier::ColdTier;
 use crate::storage::{HotIndex, HotStore};
 
 /// The node supervisor takes no messages of its own yet.
@@ -51,6 +52,8 @@ pub struct NodeArgs {
     pub ingestion: Option<IngestionArgs>,
     /// scheduled aging, started once the shards have loaded
     pub aging: Option<(crate::config::AgingConfig, std::time::Duration)>,
+    /// the cold tier
+    pub cold: Arc<ColdTier>,
 }
 
 /// The node supervisor's state.
@@ -90,6 +93,7 @@ impl NodeSupervisor {
                 Ager,
                 AgerArgs {
                     directory: Arc::clone(&args.directory),
+                    cold: Arc::clone(&args.cold),
                     config: config.clone(),
                     timeout: *timeout,
                 },
@@ -138,6 +142,7 @@ impl Actor for NodeSupervisor {
                 index: Arc::clone(&args.index),
                 directory: Arc::clone(&args.directory),
                 exact_system_limit: args.exact_system_limit,
+                cold: Arc::clone(&args.cold),
             },
             myself.get_cell(),
         )

@@ -11,9 +11,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
 
 use crate::record::{record_key, MemoryRecord, ShardId, StoredRecord};
 use crate::storage::aging::{age_to_warm, settle_interrupted};
+use crate::storage::cold_file::ColdRow;
+use crate::storage::cold_tier::{ColdFile, ColdTier};
 use crate::storage::hot_index::PointMeta;
 use crate::storage::hot_store::{decode, encode};
-use crate::storage::warm::decode_warm;
+use crate::storage::warm::{decode_warm, WarmRecord};
 use crate::storage::warm_index::WarmPointId;
 use crate::storage::{HotIndex, HotStore, PointId, StorageError};
 
@@ -39,6 +41,24 @@ pub enum ShardMsg {
         /// most records moved by this call
         max: usize,
         /// records moved
+        reply: RpcReplyPort<Result<usize, StorageError>>,
+    },
+    /// Up to `max` warm records older than the cutoff, for the ager to write to a cold file.
+    ColdCandidates {
+        /// records with a timestamp before this (microseconds) are due
+        cutoff_micros: i64,
+        /// most records returned
+        max: usize,
+        /// the due records
+        reply: RpcReplyPort<Result<Vec<WarmRecord>, StorageError>>,
+    },
+    /// Commits a written and verified cold file; replies with how many records moved.
+    CommitCold {
+        /// the file's catalog entry
+        file: ColdFile,
+        /// (system, conversation) of its rows
+        keys: Vec<(String, String)>,
+        /// records moved out of warm
         reply: RpcReplyPort<Result<usize, StorageError>>,
     },
     /// Which points a system-scoped search should look at.
@@ -93,6 +113,8 @@ pub struct ShardArgs {
     pub index: Arc<HotIndex>,
     /// systems at most this large are searched exactly
     pub exact_system_limit: usize,
+    /// the cold tier, where aged warm records go and deletions must reach
+    pub cold: Arc<ColdTier>,
 }
 
 /// Points of one system on this shard.
@@ -113,6 +135,7 @@ pub struct ShardState {
     /// warm points by system and conversation
     warm: HashMap<String, HashMap<Box<str>, WarmPointId>>,
     warm_records: usize,
+    cold: Arc<ColdTier>,
 }
 
 /// The shard actor.
@@ -138,6 +161,7 @@ impl Actor for ShardActor {
             loaded_records: 0,
             warm: HashMap::new(),
             warm_records: 0,
+            cold: args.cold,
         };
         state.load().await?;
         Ok(state)
@@ -168,6 +192,23 @@ impl Actor for ShardActor {
                 reply,
             } => {
                 let result = state.age(cutoff_micros, max).await;
+                let _ = reply.send(result);
+            }
+            ShardMsg::ColdCandidates {
+                cutoff_micros,
+                max,
+                reply,
+            } => {
+                let tree = self_tree_warm(state);
+                let result =
+                    tokio::task::spawn_blocking(move || cold_due(&tree, cutoff_micros, max))
+                        .await
+                        .map_err(|e| StorageError::Task(e.to_string()))
+                        .and_then(|r| r);
+                let _ = reply.send(result);
+            }
+            ShardMsg::CommitCold { file, keys, reply } => {
+                let result = state.commit_cold(file, keys);
                 let _ = reply.send(result);
             }
             ShardMsg::Candidates(system_id, reply) => {
@@ -272,6 +313,29 @@ impl ShardState {
         }
     }
 
+    /// Commits a cold file (catalog in, warm records out, atomically) and forgets the moved points.
+    fn commit_cold(
+        &mut self,
+        file: ColdFile,
+        keys: Vec<(String, String)>,
+    ) -> Result<usize, StorageError> {
+        let moved = self
+            .cold
+            .commit(self.store.warm_tree(self.shard), file, &keys)?;
+        let mut points = Vec::with_capacity(moved.len());
+        for (system_id, conversation_id) in &moved {
+            if let Some(system) = self.warm.get_mut(system_id) {
+                points.extend(system.remove(conversation_id.as_str()));
+                if system.is_empty() {
+                    self.warm.remove(system_id);
+                }
+            }
+        }
+        self.warm_records -= points.len();
+        self.index.warm.delete(&points);
+        Ok(moved.len())
+    }
+
     /// Drops the warm copies of conversations (written again hot, or deleted); returns how many.
     fn forget_warm(
         &mut self,
@@ -364,7 +428,13 @@ impl ShardState {
             (Some(w), None) => w.keys().cloned().collect(),
         };
         let warm_deleted = self.forget_warm(system_id, &warm)?;
-        Ok(warm_deleted + self.delete_hot(system_id, conversation_id).await?)
+        let hot_deleted = self.delete_hot(system_id, conversation_id).await?;
+        let cold_deleted = self
+            .cold
+            .delete(self.shard, system_id, conversation_id)
+            .await
+            .map_err(|e| StorageError::Task(format!("cold tier: {e}")))?;
+        Ok(warm_deleted + hot_deleted + cold_deleted)
     }
 
     /// Removes hot records of a system (or one conversation) from the tree, then the index.
@@ -540,4 +610,43 @@ fn load_warm_tree(
         .zip(ids)
         .map(|((s, c), id)| (s, c, id))
         .collect())
+}
+
+fn self_tree_warm(state: &ShardState) -> sled::Tree {
+    state.store.warm_tree(state.shard).clone()
+}
+
+/// Up to `max` warm records older than the cutoff; blocking.
+fn cold_due(
+    tree: &sled::Tree,
+    cutoff_micros: i64,
+    max: usize,
+) -> Result<Vec<WarmRecord>, StorageError> {
+    let mut due = Vec::new();
+    for item in tree.iter() {
+        let (key, value) = item?;
+        match decode_warm(&key, &value) {
+            Ok(r) if r.timestamp_micros < cutoff_micros && r.is_intact() => {
+                due.push(r);
+                if due.len() >= max {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(due)
+}
+
+/// A warm record as a cold row.
+pub fn cold_row(r: &WarmRecord) -> ColdRow {
+    ColdRow {
+        system_id: r.system_id.clone(),
+        conversation_id: r.conversation_id.clone(),
+        content: r.content.clone(),
+        summary: r.summary.clone(),
+        embedding: r.embedding(),
+        timestamp_micros: r.timestamp_micros,
+        metadata_json: r.metadata_json.clone(),
+    }
 }

@@ -12,6 +12,7 @@ use ractor::{
 use crate::actors::directory::ShardDirectory;
 use crate::actors::shard::{ShardActor, ShardArgs};
 use crate::record::{ShardId, SHARD_COUNT};
+use crate::storage::cold_tier::ColdTier;
 use crate::storage::{HotIndex, HotStore};
 
 /// How many shards load from disk at once when the node starts.
@@ -35,6 +36,8 @@ pub struct ShardSupervisorArgs {
     pub directory: Arc<ShardDirectory>,
     /// see [`ShardArgs::exact_system_limit`]
     pub exact_system_limit: usize,
+    /// the cold tier
+    pub cold: Arc<ColdTier>,
 }
 
 /// The supervisor's state.
@@ -60,6 +63,7 @@ impl ShardSupervisor {
             store: args.store.clone(),
             index: Arc::clone(&args.index),
             exact_system_limit: args.exact_system_limit,
+            cold: Arc::clone(&args.cold),
         };
         let (actor, _) = Actor::spawn_linked(None, ShardActor, shard_args, myself.clone()).await?;
         Ok(actor)

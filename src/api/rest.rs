@@ -40,7 +40,7 @@ pub struct SearchBody {
     pub since: Option<String>,
     /// only records at or before, RFC 3339
     pub until: Option<String>,
-    /// tiers to search: any of "hot", "warm" (default both)
+    /// tiers to search: any of "hot", "warm", "cold" (default hot and warm)
     pub tiers: Option<Vec<String>>,
 }
 
@@ -115,16 +115,13 @@ fn parse_tiers(names: &[String]) -> Result<Tiers, ApiError> {
     let mut tiers = Tiers {
         hot: false,
         warm: false,
+        cold: false,
     };
     for name in names {
         match name.as_str() {
             "hot" => tiers.hot = true,
             "warm" => tiers.warm = true,
-            "cold" => {
-                return Err(ApiError::bad_request(
-                    "tiers: the cold tier is not searchable on this node yet; give \"hot\" and/or \"warm\"",
-                ))
-            }
+            "cold" => tiers.cold = true,
             other => {
                 return Err(ApiError::bad_request(format!(
                     "tiers: expected \"hot\", \"warm\" or \"cold\", got {other:?}"
@@ -132,7 +129,7 @@ fn parse_tiers(names: &[String]) -> Result<Tiers, ApiError> {
             }
         }
     }
-    if !tiers.hot && !tiers.warm {
+    if !tiers.hot && !tiers.warm && !tiers.cold {
         return Err(ApiError::bad_request(
             "tiers must name at least one tier, got none",
         ));

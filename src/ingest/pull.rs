@@ -10,19 +10,12 @@ use crate::ingest::ledger::UploadLedger;
 use crate::ingest::upload_processor::{UploadLimits, UploadProcessor};
 use crate::ingest::upload_status::{UploadStatus, UploadsReport};
 use crate::ingest::writer::Writer;
-use crate::storage::objects::{open_object_store, OpenStoreError};
 use crate::storage::resilient::ResilientStore;
 use crate::storage::{HotStore, StorageError};
 
 /// Why pull ingestion could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    /// The configuration names no usable object store.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// The object store could not be opened.
-    #[error(transparent)]
-    Open(#[from] OpenStoreError),
     /// The ledger could not be read.
     #[error("cannot read the upload ledger: {0}")]
     Ledger(#[from] StorageError),
@@ -43,15 +36,13 @@ pub struct PullIngestion {
 }
 
 impl PullIngestion {
-    /// Opens the configured object store and reads the ledger (blocking: call it off the runtime).
-    pub fn open(config: &Config, hot: &HotStore, writer: Arc<Writer>) -> Result<Self, PullError> {
-        let url = config.object_store_url()?;
-        let inner = open_object_store(&url, &config.object_store)?;
-        let store = Arc::new(ResilientStore::new(
-            inner,
-            url.to_string(),
-            &config.object_store,
-        ));
+    /// Sets up pulling from `store` and reads the ledger (blocking: call it off the runtime).
+    pub fn open(
+        config: &Config,
+        hot: &HotStore,
+        store: Arc<ResilientStore>,
+        writer: Arc<Writer>,
+    ) -> Result<Self, PullError> {
         let ledger = UploadLedger::open(hot)?;
         let status = Arc::new(UploadStatus::from_summary(ledger.summary()?));
         let u = &config.uploads;

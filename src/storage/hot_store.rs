@@ -68,6 +68,11 @@ impl HotStore {
         &self.warm_trees[shard as usize % SHARD_COUNT]
     }
 
+    /// A number larger than every one this database gave before, also across restarts.
+    pub fn next_seq(&self) -> Result<u64, StorageError> {
+        Ok(self.db.generate_id()?)
+    }
+
     /// Makes every write so far durable, on the calling (blocking) thread.
     pub fn flush_blocking(&self) -> Result<(), StorageError> {
         self.db.flush()?;

@@ -2,6 +2,8 @@
 
 pub mod aging;
 pub mod ann;
+pub mod cold_file;
+pub mod cold_tier;
 pub mod distance;
 pub mod hot_index;
 pub mod hot_store;

@@ -252,6 +252,21 @@ impl ResilientStore {
         })
     }
 
+    /// Writes a whole object (replacing one of the same key).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let path = Path::from(key);
+        self.call(|| {
+            let (path, bytes) = (path.clone(), bytes.clone());
+            async move {
+                match self.inner.put(&path, bytes.into()).await {
+                    Ok(_) => Attempt::Done(()),
+                    Err(e) => classify(e),
+                }
+            }
+        })
+        .await
+    }
+
     /// Runs `op` with retries; a not-found answer is final and counts as the store answering.
     async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Makes the real peers the tests use available: an S3-compatible server (moto_server, from
+# PyPI's moto[server]) and pyarrow (to open the cold tier's Parquet files as a reader of
+# ours would). Uses them when python3 and PATH already have them, else installs pinned
+# versions into .venv-test/ (ignored by git). Prints the directory to put first on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MOTO_VERSION="5.2.1"
+PYARROW_VERSION="22.0.0"
+if command -v moto_server >/dev/null 2>&1 && python3 -c 'import pyarrow' 2>/dev/null; then
+    dirname "$(command -v python3)"
+    exit 0
+fi
+VENV=".venv-test"
+if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python3" -c 'import pyarrow' 2>/dev/null; then
+    echo "installing moto[server]==$MOTO_VERSION and pyarrow==$PYARROW_VERSION into $VENV for the tests" >&2
+    python3 -m venv "$VENV" >&2
+    "$VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" "pyarrow==$PYARROW_VERSION" >&2
+fi
+echo "$PWD/$VENV/bin"
