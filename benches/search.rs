@@ -2,9 +2,11 @@
 //! own write path, then measures ingest rate, global and system-scoped top-10 latency,
 //! QPS, recall@10 against exact search, and resident memory.
 //!
-//! usage: cargo bench --bench search -- DATA_DIR [--warm]   (see scripts/bench-search.sh)
+//! usage: cargo bench --bench search -- DATA_DIR [--warm | --cold]   (see scripts/bench-search.sh)
 //! With --warm the records are 30 days old and aged into the warm tier first: the figures
-//! are then aging throughput and warm-tier search.
+//! are then aging throughput and warm-tier search. With --cold they are 200 days old and go
+//! on to cold Parquet files on the local object store; searches then ask the cold tier for
+//! one calendar month (20 global queries, every system-scoped one).
 //! Index and search settings come from AKOSHA__SECTION__KEY variables as for the node.
 
 use std::collections::HashMap;
@@ -12,11 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use akosha::actors::ager::age_all;
 use akosha::config::Config;
 use akosha::ingest::PendingRecord;
 use akosha::node::Node;
 use akosha::record::{content_hash, EMBEDDING_DIM};
-use akosha::search::{QueryTarget, SearchQuery};
+use akosha::search::{QueryTarget, SearchQuery, Tiers};
+use chrono::Datelike;
 
 mod vectors;
 
@@ -75,15 +79,34 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// What the queries of this run look like: which tiers, which time range, how many.
+struct Mode {
+    tiers: Tiers,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    global_queries: usize,
+}
+
+static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
+
+fn mode() -> &'static Mode {
+    MODE.get_or_init(|| Mode {
+        tiers: Tiers::default(),
+        since: None,
+        until: None,
+        global_queries: usize::MAX,
+    })
+}
+
 fn query(v: &[f32], system: Option<String>) -> SearchQuery {
     SearchQuery {
         target: QueryTarget::Embedding(v.to_vec()),
         limit: K,
         threshold: None,
         system_id: system,
-        since: None,
-        until: None,
-        tiers: Default::default(),
+        since: mode().since,
+        until: mode().until,
+        tiers: mode().tiers,
     }
 }
 
@@ -112,7 +135,11 @@ async fn run_queries(
             let mut lat = Vec::new();
             let mut hits = 0usize;
             let mut wanted = 0usize;
-            for q in (c..data.nq).step_by(clients) {
+            let nq = match scoped {
+                Some(_) => data.nq,
+                None => data.nq.min(mode().global_queries),
+            };
+            for q in (c..nq).step_by(clients) {
                 let v = &data.queries[q * EMBEDDING_DIM..(q + 1) * EMBEDDING_DIM];
                 let system = scoped.as_ref().map(|s| s[q].clone());
                 let t = Instant::now();
@@ -191,7 +218,8 @@ fn main() {
 
 async fn run(dir: &Path) {
     // --warm: records are 30 days old, aged to the warm tier, and searched there
-    let warm = std::env::args().any(|a| a == "--warm");
+    let cold = std::env::args().any(|a| a == "--cold");
+    let warm = cold || std::env::args().any(|a| a == "--warm");
     let mut data = load(dir);
     // exact system-scoped answers need the base vectors, which are dropped after ingest so
     // that resident memory measures the node, not the benchmark's copy of the data set
@@ -212,7 +240,9 @@ async fn run(dir: &Path) {
     node.start().await.expect("start node");
 
     // ingest through the node's write path: validated records, routed to shards, durable
-    let timestamp = if warm {
+    let timestamp = if cold {
+        chrono::Utc::now() - chrono::Duration::days(200)
+    } else if warm {
         chrono::Utc::now() - chrono::Duration::days(30)
     } else {
         chrono::Utc::now()
@@ -267,7 +297,16 @@ async fn run(dir: &Path) {
 
     if warm {
         let t = Instant::now();
-        let report = node.age().await.expect("aging runs");
+        // hot to warm only: nothing is old enough for cold in this step
+        let mut only_warm = node.config.aging.clone();
+        only_warm.warm_days = 1e6;
+        let report = age_all(
+            &node.directory,
+            &node.cold,
+            &only_warm,
+            Duration::from_secs(600),
+        )
+        .await;
         let secs = t.elapsed().as_secs_f64();
         println!(
             "{{\"bench\": \"aging_hot_to_warm\", \"records\": {}, \"seconds\": {secs:.2}, \"records_per_s\": {:.0}, \"missing_shards\": {}}}",
@@ -277,6 +316,44 @@ async fn run(dir: &Path) {
         );
         let stats = node.stats().await;
         assert_eq!(stats.records.warm, data.n, "every record is warm");
+    }
+    if cold {
+        let t = Instant::now();
+        let report = age_all(
+            &node.directory,
+            &node.cold,
+            &node.config.aging,
+            Duration::from_secs(600),
+        )
+        .await;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{{\"bench\": \"aging_warm_to_cold\", \"records\": {}, \"files\": {}, \"seconds\": {secs:.2}, \"records_per_s\": {:.0}, \"missing_shards\": {}}}",
+            report.warm_to_cold,
+            report.cold_files,
+            report.warm_to_cold as f64 / secs,
+            report.missing_shards.len()
+        );
+        let stats = node.stats().await;
+        assert_eq!(stats.records.cold, data.n, "every record is cold");
+        // one month: the calendar month of the records' timestamps
+        let month_start = timestamp
+            .date_naive()
+            .with_day(1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc());
+        let month_end =
+            month_start.map(|s| s + chrono::Months::new(1) - chrono::Duration::microseconds(1));
+        let _ = MODE.set(Mode {
+            tiers: Tiers {
+                hot: false,
+                warm: false,
+                cold: true,
+            },
+            since: month_start,
+            until: month_end,
+            global_queries: 20,
+        });
     }
     // wait for the background index builds to catch up
     loop {
@@ -293,7 +370,13 @@ async fn run(dir: &Path) {
         stats.segments, stats.live_points
     );
 
-    let prefix = if warm { "warm_" } else { "" };
+    let prefix = if cold {
+        "cold_month_"
+    } else if warm {
+        "warm_"
+    } else {
+        ""
+    };
     let global_truth: Arc<Vec<Vec<u32>>> = Arc::new(
         (0..data.nq)
             .map(|q| data.gt[q * 100..q * 100 + K].to_vec())

@@ -5,6 +5,8 @@
 #   scripts/bench-search.sh 1000000
 #   scripts/bench-search.sh 1000000 --warm   # records 30 days old: aging throughput and
 #                                            # warm-tier search instead (no faiss run)
+#   scripts/bench-search.sh 1000000 --cold   # 200 days old: on to cold Parquet files, and
+#                                            # cold search over one month
 # Needs python3 with numpy and faiss-cpu (installed with pip when missing).
 # Settings of the node can be changed with AKOSHA__INDEX__EF_SEARCH=... and friends.
 set -euo pipefail
@@ -18,7 +20,7 @@ if [ ! -f "$data/meta.json" ]; then
   python3 "$shared/bench/vectors.py" "$n" "$data"
 fi
 shift || true
-if [ "${1:-}" != "--warm" ]; then
+if [ "${1:-}" != "--warm" ] && [ "${1:-}" != "--cold" ]; then
   echo "== faiss HNSW reference (one unsharded index) ==" >&2
   python3 scripts/faiss_reference.py "$data" 10 32,64,96,128
 fi
