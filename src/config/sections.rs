@@ -229,7 +229,7 @@ impl Default for UploadsConfig {
     }
 }
 
-/// `[aging]`: when records move from hot to warm (and later to cold), measured on their timestamp.
+/// `[aging]`: when records move from hot to warm and from warm to cold, measured on their timestamp.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgingConfig {
