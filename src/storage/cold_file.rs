@@ -113,6 +113,149 @@ pub fn write_cold_file(rows: &[ColdRow]) -> Result<Vec<u8>, StorageError> {
     Ok(out)
 }
 
+/// A cold file decoded into columns, scanned without building a row per record.
+pub struct ColdColumns {
+    batches: Vec<ColdBatch>,
+    /// rows before each batch
+    starts: Vec<usize>,
+    len: usize,
+}
+
+struct ColdBatch {
+    system: StringArray,
+    conversation: StringArray,
+    content: StringArray,
+    summary: StringArray,
+    metadata: StringArray,
+    embedding: Float32Array,
+    timestamp: TimestampMicrosecondArray,
+}
+
+impl ColdColumns {
+    /// Decodes a cold file; CPU work for a blocking thread.
+    pub fn read(bytes: Bytes) -> Result<ColdColumns, StorageError> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.with_batch_size(64 * 1024).build())
+            .map_err(parquet_error)?;
+        let (mut batches, mut starts, mut len) = (Vec::new(), Vec::new(), 0);
+        for batch in reader {
+            let batch = batch.map_err(parquet_error)?;
+            starts.push(len);
+            len += batch.num_rows();
+            batches.push(ColdBatch::from_batch(&batch)?);
+        }
+        Ok(ColdColumns {
+            batches,
+            starts,
+            len,
+        })
+    }
+
+    /// Rows in the file.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the file holds no row.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes the columns take in memory, roughly.
+    pub fn memory_bytes(&self) -> usize {
+        self.batches
+            .iter()
+            .map(|b| {
+                b.embedding.len() * 4
+                    + [
+                        &b.system,
+                        &b.conversation,
+                        &b.content,
+                        &b.summary,
+                        &b.metadata,
+                    ]
+                    .iter()
+                    .map(|a| a.values().len() + a.len() * 4)
+                    .sum::<usize>()
+                    + b.timestamp.len() * 8
+            })
+            .sum()
+    }
+
+    /// Calls `f(row, system, conversation, timestamp, embedding)` for every row.
+    pub fn scan(&self, mut f: impl FnMut(usize, &str, &str, i64, &[f32])) {
+        for (b, start) in self.batches.iter().zip(&self.starts) {
+            let values = b.embedding.values();
+            for i in 0..b.system.len() {
+                f(
+                    start + i,
+                    b.system.value(i),
+                    b.conversation.value(i),
+                    b.timestamp.value(i),
+                    &values[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM],
+                );
+            }
+        }
+    }
+
+    /// One row, whole.
+    pub fn row(&self, row: usize) -> Option<ColdRow> {
+        let bi = self.starts.partition_point(|s| *s <= row).checked_sub(1)?;
+        let (b, i) = (&self.batches[bi], row - self.starts[bi]);
+        if i >= b.system.len() {
+            return None;
+        }
+        Some(ColdRow {
+            system_id: b.system.value(i).to_string(),
+            conversation_id: b.conversation.value(i).to_string(),
+            content: b.content.value(i).to_string(),
+            summary: b.summary.value(i).to_string(),
+            embedding: b.embedding.values()[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM].to_vec(),
+            timestamp_micros: b.timestamp.value(i),
+            metadata_json: b.metadata.value(i).to_string(),
+        })
+    }
+}
+
+impl ColdBatch {
+    fn from_batch(batch: &RecordBatch) -> Result<ColdBatch, StorageError> {
+        let text = |name: &str| -> Result<StringArray, StorageError> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .cloned()
+                .ok_or_else(|| parquet_error(format!("column {name} missing or not utf8")))
+        };
+        let embedding = batch
+            .column_by_name("embedding")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+            .ok_or_else(|| parquet_error("column embedding missing or not a fixed-size list"))?;
+        let values = embedding
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| parquet_error("embedding values are not float32"))?
+            .slice(
+                embedding.offset() * EMBEDDING_DIM,
+                embedding.len() * EMBEDDING_DIM,
+            );
+        let timestamp = batch
+            .column_by_name("timestamp")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .cloned()
+            .ok_or_else(|| parquet_error("column timestamp missing or not microseconds"))?;
+        Ok(ColdBatch {
+            system: text("system_id")?,
+            conversation: text("conversation_id")?,
+            content: text("content")?,
+            summary: text("summary")?,
+            metadata: text("metadata")?,
+            embedding: values,
+            timestamp,
+        })
+    }
+}
+
 /// Reads a cold file back into rows; CPU work for a blocking thread.
 pub fn read_cold_file(bytes: Bytes) -> Result<Vec<ColdRow>, StorageError> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -182,6 +325,21 @@ mod tests {
             .collect();
         let bytes = write_cold_file(&rows).unwrap();
         assert_eq!(&bytes[..4], b"PAR1");
-        assert_eq!(read_cold_file(Bytes::from(bytes)).unwrap(), rows);
+        assert_eq!(read_cold_file(Bytes::from(bytes.clone())).unwrap(), rows);
+        let columns = ColdColumns::read(Bytes::from(bytes)).unwrap();
+        assert_eq!(columns.len(), 5);
+        assert_eq!(columns.row(3).unwrap(), rows[3]);
+        let mut seen = Vec::new();
+        columns.scan(|i, s, c, t, e| seen.push((i, s.to_string(), c.to_string(), t, e[1])));
+        assert_eq!(
+            seen[4],
+            (
+                4,
+                "s4".into(),
+                "c4".into(),
+                rows[4].timestamp_micros,
+                rows[4].embedding[1]
+            )
+        );
     }
 }

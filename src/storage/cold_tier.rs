@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use crate::record::{record_key, ShardId, SHARD_COUNT};
-use crate::storage::cold_file::{read_cold_file, ColdRow};
+use crate::storage::cold_file::{ColdColumns, ColdRow};
 use crate::storage::distance::{dot, TopK};
 use crate::storage::resilient::{ResilientStore, StoreError};
 use crate::storage::{HotStore, StorageError};
@@ -85,7 +85,7 @@ pub struct ColdHit {
 
 #[derive(Default)]
 struct Cache {
-    files: HashMap<String, Arc<Vec<ColdRow>>>,
+    files: HashMap<String, Arc<ColdColumns>>,
     order: VecDeque<(String, usize)>,
     bytes: usize,
 }
@@ -218,11 +218,12 @@ impl ColdTier {
             }
             Some(c) => {
                 for f in files {
-                    let rows = self.rows(&f).await?;
-                    let found = rows.iter().any(|r| {
-                        r.system_id == system_id
-                            && r.conversation_id == c
-                            && !self.hidden(r, f.seq).unwrap_or(true)
+                    let columns = self.columns(&f).await?;
+                    let mut found = false;
+                    columns.scan(|_, s, conv, _, _| {
+                        found |= s == system_id
+                            && conv == c
+                            && !self.hidden(s, conv, f.seq).unwrap_or(true);
                     });
                     if found {
                         changed.push((f, 1));
@@ -265,18 +266,20 @@ impl ColdTier {
     }
 
     /// Whether a row of a file with sequence `seq` is hidden by a newer tombstone.
-    pub fn hidden(&self, row: &ColdRow, seq: u64) -> Result<bool, StorageError> {
-        if seq_of(self.deleted_systems.get(row.system_id.as_bytes())?) > seq {
-            return Ok(true);
-        }
-        let key = record_key(&row.system_id, &row.conversation_id);
-        Ok(seq_of(self.tombstones.get(key)?) > seq)
+    pub fn hidden(&self, system: &str, conversation: &str, seq: u64) -> Result<bool, StorageError> {
+        hidden_in(
+            &self.deleted_systems,
+            &self.tombstones,
+            system,
+            conversation,
+            seq,
+        )
     }
 
-    /// A file's rows, from the cache or the object store (checked against its checksum).
-    pub async fn rows(&self, file: &ColdFile) -> Result<Arc<Vec<ColdRow>>, ColdError> {
-        if let Some(rows) = self.cache.lock().files.get(&file.path) {
-            return Ok(Arc::clone(rows));
+    /// A file's columns, from the cache or the object store (checked against its checksum).
+    pub async fn columns(&self, file: &ColdFile) -> Result<Arc<ColdColumns>, ColdError> {
+        if let Some(columns) = self.cache.lock().files.get(&file.path) {
+            return Ok(Arc::clone(columns));
         }
         let bytes: Bytes = self.store.get(&file.path, u64::MAX).await?;
         let expected = file.sha256.clone();
@@ -285,20 +288,11 @@ impl ColdTier {
             if crate::ingest::upload_data::sha256_hex(&bytes) != expected {
                 return Err(ColdError::Damaged(path));
             }
-            Ok(read_cold_file(bytes)?)
+            Ok(ColdColumns::read(bytes)?)
         })
         .await
         .map_err(|e| StorageError::Task(e.to_string()))??;
-        let size: usize = rows
-            .iter()
-            .map(|r| {
-                r.content.len()
-                    + r.summary.len()
-                    + r.metadata_json.len()
-                    + r.embedding.len() * 4
-                    + 64
-            })
-            .sum();
+        let size = rows.memory_bytes();
         let rows = Arc::new(rows);
         let mut cache = self.cache.lock();
         while cache.bytes + size > CACHE_BYTES {
@@ -337,34 +331,60 @@ impl ColdTier {
                 })
             })
             .collect();
-        let mut top = TopK::new(k);
-        let mut found: HashMap<u64, ColdRow> = HashMap::new();
-        for (fi, f) in files.iter().enumerate() {
-            let rows = self.rows(f).await?;
-            for (ri, r) in rows.iter().enumerate() {
-                let passes = system.is_none_or(|s| r.system_id == s)
-                    && since.is_none_or(|t| r.timestamp_micros >= t)
-                    && until.is_none_or(|t| r.timestamp_micros <= t);
-                if !passes {
-                    continue;
-                }
-                let score = dot(query, &r.embedding);
-                if score > top.threshold() && !self.hidden(r, f.seq)? {
-                    let id = ((fi as u64) << 32) | ri as u64;
-                    top.push(id, score);
-                    found.insert(id, r.clone());
-                }
-            }
-        }
-        Ok(top
-            .into_sorted()
-            .into_iter()
-            .filter_map(|s| {
-                found.remove(&s.id).map(|row| ColdHit {
-                    row,
-                    score: s.score,
-                })
+        let mut hits: Vec<ColdHit> = Vec::new();
+        let system = system.map(str::to_string);
+        for f in files {
+            let columns = self.columns(&f).await?;
+            let (query, system) = (query.to_vec(), system.clone());
+            let (deleted_systems, tombstones) =
+                (self.deleted_systems.clone(), self.tombstones.clone());
+            // a scan of a whole file is CPU work: off the runtime
+            let found = tokio::task::spawn_blocking(move || {
+                let mut top = TopK::new(k);
+                columns.scan(|i, s, c, t, e| {
+                    let passes = system.as_deref().is_none_or(|x| s == x)
+                        && since.is_none_or(|x| t >= x)
+                        && until.is_none_or(|x| t <= x);
+                    if !passes {
+                        return;
+                    }
+                    let score = dot(&query, e);
+                    if score > top.threshold()
+                        && !hidden_in(&deleted_systems, &tombstones, s, c, f.seq).unwrap_or(true)
+                    {
+                        top.push(i as u64, score);
+                    }
+                });
+                top.into_sorted()
+                    .into_iter()
+                    .filter_map(|x| {
+                        columns.row(x.id as usize).map(|row| ColdHit {
+                            row,
+                            score: x.score,
+                        })
+                    })
+                    .collect::<Vec<_>>()
             })
-            .collect())
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))?;
+            hits.extend(found);
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(k);
+        Ok(hits)
     }
+}
+
+/// Whether a tombstone newer than `seq` hides a record or its whole system.
+fn hidden_in(
+    deleted_systems: &sled::Tree,
+    tombstones: &sled::Tree,
+    system: &str,
+    conversation: &str,
+    seq: u64,
+) -> Result<bool, StorageError> {
+    if seq_of(deleted_systems.get(system.as_bytes())?) > seq {
+        return Ok(true);
+    }
+    Ok(seq_of(tombstones.get(record_key(system, conversation))?) > seq)
 }
