@@ -16,6 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::record::EMBEDDING_DIM;
 use crate::storage::StorageError;
@@ -100,10 +101,19 @@ pub fn write_cold_file(rows: &[ColdRow]) -> Result<Vec<u8>, StorageError> {
         ],
     )
     .map_err(parquet_error)?;
+    // embeddings are nearly incompressible floats: neither zstd nor a dictionary earns its
+    // CPU on them (on writing and, above all, on every cold search's read)
+    let embedding_column = ColumnPath::new(vec![
+        "embedding".to_string(),
+        "list".to_string(),
+        "item".to_string(),
+    ]);
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).map_err(parquet_error)?,
         ))
+        .set_column_compression(embedding_column.clone(), Compression::UNCOMPRESSED)
+        .set_column_dictionary_enabled(embedding_column, false)
         .set_max_row_group_row_count(Some(rows.len().max(1)))
         .build();
     let mut out = Vec::new();
@@ -326,6 +336,17 @@ mod tests {
         let bytes = write_cold_file(&rows).unwrap();
         assert_eq!(&bytes[..4], b"PAR1");
         assert_eq!(read_cold_file(Bytes::from(bytes.clone())).unwrap(), rows);
+        let meta = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes.clone()))
+            .unwrap()
+            .metadata()
+            .clone();
+        let chunk = meta.row_group(0).column(4);
+        assert_eq!(chunk.column_path().string(), "embedding.list.item");
+        assert_eq!(chunk.compression(), Compression::UNCOMPRESSED);
+        assert!(matches!(
+            meta.row_group(0).column(0).compression(),
+            Compression::ZSTD(_)
+        ));
         let columns = ColdColumns::read(Bytes::from(bytes)).unwrap();
         assert_eq!(columns.len(), 5);
         assert_eq!(columns.row(3).unwrap(), rows[3]);
