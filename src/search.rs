@@ -247,16 +247,8 @@ impl Searcher {
                 cold.into_iter()
                     .map(|h| (h.score.clamp(-1.0, 1.0), h.row))
                     .filter(|(sim, _)| threshold.is_none_or(|t| *sim >= t))
-                    .map(|(similarity, r)| SearchHit {
-                        timestamp: micros_to_rfc3339(r.timestamp_micros),
-                        metadata: serde_json::from_str(&r.metadata_json)
-                            .unwrap_or(serde_json::Value::Null),
-                        system_id: r.system_id,
-                        conversation_id: r.conversation_id,
-                        content: r.content,
-                        similarity,
-                        tier: Tier::Cold.name(),
-                        summary: Some(r.summary),
+                    .map(|(similarity, r)| {
+                        summarized_hit(Summarized::from(r), similarity, Tier::Cold)
                     }),
             );
             results.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
@@ -406,19 +398,9 @@ fn hydrate(
                 })
             }),
             Tier::Cold => Ok(None),
-            Tier::Warm => store.get_warm_by_key(hit.shard, &hit.key).map(|r| {
-                r.map(|r| SearchHit {
-                    timestamp: micros_to_rfc3339(r.timestamp_micros),
-                    metadata: serde_json::from_str(&r.metadata_json)
-                        .unwrap_or(serde_json::Value::Null),
-                    system_id: r.system_id,
-                    conversation_id: r.conversation_id,
-                    content: r.content,
-                    similarity,
-                    tier: tier.name(),
-                    summary: Some(r.summary),
-                })
-            }),
+            Tier::Warm => store
+                .get_warm_by_key(hit.shard, &hit.key)
+                .map(|r| r.map(|r| summarized_hit(Summarized::from(r), similarity, tier))),
         };
         // a record replaced, moved or deleted since the index answered is skipped
         if let Some(h) = found.map_err(|e| SearchError::Internal(e.to_string()))? {
@@ -427,6 +409,56 @@ fn hydrate(
     }
     out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
     Ok(out)
+}
+
+/// What warm and cold records share, for building their hits.
+struct Summarized {
+    system_id: String,
+    conversation_id: String,
+    content: String,
+    summary: String,
+    timestamp_micros: i64,
+    metadata_json: String,
+}
+
+impl From<crate::storage::warm::WarmRecord> for Summarized {
+    fn from(r: crate::storage::warm::WarmRecord) -> Self {
+        Summarized {
+            system_id: r.system_id,
+            conversation_id: r.conversation_id,
+            content: r.content,
+            summary: r.summary,
+            timestamp_micros: r.timestamp_micros,
+            metadata_json: r.metadata_json,
+        }
+    }
+}
+
+impl From<crate::storage::cold_file::ColdRow> for Summarized {
+    fn from(r: crate::storage::cold_file::ColdRow) -> Self {
+        Summarized {
+            system_id: r.system_id,
+            conversation_id: r.conversation_id,
+            content: r.content,
+            summary: r.summary,
+            timestamp_micros: r.timestamp_micros,
+            metadata_json: r.metadata_json,
+        }
+    }
+}
+
+/// A hit of a record that carries a summary (warm and cold).
+fn summarized_hit(r: Summarized, similarity: f32, tier: Tier) -> SearchHit {
+    SearchHit {
+        timestamp: micros_to_rfc3339(r.timestamp_micros),
+        metadata: serde_json::from_str(&r.metadata_json).unwrap_or(serde_json::Value::Null),
+        system_id: r.system_id,
+        conversation_id: r.conversation_id,
+        content: r.content,
+        similarity,
+        tier: tier.name(),
+        summary: Some(r.summary),
+    }
 }
 
 /// A timestamp in microseconds as RFC 3339 (UTC, milliseconds).

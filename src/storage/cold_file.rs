@@ -268,52 +268,8 @@ impl ColdBatch {
 
 /// Reads a cold file back into rows; CPU work for a blocking thread.
 pub fn read_cold_file(bytes: Bytes) -> Result<Vec<ColdRow>, StorageError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
-        .map_err(parquet_error)?;
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(parquet_error)?;
-        let text = |name: &str| -> Result<&StringArray, StorageError> {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| parquet_error(format!("column {name} missing or not utf8")))
-        };
-        let (system, conversation, content, summary, metadata) = (
-            text("system_id")?,
-            text("conversation_id")?,
-            text("content")?,
-            text("summary")?,
-            text("metadata")?,
-        );
-        let embedding = batch
-            .column_by_name("embedding")
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
-            .ok_or_else(|| parquet_error("column embedding missing or not a fixed-size list"))?;
-        let values = embedding
-            .values()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .ok_or_else(|| parquet_error("embedding values are not float32"))?;
-        let timestamp = batch
-            .column_by_name("timestamp")
-            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
-            .ok_or_else(|| parquet_error("column timestamp missing or not microseconds"))?;
-        for i in 0..batch.num_rows() {
-            let start = i * EMBEDDING_DIM;
-            rows.push(ColdRow {
-                system_id: system.value(i).to_string(),
-                conversation_id: conversation.value(i).to_string(),
-                content: content.value(i).to_string(),
-                summary: summary.value(i).to_string(),
-                embedding: values.values()[start..start + EMBEDDING_DIM].to_vec(),
-                timestamp_micros: timestamp.value(i),
-                metadata_json: metadata.value(i).to_string(),
-            });
-        }
-    }
-    Ok(rows)
+    let columns = ColdColumns::read(bytes)?;
+    Ok((0..columns.len()).filter_map(|i| columns.row(i)).collect())
 }
 
 #[cfg(test)]
