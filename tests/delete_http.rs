@@ -4,18 +4,7 @@
 mod common;
 
 use common::{batch, unit_vector, NodeProcess};
-use serde_json::{json, Value};
-
-async fn delete(node: &NodeProcess, path: &str) -> (u16, Value) {
-    let r = node
-        .client
-        .delete(node.url(path))
-        .send()
-        .await
-        .expect("request failed");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
+use serde_json::json;
 
 async fn hot(node: &NodeProcess) -> u64 {
     let (_, stats) = node.get("/api/v1/stats").await;
@@ -53,16 +42,20 @@ async fn deleted_records_never_come_back() {
     }
     assert_eq!(hot(&node).await, 100);
 
-    let (status, body) = delete(&node, "/api/v1/systems/keep-me/conversations/conv-7").await;
+    let (status, body) = node
+        .delete("/api/v1/systems/keep-me/conversations/conv-7")
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["deleted"], 1, "{body}");
-    let (_, again) = delete(&node, "/api/v1/systems/keep-me/conversations/conv-7").await;
+    let (_, again) = node
+        .delete("/api/v1/systems/keep-me/conversations/conv-7")
+        .await;
     assert_eq!(again["deleted"], 0, "deleting twice is harmless: {again}");
     assert!(!found(&node, 7, None)
         .await
         .contains(&("keep-me".into(), "conv-7".into())));
 
-    let (status, body) = delete(&node, "/api/v1/systems/forget-me").await;
+    let (status, body) = node.delete("/api/v1/systems/forget-me").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["deleted"], 50, "{body}");
     assert_eq!(hot(&node).await, 49);
@@ -72,7 +65,7 @@ async fn deleted_records_never_come_back() {
         .iter()
         .all(|(s, _)| s != "forget-me"));
 
-    let (status, body) = delete(&node, "/api/v1/systems/not%20valid").await;
+    let (status, body) = node.delete("/api/v1/systems/not%20valid").await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("system_id"),

@@ -119,13 +119,9 @@ async fn records_age_into_warm_and_are_found_there() {
     assert_eq!(status, 400);
 
     // deleting a warm record, and writing an aged one again (it comes back hot)
-    let r = node
-        .client
-        .delete(node.url("/api/v1/systems/ager-1/conversations/c110"))
-        .send()
-        .await
-        .unwrap();
-    let deleted: Value = r.json().await.unwrap();
+    let (_, deleted) = node
+        .delete("/api/v1/systems/ager-1/conversations/c110")
+        .await;
     assert_eq!(deleted["deleted"], 1, "{deleted}");
     let again = conversations(111, 1, 0);
     let (status, _) = node
@@ -148,24 +144,14 @@ async fn records_age_into_warm_and_are_found_there() {
     assert_ne!(id, "c110", "a deleted warm record stays deleted");
 
     // delete one cold record, then the whole system across all three tiers
-    let r = node
-        .client
-        .delete(node.url("/api/v1/systems/ager-1/conversations/c203"))
-        .send()
-        .await
-        .unwrap();
-    let deleted: Value = r.json().await.unwrap();
+    let (_, deleted) = node
+        .delete("/api/v1/systems/ager-1/conversations/c203")
+        .await;
     assert_eq!(deleted["deleted"], 1, "{deleted}");
     assert_eq!(cold_count(&node).await, 19);
     let (id, _, _) = top(&node, 203, json!({"tiers": ["cold"]})).await;
     assert_ne!(id, "c203");
-    let r = node
-        .client
-        .delete(node.url("/api/v1/systems/ager-1"))
-        .send()
-        .await
-        .unwrap();
-    let deleted: Value = r.json().await.unwrap();
+    let (_, deleted) = node.delete("/api/v1/systems/ager-1").await;
     assert_eq!(deleted["deleted"], 58, "{deleted}");
     assert_eq!(counts(&node).await, (0, 0, 0));
     let everywhere = json!({"tiers": ["hot", "warm", "cold"]});

@@ -113,6 +113,18 @@ impl NodeProcess {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// DELETEs and returns status and body.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request failed");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self
             .client
