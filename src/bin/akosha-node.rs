@@ -11,7 +11,8 @@ use clap::Parser;
 /// Default configuration file, read when it exists and no --config is given.
 const DEFAULT_CONFIG: &str = "config/akosha.toml";
 
-/// Run an Akosha node: durable shards, push and pull ingestion, semantic search over HTTP.
+/// Run an Akosha node: durable shards in hot, warm and cold tiers, push and pull ingestion,
+/// semantic search over HTTP.
 ///
 /// Settings come from, later winning: built-in defaults, the config file,
 /// AKOSHA__SECTION__KEY environment variables (e.g. AKOSHA__INDEX__EF_SEARCH=128),
@@ -28,7 +29,8 @@ struct Args {
     /// Address of the HTTP API [default: 127.0.0.1:8682]
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
-    /// Object store to pull uploads from: file:///abs/path or s3://bucket/prefix
+    /// Object store to pull uploads from and keep cold-tier Parquet files in:
+    /// file:///abs/path or s3://bucket/prefix
     /// [default: file://<data-dir>/objects]. S3 endpoint, region and credentials come from
     /// [object_store] in the config or the usual AWS_* environment variables
     /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
