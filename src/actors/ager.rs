@@ -17,7 +17,7 @@ use crate::actors::shard::{cold_row, ShardMsg};
 use crate::config::AgingConfig;
 use crate::ingest::upload_data::sha256_hex;
 use crate::record::{ShardId, SHARD_COUNT};
-use crate::storage::cold_file::{read_cold_file, write_cold_file, ColdRow};
+use crate::storage::cold_file::{write_cold_file, ColdColumns, ColdRow};
 use crate::storage::cold_tier::{ColdFile, ColdTier, SystemRows};
 use crate::storage::warm::WarmRecord;
 
@@ -214,12 +214,15 @@ async fn write_verified(
                 "cold file {check_path} read back with another checksum"
             ));
         }
-        let rows = read_cold_file(back).map_err(|e| e.to_string())?;
-        let keys: Vec<(String, String)> = rows
-            .into_iter()
-            .map(|r| (r.system_id, r.conversation_id))
-            .collect();
-        if keys != expected_keys {
+        // only the identities are compared: no row is built for the check
+        let columns = ColdColumns::read(back).map_err(|e| e.to_string())?;
+        let mut same = columns.len() == expected_keys.len();
+        columns.scan(|i, system, conversation, _, _| {
+            same &= expected_keys
+                .get(i)
+                .is_some_and(|(s, c)| s == system && c == conversation);
+        });
+        if !same {
             return Err(format!("cold file {check_path} read back with other rows"));
         }
         Ok(())

@@ -199,7 +199,7 @@ impl Actor for ShardActor {
                 max,
                 reply,
             } => {
-                let tree = self_tree_warm(state);
+                let tree = state.store.warm_tree(state.shard).clone();
                 let result =
                     tokio::task::spawn_blocking(move || cold_due(&tree, cutoff_micros, max))
                         .await
@@ -610,10 +610,6 @@ fn load_warm_tree(
         .zip(ids)
         .map(|((s, c), id)| (s, c, id))
         .collect())
-}
-
-fn self_tree_warm(state: &ShardState) -> sled::Tree {
-    state.store.warm_tree(state.shard).clone()
 }
 
 /// Up to `max` warm records older than the cutoff; blocking.

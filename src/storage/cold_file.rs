@@ -266,12 +266,6 @@ impl ColdBatch {
     }
 }
 
-/// Reads a cold file back into rows; CPU work for a blocking thread.
-pub fn read_cold_file(bytes: Bytes) -> Result<Vec<ColdRow>, StorageError> {
-    let columns = ColdColumns::read(bytes)?;
-    Ok((0..columns.len()).filter_map(|i| columns.row(i)).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,7 +285,6 @@ mod tests {
             .collect();
         let bytes = write_cold_file(&rows).unwrap();
         assert_eq!(&bytes[..4], b"PAR1");
-        assert_eq!(read_cold_file(Bytes::from(bytes.clone())).unwrap(), rows);
         let meta = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes.clone()))
             .unwrap()
             .metadata()
@@ -305,7 +298,8 @@ mod tests {
         ));
         let columns = ColdColumns::read(Bytes::from(bytes)).unwrap();
         assert_eq!(columns.len(), 5);
-        assert_eq!(columns.row(3).unwrap(), rows[3]);
+        let back: Vec<ColdRow> = (0..columns.len()).filter_map(|i| columns.row(i)).collect();
+        assert_eq!(back, rows);
         let mut seen = Vec::new();
         columns.scan(|i, s, c, t, e| seen.push((i, s.to_string(), c.to_string(), t, e[1])));
         assert_eq!(

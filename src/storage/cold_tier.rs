@@ -136,16 +136,6 @@ impl ColdTier {
         self.catalog.iter().map(|kv| decode(&kv?.1)).collect()
     }
 
-    /// Visible cold rows of one shard.
-    pub fn count(&self, shard: ShardId) -> Result<u64, StorageError> {
-        Ok(self
-            .files()?
-            .iter()
-            .filter(|f| f.shard == shard)
-            .map(ColdFile::live_rows)
-            .sum())
-    }
-
     /// A new sequence number.
     pub fn next_seq(&self) -> Result<u64, StorageError> {
         self.hot.next_seq()
