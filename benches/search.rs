@@ -107,6 +107,7 @@ fn query(v: &[f32], system: Option<String>) -> SearchQuery {
         since: mode().since,
         until: mode().until,
         tiers: mode().tiers,
+        metadata: None,
     }
 }
 

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Makes the real peers the tests use available: an S3-compatible server (moto_server, from
-# PyPI's moto[server]) and pyarrow (to open the cold tier's Parquet files as a reader of
-# ours would). Uses them when python3 and PATH already have them, else installs pinned
-# versions into .venv-test/ (ignored by git). Prints the directory to put first on PATH.
+# PyPI's moto[server]), pyarrow (to open the cold tier's Parquet files as a reader of ours
+# would) and the official MCP Python SDK (PyPI's mcp, a real MCP client). Uses them when
+# python3 and PATH already have them, else installs pinned versions into .venv-test/
+# (ignored by git). Prints the directory to put first on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MOTO_VERSION="5.2.1"
 PYARROW_VERSION="22.0.0"
-if command -v moto_server >/dev/null 2>&1 && python3 -c 'import pyarrow' 2>/dev/null; then
+MCP_VERSION="2.3.0"
+HAVE="import pyarrow, mcp"
+if command -v moto_server >/dev/null 2>&1 && python3 -c "$HAVE" 2>/dev/null; then
     dirname "$(command -v python3)"
     exit 0
 fi
 VENV=".venv-test"
-if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python3" -c 'import pyarrow' 2>/dev/null; then
-    echo "installing moto[server]==$MOTO_VERSION and pyarrow==$PYARROW_VERSION into $VENV for the tests" >&2
+if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python3" -c "$HAVE" 2>/dev/null; then
+    echo "installing moto[server]==$MOTO_VERSION, pyarrow==$PYARROW_VERSION and mcp==$MCP_VERSION into $VENV for the tests" >&2
     python3 -m venv "$VENV" >&2
-    "$VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" "pyarrow==$PYARROW_VERSION" >&2
+    "$VENV/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" "pyarrow==$PYARROW_VERSION" "mcp==$MCP_VERSION" >&2
 fi
 echo "$PWD/$VENV/bin"

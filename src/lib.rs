@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod embedding;
 pub mod ingest;
+pub mod metrics;
 pub mod node;
 pub mod record;
 pub mod search;

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::embedding::Embedder;
 use crate::ingest::pull::{PullError, PullIngestion};
 use crate::ingest::{IngestLimits, IngestRequest, PendingRecord, WriteError, Writer};
+use crate::metrics::NodeMetrics;
 use crate::record::{
     shard_for, validate_conversation_id, validate_system_id, ShardId, SHARD_COUNT,
 };
@@ -102,6 +103,8 @@ pub struct Node {
     pub cold: Arc<ColdTier>,
     /// the actor tree's published refs
     pub slots: Arc<ActorSlots>,
+    /// counters of pushes and searches
+    pub metrics: NodeMetrics,
     /// the root actor, once started
     root: parking_lot::Mutex<Option<ActorRef<NodeMsg>>>,
     /// true once every shard has loaded
@@ -195,6 +198,7 @@ impl Node {
             uploads,
             cold,
             slots: Arc::new(ActorSlots::default()),
+            metrics: NodeMetrics::default(),
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
         }))
@@ -254,7 +258,9 @@ impl Node {
                 "node is loading its shards".to_string(),
             ));
         }
-        self.writer.write(records).await
+        let written = self.writer.write(records).await;
+        self.metrics.push(written.as_ref().ok().copied());
+        written
     }
 
     /// Deletes a system's records, or one conversation of it, from the shard that owns the
@@ -329,6 +335,14 @@ impl Node {
 
     /// Runs a search through the query coordinator.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
+        let started = std::time::Instant::now();
+        let answer = self.search_now(query).await;
+        self.metrics
+            .search(answer.as_ref().ok().map(|_| started.elapsed()));
+        answer
+    }
+
+    async fn search_now(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
         if !self.is_ready() {
             return Err(SearchError::Unavailable(
                 "node is loading its shards".to_string(),

@@ -31,6 +31,8 @@ pub struct SearchQuery {
     pub until: Option<DateTime<Utc>>,
     /// the tiers searched
     pub tiers: Tiers,
+    /// only records whose metadata holds each of these keys with exactly this value
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Which tiers a search covers.
@@ -170,6 +172,34 @@ impl Searcher {
             .ok_or_else(|| SearchError::Internal("embedder returned no vector".to_string()))
     }
 
+    /// Embeds texts, `batch` per model pass, on blocking threads; the vectors in the texts' order.
+    pub async fn embed_texts(
+        &self,
+        texts: Vec<String>,
+        batch: usize,
+    ) -> Result<Vec<Vec<f32>>, SearchError> {
+        let embedder = self.embedder.clone().ok_or_else(|| {
+            SearchError::Unavailable(format!(
+                "embedding needs the model, not found in {}; run scripts/fetch-model.sh",
+                self.model_dir.display()
+            ))
+        })?;
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(batch.max(1)) {
+            let chunk = chunk.to_vec();
+            let embedder = Arc::clone(&embedder);
+            let vectors = tokio::task::spawn_blocking(move || {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                embedder.embed(&refs)
+            })
+            .await
+            .map_err(|e| SearchError::Internal(format!("embedding task failed: {e}")))?
+            .map_err(|e| SearchError::Internal(format!("embedding failed: {e}")))?;
+            out.extend(vectors);
+        }
+        Ok(out)
+    }
+
     /// Answers one search.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
         let started = Instant::now();
@@ -181,6 +211,31 @@ impl Searcher {
                 v
             }
         };
+        let wanted = query.limit;
+        let Some(meta) = query.metadata.clone() else {
+            let found = self.collect(&query, &vector, wanted).await?;
+            return Ok(found.into_response(wanted, started));
+        };
+        // a metadata filter is applied to the nearest candidates, widened until enough match
+        let mut k = (wanted * 10).clamp(100, MAX_FILTER_CANDIDATES);
+        loop {
+            let mut found = self.collect(&query, &vector, k).await?;
+            found.hits.retain(|h| metadata_matches(&h.metadata, &meta));
+            if found.hits.len() >= wanted || found.candidates < k || k >= MAX_FILTER_CANDIDATES {
+                return Ok(found.into_response(wanted, started));
+            }
+            k = (k * 8).min(MAX_FILTER_CANDIDATES);
+        }
+    }
+
+    /// The `k` nearest records of every tier asked for, at or above the threshold, best first.
+    async fn collect(
+        &self,
+        query: &SearchQuery,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Collected, SearchError> {
+        let vector = vector.to_vec();
         let filter = IndexFilter {
             shards: [true; SHARD_COUNT],
             system: None,
@@ -193,11 +248,11 @@ impl Searcher {
         if query.tiers.hot {
             let (h, m) = match &query.system_id {
                 Some(system) => {
-                    self.search_system(system, vector.clone(), query.limit, filter.clone())
+                    self.search_system(system, vector.clone(), k, filter.clone())
                         .await?
                 }
                 None => {
-                    self.search_global(vector.clone(), query.limit, filter.clone())
+                    self.search_global(vector.clone(), k, filter.clone())
                         .await?
                 }
             };
@@ -206,7 +261,7 @@ impl Searcher {
         }
         if query.tiers.warm {
             let (h, m) = self
-                .search_warm(query.system_id.as_deref(), vector, query.limit, filter)
+                .search_warm(query.system_id.as_deref(), vector, k, filter)
                 .await?;
             hits.extend(h.into_iter().map(|h| (h, Tier::Warm)));
             for shard in m {
@@ -216,8 +271,10 @@ impl Searcher {
             }
         }
         hits.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
-        hits.truncate(query.limit);
+        hits.truncate(k);
         let threshold = query.threshold;
+        let above = |score: f32| threshold.is_none_or(|t| score.clamp(-1.0, 1.0) >= t);
+        let mut candidates = hits.iter().filter(|(h, _)| above(h.score)).count();
         let store = self.store.clone();
         let mut results = tokio::task::spawn_blocking(move || hydrate(&store, hits, threshold))
             .await
@@ -235,7 +292,7 @@ impl Searcher {
                 .cold
                 .search(
                     &cold_vector,
-                    query.limit,
+                    k,
                     query.system_id.as_deref(),
                     filter_since,
                     filter_until,
@@ -243,22 +300,21 @@ impl Searcher {
                 )
                 .await
                 .map_err(|e| SearchError::Unavailable(format!("cold tier: {e}")))?;
-            results.extend(
-                cold.into_iter()
-                    .map(|h| (h.score.clamp(-1.0, 1.0), h.row))
-                    .filter(|(sim, _)| threshold.is_none_or(|t| *sim >= t))
-                    .map(|(similarity, r)| {
-                        summarized_hit(Summarized::from(r), similarity, Tier::Cold)
-                    }),
-            );
+            let cold: Vec<SearchHit> = cold
+                .into_iter()
+                .map(|h| (h.score.clamp(-1.0, 1.0), h.row))
+                .filter(|(sim, _)| above(*sim))
+                .map(|(similarity, r)| summarized_hit(Summarized::from(r), similarity, Tier::Cold))
+                .collect();
+            candidates = candidates.max(cold.len());
+            results.extend(cold);
             results.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-            results.truncate(query.limit);
+            results.truncate(k);
         }
-        Ok(SearchResponse {
-            results,
-            partial: !missing.is_empty(),
-            missing_shards: missing,
-            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        Ok(Collected {
+            hits: results,
+            missing,
+            candidates,
         })
     }
 
@@ -369,6 +425,42 @@ impl Searcher {
         };
         Ok((hits, Vec::new()))
     }
+}
+
+/// Most candidates a metadata-filtered search looks at per tier.
+pub const MAX_FILTER_CANDIDATES: usize = 10_000;
+
+/// What one pass over the tiers found.
+struct Collected {
+    /// hits, best first
+    hits: Vec<SearchHit>,
+    /// shards that did not answer
+    missing: Vec<ShardId>,
+    /// candidates at or above the threshold (hot and warm together, or cold, whichever is
+    /// more); fewer than asked means there are no more
+    candidates: usize,
+}
+
+impl Collected {
+    fn into_response(mut self, limit: usize, started: Instant) -> SearchResponse {
+        self.hits.truncate(limit);
+        SearchResponse {
+            results: self.hits,
+            partial: !self.missing.is_empty(),
+            missing_shards: self.missing,
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// Whether a record's metadata holds every key of the filter with exactly its value.
+pub fn metadata_matches(
+    metadata: &serde_json::Value,
+    filter: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    filter
+        .iter()
+        .all(|(k, v)| metadata.get(k).is_some_and(|have| have == v))
 }
 
 /// Reads the records behind hits, drops those under the threshold and duplicates.

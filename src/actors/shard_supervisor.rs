@@ -227,6 +227,7 @@ mod tests {
                     since: None,
                     until: None,
                     tiers: Default::default(),
+                    metadata: None,
                 })
                 .await
                 .unwrap();

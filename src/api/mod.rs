@@ -1,7 +1,8 @@
-//! The HTTP API: REST, upload status, health and readiness.
+//! The HTTP API: REST, MCP, upload status, health and readiness.
 
 pub mod error;
 pub mod health;
+pub mod mcp;
 pub mod rest;
 pub mod uploads;
 
@@ -16,7 +17,7 @@ use crate::node::Node;
 /// The node's HTTP routes.
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = node.config.ingest.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/api/v1/ingest", post(rest::ingest))
@@ -29,9 +30,15 @@ pub fn router(node: Arc<Node>) -> Router {
             delete(rest::delete_conversation),
         )
         .route("/api/v1/uploads", get(uploads::uploads))
+        .with_state(Arc::clone(&node));
+    let router = if node.config.mcp.enabled {
+        router.merge(mcp::routes(node))
+    } else {
+        router
+    };
+    router
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(node)
 }
 
 /// Serves the API on a bound listener until `shutdown` completes.

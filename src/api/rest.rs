@@ -42,6 +42,8 @@ pub struct SearchBody {
     pub until: Option<String>,
     /// tiers to search: any of "hot", "warm", "cold" (default hot and warm)
     pub tiers: Option<Vec<String>>,
+    /// only records whose metadata has these exact values
+    pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
 impl SearchBody {
@@ -107,6 +109,7 @@ impl SearchBody {
             since,
             until,
             tiers,
+            metadata: self.metadata.filter(|m| !m.is_empty()),
         })
     }
 }

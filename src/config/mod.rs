@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 mod sections;
 
 pub use sections::{
-    AgingConfig, EmbeddingConfig, IndexConfig, IngestConfig, NodeConfig, ObjectStoreConfig,
-    SearchConfig, StorageConfig, UploadsConfig,
+    AgingConfig, EmbeddingConfig, IndexConfig, IngestConfig, McpConfig, NodeConfig,
+    ObjectStoreConfig, SearchConfig, StorageConfig, UploadsConfig,
 };
 
 /// Prefix of environment variables that override configuration keys (`AKOSHA__SECTION__KEY`).
@@ -37,6 +37,8 @@ pub struct Config {
     pub uploads: UploadsConfig,
     /// moving records between tiers as they age
     pub aging: AgingConfig,
+    /// the Model Context Protocol endpoint
+    pub mcp: McpConfig,
 }
 
 /// Why a configuration was refused; always names the key.
@@ -137,8 +139,8 @@ impl Config {
         }
         let (s, i, q, g) = (&self.storage, &self.index, &self.search, &self.ingest);
         // max_limit comes before default_limit, whose bound it is
-        let (o, u) = (&self.object_store, &self.uploads);
-        let ranges: [(&str, usize, usize, usize); 33] = [
+        let (o, u, m) = (&self.object_store, &self.uploads, &self.mcp);
+        let ranges: [(&str, usize, usize, usize); 38] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -232,6 +234,16 @@ impl Config {
             ),
             ("aging.interval_secs", a.interval_secs as usize, 1, 1 << 31),
             ("aging.batch", a.batch, 1, 1_000_000),
+            ("mcp.max_body_bytes", m.max_body_bytes, 1024, 1 << 32),
+            ("mcp.max_batch", m.max_batch, 1, 1_000),
+            ("mcp.max_embed_texts", m.max_embed_texts, 1, 100_000),
+            ("mcp.max_sessions", m.max_sessions, 1, 10_000_000),
+            (
+                "mcp.session_idle_secs",
+                m.session_idle_secs as usize,
+                1,
+                1 << 31,
+            ),
         ];
         for (key, value, min, max) in ranges {
             check_range(key, value, min, max)?;

@@ -256,3 +256,37 @@ impl Default for AgingConfig {
         }
     }
 }
+
+/// `[mcp]`: the Model Context Protocol endpoint (`POST /mcp`, and Session-Buddy's `/mcp/mcp/v1`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// serve MCP on the node's HTTP port
+    pub enabled: bool,
+    /// largest accepted MCP request body, in bytes
+    pub max_body_bytes: usize,
+    /// most memories in one `batch_store_memories` call
+    pub max_batch: usize,
+    /// most texts in one `generate_batch_embeddings` call
+    pub max_embed_texts: usize,
+    /// most sessions open at once; the one idle longest is dropped for a new one
+    pub max_sessions: usize,
+    /// a session unused this long is forgotten (its client gets 404 and initializes again)
+    pub session_idle_secs: u64,
+    /// browser origins allowed besides loopback and the node's own host (`Origin` header)
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            enabled: true,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_batch: 1_000,
+            max_embed_texts: 1_000,
+            max_sessions: 10_000,
+            session_idle_secs: 3_600,
+            allowed_origins: Vec::new(),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod ledger;
 pub mod manifest;
+pub mod memory;
 pub mod pull;
 pub mod upload;
 pub mod upload_data;

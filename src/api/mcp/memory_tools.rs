@@ -1,0 +1,171 @@
+//! The storing tools: `store_memory`, `batch_store_memories`, `store_reflection`.
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use super::args::{ArgError, Args};
+use super::tools::ToolOutput;
+use super::McpState;
+use crate::ingest::memory::{memory_record, MemoryError, MemoryFields, MEMORY, REFLECTION};
+use crate::ingest::PendingRecord;
+use crate::record::EMBEDDING_DIM;
+
+const ITEM_ARGS: [&str; 4] = ["memory_id", "text", "embedding", "metadata"];
+const REFLECTION_ARGS: [&str; 4] = ["reflection_id", "content", "embedding", "metadata"];
+
+fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Validates one item into a record; also refuses one that needs the model when the node has none.
+fn item_record(
+    state: &McpState,
+    item: &Value,
+    fields: MemoryFields,
+) -> Result<PendingRecord, MemoryError> {
+    let record = memory_record(item, fields, &state.node.ingest_limits(), Utc::now())?;
+    if record.embedding.is_none() && state.node.writer.embedder.is_none() {
+        return Err(MemoryError(format!(
+            "embedding is required: the node has no embedding model (looked in {}; scripts/fetch-model.sh fetches it)",
+            state.node.writer.model_dir.display()
+        )));
+    }
+    Ok(record)
+}
+
+/// Stores one memory or reflection; the answer names it under `id_field`.
+async fn store_one(
+    state: &McpState,
+    args: &Map<String, Value>,
+    fields: MemoryFields,
+    known: &[&str],
+) -> Result<ToolOutput, ArgError> {
+    Args::new(args, known)?;
+    let item = Value::Object(args.clone());
+    let id = args.get(fields.id).cloned().unwrap_or(Value::Null);
+    let failed = |error: String| {
+        ToolOutput::failed(json!({
+            "status": "failed",
+            fields.id: id,
+            "error": error,
+        }))
+    };
+    let record = match item_record(state, &item, fields) {
+        Ok(r) => r,
+        Err(e) => return Ok(failed(e.0)),
+    };
+    let system_id = record.system_id.clone();
+    let embedded_by = if record.embedding.is_some() {
+        "client"
+    } else {
+        "node"
+    };
+    match state.node.write(vec![record]).await {
+        Ok(_) => Ok(ToolOutput::ok(json!({
+            "status": "stored",
+            fields.id: id,
+            "system_id": system_id,
+            "stored_at": now_text(),
+            "embedding_dim": EMBEDDING_DIM,
+            "embedded_by": embedded_by,
+        }))),
+        Err(e) => Ok(failed(e.to_string())),
+    }
+}
+
+/// `store_memory(memory_id, text, embedding?, metadata?)`.
+pub async fn store_memory(
+    state: &McpState,
+    args: &Map<String, Value>,
+) -> Result<ToolOutput, ArgError> {
+    store_one(state, args, MEMORY, &ITEM_ARGS).await
+}
+
+/// `store_reflection(reflection_id, content, embedding?, metadata?)`.
+pub async fn store_reflection(
+    state: &McpState,
+    args: &Map<String, Value>,
+) -> Result<ToolOutput, ArgError> {
+    store_one(state, args, REFLECTION, &REFLECTION_ARGS).await
+}
+
+/// `batch_store_memories(memories)`: every valid memory in one durable write; each bad one
+/// is reported in `errors` and does not fail the others.
+pub async fn batch_store_memories(
+    state: &McpState,
+    args: &Map<String, Value>,
+) -> Result<ToolOutput, ArgError> {
+    let a = Args::new(args, &["memories"])?;
+    let max = state.node.config.mcp.max_batch;
+    let items = match a.array("memories", max) {
+        Ok(items) => items,
+        Err(e) => {
+            let total = match a.get("memories") {
+                Some(Value::Array(items)) => items.len(),
+                _ => 0,
+            };
+            return Ok(ToolOutput::failed(json!({
+                "status": "failed",
+                "total": total,
+                "stored": 0,
+                "failed": total,
+                "errors": [],
+                "error": e.0,
+                "stored_at": Value::Null,
+            })));
+        }
+    };
+    let mut errors = Vec::new();
+    let mut records = Vec::with_capacity(items.len());
+    let mut ids = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let memory_id = item.get("memory_id").cloned().unwrap_or(Value::Null);
+        match item_record(state, item, MEMORY) {
+            Ok(r) => {
+                records.push(r);
+                ids.push((index, memory_id));
+            }
+            Err(e) => errors.push(json!({
+                "memory_id": memory_id,
+                "index": index,
+                "error": format!("memories[{index}]: {e}"),
+            })),
+        }
+    }
+    let mut stored = records.len();
+    let mut write_error = None;
+    if !records.is_empty() {
+        if let Err(e) = state.node.write(records).await {
+            let message = e.to_string();
+            for (index, memory_id) in ids {
+                errors.push(json!({"memory_id": memory_id, "index": index, "error": message}));
+            }
+            stored = 0;
+            write_error = Some(message);
+        }
+    }
+    let failed = items.len() - stored;
+    let status = if failed == 0 {
+        "completed"
+    } else if stored > 0 {
+        "partial"
+    } else {
+        "failed"
+    };
+    let mut fields = json!({
+        "status": status,
+        "total": items.len(),
+        "stored": stored,
+        "failed": failed,
+        "errors": errors,
+        "stored_at": now_text(),
+    });
+    if stored == 0 {
+        fields["error"] = json!(write_error.unwrap_or_else(|| format!(
+            "none of the {} memories was stored; errors says why for each",
+            items.len()
+        )));
+        return Ok(ToolOutput::failed(fields));
+    }
+    Ok(ToolOutput::ok(fields))
+}
