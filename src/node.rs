@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::embedding::Embedder;
 use crate::ingest::pull::{PullError, PullIngestion};
 use crate::ingest::{IngestLimits, IngestRequest, PendingRecord, WriteError, Writer};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{MetricsSnapshot, NodeMetrics};
 use crate::record::{
     shard_for, validate_conversation_id, validate_system_id, ShardId, SHARD_COUNT,
 };
@@ -81,6 +81,8 @@ pub struct NodeStats {
     pub index: IndexStats,
     /// whether the node serves
     pub ready: bool,
+    /// pushes and searches since start, search latency percentiles
+    pub activity: MetricsSnapshot,
 }
 
 /// One node: opened from a config, started, then serving until shut down.
@@ -245,9 +247,19 @@ impl Node {
 
     /// Validates and stores a pushed batch; returns the number of records, all durable.
     pub async fn ingest(&self, request: IngestRequest) -> Result<usize, NodeIngestError> {
-        let records = request
-            .validate(&self.ingest_limits())
-            .map_err(|e| NodeIngestError::Invalid(e.to_string()))?;
+        let limits = self.ingest_limits();
+        let checked = if request.conversations.len() <= 16 {
+            request.validate(&limits)
+        } else {
+            tokio::task::spawn_blocking(move || request.validate(&limits))
+                .await
+                .map_err(|e| {
+                    NodeIngestError::Write(WriteError::Internal(format!(
+                        "checking the batch failed: {e}"
+                    )))
+                })?
+        };
+        let records = checked.map_err(|e| NodeIngestError::Invalid(e.to_string()))?;
         self.write(records).await.map_err(NodeIngestError::Write)
     }
 
@@ -406,6 +418,7 @@ impl Node {
             systems,
             index: self.index.stats(),
             ready: self.is_ready(),
+            activity: self.metrics.snapshot(),
         }
     }
 

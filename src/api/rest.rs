@@ -10,14 +10,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actors::ager::AgingReport;
-use crate::api::error::{parse_json, ApiError};
+use crate::api::error::{parse_json, parse_json_body, ApiError};
 use crate::ingest::IngestRequest;
 use crate::node::{Node, NodeStats};
 use crate::search::{QueryTarget, SearchQuery, SearchResponse, Tiers};
 
 /// `POST /api/v1/ingest`: stores a batch; 200 `{"accepted": N}` once all of it is durable.
 pub async fn ingest(State(node): State<Arc<Node>>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let request: IngestRequest = parse_json(&body)?;
+    let request: IngestRequest = parse_json_body(body).await?;
     let accepted = node.ingest(request).await?;
     Ok(Json(json!({ "accepted": accepted })))
 }

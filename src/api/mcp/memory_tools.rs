@@ -7,7 +7,7 @@ use super::args::{ArgError, Args};
 use super::tools::ToolOutput;
 use super::McpState;
 use crate::ingest::memory::{memory_record, MemoryError, MemoryFields, MEMORY, REFLECTION};
-use crate::ingest::PendingRecord;
+use crate::ingest::{IngestLimits, PendingRecord};
 use crate::record::EMBEDDING_DIM;
 
 const ITEM_ARGS: [&str; 4] = ["memory_id", "text", "embedding", "metadata"];
@@ -17,20 +17,62 @@ fn now_text() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Validates one item into a record; also refuses one that needs the model when the node has none.
-fn item_record(
-    state: &McpState,
-    item: &Value,
-    fields: MemoryFields,
-) -> Result<PendingRecord, MemoryError> {
-    let record = memory_record(item, fields, &state.node.ingest_limits(), Utc::now())?;
-    if record.embedding.is_none() && state.node.writer.embedder.is_none() {
-        return Err(MemoryError(format!(
-            "embedding is required: the node has no embedding model (looked in {}; scripts/fetch-model.sh fetches it)",
-            state.node.writer.model_dir.display()
-        )));
+/// What pushed items are checked against; cheap to move to a blocking thread.
+#[derive(Clone)]
+struct ItemCheck {
+    limits: IngestLimits,
+    /// where the model was looked for, when the node has none (items then need embeddings)
+    no_model: Option<std::path::PathBuf>,
+}
+
+impl ItemCheck {
+    fn of(state: &McpState) -> Self {
+        let writer = &state.node.writer;
+        ItemCheck {
+            limits: state.node.ingest_limits(),
+            no_model: writer.embedder.is_none().then(|| writer.model_dir.clone()),
+        }
     }
-    Ok(record)
+
+    /// Validates one item into a record; also refuses one that needs the model when the node has none.
+    fn record(&self, item: &Value, fields: MemoryFields) -> Result<PendingRecord, MemoryError> {
+        let record = memory_record(item, fields, &self.limits, Utc::now())?;
+        if let (None, Some(dir)) = (&record.embedding, &self.no_model) {
+            return Err(MemoryError(format!(
+                "embedding is required: the node has no embedding model (looked in {}; scripts/fetch-model.sh fetches it)",
+                dir.display()
+            )));
+        }
+        Ok(record)
+    }
+}
+
+/// Items checked at once on the runtime; larger batches are checked on a blocking thread.
+const INLINE_ITEMS: usize = 16;
+
+/// The valid items as records with their index and id, and an error entry for each bad one.
+fn check_items(
+    check: &ItemCheck,
+    items: &[Value],
+) -> (Vec<PendingRecord>, Vec<(usize, Value)>, Vec<Value>) {
+    let mut errors = Vec::new();
+    let mut records = Vec::with_capacity(items.len());
+    let mut ids = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let memory_id = item.get("memory_id").cloned().unwrap_or(Value::Null);
+        match check.record(item, MEMORY) {
+            Ok(r) => {
+                records.push(r);
+                ids.push((index, memory_id));
+            }
+            Err(e) => errors.push(json!({
+                "memory_id": memory_id,
+                "index": index,
+                "error": format!("memories[{index}]: {e}"),
+            })),
+        }
+    }
+    (records, ids, errors)
 }
 
 /// Stores one memory or reflection; the answer names it under `id_field`.
@@ -50,7 +92,7 @@ async fn store_one(
             "error": error,
         }))
     };
-    let record = match item_record(state, &item, fields) {
+    let record = match ItemCheck::of(state).record(&item, fields) {
         Ok(r) => r,
         Err(e) => return Ok(failed(e.0)),
     };
@@ -93,12 +135,12 @@ pub async fn store_reflection(
 /// is reported in `errors` and does not fail the others.
 pub async fn batch_store_memories(
     state: &McpState,
-    args: &Map<String, Value>,
+    mut args: Map<String, Value>,
 ) -> Result<ToolOutput, ArgError> {
-    let a = Args::new(args, &["memories"])?;
+    let a = Args::new(&args, &["memories"])?;
     let max = state.node.config.mcp.max_batch;
-    let items = match a.array("memories", max) {
-        Ok(items) => items,
+    let total = match a.array("memories", max) {
+        Ok(items) => items.len(),
         Err(e) => {
             let total = match a.get("memories") {
                 Some(Value::Array(items)) => items.len(),
@@ -115,23 +157,18 @@ pub async fn batch_store_memories(
             })));
         }
     };
-    let mut errors = Vec::new();
-    let mut records = Vec::with_capacity(items.len());
-    let mut ids = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let memory_id = item.get("memory_id").cloned().unwrap_or(Value::Null);
-        match item_record(state, item, MEMORY) {
-            Ok(r) => {
-                records.push(r);
-                ids.push((index, memory_id));
-            }
-            Err(e) => errors.push(json!({
-                "memory_id": memory_id,
-                "index": index,
-                "error": format!("memories[{index}]: {e}"),
-            })),
-        }
-    }
+    let items = match args.remove("memories") {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    let check = ItemCheck::of(state);
+    let (records, ids, mut errors) = if items.len() <= INLINE_ITEMS {
+        check_items(&check, &items)
+    } else {
+        tokio::task::spawn_blocking(move || check_items(&check, &items))
+            .await
+            .map_err(|e| ArgError(format!("checking memories failed: {e}")))?
+    };
     let mut stored = records.len();
     let mut write_error = None;
     if !records.is_empty() {
@@ -144,7 +181,7 @@ pub async fn batch_store_memories(
             write_error = Some(message);
         }
     }
-    let failed = items.len() - stored;
+    let failed = total - stored;
     let status = if failed == 0 {
         "completed"
     } else if stored > 0 {
@@ -154,7 +191,7 @@ pub async fn batch_store_memories(
     };
     let mut fields = json!({
         "status": status,
-        "total": items.len(),
+        "total": total,
         "stored": stored,
         "failed": failed,
         "errors": errors,
@@ -163,7 +200,7 @@ pub async fn batch_store_memories(
     if stored == 0 {
         fields["error"] = json!(write_error.unwrap_or_else(|| format!(
             "none of the {} memories was stored; errors says why for each",
-            items.len()
+            total
         )));
         return Ok(ToolOutput::failed(fields));
     }

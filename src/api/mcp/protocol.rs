@@ -49,11 +49,11 @@ pub async fn answer(
     state: &McpState,
     id: &Value,
     method: &str,
-    params: &Map<String, Value>,
+    params: Map<String, Value>,
     flatten: bool,
 ) -> Value {
     let outcome = match method {
-        "initialize" => Ok(initialize_result(negotiate(params))),
+        "initialize" => Ok(initialize_result(negotiate(&params))),
         "ping" => Ok(json!({})),
         "tools/list" => {
             let c = &state.node.config;
@@ -81,11 +81,11 @@ pub async fn answer(
 async fn call_tool(
     state: &McpState,
     id: &Value,
-    params: &Map<String, Value>,
+    mut params: Map<String, Value>,
     flatten: bool,
 ) -> Result<Value, RpcError> {
-    let name = match params.get("name") {
-        Some(Value::String(n)) => n.as_str(),
+    let name = match params.remove("name") {
+        Some(Value::String(n)) => n,
         Some(other) => {
             return Err(RpcError::new(
                 id.clone(),
@@ -101,9 +101,8 @@ async fn call_tool(
             ))
         }
     };
-    let empty = Map::new();
-    let args = match params.get("arguments") {
-        None | Some(Value::Null) => &empty,
+    let args = match params.remove("arguments") {
+        None | Some(Value::Null) => Map::new(),
         Some(Value::Object(a)) => a,
         Some(other) => {
             return Err(RpcError::new(
@@ -111,12 +110,12 @@ async fn call_tool(
                 INVALID_PARAMS,
                 format!(
                     "params.arguments must be an object, got {}",
-                    crate::ingest::batch::json_kind(other)
+                    crate::ingest::batch::json_kind(&other)
                 ),
             ))
         }
     };
-    let out = tools::call(state, id, name, args).await?;
+    let out = tools::call(state, id, &name, args).await?;
     Ok(out.into_result(flatten))
 }
 

@@ -156,7 +156,7 @@ pub async fn get_system_metrics(
     let days = a.int("time_range_days", 30, 1, 3650)?;
     let node = &state.node;
     let stats = node.stats().await;
-    let metrics = node.metrics.snapshot();
+    let metrics = &stats.activity;
     let uploads = node.uploads.as_ref().map(|u| {
         let r = u.report();
         json!({

@@ -65,16 +65,16 @@ pub async fn call(
     state: &McpState,
     id: &Value,
     name: &str,
-    args: &Map<String, Value>,
+    args: Map<String, Value>,
 ) -> Result<ToolOutput, RpcError> {
     let out = match name {
-        "search_all_systems" => query_tools::search_all_systems(state, args).await,
-        "generate_embedding" => query_tools::generate_embedding(state, args).await,
-        "generate_batch_embeddings" => query_tools::generate_batch_embeddings(state, args).await,
-        "get_system_metrics" => query_tools::get_system_metrics(state, args).await,
-        "store_memory" => memory_tools::store_memory(state, args).await,
+        "search_all_systems" => query_tools::search_all_systems(state, &args).await,
+        "generate_embedding" => query_tools::generate_embedding(state, &args).await,
+        "generate_batch_embeddings" => query_tools::generate_batch_embeddings(state, &args).await,
+        "get_system_metrics" => query_tools::get_system_metrics(state, &args).await,
+        "store_memory" => memory_tools::store_memory(state, &args).await,
         "batch_store_memories" => memory_tools::batch_store_memories(state, args).await,
-        "store_reflection" => memory_tools::store_reflection(state, args).await,
+        "store_reflection" => memory_tools::store_reflection(state, &args).await,
         other => {
             return Err(RpcError::new(
                 id.clone(),

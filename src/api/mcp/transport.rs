@@ -169,6 +169,28 @@ fn parse_body(bytes: &[u8]) -> Result<(Vec<Result<Incoming, RpcError>>, bool), R
     }
 }
 
+/// Bodies up to this size are parsed on the runtime; larger ones on a blocking thread.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+
+/// Parses a body, off the runtime when it is large (a batch of memories with embeddings).
+async fn parse_body_async(
+    bytes: Vec<u8>,
+) -> Result<(Vec<Result<Incoming, RpcError>>, bool), Refusal> {
+    if bytes.len() <= INLINE_BODY_BYTES {
+        return parse_body(&bytes);
+    }
+    tokio::task::spawn_blocking(move || parse_body(&bytes))
+        .await
+        .map_err(|e| {
+            refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Value::Null,
+                super::jsonrpc::INTERNAL_ERROR,
+                &format!("parsing the request failed: {e}"),
+            )
+        })?
+}
+
 /// Answers each message in order; notifications and responses get no answer.
 async fn answer_all(
     state: &McpState,
@@ -181,7 +203,7 @@ async fn answer_all(
         match m {
             Err(e) => out.push(e.to_json()),
             Ok(Incoming::Request { id, method, params }) => {
-                out.push(protocol::answer(state, &id, &method, &params, flatten).await)
+                out.push(protocol::answer(state, &id, &method, params, flatten).await)
             }
             Ok(Incoming::Notification { method }) => {
                 if method == "notifications/initialized" {
@@ -282,7 +304,7 @@ pub async fn post_mcp(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    let (messages, batch) = match parse_body(&bytes) {
+    let (messages, batch) = match parse_body_async(bytes).await {
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
@@ -380,7 +402,7 @@ pub async fn post_sessionless(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    let (messages, batch) = match parse_body(&bytes) {
+    let (messages, batch) = match parse_body_async(bytes).await {
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
