@@ -3,7 +3,8 @@
 //!   payload), with embeddings given (from `shared/bench/vectors.py`) and without (the node
 //!   embeds the text);
 //! - `search_all_systems` p50/p99 through MCP (an initialized session on `/mcp`) against the
-//!   same text query through REST (`POST /api/v1/search`) on the same data, interleaved.
+//!   same text query through REST (`POST /api/v1/search`) on the same data, interleaved; and
+//!   REST with the query's embedding given, which leaves out embedding the query.
 //!
 //! usage: cargo bench --bench mcp -- DATA_DIR [WITH_EMBEDDINGS] [WITHOUT_EMBEDDINGS] [QUERIES]
 //! (see scripts/bench-mcp.sh). Request bodies are built before the clock starts.
@@ -227,8 +228,15 @@ async fn run(dir: &std::path::Path, with: usize, without: usize, queries: usize)
         .to_string();
     let rest = format!("http://{addr}/api/v1/search");
     let (mut mcp_ms, mut rest_ms, mut same_top) = (Vec::new(), Vec::new(), 0);
-    for q in 0..queries + 20 {
-        let query = question(1_000_000 + q);
+    // the same queries as vectors, to tell the query's embedding from the search itself
+    let asked: Vec<String> = (0..queries + 20).map(|q| question(1_000_000 + q)).collect();
+    let vectors = node
+        .searcher
+        .embed_texts(asked.clone(), 32)
+        .await
+        .expect("query embeddings");
+    let mut vector_ms = Vec::new();
+    for (q, query) in asked.into_iter().enumerate() {
         let mcp_body = json!({"jsonrpc": "2.0", "id": q + 1, "method": "tools/call",
             "params": {"name": "search_all_systems",
                        "arguments": {"query": query, "limit": 10, "threshold": -1.0}}});
@@ -259,21 +267,37 @@ async fn run(dir: &std::path::Path, with: usize, without: usize, queries: usize)
             .expect("rest answer");
         let rest_took = t.elapsed().as_secs_f64() * 1000.0;
         assert_eq!(r["results"].as_array().map(Vec::len), Some(10), "{r}");
+        let by_vector = json!({"embedding": vectors[q], "limit": 10, "threshold": -1.0});
+        let t = Instant::now();
+        let v: Value = client
+            .post(&rest)
+            .json(&by_vector)
+            .send()
+            .await
+            .expect("rest search by embedding")
+            .json()
+            .await
+            .expect("rest answer");
+        let vector_took = t.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(v["results"].as_array().map(Vec::len), Some(10), "{v}");
         let same = r["results"][0]["conversation_id"]
             == a["result"]["structuredContent"]["results"][0]["conversation_id"];
         same_top += usize::from(same);
         if q >= 20 {
             mcp_ms.push(mcp_took);
             rest_ms.push(rest_took);
+            vector_ms.push(vector_took);
         }
     }
     let (mp50, mp99) = percentiles(mcp_ms);
     let (rp50, rp99) = percentiles(rest_ms);
+    let (vp50, vp99) = percentiles(vector_ms);
     println!(
         "{}",
         json!({"figure": "search_all_systems_latency", "records": n + without, "queries": queries,
                "limit": 10, "mcp_p50_ms": mp50, "mcp_p99_ms": mp99,
-               "rest_p50_ms": rp50, "rest_p99_ms": rp99, "same_first_hit": same_top})
+               "rest_p50_ms": rp50, "rest_p99_ms": rp99, "same_first_hit": same_top,
+               "rest_by_embedding_p50_ms": vp50, "rest_by_embedding_p99_ms": vp99})
     );
     node.shutdown().await;
 }
