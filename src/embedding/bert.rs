@@ -118,20 +118,47 @@ impl BertEmbeddings {
     }
 }
 
+/// A dense layer whose weight is kept transposed, `(in, out)` and contiguous, so a matmul
+/// reads it row by row instead of packing a strided view on every call.
+struct Dense {
+    /// the weight, `(in, out)`
+    wt: Tensor,
+    /// the bias, `(out)`
+    bias: Tensor,
+}
+
+impl Dense {
+    fn new(linear: Linear) -> candle_core::Result<Self> {
+        let bias = linear
+            .bias()
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("expected a bias on every linear".into()))?;
+        Ok(Dense {
+            wt: linear.weight().t()?.contiguous()?,
+            bias,
+        })
+    }
+
+    /// `x` is `(rows, in)`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.wt)?.broadcast_add(&self.bias)
+    }
+}
+
 /// One transformer layer: self-attention and a feed-forward block, each with a
 /// residual connection and a post layer norm.
 struct BertLayer {
     /// Query, key and value projections fused into one `(3 * hidden, hidden)`
     /// matmul; the query rows are pre-scaled by `1 / sqrt(head_dim)`.
-    qkv: Linear,
+    qkv: Dense,
     /// Projection of the attention output back to the hidden width.
-    attn_out: Linear,
+    attn_out: Dense,
     /// Layer norm after the attention residual.
     attn_norm: LayerNorm,
     /// Feed-forward expansion, `hidden -> intermediate`.
-    intermediate: Linear,
+    intermediate: Dense,
     /// Feed-forward contraction, `intermediate -> hidden`.
-    output: Linear,
+    output: Dense,
     /// Layer norm after the feed-forward residual.
     out_norm: LayerNorm,
     /// Number of attention heads.
@@ -166,19 +193,23 @@ impl BertLayer {
         )?;
         let qkv_bias = Tensor::cat(&[(bias(&q)? * scale)?, bias(&k)?, bias(&v)?], 0)?;
         Ok(Self {
-            qkv: Linear::new(weight, Some(qkv_bias)),
-            attn_out: candle_nn::linear(h, h, attn.pp("output").pp("dense"))?,
+            qkv: Dense::new(Linear::new(weight, Some(qkv_bias)))?,
+            attn_out: Dense::new(candle_nn::linear(h, h, attn.pp("output").pp("dense"))?)?,
             attn_norm: candle_nn::layer_norm(
                 h,
                 cfg.layer_norm_eps,
                 attn.pp("output").pp("LayerNorm"),
             )?,
-            intermediate: candle_nn::linear(
+            intermediate: Dense::new(candle_nn::linear(
                 h,
                 cfg.intermediate_size,
                 vb.pp("intermediate").pp("dense"),
-            )?,
-            output: candle_nn::linear(cfg.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            )?)?,
+            output: Dense::new(candle_nn::linear(
+                cfg.intermediate_size,
+                h,
+                vb.pp("output").pp("dense"),
+            )?)?,
             out_norm: candle_nn::layer_norm(
                 h,
                 cfg.layer_norm_eps,
