@@ -316,6 +316,10 @@ fn main() {
             .map(|a| a.parse().expect("a number"))
             .unwrap_or(default)
     };
+    // as akosha-node does: candle's element-wise pool on one thread (see src/embedding)
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     akosha::storage::objects::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
