@@ -168,7 +168,19 @@ mod tests {
                 .unwrap();
             store.flush().await.unwrap();
         }
-        let store = HotStore::open(dir.path(), 8).unwrap();
+        // sled's flusher thread lets go of the lock file a moment after the last handle drops
+        let mut tries = 0;
+        let store = loop {
+            match HotStore::open(dir.path(), 8) {
+                Ok(store) => break store,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    eprintln!("reopen: {e}; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot reopen the store: {e}"),
+            }
+        };
         let ledger = UploadLedger::open(&store).unwrap();
         let s = ledger.summary().unwrap();
         assert_eq!((s.done, s.records), (1, 5));
