@@ -12,7 +12,8 @@ use clap::Parser;
 const DEFAULT_CONFIG: &str = "config/akosha.toml";
 
 /// Run an Akosha node: durable shards in hot, warm and cold tiers, push and pull ingestion,
-/// semantic search over HTTP.
+/// semantic search over HTTP: REST under /api/v1, MCP at /mcp (Streamable HTTP) and
+/// Session-Buddy's sessionless /mcp/mcp/v1.
 ///
 /// Settings come from, later winning: built-in defaults, the config file,
 /// AKOSHA__SECTION__KEY environment variables (e.g. AKOSHA__INDEX__EF_SEARCH=128),
