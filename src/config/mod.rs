@@ -140,7 +140,7 @@ impl Config {
         let (s, i, q, g) = (&self.storage, &self.index, &self.search, &self.ingest);
         // max_limit comes before default_limit, whose bound it is
         let (o, u, m) = (&self.object_store, &self.uploads, &self.mcp);
-        let ranges: [(&str, usize, usize, usize); 38] = [
+        let ranges: [(&str, usize, usize, usize); 39] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -237,6 +237,12 @@ impl Config {
             ("mcp.max_body_bytes", m.max_body_bytes, 1024, 1 << 32),
             ("mcp.max_batch", m.max_batch, 1, 1_000),
             ("mcp.max_embed_texts", m.max_embed_texts, 1, 100_000),
+            (
+                "mcp.max_concurrent_embeds",
+                m.max_concurrent_embeds,
+                1,
+                1_024,
+            ),
             ("mcp.max_sessions", m.max_sessions, 1, 10_000_000),
             (
                 "mcp.session_idle_secs",

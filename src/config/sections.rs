@@ -269,6 +269,8 @@ pub struct McpConfig {
     pub max_batch: usize,
     /// most texts in one `generate_batch_embeddings` call
     pub max_embed_texts: usize,
+    /// embedding tool calls computed at once; further ones wait their turn
+    pub max_concurrent_embeds: usize,
     /// most sessions open at once; the one idle longest is dropped for a new one
     pub max_sessions: usize,
     /// a session unused this long is forgotten (its client gets 404 and initializes again)
@@ -284,6 +286,7 @@ impl Default for McpConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_batch: 1_000,
             max_embed_texts: 1_000,
+            max_concurrent_embeds: 2,
             max_sessions: 10_000,
             session_idle_secs: 3_600,
             allowed_origins: Vec::new(),

@@ -25,6 +25,8 @@ pub struct McpState {
     pub node: Arc<Node>,
     /// open MCP sessions
     pub sessions: Sessions,
+    /// one permit per embedding tool call being computed
+    pub embed_permits: tokio::sync::Semaphore,
 }
 
 /// The MCP routes. `AKOSHA_URL` may be the `/mcp` endpoint (Session-Buddy's default) or the
@@ -35,7 +37,12 @@ pub fn routes(node: Arc<Node>) -> Router {
         config.max_sessions,
         Duration::from_secs(config.session_idle_secs),
     );
-    let state = Arc::new(McpState { node, sessions });
+    let embed_permits = tokio::sync::Semaphore::new(config.max_concurrent_embeds);
+    let state = Arc::new(McpState {
+        node,
+        sessions,
+        embed_permits,
+    });
     Router::new()
         .route(
             "/mcp",

@@ -86,6 +86,15 @@ pub async fn search_all_systems(
     }
 }
 
+/// Waits for a turn to compute embeddings (`mcp.max_concurrent_embeds` at once).
+async fn embed_turn(state: &McpState) -> Result<tokio::sync::SemaphorePermit<'_>, ArgError> {
+    state
+        .embed_permits
+        .acquire()
+        .await
+        .map_err(|_| ArgError("the node is shutting down".to_string()))
+}
+
 /// `generate_embedding(text)`.
 pub async fn generate_embedding(
     state: &McpState,
@@ -93,6 +102,7 @@ pub async fn generate_embedding(
 ) -> Result<ToolOutput, ArgError> {
     let a = Args::new(args, &["text"])?;
     let text = a.text("text", state.node.config.ingest.max_content_bytes)?;
+    let _turn = embed_turn(state).await?;
     match state.node.searcher.embed_text(text.to_string()).await {
         Ok(v) => Ok(ToolOutput::ok(json!({
             "text": text,
@@ -135,6 +145,7 @@ pub async fn generate_batch_embeddings(
             }
         }
     }
+    let _turn = embed_turn(state).await?;
     match state.node.searcher.embed_texts(texts, batch).await {
         Ok(vectors) => Ok(ToolOutput::ok(json!({
             "count": vectors.len(),
