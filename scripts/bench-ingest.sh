@@ -7,13 +7,7 @@
 # Node settings can be changed with AKOSHA__UPLOADS__WORKERS=... and friends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shared="${AKOSHA_SHARED:-../shared}"
-data="${AKOSHA_BENCH_DATA:-${TMPDIR:-/tmp}/akosha-bench/100000}"
-python3 -c 'import numpy' 2>/dev/null || pip install --quiet numpy
-if [ ! -f "$data/meta.json" ]; then
-  echo "generating 100000 vectors into $data" >&2
-  python3 "$shared/bench/vectors.py" 100000 "$data"
-fi
+data="$(scripts/bench-data.sh 100000)"
 PATH="$(scripts/ensure-test-tools.sh):$PATH"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &

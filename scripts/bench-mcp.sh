@@ -7,12 +7,6 @@
 # Needs python3 with numpy (installed with pip when missing) and the model (scripts/fetch-model.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-shared="${AKOSHA_SHARED:-../shared}"
-data="${AKOSHA_BENCH_DATA:-${TMPDIR:-/tmp}/akosha-bench/100000}"
-python3 -c 'import numpy' 2>/dev/null || pip install --quiet numpy
-if [ ! -f "$data/meta.json" ]; then
-  echo "generating 100000 vectors into $data" >&2
-  python3 "$shared/bench/vectors.py" 100000 "$data"
-fi
+data="$(scripts/bench-data.sh 100000)"
 scripts/fetch-model.sh >&2
 cargo bench --bench mcp -- "$data" "${1:-100000}" "${2:-2000}" "${3:-500}"

@@ -12,13 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-100000}"
-shared="${AKOSHA_SHARED:-../shared}"
-data="${AKOSHA_BENCH_DATA:-${TMPDIR:-/tmp}/akosha-bench/$n}"
 python3 -c 'import numpy, faiss' 2>/dev/null || pip install --quiet numpy faiss-cpu
-if [ ! -f "$data/meta.json" ]; then
-  echo "generating $n vectors into $data" >&2
-  python3 "$shared/bench/vectors.py" "$n" "$data"
-fi
+data="$(scripts/bench-data.sh "$n")"
 shift || true
 if [ "${1:-}" != "--warm" ] && [ "${1:-}" != "--cold" ]; then
   echo "== faiss HNSW reference (one unsharded index) ==" >&2

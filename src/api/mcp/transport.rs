@@ -255,12 +255,12 @@ fn respond(answers: Vec<Value>, batch: bool, format: Format, session: Option<&st
     response
 }
 
-fn forbidden_origin(headers: &HeaderMap) -> Response {
+fn forbidden_origin(headers: &HeaderMap) -> Refusal {
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .unwrap_or("?");
-    rpc_error(
+    refusal(
         StatusCode::FORBIDDEN,
         Value::Null,
         INVALID_REQUEST,
@@ -278,16 +278,26 @@ fn first_request_id(messages: &[Result<Incoming, RpcError>]) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Checks the origin, reads the body within the limit and parses its messages.
+async fn receive(
+    state: &McpState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<Result<Incoming, RpcError>>, bool), Refusal> {
+    let config = &state.node.config.mcp;
+    if !origin_allowed(headers, &config.allowed_origins) {
+        return Err(forbidden_origin(headers));
+    }
+    let bytes = read_body(headers, body, config.max_body_bytes).await?;
+    parse_body_async(bytes).await
+}
+
 /// `POST /mcp`: Streamable HTTP with sessions made by `initialize`.
 pub async fn post_mcp(
     State(state): State<Arc<McpState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let config = &state.node.config.mcp;
-    if !origin_allowed(&headers, &config.allowed_origins) {
-        return forbidden_origin(&headers);
-    }
     let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
     let Some(format) = negotiate_format(accept) else {
         return rpc_error(
@@ -300,11 +310,7 @@ pub async fn post_mcp(
             ),
         );
     };
-    let bytes = match read_body(&headers, body, config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    let (messages, batch) = match parse_body_async(bytes).await {
+    let (messages, batch) = match receive(&state, &headers, body).await {
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
@@ -394,15 +400,7 @@ pub async fn post_sessionless(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let config = &state.node.config.mcp;
-    if !origin_allowed(&headers, &config.allowed_origins) {
-        return forbidden_origin(&headers);
-    }
-    let bytes = match read_body(&headers, body, config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    let (messages, batch) = match parse_body_async(bytes).await {
+    let (messages, batch) = match receive(&state, &headers, body).await {
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
@@ -426,7 +424,7 @@ pub async fn get_mcp() -> Response {
 /// `DELETE /mcp`: ends the session named in `Mcp-Session-Id`.
 pub async fn delete_mcp(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
     if !origin_allowed(&headers, &state.node.config.mcp.allowed_origins) {
-        return forbidden_origin(&headers);
+        return forbidden_origin(&headers).into_response();
     }
     let Some(id) = headers.get(SESSION_HEADER).and_then(|s| s.to_str().ok()) else {
         return rpc_error(
