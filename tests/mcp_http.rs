@@ -287,6 +287,9 @@ async fn streamable_http_sessions_formats_and_bad_calls() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], -32022);
+    assert_eq!(e["error"]["data"]["supported"][0], "2025-11-25");
 
     // SSE when the client prefers it: one `message` event carrying the response
     let r = mcp_post(&node, Some(&session), "text/event-stream", &list).await;

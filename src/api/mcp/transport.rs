@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::jsonrpc::{
     error_response, parse_message, Incoming, RpcError, INVALID_REQUEST, PARSE_ERROR,
-    SESSION_NOT_FOUND,
+    SESSION_NOT_FOUND, UNSUPPORTED_PROTOCOL_VERSION,
 };
 use super::protocol::{self, is_known_method, PROTOCOL_VERSIONS};
 use super::McpState;
@@ -37,15 +37,16 @@ pub struct Refusal {
     id: Value,
     code: i64,
     message: String,
+    data: Option<Value>,
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(error_response(&self.id, self.code, &self.message)),
-        )
-            .into_response()
+        let mut body = error_response(&self.id, self.code, &self.message);
+        if let Some(data) = self.data {
+            body["error"]["data"] = data;
+        }
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
@@ -60,6 +61,7 @@ fn refusal(status: StatusCode, id: Value, code: i64, message: &str) -> Refusal {
         id,
         code,
         message: message.to_string(),
+        data: None,
     }
 }
 
@@ -347,15 +349,17 @@ pub async fn post_mcp(
     if let Some(v) = headers.get(VERSION_HEADER) {
         let v = v.to_str().unwrap_or("");
         if !PROTOCOL_VERSIONS.contains(&v) {
-            return rpc_error(
+            let mut r = refusal(
                 StatusCode::BAD_REQUEST,
                 first_request_id(&messages),
-                INVALID_REQUEST,
+                UNSUPPORTED_PROTOCOL_VERSION,
                 &format!(
-                    "MCP-Protocol-Version {v:?} is not supported; expected one of {}",
+                    "MCP-Protocol-Version {v:?} is not supported; expected one of {} (through initialize)",
                     PROTOCOL_VERSIONS.join(", ")
                 ),
             );
+            r.data = Some(json!({"supported": PROTOCOL_VERSIONS, "requested": v}));
+            return r.into_response();
         }
     }
     let session = headers
