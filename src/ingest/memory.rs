@@ -4,7 +4,7 @@
 //! - `system_id` is `metadata.source`. A source that is not a valid system id (such as a URL)
 //!   is mapped to one: every run of characters outside `[A-Za-z0-9_-]` becomes one `-`, the
 //!   ends are trimmed, the rest is cut to 91 bytes and `-` plus the first 8 hex digits of the
-//!   source's sha256 is appended (`http://localhost:8678` → `http-localhost-8678-<hash>`),
+//!   source's sha256 is appended (`http://localhost:8678` → `http-localhost-8678-8759b8f5`),
 //!   so different sources never share a system. A memory without a source belongs to `unknown`.
 //! - `conversation_id` is the memory id; pushing the same memory again replaces it.
 //! - `content` is the text; `timestamp` is `metadata.created_at` (ISO 8601, with or without
@@ -253,7 +253,8 @@ mod tests {
         assert_eq!(system_for_source(None), "unknown");
         assert_eq!(system_for_source(Some("  ")), "unknown");
         let url = system_for_source(Some("http://localhost:8678"));
-        assert!(url.starts_with("http-localhost-8678-"), "{url}");
+        // the example README gives: the suffix is sha256 of the source, as Python's hashlib gives it
+        assert_eq!(url, "http-localhost-8678-8759b8f5");
         assert_eq!(url.len(), "http-localhost-8678-".len() + 8);
         assert_eq!(url, system_for_source(Some("http://localhost:8678")));
         assert_ne!(url, system_for_source(Some("http://localhost:8679")));
