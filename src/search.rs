@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::actors::directory::ShardDirectory;
 use crate::actors::shard::{Candidates, ShardMsg};
-use crate::embedding::Embedder;
+use crate::embedding::{embed_in_batches, Embedder};
 use crate::record::{
     normalize, shard_for, validate_embedding, validate_system_id, ShardId, SHARD_COUNT,
 };
@@ -158,16 +158,15 @@ pub struct Searcher {
 impl Searcher {
     /// Embeds one text on a blocking thread.
     pub async fn embed_text(&self, text: String) -> Result<Vec<f32>, SearchError> {
-        let embedder = self.embedder.clone().ok_or_else(|| {
+        let embedder = self.embedder.as_ref().ok_or_else(|| {
             SearchError::Unavailable(format!(
                 "text search needs the embedding model, not found in {}; run scripts/fetch-model.sh or pass an embedding",
                 self.model_dir.display()
             ))
         })?;
-        let mut out = tokio::task::spawn_blocking(move || embedder.embed(&[text.as_str()]))
+        let mut out = embed_in_batches(embedder, vec![text], 1)
             .await
-            .map_err(|e| SearchError::Internal(format!("embedding task failed: {e}")))?
-            .map_err(|e| SearchError::Internal(format!("embedding failed: {e}")))?;
+            .map_err(SearchError::Internal)?;
         out.pop()
             .ok_or_else(|| SearchError::Internal("embedder returned no vector".to_string()))
     }
@@ -178,26 +177,15 @@ impl Searcher {
         texts: Vec<String>,
         batch: usize,
     ) -> Result<Vec<Vec<f32>>, SearchError> {
-        let embedder = self.embedder.clone().ok_or_else(|| {
+        let embedder = self.embedder.as_ref().ok_or_else(|| {
             SearchError::Unavailable(format!(
                 "embedding needs the model, not found in {}; run scripts/fetch-model.sh",
                 self.model_dir.display()
             ))
         })?;
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(batch.max(1)) {
-            let chunk = chunk.to_vec();
-            let embedder = Arc::clone(&embedder);
-            let vectors = tokio::task::spawn_blocking(move || {
-                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                embedder.embed(&refs)
-            })
+        embed_in_batches(embedder, texts, batch)
             .await
-            .map_err(|e| SearchError::Internal(format!("embedding task failed: {e}")))?
-            .map_err(|e| SearchError::Internal(format!("embedding failed: {e}")))?;
-            out.extend(vectors);
-        }
-        Ok(out)
+            .map_err(SearchError::Internal)
     }
 
     /// Answers one search.

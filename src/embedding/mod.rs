@@ -18,6 +18,7 @@ mod bert;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
@@ -231,6 +232,40 @@ impl Embedder {
         let pooled = self.model.forward_mean_pooled(&ids, &mask)?;
         Ok(bert::l2_normalize(&pooled)?.to_vec2::<f32>()?)
     }
+}
+
+/// Embeds texts `batch` at a time, each batch on a blocking thread, so the async runtime is
+/// never held up; the vectors come in the texts' order. The error says what failed.
+pub async fn embed_in_batches(
+    embedder: &Arc<Embedder>,
+    texts: Vec<String>,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>, String> {
+    let total = texts.len();
+    let mut out = Vec::with_capacity(total);
+    let mut rest = texts.into_iter();
+    loop {
+        let chunk: Vec<String> = rest.by_ref().take(batch.max(1)).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let embedder = Arc::clone(embedder);
+        let vectors = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            embedder.embed(&refs)
+        })
+        .await
+        .map_err(|e| format!("embedding task failed: {e}"))?
+        .map_err(|e| format!("embedding failed: {e}"))?;
+        out.extend(vectors);
+    }
+    if out.len() != total {
+        return Err(format!(
+            "embedder returned {} vectors for {total} texts",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// Reads a whole model file, telling a missing file from an unreadable one.

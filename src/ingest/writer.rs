@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::directory::ShardDirectory;
 use crate::actors::shard::ShardMsg;
-use crate::embedding::Embedder;
+use crate::embedding::{embed_in_batches, Embedder};
 use crate::ingest::batch::PendingRecord;
 use crate::record::{normalize, shard_for, MemoryRecord, ShardId};
 use crate::storage::HotStore;
@@ -111,33 +111,21 @@ impl Writer {
             .filter(|(_, p)| p.embedding.is_none())
             .map(|(i, _)| i)
             .collect();
-        let mut computed: Vec<Vec<f32>> = Vec::with_capacity(missing.len());
-        if !missing.is_empty() {
+        let computed = if missing.is_empty() {
+            Vec::new()
+        } else {
             let embedder = self
                 .embedder
-                .clone()
+                .as_ref()
                 .ok_or_else(|| WriteError::NoModel(self.model_dir.display().to_string()))?;
-            for chunk in missing.chunks(self.embed_batch.max(1)) {
-                let texts: Vec<String> =
-                    chunk.iter().map(|i| pending[*i].content.clone()).collect();
-                let embedder = Arc::clone(&embedder);
-                let vectors = tokio::task::spawn_blocking(move || {
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    embedder.embed(&refs)
-                })
+            let texts = missing
+                .iter()
+                .map(|i| pending[*i].content.clone())
+                .collect();
+            embed_in_batches(embedder, texts, self.embed_batch)
                 .await
-                .map_err(|e| WriteError::Internal(format!("embedding task failed: {e}")))?
-                .map_err(|e| WriteError::Internal(format!("embedding failed: {e}")))?;
-                computed.extend(vectors);
-            }
-        }
-        if computed.len() != missing.len() {
-            return Err(WriteError::Internal(format!(
-                "embedder returned {} vectors for {} texts",
-                computed.len(),
-                missing.len()
-            )));
-        }
+                .map_err(WriteError::Internal)?
+        };
         let mut computed = computed.into_iter();
         Ok(pending
             .into_iter()
