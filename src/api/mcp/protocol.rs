@@ -14,10 +14,8 @@ pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-03-26";
 
 /// Whether the node answers a method (unknown ones get -32601 whatever the session).
 pub fn is_known_method(method: &str) -> bool {
-    matches!(
-        method,
-        "initialize" | "ping" | "tools/list" | "tools/call" | "notifications/initialized"
-    ) || method.starts_with("notifications/")
+    matches!(method, "initialize" | "ping" | "tools/list" | "tools/call")
+        || method.starts_with("notifications/")
 }
 
 /// The version to answer an `initialize` with: the client's when the node speaks it, else the newest.
