@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod ingest;
 pub mod metrics;
 pub mod node;
+pub mod offload;
 pub mod record;
 pub mod search;
 pub mod storage;

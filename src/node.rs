@@ -18,6 +18,7 @@ use crate::embedding::Embedder;
 use crate::ingest::pull::{PullError, PullIngestion};
 use crate::ingest::{IngestLimits, IngestRequest, PendingRecord, WriteError, Writer};
 use crate::metrics::{MetricsSnapshot, NodeMetrics};
+use crate::offload;
 use crate::record::{
     shard_for, validate_conversation_id, validate_system_id, ShardId, SHARD_COUNT,
 };
@@ -248,17 +249,14 @@ impl Node {
     /// Validates and stores a pushed batch; returns the number of records, all durable.
     pub async fn ingest(&self, request: IngestRequest) -> Result<usize, NodeIngestError> {
         let limits = self.ingest_limits();
-        let checked = if request.conversations.len() <= 16 {
-            request.validate(&limits)
-        } else {
-            tokio::task::spawn_blocking(move || request.validate(&limits))
-                .await
-                .map_err(|e| {
-                    NodeIngestError::Write(WriteError::Internal(format!(
-                        "checking the batch failed: {e}"
-                    )))
-                })?
-        };
+        let small = request.conversations.len() <= offload::INLINE_ITEMS;
+        let checked = offload::sized(small, move || request.validate(&limits))
+            .await
+            .map_err(|e| {
+                NodeIngestError::Write(WriteError::Internal(format!(
+                    "checking the batch failed: {e}"
+                )))
+            })?;
         let records = checked.map_err(|e| NodeIngestError::Invalid(e.to_string()))?;
         self.write(records).await.map_err(NodeIngestError::Write)
     }

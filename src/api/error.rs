@@ -6,6 +6,7 @@ use axum::Json;
 
 use crate::ingest::WriteError;
 use crate::node::NodeIngestError;
+use crate::offload;
 use crate::search::SearchError;
 
 /// An error answer of the API.
@@ -88,17 +89,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     Ok(value)
 }
 
-/// Bodies up to this size are parsed on the runtime; larger ones on a blocking thread.
-pub const INLINE_BODY_BYTES: usize = 64 * 1024;
-
 /// Parses a JSON body as [`parse_json`] does, off the runtime when it is large.
 pub async fn parse_json_body<T: serde::de::DeserializeOwned + Send + 'static>(
     body: bytes::Bytes,
 ) -> Result<T, ApiError> {
-    if body.len() <= INLINE_BODY_BYTES {
-        return parse_json(&body);
-    }
-    tokio::task::spawn_blocking(move || parse_json(&body))
+    let small = body.len() <= offload::INLINE_BODY_BYTES;
+    offload::sized(small, move || parse_json(&body))
         .await
         .map_err(|e| ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -157,15 +157,25 @@ pub fn memory_record(
     limits: &IngestLimits,
     now: DateTime<Utc>,
 ) -> Result<PendingRecord, MemoryError> {
-    let fail = |m: String| Err(MemoryError(m));
-    let Value::Object(item) = item else {
-        return fail(format!(
+    match item {
+        Value::Object(item) => memory_fields_record(item, fields, limits, now),
+        other => Err(MemoryError(format!(
             "expected an object with {} and {}, got {}",
             fields.id,
             fields.text,
-            json_kind(item)
-        ));
-    };
+            json_kind(other)
+        ))),
+    }
+}
+
+/// Turns the fields of one pushed item (id, text, embedding?, metadata?) into a record.
+pub fn memory_fields_record(
+    item: &Map<String, Value>,
+    fields: MemoryFields,
+    limits: &IngestLimits,
+    now: DateTime<Utc>,
+) -> Result<PendingRecord, MemoryError> {
+    let fail = |m: String| Err(MemoryError(m));
     let id = match item.get(fields.id) {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => return fail(format!("{} is required", fields.id)),

@@ -6,7 +6,9 @@ use serde_json::{json, Map, Value};
 use super::args::{ArgError, Args};
 use super::tools::ToolOutput;
 use super::McpState;
-use crate::ingest::memory::{memory_record, MemoryError, MemoryFields, MEMORY, REFLECTION};
+use crate::ingest::memory::{
+    memory_fields_record, memory_record, MemoryError, MemoryFields, MEMORY, REFLECTION,
+};
 use crate::ingest::{IngestLimits, PendingRecord};
 use crate::record::EMBEDDING_DIM;
 
@@ -34,9 +36,8 @@ impl ItemCheck {
         }
     }
 
-    /// Validates one item into a record; also refuses one that needs the model when the node has none.
-    fn record(&self, item: &Value, fields: MemoryFields) -> Result<PendingRecord, MemoryError> {
-        let record = memory_record(item, fields, &self.limits, Utc::now())?;
+    /// Refuses a record that needs the model when the node has none.
+    fn embeddable(&self, record: PendingRecord) -> Result<PendingRecord, MemoryError> {
         if let (None, Some(dir)) = (&record.embedding, &self.no_model) {
             return Err(MemoryError(format!(
                 "embedding is required: the node has no embedding model (looked in {}; scripts/fetch-model.sh fetches it)",
@@ -47,9 +48,6 @@ impl ItemCheck {
     }
 }
 
-/// Items checked at once on the runtime; larger batches are checked on a blocking thread.
-const INLINE_ITEMS: usize = 16;
-
 /// The valid items as records with their index and id, and an error entry for each bad one.
 fn check_items(
     check: &ItemCheck,
@@ -58,9 +56,10 @@ fn check_items(
     let mut errors = Vec::new();
     let mut records = Vec::with_capacity(items.len());
     let mut ids = Vec::with_capacity(items.len());
+    let now = Utc::now();
     for (index, item) in items.iter().enumerate() {
         let memory_id = item.get("memory_id").cloned().unwrap_or(Value::Null);
-        match check.record(item, MEMORY) {
+        match memory_record(item, MEMORY, &check.limits, now).and_then(|r| check.embeddable(r)) {
             Ok(r) => {
                 records.push(r);
                 ids.push((index, memory_id));
@@ -75,7 +74,7 @@ fn check_items(
     (records, ids, errors)
 }
 
-/// Stores one memory or reflection; the answer names it under `id_field`.
+/// Stores one memory or reflection; the answer names it under its id field.
 async fn store_one(
     state: &McpState,
     args: &Map<String, Value>,
@@ -83,7 +82,6 @@ async fn store_one(
     known: &[&str],
 ) -> Result<ToolOutput, ArgError> {
     Args::new(args, known)?;
-    let item = Value::Object(args.clone());
     let id = args.get(fields.id).cloned().unwrap_or(Value::Null);
     let failed = |error: String| {
         ToolOutput::failed(json!({
@@ -92,7 +90,10 @@ async fn store_one(
             "error": error,
         }))
     };
-    let record = match ItemCheck::of(state).record(&item, fields) {
+    let check = ItemCheck::of(state);
+    let checked = memory_fields_record(args, fields, &check.limits, Utc::now())
+        .and_then(|r| check.embeddable(r));
+    let record = match checked {
         Ok(r) => r,
         Err(e) => return Ok(failed(e.0)),
     };
@@ -162,13 +163,11 @@ pub async fn batch_store_memories(
         _ => Vec::new(),
     };
     let check = ItemCheck::of(state);
-    let (records, ids, mut errors) = if items.len() <= INLINE_ITEMS {
-        check_items(&check, &items)
-    } else {
-        tokio::task::spawn_blocking(move || check_items(&check, &items))
+    let small = items.len() <= crate::offload::INLINE_ITEMS;
+    let (records, ids, mut errors) =
+        crate::offload::sized(small, move || check_items(&check, &items))
             .await
-            .map_err(|e| ArgError(format!("checking memories failed: {e}")))?
-    };
+            .map_err(|e| ArgError(format!("checking memories failed: {e}")))?;
     let mut stored = records.len();
     let mut write_error = None;
     if !records.is_empty() {

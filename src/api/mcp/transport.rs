@@ -171,17 +171,12 @@ fn parse_body(bytes: &[u8]) -> Result<(Vec<Result<Incoming, RpcError>>, bool), R
     }
 }
 
-/// Bodies up to this size are parsed on the runtime; larger ones on a blocking thread.
-const INLINE_BODY_BYTES: usize = 64 * 1024;
-
 /// Parses a body, off the runtime when it is large (a batch of memories with embeddings).
 async fn parse_body_async(
     bytes: Vec<u8>,
 ) -> Result<(Vec<Result<Incoming, RpcError>>, bool), Refusal> {
-    if bytes.len() <= INLINE_BODY_BYTES {
-        return parse_body(&bytes);
-    }
-    tokio::task::spawn_blocking(move || parse_body(&bytes))
+    let small = bytes.len() <= crate::offload::INLINE_BODY_BYTES;
+    crate::offload::sized(small, move || parse_body(&bytes))
         .await
         .map_err(|e| {
             refusal(
