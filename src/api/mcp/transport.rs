@@ -192,7 +192,6 @@ async fn parse_body_async(
 async fn answer_all(
     state: &McpState,
     messages: Vec<Result<Incoming, RpcError>>,
-    session: Option<&str>,
     flatten: bool,
 ) -> Vec<Value> {
     let mut out = Vec::new();
@@ -202,14 +201,8 @@ async fn answer_all(
             Ok(Incoming::Request { id, method, params }) => {
                 out.push(protocol::answer(state, &id, &method, params, flatten).await)
             }
-            Ok(Incoming::Notification { method }) => {
-                if method == "notifications/initialized" {
-                    if let Some(s) = session {
-                        state.sessions.mark_initialized(s);
-                    }
-                }
-            }
-            Ok(Incoming::Response) => {}
+            // notifications (initialized, cancelled, ...) and responses need no answer
+            Ok(Incoming::Notification { .. }) | Ok(Incoming::Response) => {}
         }
     }
     out
@@ -327,7 +320,7 @@ pub async fn post_mcp(
             return StatusCode::ACCEPTED.into_response();
         };
         let version = protocol::negotiate(&params);
-        let session = match state.sessions.open(version) {
+        let session = match state.sessions.open() {
             Ok(s) => s,
             Err(e) => {
                 return rpc_error(
@@ -359,10 +352,10 @@ pub async fn post_mcp(
     }
     let session = headers
         .get(SESSION_HEADER)
-        .map(|s| s.to_str().unwrap_or("").to_string());
-    match &session {
+        .map(|s| s.to_str().unwrap_or(""));
+    match session {
         Some(id) => {
-            if state.sessions.touch(id).is_none() {
+            if !state.sessions.touch(id) {
                 return rpc_error(
                     StatusCode::NOT_FOUND,
                     first_request_id(&messages),
@@ -388,7 +381,7 @@ pub async fn post_mcp(
             }
         }
     }
-    let answers = answer_all(&state, messages, session.as_deref(), false).await;
+    let answers = answer_all(&state, messages, false).await;
     respond(answers, batch, format, None)
 }
 
@@ -403,7 +396,7 @@ pub async fn post_sessionless(
         Ok(m) => m,
         Err(r) => return r.into_response(),
     };
-    let answers = answer_all(&state, messages, None, true).await;
+    let answers = answer_all(&state, messages, true).await;
     respond(answers, batch, Format::Json, None)
 }
 
