@@ -7,6 +7,9 @@
 //! are then aging throughput and warm-tier search. With --cold they are 200 days old and go
 //! on to cold Parquet files on the local object store; searches then ask the cold tier for
 //! one calendar month (10 global queries, every system-scoped one).
+//! With --due=P, P percent of the records (every record whose number modulo 100 is below P)
+//! are 30 days old and the rest new: once the index is built, one aging run moves the old
+//! ones to warm, which measures aging proportional to what it moves, not to the tree.
 //! Index and search settings come from AKOSHA__SECTION__KEY variables as for the node.
 
 use std::collections::HashMap;
@@ -221,6 +224,9 @@ async fn run(dir: &Path) {
     // --warm: records are 30 days old, aged to the warm tier, and searched there
     let cold = std::env::args().any(|a| a == "--cold");
     let warm = cold || std::env::args().any(|a| a == "--warm");
+    let due_percent: Option<usize> = std::env::args()
+        .find_map(|a| a.strip_prefix("--due=").map(str::to_string))
+        .map(|p| p.parse().expect("--due=P takes a whole percentage"));
     let mut data = load(dir);
     // exact system-scoped answers need the base vectors, which are dropped after ingest so
     // that resident memory measures the node, not the benchmark's copy of the data set
@@ -276,8 +282,14 @@ async fn run(dir: &Path) {
                             embedding: Some(
                                 base[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM].to_vec(),
                             ),
-                            timestamp,
+                            timestamp: match due_percent {
+                                Some(p) if i % 100 < p => {
+                                    chrono::Utc::now() - chrono::Duration::days(30)
+                                }
+                                _ => timestamp,
+                            },
                             metadata: serde_json::Map::new(),
+                            version: None,
                         }
                     })
                     .collect();
@@ -312,12 +324,45 @@ async fn run(dir: &Path) {
         stats.segments, stats.live_points
     );
 
+    if let Some(p) = due_percent {
+        let t = Instant::now();
+        let mut only_warm = node.config.aging.clone();
+        only_warm.warm_days = 1e6;
+        let run = node
+            .aging_gate
+            .try_start("request")
+            .map_err(|_| "aging is running")
+            .expect("no other aging run in the benchmark");
+        let report = age_all(
+            &run,
+            &node.directory,
+            &node.cold,
+            &only_warm,
+            Duration::from_secs(600),
+        )
+        .await;
+        drop(run);
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{{\"bench\": \"aging_due\", \"due_percent\": {p}, \"records\": {}, \"moved\": {}, \"seconds\": {secs:.2}, \"moved_per_s\": {:.0}, \"missing_shards\": {}}}",
+            data.n,
+            report.hot_to_warm,
+            report.hot_to_warm as f64 / secs,
+            report.missing_shards.len()
+        );
+    }
     if warm {
         let t = Instant::now();
         // hot to warm only: nothing is old enough for cold in this step
         let mut only_warm = node.config.aging.clone();
         only_warm.warm_days = 1e6;
+        let run = node
+            .aging_gate
+            .try_start("request")
+            .map_err(|_| "aging is running")
+            .expect("no other aging run in the benchmark");
         let report = age_all(
+            &run,
             &node.directory,
             &node.cold,
             &only_warm,
@@ -336,7 +381,13 @@ async fn run(dir: &Path) {
     }
     if cold {
         let t = Instant::now();
+        let run = node
+            .aging_gate
+            .try_start("request")
+            .map_err(|_| "aging is running")
+            .expect("no other aging run in the benchmark");
         let report = age_all(
+            &run,
             &node.directory,
             &node.cold,
             &node.config.aging,

@@ -5,6 +5,8 @@
 #   scripts/bench-search.sh 1000000
 #   scripts/bench-search.sh 1000000 --warm   # records 30 days old: aging throughput and
 #                                            # warm-tier search instead (no faiss run)
+#   scripts/bench-search.sh 1000000 --due=1  # 1% of the records 30 days old: one aging run
+#                                            # moves them (time proportional to what moves)
 #   scripts/bench-search.sh 1000000 --cold   # 200 days old: on to cold Parquet files, and
 #                                            # cold search over one month
 # Needs python3 with numpy and faiss-cpu (installed with pip when missing).

@@ -9,10 +9,11 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::actors::ager::{age_all, AgingReport};
+use crate::actors::aging_gate::{AgingGate, AgingProgress};
 use crate::actors::directory::ShardDirectory;
 use crate::actors::node_supervisor::{ActorSlots, NodeArgs, NodeMsg, NodeSupervisor};
 use crate::actors::query_coordinator::CoordinatorMsg;
-use crate::actors::shard::ShardMsg;
+use crate::actors::shard::{DeleteCounts, ShardMsg};
 use crate::config::Config;
 use crate::embedding::Embedder;
 use crate::ingest::pull::{PullError, PullIngestion};
@@ -24,11 +25,15 @@ use crate::record::{
 };
 use crate::search::{SearchError, SearchQuery, SearchResponse, Searcher};
 use crate::storage::ann::AnnParams;
+use crate::storage::cold_log::{self, ColdEvent};
 use crate::storage::cold_tier::ColdTier;
 use crate::storage::hot_index::{IndexParams, IndexStats};
 use crate::storage::objects::open_object_store;
 use crate::storage::resilient::ResilientStore;
+use crate::storage::tombstones::Tombstones;
+use crate::storage::upsert::WriteCounts;
 use crate::storage::{HotIndex, HotStore, StorageError};
+use crate::version::Clock;
 
 /// Why a node could not open or start.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +113,12 @@ pub struct Node {
     pub slots: Arc<ActorSlots>,
     /// counters of pushes and searches
     pub metrics: NodeMetrics,
+    /// versions of writes and deletions
+    pub clock: Arc<Clock>,
+    /// versioned deletions
+    pub tombstones: Tombstones,
+    /// one aging run at a time
+    pub aging_gate: Arc<AgingGate>,
     /// the root actor, once started
     root: parking_lot::Mutex<Option<ActorRef<NodeMsg>>>,
     /// true once every shard has loaded
@@ -144,6 +155,12 @@ impl Node {
             ef_search: config.index.ef_search,
         }));
         let directory = Arc::new(ShardDirectory::new());
+        // node 1 until the cluster gives nodes numbers of their own
+        let clock = Arc::new(Clock::new(1));
+        let tombstones = Tombstones::open(&store).map_err(|source| NodeError::Store {
+            dir: store_dir_text.clone(),
+            source,
+        })?;
         let model_dir = config.embedding.model_dir.clone();
         let writer = Arc::new(Writer {
             store: store.clone(),
@@ -153,6 +170,7 @@ impl Node {
             embed_batch: config.embedding.batch_size,
             timeout: Duration::from_millis(config.ingest.timeout_ms),
             permits: Semaphore::new(config.ingest.max_concurrent),
+            clock: Arc::clone(&clock),
         });
         let url = config
             .object_store_url()
@@ -169,6 +187,7 @@ impl Node {
                 source,
             })?,
         );
+        rebuild_if_new(&store, &cold, &tombstones).await?;
         let searcher = Arc::new(Searcher {
             cold: Arc::clone(&cold),
             store: store.clone(),
@@ -202,6 +221,9 @@ impl Node {
             cold,
             slots: Arc::new(ActorSlots::default()),
             metrics: NodeMetrics::default(),
+            clock,
+            tombstones,
+            aging_gate: Arc::new(AgingGate::default()),
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
         }))
@@ -219,6 +241,9 @@ impl Node {
             slots: Arc::clone(&self.slots),
             ingestion: self.uploads.as_ref().map(|u| u.actor_args()),
             cold: Arc::clone(&self.cold),
+            tombstones: self.tombstones.clone(),
+            clock: Arc::clone(&self.clock),
+            aging_gate: Arc::clone(&self.aging_gate),
             aging: self
                 .config
                 .aging
@@ -246,8 +271,8 @@ impl Node {
         }
     }
 
-    /// Validates and stores a pushed batch; returns the number of records, all durable.
-    pub async fn ingest(&self, request: IngestRequest) -> Result<usize, NodeIngestError> {
+    /// Validates and stores a pushed batch; says what was stored, once all of it is durable.
+    pub async fn ingest(&self, request: IngestRequest) -> Result<WriteCounts, NodeIngestError> {
         let limits = self.ingest_limits();
         let small = request.conversations.len() <= offload::INLINE_ITEMS;
         let checked = offload::sized(small, move || request.validate(&limits))
@@ -261,25 +286,27 @@ impl Node {
         self.write(records).await.map_err(NodeIngestError::Write)
     }
 
-    /// Stores validated records; returns once all are durable.
-    pub async fn write(&self, records: Vec<PendingRecord>) -> Result<usize, WriteError> {
+    /// Stores validated records; says what was stored, once all are durable.
+    pub async fn write(&self, records: Vec<PendingRecord>) -> Result<WriteCounts, WriteError> {
         if !self.is_ready() {
             return Err(WriteError::Unavailable(
                 "node is loading its shards".to_string(),
             ));
         }
         let written = self.writer.write(records).await;
-        self.metrics.push(written.as_ref().ok().copied());
+        self.metrics
+            .push(written.as_ref().ok().map(WriteCounts::accepted));
         written
     }
 
-    /// Deletes a system's records, or one conversation of it, from the shard that owns the
-    /// system; returns how many were deleted, once the deletion is durable.
+    /// Deletes a system's records, or one conversation of it, from every tier of the shard
+    /// that owns the system; says how many went from each tier, once the deletion (and its
+    /// tombstone, which keeps older copies from coming back) is durable.
     pub async fn delete(
         &self,
         system_id: &str,
         conversation_id: Option<&str>,
-    ) -> Result<usize, NodeIngestError> {
+    ) -> Result<DeleteCounts, NodeIngestError> {
         validate_system_id(system_id).map_err(|e| NodeIngestError::Invalid(e.to_string()))?;
         if let Some(c) = conversation_id {
             validate_conversation_id(c).map_err(|e| NodeIngestError::Invalid(e.to_string()))?;
@@ -295,11 +322,31 @@ impl Node {
             .get(shard)
             .ok_or(NodeIngestError::Write(WriteError::ShardUnavailable(shard)))?;
         let timeout = Duration::from_millis(self.config.ingest.timeout_ms);
+        let version = self.clock.now();
+        // the deletion goes to the object store first: a node rebuilt from it must not bring
+        // the records back (from its cold files, or from uploads read again)
+        let seq = self
+            .cold
+            .next_seq()
+            .map_err(|e| NodeIngestError::Write(WriteError::Internal(e.to_string())))?;
+        let event = ColdEvent::Delete {
+            system_id: system_id.to_string(),
+            conversation_id: conversation_id.map(str::to_string),
+            version,
+        };
+        cold_log::append(self.cold.store(), shard, seq, &event)
+            .await
+            .map_err(|e| {
+                NodeIngestError::Write(WriteError::Unavailable(format!(
+                    "cannot record the deletion in the object store, nothing was deleted: {e}"
+                )))
+            })?;
         let deleted = match actor
             .call(
                 |reply| ShardMsg::Delete {
                     system_id: system_id.to_string(),
                     conversation_id: conversation_id.map(str::to_string),
+                    version,
                     reply,
                 },
                 Some(timeout),
@@ -322,20 +369,29 @@ impl Node {
         Ok(deleted)
     }
 
-    /// Moves records past their tier's age now (hot to warm, warm to cold), on every shard that is up.
-    pub async fn age(&self) -> Result<AgingReport, NodeIngestError> {
+    /// Moves records past their tier's age now (hot to warm, warm to cold), on every shard
+    /// that is up. One run at a time: while another runs (scheduled or asked for), answers
+    /// [`AgeError::Running`] with its progress. The run goes on to its end even when the
+    /// caller stops waiting.
+    pub async fn age(&self) -> Result<AgingReport, AgeError> {
         if !self.is_ready() {
-            return Err(NodeIngestError::Write(WriteError::Unavailable(
-                "node is loading its shards".to_string(),
+            return Err(AgeError::Failed(NodeIngestError::Write(
+                WriteError::Unavailable("node is loading its shards".to_string()),
             )));
         }
-        Ok(age_all(
-            &self.directory,
-            &self.cold,
-            &self.config.aging,
-            self.aging_timeout(),
-        )
-        .await)
+        let run = self
+            .aging_gate
+            .try_start("request")
+            .map_err(AgeError::Running)?;
+        let (directory, cold) = (Arc::clone(&self.directory), Arc::clone(&self.cold));
+        let (config, timeout) = (self.config.aging.clone(), self.aging_timeout());
+        tokio::spawn(async move { age_all(&run, &directory, &cold, &config, timeout).await })
+            .await
+            .map_err(|e| {
+                AgeError::Failed(NodeIngestError::Write(WriteError::Internal(format!(
+                    "aging task failed: {e}"
+                ))))
+            })
     }
 
     /// How long one shard's aging step may take.
@@ -395,13 +451,10 @@ impl Node {
             if let Ok(c) = r {
                 records.hot += c.hot;
                 records.warm += c.warm;
+                records.cold += c.cold;
                 systems += c.systems;
                 answered[*shard as usize] = true;
             }
-        }
-        match self.cold.files() {
-            Ok(files) => records.cold = files.iter().map(|f| f.live_rows() as usize).sum(),
-            Err(e) => tracing::error!(error = %e, "cannot read the cold catalog"),
         }
         records.total = records.hot + records.warm + records.cold;
         let missing: Vec<ShardId> = (0..SHARD_COUNT)
@@ -439,6 +492,17 @@ impl Node {
     }
 }
 
+/// Why an aging run asked for did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgeError {
+    /// Another run is going on (a 409, with its progress).
+    #[error("an aging run started by {} is in progress ({} of {} shards done)", .0.started_by, .0.shards_done, .0.shards_total)]
+    Running(AgingProgress),
+    /// The node cannot age now.
+    #[error(transparent)]
+    Failed(NodeIngestError),
+}
+
 /// Why a pushed batch was not stored, or a deletion not carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeIngestError {
@@ -448,6 +512,45 @@ pub enum NodeIngestError {
     /// Storing failed or the node cannot take writes now.
     #[error(transparent)]
     Write(WriteError),
+}
+
+/// On a new data directory, rebuilds the cold tier and the deletions from the object store's
+/// logs (a node replacing a lost one); refuses to start when that cannot be read.
+async fn rebuild_if_new(
+    store: &HotStore,
+    cold: &Arc<ColdTier>,
+    tombstones: &Tombstones,
+) -> Result<(), NodeError> {
+    let meta = store
+        .open_tree("meta")
+        .map_err(|e| NodeError::Objects(e.to_string()))?;
+    let created = meta
+        .get("created")
+        .map_err(|e| NodeError::Objects(e.to_string()))?;
+    if created.is_some() {
+        return Ok(());
+    }
+    let rebuilt = cold_log::rebuild(cold, tombstones).await.map_err(|e| {
+        NodeError::Objects(format!(
+            "cannot rebuild the cold tier and deletions of a new data directory from the object store ({e}); the node does not start without them, as it could bring deleted records back"
+        ))
+    })?;
+    if rebuilt.shards > 0 {
+        tracing::info!(
+            shards = rebuilt.shards,
+            files = rebuilt.files,
+            records = rebuilt.records,
+            deletions = rebuilt.deletions,
+            "rebuilt the cold tier and deletions from the object store"
+        );
+    }
+    meta.insert("created", chrono::Utc::now().to_rfc3339().as_bytes())
+        .map_err(|e| NodeError::Objects(e.to_string()))?;
+    store
+        .flush()
+        .await
+        .map_err(|e| NodeError::Objects(e.to_string()))?;
+    Ok(())
 }
 
 async fn load_embedder(config: &Config) -> Option<Arc<Embedder>> {

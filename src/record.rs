@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::version::Version;
+
 /// Dimension of every embedding (all-MiniLM-L6-v2 space).
 pub const EMBEDDING_DIM: usize = 384;
 /// Number of shards a cluster's records are spread over.
@@ -33,6 +35,8 @@ pub struct MemoryRecord {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// sha256 of the content.
     pub content_hash: [u8; 32],
+    /// The copy's version: it replaces another copy only when newer.
+    pub version: Version,
 }
 
 /// Why a record or one of its fields was refused.
@@ -169,6 +173,42 @@ pub struct StoredRecord {
     pub metadata_json: String,
     /// see [`MemoryRecord::content_hash`]
     pub content_hash: [u8; 32],
+    /// see [`MemoryRecord::version`]
+    pub version: Version,
+}
+
+/// A record as stores before versions wrote it; read as version zero.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LegacyStoredRecord {
+    /// see [`MemoryRecord::system_id`]
+    pub system_id: String,
+    /// see [`MemoryRecord::conversation_id`]
+    pub conversation_id: String,
+    /// see [`MemoryRecord::content`]
+    pub content: String,
+    /// see [`MemoryRecord::embedding`]
+    pub embedding: Vec<f32>,
+    /// microseconds since the Unix epoch
+    pub timestamp_micros: i64,
+    /// metadata as a JSON object text
+    pub metadata_json: String,
+    /// see [`MemoryRecord::content_hash`]
+    pub content_hash: [u8; 32],
+}
+
+impl From<LegacyStoredRecord> for StoredRecord {
+    fn from(r: LegacyStoredRecord) -> Self {
+        StoredRecord {
+            system_id: r.system_id,
+            conversation_id: r.conversation_id,
+            content: r.content,
+            embedding: r.embedding,
+            timestamp_micros: r.timestamp_micros,
+            metadata_json: r.metadata_json,
+            content_hash: r.content_hash,
+            version: Version::default(),
+        }
+    }
 }
 
 impl From<&MemoryRecord> for StoredRecord {
@@ -181,6 +221,7 @@ impl From<&MemoryRecord> for StoredRecord {
             timestamp_micros: r.timestamp.timestamp_micros(),
             metadata_json: serde_json::Value::Object(r.metadata.clone()).to_string(),
             content_hash: r.content_hash,
+            version: r.version,
         }
     }
 }

@@ -431,6 +431,11 @@ struct Collected {
 
 impl Collected {
     fn into_response(mut self, limit: usize, started: Instant) -> SearchResponse {
+        // one hit per record: a shard keeps one visible copy of each, but an answer must not
+        // show two even if a crash left two (the first, most similar, stays)
+        let mut seen = std::collections::HashSet::with_capacity(self.hits.len());
+        self.hits
+            .retain(|h| seen.insert((h.system_id.clone(), h.conversation_id.clone())));
         self.hits.truncate(limit);
         SearchResponse {
             results: self.hits,

@@ -226,6 +226,8 @@ print(json.dumps({
             "embedding",
             "timestamp",
             "metadata",
+            "version",
+            "version_node",
             "shard"
         ])
     );

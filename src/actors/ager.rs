@@ -12,13 +12,15 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::actors::aging_gate::{AgingGate, AgingRun};
 use crate::actors::directory::ShardDirectory;
 use crate::actors::shard::{cold_row, ShardMsg};
 use crate::config::AgingConfig;
 use crate::ingest::upload_data::sha256_hex;
-use crate::record::{ShardId, SHARD_COUNT};
+use crate::record::{record_key, ShardId, SHARD_COUNT};
 use crate::storage::cold_file::{write_cold_file, ColdColumns, ColdRow};
-use crate::storage::cold_tier::{ColdFile, ColdTier, SystemRows};
+use crate::storage::cold_log::{self, ColdEvent};
+use crate::storage::cold_tier::{ColdFile, ColdKey, ColdTier, SystemRows};
 use crate::storage::warm::WarmRecord;
 
 /// What one aging run moved.
@@ -37,7 +39,9 @@ pub struct AgingReport {
 }
 
 /// Ages every shard that is up: repeated bounded steps until a shard has nothing left to move.
+/// Only the holder of the node's [`AgingRun`] may call it, so no two runs race.
 pub async fn age_all(
+    run: &AgingRun,
     directory: &ShardDirectory,
     cold: &ColdTier,
     config: &AgingConfig,
@@ -49,8 +53,15 @@ pub async fn age_all(
     let cold_cutoff = now - (config.warm_days * 86_400e6) as i64;
     let mut report = AgingReport::default();
     let up = directory.up();
+    run.report(|p| p.shards_total = up.len());
     let mut answered = [false; SHARD_COUNT];
-    for (shard, actor) in up {
+    for (done, (shard, actor)) in up.into_iter().enumerate() {
+        run.report(|p| {
+            p.shards_done = done;
+            p.shard = Some(shard);
+            p.hot_to_warm = report.hot_to_warm;
+            p.warm_to_cold = report.warm_to_cold;
+        });
         loop {
             let asked = actor
                 .call(
@@ -93,6 +104,12 @@ pub async fn age_all(
             }
         }
     }
+    run.report(|p| {
+        p.shards_done = p.shards_total;
+        p.shard = None;
+        p.hot_to_warm = report.hot_to_warm;
+        p.warm_to_cold = report.warm_to_cold;
+    });
     report.missing_shards = (0..SHARD_COUNT)
         .filter(|s| !answered[*s])
         .map(|s| s as ShardId)
@@ -142,30 +159,67 @@ async fn age_to_cold(
             months.entry(month).or_default().push(r);
         }
         for (month, records) in months {
-            let file = write_verified(cold, shard, &month, &records).await?;
-            let keys = records
-                .iter()
-                .map(|r| (r.system_id.clone(), r.conversation_id.clone()))
-                .collect();
-            match actor
-                .call(
-                    |reply| ShardMsg::CommitCold { file, keys, reply },
-                    Some(timeout),
-                )
-                .await
-            {
-                Ok(ractor::rpc::CallResult::Success(Ok(n))) => {
-                    moved += n;
-                    files += 1;
+            for records in by_bytes(records, MAX_FILE_TEXT_BYTES) {
+                let file = write_verified(cold, shard, &month, &records).await?;
+                // the object store's log names the file before the node commits it, so a
+                // node rebuilt from the object store finds every committed file
+                let event = ColdEvent::Commit { file: file.clone() };
+                cold_log::append(cold.store(), shard, file.seq, &event)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let rows = records
+                    .iter()
+                    .map(|r| ColdKey {
+                        key: record_key(&r.system_id, &r.conversation_id),
+                        system_id: r.system_id.clone(),
+                        version: r.version,
+                    })
+                    .collect();
+                match actor
+                    .call(
+                        |reply| ShardMsg::CommitCold { file, rows, reply },
+                        Some(timeout),
+                    )
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(Ok(n))) => {
+                        moved += n;
+                        files += 1;
+                    }
+                    Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(e.to_string()),
+                    _ => return Err("shard did not answer the commit".to_string()),
                 }
-                Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(e.to_string()),
-                _ => return Err("shard did not answer the commit".to_string()),
             }
         }
         if n_due < batch {
             return Ok((moved, files));
         }
     }
+}
+
+/// Text bytes (content, summary, metadata) one cold file holds at most: well under the 2 GiB
+/// an Arrow string column can hold, and a bounded amount of memory to encode.
+const MAX_FILE_TEXT_BYTES: usize = 256 * 1024 * 1024;
+
+/// Splits records into runs of at most `max_bytes` of text each (a record larger than that
+/// goes alone).
+fn by_bytes(records: Vec<WarmRecord>, max_bytes: usize) -> Vec<Vec<WarmRecord>> {
+    let mut out: Vec<Vec<WarmRecord>> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for r in records {
+        let size = r.content.len() + r.summary.len() + r.metadata_json.len();
+        if !current.is_empty() && bytes + size > max_bytes {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(r);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 /// Writes one cold file to the object store, reads it back and checks it; returns its entry.
@@ -266,6 +320,8 @@ pub struct AgerArgs {
     pub config: AgingConfig,
     /// how long one shard step may take
     pub timeout: Duration,
+    /// one aging run at a time in the node
+    pub gate: Arc<AgingGate>,
 }
 
 /// The ager actor.
@@ -297,24 +353,43 @@ impl Actor for Ager {
         state: &mut AgerArgs,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AgerMsg::Tick => {
-                let report =
-                    age_all(&state.directory, &state.cold, &state.config, state.timeout).await;
-                if report.hot_to_warm > 0 || !report.missing_shards.is_empty() {
-                    tracing::info!(
-                        moved = report.hot_to_warm,
-                        missing = report.missing_shards.len(),
-                        took_ms = report.took_ms,
-                        "aging run"
+            AgerMsg::Tick => match state.gate.try_start("schedule") {
+                Ok(run) => {
+                    let report = age_all(
+                        &run,
+                        &state.directory,
+                        &state.cold,
+                        &state.config,
+                        state.timeout,
+                    )
+                    .await;
+                    if report.hot_to_warm > 0
+                        || report.warm_to_cold > 0
+                        || !report.missing_shards.is_empty()
+                    {
+                        tracing::info!(
+                            hot_to_warm = report.hot_to_warm,
+                            warm_to_cold = report.warm_to_cold,
+                            missing = report.missing_shards.len(),
+                            took_ms = report.took_ms,
+                            "aging run"
+                        );
+                    }
+                }
+                Err(running) => {
+                    tracing::debug!(
+                        started_by = running.started_by,
+                        shards_done = running.shards_done,
+                        "aging is already running; this tick is skipped"
                     );
                 }
-                drop(
-                    myself.send_after(Duration::from_secs(state.config.interval_secs), || {
-                        AgerMsg::Tick
-                    }),
-                );
-            }
+            },
         }
+        drop(
+            myself.send_after(Duration::from_secs(state.config.interval_secs), || {
+                AgerMsg::Tick
+            }),
+        );
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The node's actor tree.
 
 pub mod ager;
+pub mod aging_gate;
 pub mod directory;
 pub mod ingestion_supervisor;
 pub mod node_supervisor;

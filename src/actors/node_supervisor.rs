@@ -54,6 +54,12 @@ pub struct NodeArgs {
     pub aging: Option<(crate::config::AgingConfig, std::time::Duration)>,
     /// the cold tier
     pub cold: Arc<ColdTier>,
+    /// the node's tombstones
+    pub tombstones: crate::storage::tombstones::Tombstones,
+    /// the node's clock
+    pub clock: Arc<crate::version::Clock>,
+    /// one aging run at a time
+    pub aging_gate: Arc<crate::actors::aging_gate::AgingGate>,
 }
 
 /// The node supervisor's state.
@@ -96,6 +102,7 @@ impl NodeSupervisor {
                     cold: Arc::clone(&args.cold),
                     config: config.clone(),
                     timeout: *timeout,
+                    gate: Arc::clone(&args.aging_gate),
                 },
                 myself.get_cell(),
             )
@@ -143,6 +150,8 @@ impl Actor for NodeSupervisor {
                 directory: Arc::clone(&args.directory),
                 exact_system_limit: args.exact_system_limit,
                 cold: Arc::clone(&args.cold),
+                tombstones: args.tombstones.clone(),
+                clock: Arc::clone(&args.clock),
             },
             myself.get_cell(),
         )

@@ -1,38 +1,51 @@
-//! A shard actor: the owner of one shard's hot records.
+//! A shard actor: the owner of one shard's records in every tier.
 //!
-//! It writes records to its sled tree, mirrors their vectors into the node's hot index,
-//! and knows which points belong to which of its systems. On (re)start it rebuilds all
-//! of that from its tree.
+//! It writes records to its sled trees, mirrors their vectors into the node's hot and warm
+//! indexes, and knows which point and version each of its records has. A copy is written
+//! only when newer than every copy and deletion of its record. On (re)start it rebuilds all
+//! of that from its trees.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
+use serde::Serialize;
 
-use crate::record::{record_key, MemoryRecord, ShardId, StoredRecord};
+use crate::offload;
+use crate::record::{record_key, split_key, MemoryRecord, ShardId};
 use crate::storage::aging::{age_to_warm, settle_interrupted};
 use crate::storage::cold_file::ColdRow;
-use crate::storage::cold_tier::{ColdFile, ColdTier};
+use crate::storage::cold_tier::{ColdFile, ColdKey, ColdTier};
 use crate::storage::hot_index::PointMeta;
-use crate::storage::hot_store::{decode, encode};
-use crate::storage::warm::{decode_warm, WarmRecord};
+use crate::storage::shard_load::{cold_due, ensure_time_index, load_tree, load_warm_tree};
+use crate::storage::tombstones::Tombstones;
+use crate::storage::upsert::{dedupe, Decision, Known, Tier, UpsertJob, WriteCounts};
+use crate::storage::warm::WarmRecord;
 use crate::storage::warm_index::WarmPointId;
 use crate::storage::{HotIndex, HotStore, PointId, StorageError};
+use crate::version::{Clock, Version};
 
 /// What a shard is asked to do.
 pub enum ShardMsg {
-    /// Writes records (replacing same identities); replies once they are in the tree and index.
-    /// Durability on disk needs a store flush after the reply (group commit by the caller).
-    Upsert(Vec<MemoryRecord>, RpcReplyPort<Result<usize, StorageError>>),
-    /// Deletes a system's records, or one conversation of it; replies with how many went.
+    /// Writes records that are newer than what the shard holds; replies with what it did,
+    /// once they are in the tree and index. Durability on disk needs a store flush after the
+    /// reply (group commit by the caller).
+    Upsert(
+        Vec<MemoryRecord>,
+        RpcReplyPort<Result<WriteCounts, StorageError>>,
+    ),
+    /// Deletes a system's records, or one conversation of it, from every tier, leaving a
+    /// tombstone of `version`; replies with how many went from each tier.
     /// Durability on disk needs a store flush after the reply, as for writes.
     Delete {
         /// the system
         system_id: String,
         /// one conversation, or all of the system's when `None`
         conversation_id: Option<String>,
-        /// records deleted
-        reply: RpcReplyPort<Result<usize, StorageError>>,
+        /// the deletion's version
+        version: Version,
+        /// records deleted per tier
+        reply: RpcReplyPort<Result<DeleteCounts, StorageError>>,
     },
     /// Moves up to `max` hot records older than the cutoff to warm; replies with how many moved.
     Age {
@@ -56,8 +69,8 @@ pub enum ShardMsg {
     CommitCold {
         /// the file's catalog entry
         file: ColdFile,
-        /// (system, conversation) of its rows
-        keys: Vec<(String, String)>,
+        /// its rows' keys and versions
+        rows: Vec<ColdKey>,
         /// records moved out of warm
         reply: RpcReplyPort<Result<usize, StorageError>>,
     },
@@ -90,15 +103,31 @@ pub struct ShardCounts {
     pub hot: usize,
     /// warm records
     pub warm: usize,
-    /// systems with at least one record
+    /// visible cold records
+    pub cold: usize,
+    /// systems with at least one hot record
     pub systems: usize,
     /// records read from disk when the shard last started
     pub loaded_records: usize,
 }
 
-/// Batches up to this many records are written on the actor's own thread (well under a
-/// millisecond); larger ones go to a blocking thread so the runtime is never held up.
-const INLINE_WRITE_LIMIT: usize = 32;
+/// Records a deletion removed, per tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeleteCounts {
+    /// from the hot tier
+    pub hot: usize,
+    /// from the warm tier
+    pub warm: usize,
+    /// from the cold tier
+    pub cold: usize,
+}
+
+impl DeleteCounts {
+    /// Records deleted in all tiers.
+    pub fn total(&self) -> usize {
+        self.hot + self.warm + self.cold
+    }
+}
 
 /// Share of the index below which a system is scored exactly on system-scoped queries.
 const SPARSE_SHARE: f64 = 0.15;
@@ -115,15 +144,19 @@ pub struct ShardArgs {
     pub exact_system_limit: usize,
     /// the cold tier, where aged warm records go and deletions must reach
     pub cold: Arc<ColdTier>,
+    /// the node's tombstones
+    pub tombstones: Tombstones,
+    /// the node's clock, moved past every version the shard loads
+    pub clock: Arc<Clock>,
 }
 
 /// Points of one system on this shard.
 struct SystemPoints {
     code: u32,
-    by_conversation: HashMap<Box<str>, PointId>,
+    by_conversation: HashMap<Box<str>, (PointId, Version)>,
 }
 
-/// A shard's in-memory state, rebuilt from its tree on start.
+/// A shard's in-memory state, rebuilt from its trees on start.
 pub struct ShardState {
     shard: ShardId,
     store: HotStore,
@@ -132,10 +165,18 @@ pub struct ShardState {
     systems: HashMap<String, SystemPoints>,
     records: usize,
     loaded_records: usize,
-    /// warm points by system and conversation
-    warm: HashMap<String, HashMap<Box<str>, WarmPointId>>,
+    /// warm points and versions by system and conversation
+    warm: HashMap<String, HashMap<Box<str>, (WarmPointId, Version)>>,
     warm_records: usize,
     cold: Arc<ColdTier>,
+    /// visible cold records of this shard
+    cold_records: usize,
+    tombstones: Tombstones,
+    /// versions of this shard's system deletions
+    deleted_systems: HashMap<String, Version>,
+    /// whether any record of this shard was deleted by itself
+    record_tombstones: bool,
+    clock: Arc<Clock>,
 }
 
 /// The shard actor.
@@ -162,6 +203,11 @@ impl Actor for ShardActor {
             warm: HashMap::new(),
             warm_records: 0,
             cold: args.cold,
+            cold_records: 0,
+            tombstones: args.tombstones,
+            deleted_systems: HashMap::new(),
+            record_tombstones: false,
+            clock: args.clock,
         };
         state.load().await?;
         Ok(state)
@@ -175,15 +221,22 @@ impl Actor for ShardActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ShardMsg::Upsert(records, reply) => {
+                if reply.is_closed() {
+                    // the caller gave up before the write began: it was told it failed
+                    return Ok(());
+                }
                 let result = state.upsert(records).await;
                 let _ = reply.send(result);
             }
             ShardMsg::Delete {
                 system_id,
                 conversation_id,
+                version,
                 reply,
             } => {
-                let result = state.delete(&system_id, conversation_id.as_deref()).await;
+                let result = state
+                    .delete(&system_id, conversation_id.as_deref(), version)
+                    .await;
                 let _ = reply.send(result);
             }
             ShardMsg::Age {
@@ -207,8 +260,8 @@ impl Actor for ShardActor {
                         .and_then(|r| r);
                 let _ = reply.send(result);
             }
-            ShardMsg::CommitCold { file, keys, reply } => {
-                let result = state.commit_cold(file, keys);
+            ShardMsg::CommitCold { file, rows, reply } => {
+                let result = state.commit_cold(file, rows).await;
                 let _ = reply.send(result);
             }
             ShardMsg::Candidates(system_id, reply) => {
@@ -218,6 +271,7 @@ impl Actor for ShardActor {
                 let _ = reply.send(ShardCounts {
                     hot: state.records,
                     warm: state.warm_records,
+                    cold: state.cold_records,
                     systems: state.systems.len(),
                     loaded_records: state.loaded_records,
                 });
@@ -230,34 +284,112 @@ impl Actor for ShardActor {
 }
 
 impl ShardState {
-    /// Rebuilds the in-memory state and the index points from the shard's tree.
+    /// Rebuilds the in-memory state and the index points from the shard's trees, settling
+    /// records a crash left in two tiers in favour of the newer copy.
     async fn load(&mut self) -> Result<(), StorageError> {
         let store = self.store.clone();
         let shard = self.shard;
         let index = Arc::clone(&self.index);
-        let (loaded, warm) = tokio::task::spawn_blocking(move || {
-            let settled = settle_interrupted(&store, shard)?;
-            if settled > 0 {
-                tracing::warn!(
-                    shard,
-                    settled,
-                    "settled records left in two tiers by an interrupted move"
-                );
+        let cold = Arc::clone(&self.cold);
+        let tombstones = self.tombstones.clone();
+        let (loaded, warm, cold_live, deleted, record_tombstones) =
+            tokio::task::spawn_blocking(move || {
+                let settled = settle_interrupted(&store, shard)?;
+                if settled > 0 {
+                    tracing::warn!(
+                        shard,
+                        settled,
+                        "settled records left in two tiers by an interrupted move"
+                    );
+                }
+                let indexed = ensure_time_index(store.tree(shard), store.warm_tree(shard))?;
+                if indexed > 0 {
+                    tracing::info!(
+                        shard,
+                        indexed,
+                        "built the time index of records written before it"
+                    );
+                }
+                let hot = load_tree(store.tree(shard), shard, &index)?;
+                let warm = load_warm_tree(store.warm_tree(shard), shard, &index)?;
+                let cold_live = cold.live_of_shard(shard)?;
+                let deleted = tombstones.systems_of(shard)?;
+                let record_tombstones = tombstones.any_records(shard)?;
+                Ok::<_, StorageError>((hot, warm, cold_live, deleted, record_tombstones))
+            })
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))??;
+        let mut newest = Version::default();
+        for l in loaded {
+            newest = newest.max(l.version);
+            self.remember(
+                l.system_id,
+                l.code,
+                l.conversation_id.into_boxed_str(),
+                l.point,
+                l.version,
+            );
+        }
+        for l in warm {
+            newest = newest.max(l.version);
+            self.remember_warm(
+                l.system_id,
+                l.conversation_id.into_boxed_str(),
+                l.point,
+                l.version,
+            );
+        }
+        // a write that replaced a cold copy can be cut short before the cold copy was unlinked
+        let mut superseded = Vec::new();
+        self.cold_records = cold_live.len();
+        for (key, version) in cold_live {
+            newest = newest.max(version);
+            if let Some((s, c)) = split_key(&key) {
+                if self.tier_version(s, c).is_some_and(|v| v > version) {
+                    superseded.push(key);
+                }
             }
-            let hot = load_tree(store.tree(shard), shard, &index)?;
-            let warm = load_warm_tree(store.warm_tree(shard), shard, &index)?;
-            Ok::<_, StorageError>((hot, warm))
-        })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))??;
-        for (system_id, conversation_id, code, point) in loaded {
-            self.remember(system_id, code, conversation_id.into_boxed_str(), point);
         }
-        for (system_id, conversation_id, point) in warm {
-            self.remember_warm(system_id, conversation_id.into_boxed_str(), point);
+        if !superseded.is_empty() {
+            tracing::warn!(
+                shard,
+                records = superseded.len(),
+                "unlinking cold copies superseded by newer ones"
+            );
+            let n = self.unlink_cold(superseded).await?;
+            self.cold_records -= n.min(self.cold_records);
         }
-        self.loaded_records = self.records + self.warm_records;
+        for (_, v) in &deleted {
+            newest = newest.max(*v);
+        }
+        self.deleted_systems = deleted.into_iter().collect();
+        self.record_tombstones = record_tombstones;
+        self.clock.observe(newest);
+        self.loaded_records = self.records + self.warm_records + self.cold_records;
         Ok(())
+    }
+
+    /// The version of a record's hot or warm copy.
+    fn tier_version(&self, system_id: &str, conversation_id: &str) -> Option<Version> {
+        self.systems
+            .get(system_id)
+            .and_then(|s| s.by_conversation.get(conversation_id))
+            .map(|(_, v)| *v)
+            .or_else(|| {
+                self.warm
+                    .get(system_id)
+                    .and_then(|w| w.get(conversation_id))
+                    .map(|(_, v)| *v)
+            })
+    }
+
+    /// Makes cold copies invisible, on a blocking thread; returns how many there were.
+    async fn unlink_cold(&self, keys: Vec<Vec<u8>>) -> Result<usize, StorageError> {
+        let cold = Arc::clone(&self.cold);
+        let shard = self.shard;
+        tokio::task::spawn_blocking(move || cold.unlink(shard, &keys))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))?
     }
 
     /// Moves hot records older than the cutoff to warm (see [`age_to_warm`]).
@@ -275,7 +407,7 @@ impl ShardState {
         for m in moved {
             let r = m.record;
             if let Some(system) = self.systems.get_mut(&r.system_id) {
-                if let Some(p) = system.by_conversation.remove(r.conversation_id.as_str()) {
+                if let Some((p, _)) = system.by_conversation.remove(r.conversation_id.as_str()) {
                     hot_points.push(p);
                     self.records -= 1;
                 }
@@ -290,151 +422,248 @@ impl ShardState {
                 key: m.key.into_boxed_slice(),
             };
             items.push((r.codes, r.step, meta));
-            names.push((r.system_id, r.conversation_id));
+            names.push((r.system_id, r.conversation_id, r.version));
         }
         self.index.delete(&hot_points);
         let ids = self.index.warm.insert(items);
-        for ((system_id, conversation_id), id) in names.into_iter().zip(ids) {
-            self.remember_warm(system_id, conversation_id.into_boxed_str(), id);
+        for ((system_id, conversation_id, version), id) in names.into_iter().zip(ids) {
+            self.remember_warm(system_id, conversation_id.into_boxed_str(), id, version);
         }
         Ok(n)
     }
 
     /// Records that a conversation is warm at `point`.
-    fn remember_warm(&mut self, system_id: String, conversation_id: Box<str>, point: WarmPointId) {
+    fn remember_warm(
+        &mut self,
+        system_id: String,
+        conversation_id: Box<str>,
+        point: WarmPointId,
+        version: Version,
+    ) {
         let old = self
             .warm
             .entry(system_id)
             .or_default()
-            .insert(conversation_id, point);
+            .insert(conversation_id, (point, version));
         match old {
-            Some(old) => self.index.warm.delete(&[old]),
+            Some((old, _)) => self.index.warm.delete(&[old]),
             None => self.warm_records += 1,
         }
     }
 
-    /// Commits a cold file (catalog in, warm records out, atomically) and forgets the moved points.
-    fn commit_cold(
-        &mut self,
-        file: ColdFile,
-        keys: Vec<(String, String)>,
-    ) -> Result<usize, StorageError> {
-        let moved = self
-            .cold
-            .commit(self.store.warm_tree(self.shard), file, &keys)?;
-        let mut points = Vec::with_capacity(moved.len());
-        for (system_id, conversation_id) in &moved {
-            if let Some(system) = self.warm.get_mut(system_id) {
-                points.extend(system.remove(conversation_id.as_str()));
-                if system.is_empty() {
-                    self.warm.remove(system_id);
-                }
-            }
-        }
-        self.warm_records -= points.len();
-        self.index.warm.delete(&points);
-        Ok(moved.len())
-    }
-
-    /// Drops the warm copies of conversations (written again hot, or deleted); returns how many.
-    fn forget_warm(
-        &mut self,
-        system_id: &str,
-        conversations: &[Box<str>],
-    ) -> Result<usize, StorageError> {
+    /// Forgets warm points whose records left the warm tree; returns how many.
+    fn forget_warm_points(&mut self, system_id: &str, conversations: &[Box<str>]) -> usize {
         let Some(system) = self.warm.get_mut(system_id) else {
-            return Ok(0);
+            return 0;
         };
         let mut points = Vec::new();
-        let mut batch = sled::Batch::default();
         for c in conversations {
-            if let Some(p) = system.remove(c) {
+            if let Some((p, _)) = system.remove(c) {
                 points.push(p);
-                batch.remove(record_key(system_id, c));
             }
         }
         if system.is_empty() {
             self.warm.remove(system_id);
         }
-        if !points.is_empty() {
-            self.store.warm_tree(self.shard).apply_batch(batch)?;
-            self.index.warm.delete(&points);
-            self.warm_records -= points.len();
-        }
-        Ok(points.len())
+        self.index.warm.delete(&points);
+        self.warm_records -= points.len();
+        points.len()
     }
 
-    /// Writes records to the tree and the index, replacing earlier versions.
-    async fn upsert(&mut self, records: Vec<MemoryRecord>) -> Result<usize, StorageError> {
-        let n = records.len();
-        let tree = self.store.tree(self.shard).clone();
-        let records = if n <= INLINE_WRITE_LIMIT {
-            write_tree(&tree, records)?
-        } else {
-            tokio::task::spawn_blocking(move || write_tree(&tree, records))
-                .await
-                .map_err(|e| StorageError::Task(e.to_string()))??
-        };
-
-        let points: Vec<(Vec<f32>, PointMeta)> = records
-            .iter()
-            .map(|r| {
-                let meta = PointMeta {
-                    shard: self.shard,
-                    system: self.index.system_code(&r.system_id),
-                    timestamp: r.timestamp.timestamp_micros(),
-                    key: record_key(&r.system_id, &r.conversation_id).into_boxed_slice(),
-                };
-                (r.embedding.clone(), meta)
-            })
-            .collect();
-        let codes: Vec<u32> = points.iter().map(|(_, m)| m.system).collect();
-        if !self.warm.is_empty() {
-            // a record written again is hot: its aged copy goes (a crash before this is
-            // settled on load in favour of the newer hot copy)
-            let rewritten: Vec<(String, Box<str>)> = records
-                .iter()
-                .filter(|r| {
-                    self.warm
-                        .get(&r.system_id)
-                        .is_some_and(|w| w.contains_key(r.conversation_id.as_str()))
-                })
-                .map(|r| (r.system_id.clone(), r.conversation_id.as_str().into()))
-                .collect();
-            for (system_id, conversation_id) in rewritten {
-                self.forget_warm(&system_id, &[conversation_id])?;
+    /// Commits a cold file (catalog in, warm records out, atomically, on a blocking thread)
+    /// and forgets the moved points.
+    async fn commit_cold(
+        &mut self,
+        file: ColdFile,
+        rows: Vec<ColdKey>,
+    ) -> Result<usize, StorageError> {
+        let cold = Arc::clone(&self.cold);
+        let warm = self.store.warm_tree(self.shard).clone();
+        let moved = tokio::task::spawn_blocking(move || cold.commit(&warm, file, &rows))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))??;
+        let mut by_system: HashMap<String, Vec<Box<str>>> = HashMap::new();
+        for key in &moved {
+            if let Some((s, c)) = split_key(key) {
+                by_system.entry(s.to_string()).or_default().push(c.into());
             }
         }
+        for (system_id, conversations) in by_system {
+            self.forget_warm_points(&system_id, &conversations);
+        }
+        self.cold_records += moved.len();
+        Ok(moved.len())
+    }
+
+    /// Removes warm copies of a system's conversations from the warm tree and index.
+    async fn delete_warm(
+        &mut self,
+        system_id: &str,
+        conversations: Vec<Box<str>>,
+    ) -> Result<usize, StorageError> {
+        if conversations.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        for c in &conversations {
+            batch.remove(record_key(system_id, c));
+        }
+        let tree = self.store.warm_tree(self.shard).clone();
+        offload::sized(conversations.len() <= offload::INLINE_ITEMS, move || {
+            tree.apply_batch(batch)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))??;
+        Ok(self.forget_warm_points(system_id, &conversations))
+    }
+
+    /// Writes the records newer than every copy and deletion of theirs; the copies they
+    /// replace leave their tiers.
+    async fn upsert(&mut self, records: Vec<MemoryRecord>) -> Result<WriteCounts, StorageError> {
+        let mut counts = WriteCounts::default();
+        let (records, duplicates) = dedupe(records);
+        counts.duplicates = duplicates;
+        let known: Vec<Known> = records
+            .iter()
+            .map(|r| {
+                let hot = self
+                    .systems
+                    .get(&r.system_id)
+                    .and_then(|s| s.by_conversation.get(r.conversation_id.as_str()))
+                    .map(|(_, v)| *v);
+                let warm = self
+                    .warm
+                    .get(&r.system_id)
+                    .and_then(|w| w.get(r.conversation_id.as_str()))
+                    .map(|(_, v)| *v);
+                Known {
+                    hot,
+                    warm,
+                    system_deleted: self.deleted_systems.get(&r.system_id).copied(),
+                }
+            })
+            .collect();
+        let job = UpsertJob {
+            shard: self.shard,
+            hot: self.store.tree(self.shard).clone(),
+            warm: self.store.warm_tree(self.shard).clone(),
+            cold: Arc::clone(&self.cold),
+            tombstones: self.tombstones.clone(),
+            check_cold: self.cold_records > 0,
+            check_tombstones: self.record_tombstones,
+        };
+        let small = records.len() <= offload::INLINE_ITEMS * 2;
+        let (records, decisions) = offload::sized(small, move || {
+            let decisions = job.run(&records, &known);
+            (records, decisions)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?;
+        let decisions = decisions?;
+
+        let mut points = Vec::new();
+        let mut written = Vec::new();
+        let mut warm_gone: HashMap<String, Vec<Box<str>>> = HashMap::new();
+        for (r, d) in records.into_iter().zip(decisions) {
+            match d {
+                Decision::Unchanged => counts.unchanged += 1,
+                Decision::Stale => counts.stale += 1,
+                Decision::Written(was) => {
+                    match was {
+                        None => counts.stored += 1,
+                        Some(tier) => {
+                            counts.replaced += 1;
+                            match tier {
+                                Tier::Warm => warm_gone
+                                    .entry(r.system_id.clone())
+                                    .or_default()
+                                    .push(r.conversation_id.as_str().into()),
+                                Tier::Cold => self.cold_records -= 1.min(self.cold_records),
+                                Tier::Hot => {}
+                            }
+                        }
+                    }
+                    let meta = PointMeta {
+                        shard: self.shard,
+                        system: self.index.system_code(&r.system_id),
+                        timestamp: r.timestamp.timestamp_micros(),
+                        key: record_key(&r.system_id, &r.conversation_id).into_boxed_slice(),
+                    };
+                    points.push((r.embedding, meta));
+                    written.push((r.system_id, r.conversation_id, r.version));
+                }
+            }
+        }
+        for (system_id, conversations) in warm_gone {
+            self.forget_warm_points(&system_id, &conversations);
+        }
+        let codes: Vec<u32> = points.iter().map(|(_, m)| m.system).collect();
         let ids = self.index.insert(points);
         let mut replaced = Vec::new();
-        for ((r, id), code) in records.into_iter().zip(ids).zip(codes) {
-            if let Some(old) = self.remember(r.system_id, code, r.conversation_id.into(), id) {
+        for (((system_id, conversation_id, version), id), code) in
+            written.into_iter().zip(ids).zip(codes)
+        {
+            if let Some(old) = self.remember(system_id, code, conversation_id.into(), id, version) {
                 replaced.push(old);
             }
         }
         self.index.delete(&replaced);
-        Ok(n)
+        Ok(counts)
     }
 
-    /// Removes a system's records (or one conversation) from every tier.
+    /// Removes a system's records (or one conversation) from every tier, after writing the
+    /// tombstone that keeps older copies from coming back.
     async fn delete(
         &mut self,
         system_id: &str,
         conversation_id: Option<&str>,
-    ) -> Result<usize, StorageError> {
+        version: Version,
+    ) -> Result<DeleteCounts, StorageError> {
+        self.clock.observe(version);
+        let tombstones = self.tombstones.clone();
+        let (shard, system, conversation) = (
+            self.shard,
+            system_id.to_string(),
+            conversation_id.map(str::to_string),
+        );
+        offload::sized(true, move || {
+            tombstones.put(shard, &system, conversation.as_deref(), version)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))??;
+        match conversation_id {
+            None => {
+                let v = self
+                    .deleted_systems
+                    .entry(system_id.to_string())
+                    .or_default();
+                *v = (*v).max(version);
+            }
+            Some(_) => self.record_tombstones = true,
+        }
         let warm: Vec<Box<str>> = match (self.warm.get(system_id), conversation_id) {
             (None, _) => Vec::new(),
-            (Some(_), Some(c)) => vec![c.into()],
+            (Some(w), Some(c)) if w.contains_key(c) => vec![c.into()],
+            (Some(_), Some(_)) => Vec::new(),
             (Some(w), None) => w.keys().cloned().collect(),
         };
-        let warm_deleted = self.forget_warm(system_id, &warm)?;
-        let hot_deleted = self.delete_hot(system_id, conversation_id).await?;
-        let cold_deleted = self
-            .cold
-            .delete(self.shard, system_id, conversation_id)
+        let warm = self.delete_warm(system_id, warm).await?;
+        let hot = self.delete_hot(system_id, conversation_id).await?;
+        let cold = if self.cold_records == 0 {
+            0
+        } else {
+            let cold_tier = Arc::clone(&self.cold);
+            let (shard, system) = (self.shard, system_id.to_string());
+            let key = conversation_id.map(|c| record_key(system_id, c));
+            tokio::task::spawn_blocking(move || match key {
+                Some(key) => cold_tier.unlink(shard, &[key]),
+                None => cold_tier.unlink_system(shard, &system),
+            })
             .await
-            .map_err(|e| StorageError::Task(format!("cold tier: {e}")))?;
-        Ok(warm_deleted + hot_deleted + cold_deleted)
+            .map_err(|e| StorageError::Task(e.to_string()))??
+        };
+        self.cold_records -= cold.min(self.cold_records);
+        Ok(DeleteCounts { hot, warm, cold })
     }
 
     /// Removes hot records of a system (or one conversation) from the tree, then the index.
@@ -456,17 +685,15 @@ impl ShardState {
             batch.remove(record_key(system_id, c));
         }
         let tree = self.store.tree(self.shard).clone();
-        if doomed.len() <= INLINE_WRITE_LIMIT {
-            tree.apply_batch(batch)?;
-        } else {
-            tokio::task::spawn_blocking(move || tree.apply_batch(batch))
-                .await
-                .map_err(|e| StorageError::Task(e.to_string()))??;
-        }
+        offload::sized(doomed.len() <= offload::INLINE_ITEMS, move || {
+            tree.apply_batch(batch)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))??;
         let mut points = Vec::with_capacity(doomed.len());
         if let Some(system) = self.systems.get_mut(system_id) {
             for c in &doomed {
-                points.extend(system.by_conversation.remove(c));
+                points.extend(system.by_conversation.remove(c).map(|(p, _)| p));
             }
             if system.by_conversation.is_empty() {
                 self.systems.remove(system_id);
@@ -484,6 +711,7 @@ impl ShardState {
         code: u32,
         conversation_id: Box<str>,
         point: PointId,
+        version: Version,
     ) -> Option<PointId> {
         let entry = self
             .systems
@@ -492,11 +720,13 @@ impl ShardState {
                 code,
                 by_conversation: HashMap::new(),
             });
-        let old = entry.by_conversation.insert(conversation_id, point);
+        let old = entry
+            .by_conversation
+            .insert(conversation_id, (point, version));
         if old.is_none() {
             self.records += 1;
         }
-        old
+        old.map(|(p, _)| p)
     }
 
     fn candidates(&self, system_id: &str) -> Candidates {
@@ -509,129 +739,11 @@ impl ShardState {
         // full-segment scans a sparse filter falls back to
         let sparse = (n as f64) < SPARSE_SHARE * self.index.live_points() as f64;
         if n <= self.exact_system_limit || sparse {
-            Candidates::Exact(s.by_conversation.values().copied().collect())
+            Candidates::Exact(s.by_conversation.values().map(|(p, _)| *p).collect())
         } else {
             Candidates::Indexed(s.code)
         }
     }
-}
-
-/// Writes records to a shard's tree in one atomic batch; hands the records back.
-fn write_tree(
-    tree: &sled::Tree,
-    records: Vec<MemoryRecord>,
-) -> Result<Vec<MemoryRecord>, StorageError> {
-    let mut batch = sled::Batch::default();
-    for r in &records {
-        batch.insert(
-            record_key(&r.system_id, &r.conversation_id),
-            encode(&StoredRecord::from(r))?,
-        );
-    }
-    tree.apply_batch(batch)?;
-    Ok(records)
-}
-
-/// Reads a shard's tree into the index; returns (system, conversation, code, point) per record.
-fn load_tree(
-    tree: &sled::Tree,
-    shard: ShardId,
-    index: &HotIndex,
-) -> Result<Vec<(String, String, u32, PointId)>, StorageError> {
-    const CHUNK: usize = 4096;
-    let mut out = Vec::new();
-    let mut pending: Vec<(Vec<f32>, PointMeta)> = Vec::with_capacity(CHUNK);
-    let mut names: Vec<(String, String, u32)> = Vec::with_capacity(CHUNK);
-    let mut flush = |pending: &mut Vec<(Vec<f32>, PointMeta)>,
-                     names: &mut Vec<(String, String, u32)>| {
-        let ids = index.insert(std::mem::take(pending));
-        for ((s, c, code), id) in names.drain(..).zip(ids) {
-            out.push((s, c, code, id));
-        }
-    };
-    for item in tree.iter() {
-        let (key, value) = item?;
-        let record = match decode(&key, &value) {
-            Ok(r) => r,
-            Err(e) => {
-                // skip rather than fail the shard in a restart loop; the bytes stay on disk
-                tracing::error!(shard, error = %e, "skipping undecodable stored record");
-                continue;
-            }
-        };
-        let code = index.system_code(&record.system_id);
-        pending.push((
-            record.embedding,
-            PointMeta {
-                shard,
-                system: code,
-                timestamp: record.timestamp_micros,
-                key: key.to_vec().into_boxed_slice(),
-            },
-        ));
-        names.push((record.system_id, record.conversation_id, code));
-        if pending.len() >= CHUNK {
-            flush(&mut pending, &mut names);
-        }
-    }
-    flush(&mut pending, &mut names);
-    Ok(out)
-}
-
-/// Reads a shard's warm tree into the warm index; returns (system, conversation, point).
-fn load_warm_tree(
-    tree: &sled::Tree,
-    shard: ShardId,
-    index: &HotIndex,
-) -> Result<Vec<(String, String, WarmPointId)>, StorageError> {
-    let mut items = Vec::new();
-    let mut names = Vec::new();
-    for item in tree.iter() {
-        let (key, value) = item?;
-        let record = match decode_warm(&key, &value) {
-            Ok(r) if r.is_intact() => r,
-            Ok(_) | Err(_) => {
-                tracing::error!(shard, key = %String::from_utf8_lossy(&key), "skipping a damaged warm record");
-                continue;
-            }
-        };
-        let meta = PointMeta {
-            shard,
-            system: index.system_code(&record.system_id),
-            timestamp: record.timestamp_micros,
-            key: key.to_vec().into_boxed_slice(),
-        };
-        names.push((record.system_id, record.conversation_id));
-        items.push((record.codes, record.step, meta));
-    }
-    let ids = index.warm.insert(items);
-    Ok(names
-        .into_iter()
-        .zip(ids)
-        .map(|((s, c), id)| (s, c, id))
-        .collect())
-}
-
-/// Up to `max` warm records older than the cutoff; blocking.
-fn cold_due(
-    tree: &sled::Tree,
-    cutoff_micros: i64,
-    max: usize,
-) -> Result<Vec<WarmRecord>, StorageError> {
-    let mut due = Vec::new();
-    for item in tree.iter() {
-        let (key, value) = item?;
-        match decode_warm(&key, &value) {
-            Ok(r) if r.timestamp_micros < cutoff_micros && r.is_intact() => {
-                due.push(r);
-                if due.len() >= max {
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(due)
 }
 
 /// A warm record as a cold row.
@@ -644,5 +756,6 @@ pub fn cold_row(r: &WarmRecord) -> ColdRow {
         embedding: r.embedding(),
         timestamp_micros: r.timestamp_micros,
         metadata_json: r.metadata_json.clone(),
+        version: r.version,
     }
 }

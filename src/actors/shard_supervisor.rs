@@ -38,6 +38,10 @@ pub struct ShardSupervisorArgs {
     pub exact_system_limit: usize,
     /// the cold tier
     pub cold: Arc<ColdTier>,
+    /// the node's tombstones
+    pub tombstones: crate::storage::tombstones::Tombstones,
+    /// the node's clock
+    pub clock: Arc<crate::version::Clock>,
 }
 
 /// The supervisor's state.
@@ -64,6 +68,8 @@ impl ShardSupervisor {
             index: Arc::clone(&args.index),
             exact_system_limit: args.exact_system_limit,
             cold: Arc::clone(&args.cold),
+            tombstones: args.tombstones.clone(),
+            clock: Arc::clone(&args.clock),
         };
         let (actor, _) = Actor::spawn_linked(None, ShardActor, shard_args, myself.clone()).await?;
         Ok(actor)
@@ -181,6 +187,7 @@ mod tests {
             timestamp: chrono::Utc::now(),
             metadata: serde_json::Map::new(),
             content_hash: content_hash("x"),
+            version: None,
         }
     }
 
@@ -194,7 +201,7 @@ mod tests {
         node.start().await.unwrap();
 
         let records: Vec<PendingRecord> = (0..300).map(|i| record("crashy", i)).collect();
-        assert_eq!(node.write(records).await.unwrap(), 300);
+        assert_eq!(node.write(records).await.unwrap().stored, 300);
         let shard = shard_for("crashy");
         let before = node.directory.get(shard).unwrap();
         before.send_message(ShardMsg::Crash).unwrap();

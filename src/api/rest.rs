@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -12,14 +14,24 @@ use serde_json::{json, Value};
 use crate::actors::ager::AgingReport;
 use crate::api::error::{parse_json, parse_json_body, ApiError};
 use crate::ingest::IngestRequest;
-use crate::node::{Node, NodeStats};
+use crate::node::{AgeError, Node, NodeStats};
 use crate::search::{QueryTarget, SearchQuery, SearchResponse, Tiers};
 
-/// `POST /api/v1/ingest`: stores a batch; 200 `{"accepted": N}` once all of it is durable.
+/// `POST /api/v1/ingest`: stores a batch; once all of it is durable, 200 with `accepted` (the
+/// records given) and what was done with them: `stored` (new), `replaced` (an older copy),
+/// `unchanged` (the same version was there), `stale` (older than what is stored or deleted),
+/// `duplicates` (given again in the batch; the newest copy counts).
 pub async fn ingest(State(node): State<Arc<Node>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let request: IngestRequest = parse_json_body(body).await?;
-    let accepted = node.ingest(request).await?;
-    Ok(Json(json!({ "accepted": accepted })))
+    let counts = node.ingest(request).await?;
+    Ok(Json(json!({
+        "accepted": counts.accepted(),
+        "stored": counts.stored,
+        "replaced": counts.replaced,
+        "unchanged": counts.unchanged,
+        "stale": counts.stale,
+        "duplicates": counts.duplicates,
+    })))
 }
 
 /// The body of `POST /api/v1/search`.
@@ -173,9 +185,11 @@ pub async fn delete_system(
     Path(system_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let deleted = node.delete(&system_id, None).await?;
-    Ok(Json(
-        json!({ "system_id": system_id, "deleted": deleted, "tiers": {"hot": deleted} }),
-    ))
+    Ok(Json(json!({
+        "system_id": system_id,
+        "deleted": deleted.total(),
+        "tiers": deleted,
+    })))
 }
 
 /// `DELETE /api/v1/systems/{system_id}/conversations/{conversation_id}`: deletes one record.
@@ -187,13 +201,26 @@ pub async fn delete_conversation(
     Ok(Json(json!({
         "system_id": system_id,
         "conversation_id": conversation_id,
-        "deleted": deleted,
+        "deleted": deleted.total(),
+        "tiers": deleted,
     })))
 }
 
-/// `POST /api/v1/admin/age`: moves records past their tier's age now; answers what moved.
-pub async fn age(State(node): State<Arc<Node>>) -> Result<Json<AgingReport>, ApiError> {
-    Ok(Json(node.age().await?))
+/// `POST /api/v1/admin/age`: moves records past their tier's age now; answers what moved,
+/// or 409 with the progress of the run already going on.
+pub async fn age(State(node): State<Arc<Node>>) -> Result<Json<AgingReport>, Response> {
+    match node.age().await {
+        Ok(report) => Ok(Json(report)),
+        Err(AgeError::Running(progress)) => {
+            let message = AgeError::Running(progress.clone()).to_string();
+            Err((
+                StatusCode::CONFLICT,
+                Json(json!({ "error": message, "progress": progress })),
+            )
+                .into_response())
+        }
+        Err(AgeError::Failed(e)) => Err(ApiError::from(e).into_response()),
+    }
 }
 
 /// `GET /api/v1/stats`: record counts by tier and shard health.

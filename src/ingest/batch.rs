@@ -65,6 +65,8 @@ pub struct PendingRecord {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// sha256 of the content
     pub content_hash: [u8; 32],
+    /// the version it was given at its source (an upload's); the writing node's clock when `None`
+    pub version: Option<crate::version::Version>,
 }
 
 /// Why a batch was refused; the message names the offending field.
@@ -189,6 +191,7 @@ impl IngestConversation {
             embedding,
             timestamp,
             metadata,
+            version: None,
         })
     }
 }

@@ -244,6 +244,7 @@ pub fn memory_fields_record(
         embedding,
         timestamp,
         metadata,
+        version: None,
     })
 }
 

@@ -90,7 +90,24 @@ fn explain_json_error(json: &[u8], plain: serde_json::Error) -> String {
     }
 }
 
-/// Parses `memories.json` into validated records of `system_id`; ids default to `<upload_id>_<n>`.
+/// The identity of a pulled record that came without an id: `m-` and the first 32 hex digits
+/// of sha256(timestamp as given, NUL, content), so the same memory in two uploads is one record.
+pub fn content_id(timestamp: Option<&str>, content: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(timestamp.unwrap_or("").as_bytes());
+    h.update([0u8]);
+    h.update(content.as_bytes());
+    let digest = h.finalize();
+    let mut id = String::with_capacity(34);
+    id.push_str("m-");
+    for b in &digest[..16] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// Parses `memories.json` into validated records of `system_id`; a record without an id gets
+/// [`content_id`].
 pub fn parse_memories(
     json: &[u8],
     system_id: &str,
@@ -112,9 +129,9 @@ pub fn parse_memories(
         }
     }
     let mut conversations = file.conversations;
-    for (i, c) in conversations.iter_mut().enumerate() {
+    for c in conversations.iter_mut() {
         if c.id.is_empty() {
-            c.id = format!("{upload_id}_{i}");
+            c.id = content_id(c.timestamp.as_deref(), &c.content);
         }
     }
     if conversations.is_empty() {
@@ -206,8 +223,17 @@ mod tests {
         assert!(e.contains("memories.json is not valid"), "{e}");
         let e = parse_memories(b"{\"conversations\": 5}", "sys", "u1", None, &LIMITS).unwrap_err();
         assert!(e.contains("conversations"), "{e}");
-        let noid = br#"{"conversations": [{"content": "x", "embedding": null}]}"#;
+        let noid = br#"{"conversations": [{"content": "x", "embedding": null, "timestamp": "2026-11-01T00:00:00Z"}, {"content": "y"}]}"#;
         let recs = parse_memories(noid, "sys", "u9", None, &LIMITS).unwrap();
-        assert_eq!(recs[0].conversation_id, "u9_0");
+        // the same memory in another upload has the same identity
+        let again = parse_memories(noid, "sys", "u10", None, &LIMITS).unwrap();
+        assert_eq!(recs[0].conversation_id, again[0].conversation_id);
+        assert_eq!(
+            recs[0].conversation_id,
+            content_id(Some("2026-11-01T00:00:00Z"), "x")
+        );
+        assert!(recs[0].conversation_id.starts_with("m-"));
+        assert_eq!(recs[0].conversation_id.len(), 34);
+        assert_ne!(recs[0].conversation_id, recs[1].conversation_id);
     }
 }

@@ -11,6 +11,7 @@ use crate::ingest::upload::{data_file, describe_unreadable, Layout, UploadKey, M
 use crate::ingest::upload_data::{decompress, parse_memories, verify_checksum};
 use crate::ingest::writer::{WriteError, Writer};
 use crate::storage::resilient::{ResilientStore, StoreError};
+use crate::version::Version;
 
 /// Records written to the shards per call, bounding what one write holds.
 const WRITE_CHUNK: usize = 5_000;
@@ -148,8 +149,14 @@ impl UploadProcessor {
         .await
         .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
         .map_err(Outcome::Quarantined)?;
+        // of two copies of a record, the later upload's wins however the uploads are processed
+        let version = Version::of_upload(manifest.uploaded_at.timestamp_micros());
         let total = records.len();
-        let mut records = records;
+        // within one upload, of a record given twice the later timestamp wins
+        let mut records = keep_latest(records);
+        for r in &mut records {
+            r.version = Some(version);
+        }
         while !records.is_empty() {
             let rest = records.split_off(records.len().min(WRITE_CHUNK));
             self.writer
@@ -264,6 +271,31 @@ impl UploadProcessor {
             checksum,
         }))
     }
+}
+
+/// Keeps, of records of one identity, the one with the latest timestamp (the later in the
+/// file when they tie), in file order.
+fn keep_latest(records: Vec<PendingRecord>) -> Vec<PendingRecord> {
+    let mut best: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let slot = best.entry(r.conversation_id.as_str()).or_insert(i);
+        if records[*slot].timestamp <= r.timestamp {
+            *slot = i;
+        }
+    }
+    if best.len() == records.len() {
+        return records;
+    }
+    let mut keep = vec![false; records.len()];
+    for i in best.into_values() {
+        keep[i] = true;
+    }
+    records
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect()
 }
 
 /// Checksum, decompression, parsing and validation of a data file; CPU work for a blocking thread.

@@ -12,7 +12,9 @@ use crate::actors::shard::ShardMsg;
 use crate::embedding::{embed_in_batches, Embedder};
 use crate::ingest::batch::PendingRecord;
 use crate::record::{normalize, shard_for, MemoryRecord, ShardId};
+use crate::storage::upsert::WriteCounts;
 use crate::storage::HotStore;
+use crate::version::Clock;
 
 /// Why a write failed; nothing was acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +28,8 @@ pub enum WriteError {
     /// A shard is not running (starting or restarting).
     #[error("shard {0} is not available, try again shortly")]
     ShardUnavailable(ShardId),
-    /// A shard did not answer in time.
-    #[error("shard {0} did not answer within {1:?}")]
+    /// A shard did not answer in time (the write may still be applied; retrying it is safe).
+    #[error("shard {0} did not answer within {1:?}; the write may have been applied, and retrying it is safe")]
     Timeout(ShardId, Duration),
     /// Storage or embedding failed.
     #[error("{0}")]
@@ -50,21 +52,24 @@ pub struct Writer {
     pub timeout: Duration,
     /// one permit per batch being written; bounds memory held by writes in flight
     pub permits: Semaphore,
+    /// versions for records that come without one
+    pub clock: Arc<Clock>,
 }
 
 impl Writer {
-    /// Writes validated records and returns how many were accepted, once all are durable.
+    /// Writes validated records, each only where it is newer than what is stored, and says
+    /// what was done with them, once all are durable.
     ///
     /// # Cancel safety
-    /// Not cancel safe: a cancelled write may have stored some records (never acknowledged).
-    pub async fn write(&self, pending: Vec<PendingRecord>) -> Result<usize, WriteError> {
+    /// Not cancel safe: a cancelled write may have stored some records (never acknowledged);
+    /// writing them again is safe, as every copy carries its version.
+    pub async fn write(&self, pending: Vec<PendingRecord>) -> Result<WriteCounts, WriteError> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| WriteError::Internal("writer is shutting down".to_string()))?;
         let records = self.embed_missing(pending).await?;
-        let total = records.len();
         let mut by_shard: BTreeMap<ShardId, Vec<MemoryRecord>> = BTreeMap::new();
         for r in records {
             by_shard.entry(shard_for(&r.system_id)).or_default().push(r);
@@ -78,7 +83,7 @@ impl Writer {
                 .call(|reply| ShardMsg::Upsert(records, reply), Some(self.timeout))
                 .await
             {
-                Ok(ractor::rpc::CallResult::Success(Ok(n))) => Ok(n),
+                Ok(ractor::rpc::CallResult::Success(Ok(counts))) => Ok(counts),
                 Ok(ractor::rpc::CallResult::Success(Err(e))) => {
                     Err(WriteError::Internal(e.to_string()))
                 }
@@ -90,14 +95,15 @@ impl Writer {
                 }
             }
         });
+        let mut counts = WriteCounts::default();
         for result in futures::future::join_all(calls).await {
-            result?;
+            counts.add(&result?);
         }
         self.store
             .flush()
             .await
             .map_err(|e| WriteError::Internal(e.to_string()))?;
-        Ok(total)
+        Ok(counts)
     }
 
     /// Computes the embeddings records lack, in batches on blocking threads, and normalizes all.
@@ -135,6 +141,15 @@ impl Writer {
                     None => computed.next().unwrap_or_default(),
                 };
                 normalize(&mut embedding);
+                // a record without a version of its own is as new as its write; one with a
+                // version (an upload's) moves the clock past it, so a later deletion is newer
+                let version = match p.version {
+                    Some(v) => {
+                        self.clock.observe(v);
+                        v
+                    }
+                    None => self.clock.now(),
+                };
                 MemoryRecord {
                     system_id: p.system_id,
                     conversation_id: p.conversation_id,
@@ -143,6 +158,7 @@ impl Writer {
                     timestamp: p.timestamp,
                     metadata: p.metadata,
                     content_hash: p.content_hash,
+                    version,
                 }
             })
             .collect())

@@ -4,6 +4,7 @@
 
 use crate::record::StoredRecord;
 use crate::storage::hot_store::decode;
+use crate::storage::time_index::{self, time_key};
 use crate::storage::warm::{decode_warm, encode_warm, WarmRecord};
 use crate::storage::{HotStore, StorageError};
 
@@ -24,25 +25,18 @@ pub fn age_to_warm(
 ) -> Result<Vec<Moved>, StorageError> {
     let hot = store.tree(shard);
     let warm = store.warm_tree(shard);
-    let mut due: Vec<(Vec<u8>, WarmRecord)> = Vec::new();
-    for item in hot.iter() {
-        let (key, value) = item?;
-        let record: StoredRecord = match decode(&key, &value) {
-            Ok(r) => r,
-            Err(_) => continue, // left in place; the shard's load logs it
-        };
-        if record.timestamp_micros < cutoff_micros {
-            due.push((key.to_vec(), WarmRecord::from_hot(&record)));
-            if due.len() >= max {
-                break;
-            }
-        }
-    }
+    // the oldest records, by the tree's time index: what does not move is not decoded
+    let due: Vec<(Vec<u8>, WarmRecord)> = time_index::due(hot, cutoff_micros, max, |k, v| {
+        // an undecodable record is left in place; the shard's load logs it
+        let record: StoredRecord = decode(k, v).ok()?;
+        Some((record.timestamp_micros, WarmRecord::from_hot(&record)))
+    })?;
     if due.is_empty() {
         return Ok(Vec::new());
     }
     let mut batch = sled::Batch::default();
     for (key, record) in &due {
+        batch.insert(time_key(record.timestamp_micros, key), &[]);
         batch.insert(key.as_slice(), encode_warm(record)?);
     }
     warm.apply_batch(batch)?;
@@ -58,6 +52,7 @@ pub fn age_to_warm(
             None => false,
         };
         if verified {
+            remove.remove(time_key(record.timestamp_micros, &key));
             remove.remove(key.as_slice());
             moved.push(Moved { key, record });
         } else {
@@ -70,24 +65,27 @@ pub fn age_to_warm(
     Ok(moved)
 }
 
-/// Settles records found in both trees after a crash. A warm copy that is intact and holds
-/// the same record as the hot one is a move cut short: the hot copy goes. Otherwise the hot
-/// copy is the newer one (a record written again after it aged, or a damaged warm copy): the
-/// warm copy goes. Returns how many records were settled; blocking.
+/// Settles records found in both trees after a crash: the copy with the newer version stays.
+/// Of two copies of one version, a warm copy that is intact and holds the same record as the
+/// hot one is a move cut short: the hot copy goes; otherwise the warm copy goes. Returns how
+/// many records were settled; blocking.
 pub fn settle_interrupted(store: &HotStore, shard: u16) -> Result<usize, StorageError> {
     let hot = store.tree(shard);
     let warm = store.warm_tree(shard);
     let mut settled = 0;
-    for item in warm.iter() {
+    for item in warm.range(time_index::records_range()) {
         let (key, value) = item?;
         let Some(hot_bytes) = hot.get(&key)? else {
             continue;
         };
-        let same = match (decode_warm(&key, &value), decode(&key, &hot_bytes)) {
+        // the newer copy stays; of two copies of one version, an intact warm copy is a move
+        // cut short (the hot one goes), anything else keeps the hot one
+        let warm_wins = match (decode_warm(&key, &value), decode(&key, &hot_bytes)) {
+            (Ok(w), Ok(h)) if w.is_intact() && w.version != h.version => w.version > h.version,
             (Ok(w), Ok(h)) => w.is_intact() && WarmRecord::from_hot(&h).checksum == w.checksum,
             _ => false,
         };
-        if same {
+        if warm_wins {
             hot.remove(&key)?;
         } else {
             warm.remove(&key)?;
@@ -117,12 +115,21 @@ mod tests {
             timestamp_micros: i,
             metadata_json: "{}".into(),
             content_hash: [0; 32],
+            version: crate::version::Version::default(),
         }
     }
 
     fn put_hot(store: &HotStore, r: &StoredRecord) {
         let key = record_key(&r.system_id, &r.conversation_id);
+        store
+            .tree(0)
+            .insert(time_key(r.timestamp_micros, &key), &[])
+            .unwrap();
         store.tree(0).insert(key, encode(r).unwrap()).unwrap();
+    }
+
+    fn records(tree: &sled::Tree) -> usize {
+        tree.range(time_index::records_range()).count()
     }
 
     #[test]
@@ -134,8 +141,8 @@ mod tests {
         }
         let moved = age_to_warm(&store, 0, 6, 100).unwrap();
         assert_eq!(moved.len(), 6);
-        assert_eq!(store.tree(0).len(), 4);
-        assert_eq!(store.warm_tree(0).len(), 6);
+        assert_eq!(records(store.tree(0)), 4);
+        assert_eq!(records(store.warm_tree(0)), 6);
 
         // a crash after the warm copy was written but before the hot one went
         let r7 = record(7, "old enough. yes.");
@@ -159,6 +166,6 @@ mod tests {
             "the newer hot copy wins"
         );
         assert!(!store.warm_tree(0).contains_key(&key2).unwrap());
-        assert_eq!(store.tree(0).len() + store.warm_tree(0).len(), 10);
+        assert_eq!(records(store.tree(0)) + records(store.warm_tree(0)), 10);
     }
 }

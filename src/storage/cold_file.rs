@@ -3,12 +3,15 @@
 //! Schema (one row per record, readable by DuckDB and pyarrow as they are):
 //! `system_id` utf8, `conversation_id` utf8, `content` utf8, `summary` utf8,
 //! `embedding` fixed_size_list<float32, 384>, `timestamp` timestamp[us, UTC],
-//! `metadata` utf8 (a JSON object). Pages are zstd-compressed.
+//! `metadata` utf8 (a JSON object), `version` uint64 and `version_node` uint32 (the copy's
+//! version: hybrid logical clock and writing node; files written before versions lack both
+//! and are read as version zero). Pages are zstd-compressed.
 
 use std::sync::Arc;
 
 use arrow_array::{
     Array, FixedSizeListArray, Float32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use bytes::Bytes;
@@ -20,6 +23,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::record::EMBEDDING_DIM;
 use crate::storage::StorageError;
+use crate::version::Version;
 
 /// One record as a cold file holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +42,8 @@ pub struct ColdRow {
     pub timestamp_micros: i64,
     /// metadata as a JSON object text
     pub metadata_json: String,
+    /// the copy's version
+    pub version: Version,
 }
 
 /// The Arrow schema of a cold file.
@@ -59,6 +65,8 @@ pub fn cold_schema() -> Arc<Schema> {
             false,
         ),
         Field::new("metadata", DataType::Utf8, false),
+        Field::new("version", DataType::UInt64, false),
+        Field::new("version_node", DataType::UInt32, false),
     ]))
 }
 
@@ -98,6 +106,12 @@ pub fn write_cold_file(rows: &[ColdRow]) -> Result<Vec<u8>, StorageError> {
             Arc::new(embedding),
             Arc::new(timestamp),
             strings(|r| &r.metadata_json),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.version.hlc),
+            )),
+            Arc::new(UInt32Array::from_iter_values(
+                rows.iter().map(|r| r.version.node),
+            )),
         ],
     )
     .map_err(parquet_error)?;
@@ -139,6 +153,8 @@ struct ColdBatch {
     metadata: StringArray,
     embedding: Float32Array,
     timestamp: TimestampMicrosecondArray,
+    /// absent in files written before versions
+    version: Option<(UInt64Array, UInt32Array)>,
 }
 
 impl ColdColumns {
@@ -208,6 +224,20 @@ impl ColdColumns {
         }
     }
 
+    /// Calls `f(row, system, conversation, version)` for every row.
+    pub fn scan_versions(&self, mut f: impl FnMut(usize, &str, &str, Version)) {
+        for (b, start) in self.batches.iter().zip(&self.starts) {
+            for i in 0..b.system.len() {
+                f(
+                    start + i,
+                    b.system.value(i),
+                    b.conversation.value(i),
+                    b.version(i),
+                );
+            }
+        }
+    }
+
     /// One row, whole.
     pub fn row(&self, row: usize) -> Option<ColdRow> {
         let bi = self.starts.partition_point(|s| *s <= row).checked_sub(1)?;
@@ -216,6 +246,7 @@ impl ColdColumns {
             return None;
         }
         Some(ColdRow {
+            version: b.version(i),
             system_id: b.system.value(i).to_string(),
             conversation_id: b.conversation.value(i).to_string(),
             content: b.content.value(i).to_string(),
@@ -228,6 +259,16 @@ impl ColdColumns {
 }
 
 impl ColdBatch {
+    fn version(&self, i: usize) -> Version {
+        self.version
+            .as_ref()
+            .map(|(hlc, node)| Version {
+                hlc: hlc.value(i),
+                node: node.value(i),
+            })
+            .unwrap_or_default()
+    }
+
     fn from_batch(batch: &RecordBatch) -> Result<ColdBatch, StorageError> {
         let text = |name: &str| -> Result<StringArray, StorageError> {
             batch
@@ -254,6 +295,15 @@ impl ColdBatch {
             .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
             .cloned()
             .ok_or_else(|| parquet_error("column timestamp missing or not microseconds"))?;
+        let hlc = batch
+            .column_by_name("version")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+            .cloned();
+        let node = batch
+            .column_by_name("version_node")
+            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+            .cloned();
+        let version = hlc.zip(node);
         Ok(ColdBatch {
             system: text("system_id")?,
             conversation: text("conversation_id")?,
@@ -262,6 +312,7 @@ impl ColdBatch {
             metadata: text("metadata")?,
             embedding: values,
             timestamp,
+            version,
         })
     }
 }
@@ -281,6 +332,10 @@ mod tests {
                 embedding: (0..EMBEDDING_DIM).map(|d| (d * i) as f32 / 1e3).collect(),
                 timestamp_micros: 1_700_000_000_000_000 + i as i64,
                 metadata_json: format!("{{\"n\":{i}}}"),
+                version: Version {
+                    hlc: 1 << 20 | i as u64,
+                    node: 3,
+                },
             })
             .collect();
         let bytes = write_cold_file(&rows).unwrap();

@@ -1,22 +1,28 @@
-//! The cold tier: Parquet files on the object store, a durable catalog of them, tombstones
-//! that hide deleted rows from every read, and a cache of the files read.
+//! The cold tier: Parquet files on the object store, a durable catalog of them, the live
+//! map that says which file holds the visible copy of each cold record, and a cache of the
+//! files read.
 //!
 //! A file is visible once its catalog entry is committed, in the same sled transaction that
-//! removes its records from the warm tree. Deletions write tombstones stamped with a sequence
-//! number; a row is hidden when a tombstone of its record or system is newer than its file.
+//! moves its records out of the warm tree and points the live map at it. A row of a file is
+//! visible only while the live map points at that file for its record: a record deleted,
+//! written again (newer, in another tier) or moved twice by racing aging runs has no live
+//! entry for the other file, so no search or count sees it twice or sees it at all.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
-use crate::record::{record_key, ShardId, SHARD_COUNT};
+use crate::record::{ShardId, SHARD_COUNT};
 use crate::storage::cold_file::{ColdColumns, ColdRow};
 use crate::storage::distance::{dot, TopK};
 use crate::storage::resilient::{ResilientStore, StoreError};
+use crate::storage::tombstones::shard_key;
+use crate::storage::warm::decode_warm;
 use crate::storage::{HotStore, StorageError};
+use crate::version::Version;
 
 /// Bytes of decoded cold files kept in memory.
 const CACHE_BYTES: usize = 512 * 1024 * 1024;
@@ -28,7 +34,7 @@ pub struct SystemRows {
     pub system_id: String,
     /// its rows in the file
     pub rows: u64,
-    /// of which deleted (hidden by tombstones)
+    /// of which no longer visible (deleted, superseded, or moved by another file)
     pub deleted: u64,
 }
 
@@ -49,7 +55,7 @@ pub struct ColdFile {
     pub systems: Vec<SystemRows>,
     /// sha256 of the file, checked on every read
     pub sha256: String,
-    /// the file's sequence number: tombstones newer than it hide its rows
+    /// the file's sequence number, unique in the node
     pub seq: u64,
 }
 
@@ -57,6 +63,13 @@ impl ColdFile {
     /// Visible rows.
     pub fn live_rows(&self) -> u64 {
         self.systems.iter().map(|s| s.rows - s.deleted).sum()
+    }
+
+    /// Counts `n` more rows of a system as no longer visible.
+    fn hide(&mut self, system_id: &str, n: u64) {
+        if let Some(s) = self.systems.iter_mut().find(|s| s.system_id == system_id) {
+            s.deleted = (s.deleted + n).min(s.rows);
+        }
     }
 }
 
@@ -83,6 +96,45 @@ pub struct ColdHit {
     pub score: f32,
 }
 
+/// A row of a file about to be committed: its record's key and the version the file holds.
+#[derive(Debug, Clone)]
+pub struct ColdKey {
+    /// the record's storage key (system, NUL, conversation)
+    pub key: Vec<u8>,
+    /// the record's system
+    pub system_id: String,
+    /// the version of the copy in the file
+    pub version: Version,
+}
+
+/// The value of a live-map entry: the copy's version and the file that holds it.
+fn live_value(version: Version, seq: u64) -> Vec<u8> {
+    let mut v = version.to_bytes().to_vec();
+    v.extend_from_slice(&seq.to_be_bytes());
+    v
+}
+
+/// Reads a live-map value; `None` when damaged.
+fn read_live(v: &[u8]) -> Option<(Version, u64)> {
+    if v.len() != Version::BYTES + 8 {
+        return None;
+    }
+    let version = Version::from_bytes(&v[..Version::BYTES])?;
+    let seq = u64::from_be_bytes(v[Version::BYTES..].try_into().ok()?);
+    Some((version, seq))
+}
+
+fn abort<E: std::fmt::Display>(e: E) -> sled::transaction::ConflictableTransactionError<String> {
+    sled::transaction::ConflictableTransactionError::Abort(e.to_string())
+}
+
+fn transaction_error(e: sled::transaction::TransactionError<String>) -> StorageError {
+    match e {
+        sled::transaction::TransactionError::Abort(m) => StorageError::Encode(m),
+        sled::transaction::TransactionError::Storage(e) => StorageError::Sled(e),
+    }
+}
+
 #[derive(Default)]
 struct Cache {
     files: HashMap<String, Arc<ColdColumns>>,
@@ -94,9 +146,12 @@ struct Cache {
 pub struct ColdTier {
     store: Arc<ResilientStore>,
     hot: HotStore,
-    catalog: sled::Tree,
-    tombstones: sled::Tree,
-    deleted_systems: sled::Tree,
+    /// seq (8 bytes, big-endian) → catalog entry (JSON)
+    files_tree: sled::Tree,
+    /// shard + record key → version and seq of the file holding the visible copy
+    live: sled::Tree,
+    /// the catalog in memory, by seq (searches and stats never decode the tree)
+    catalog: parking_lot::RwLock<BTreeMap<u64, ColdFile>>,
     cache: parking_lot::Mutex<Cache>,
 }
 
@@ -107,21 +162,32 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StorageError>
     })
 }
 
-fn seq_of(v: Option<sled::IVec>) -> u64 {
-    v.and_then(|b| b.as_ref().try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
-}
-
 impl ColdTier {
-    /// Opens the catalog and tombstone trees of the node's database.
+    /// Opens the catalog and live map of the node's database and reads the catalog.
     pub fn open(hot: &HotStore, store: Arc<ResilientStore>) -> Result<Self, StorageError> {
+        let legacy = hot.open_tree("cold/catalog")?;
+        if !legacy.is_empty() {
+            return Err(StorageError::Decode {
+                key: "cold/catalog".to_string(),
+                message: "this data directory holds cold files catalogued before record versions; \
+                          export them with the akosha version that wrote them, or start from an \
+                          empty data directory"
+                    .to_string(),
+            });
+        }
+        let files_tree = hot.open_tree("cold/files")?;
+        let mut catalog = BTreeMap::new();
+        for item in files_tree.iter() {
+            let (_, v) = item?;
+            let f: ColdFile = decode(&v)?;
+            catalog.insert(f.seq, f);
+        }
         Ok(ColdTier {
             store,
-            catalog: hot.open_tree("cold/catalog")?,
-            tombstones: hot.open_tree("cold/tombstones")?,
-            deleted_systems: hot.open_tree("cold/deleted_systems")?,
+            files_tree,
+            live: hot.open_tree("cold/live")?,
             hot: hot.clone(),
+            catalog: parking_lot::RwLock::new(catalog),
             cache: parking_lot::Mutex::new(Cache::default()),
         })
     }
@@ -132,8 +198,8 @@ impl ColdTier {
     }
 
     /// Every file in the catalog.
-    pub fn files(&self) -> Result<Vec<ColdFile>, StorageError> {
-        self.catalog.iter().map(|kv| decode(&kv?.1)).collect()
+    pub fn files(&self) -> Vec<ColdFile> {
+        self.catalog.read().values().cloned().collect()
     }
 
     /// A new sequence number.
@@ -141,129 +207,171 @@ impl ColdTier {
         self.hot.next_seq()
     }
 
-    /// Commits a written and verified file: its catalog entry goes in and its records leave
-    /// the warm tree in one transaction. A record no longer in warm (deleted meanwhile) is
-    /// tombstoned in the same transaction. Returns the keys that moved.
+    /// The version of a record's visible cold copy, if it has one.
+    pub fn live_version(
+        &self,
+        shard: ShardId,
+        key: &[u8],
+    ) -> Result<Option<Version>, StorageError> {
+        Ok(self
+            .live
+            .get(shard_key(shard, key))?
+            .and_then(|v| read_live(&v))
+            .map(|(v, _)| v))
+    }
+
+    /// Every record of a shard with a visible cold copy: (record key, version); blocking.
+    pub fn live_of_shard(&self, shard: ShardId) -> Result<Vec<(Vec<u8>, Version)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.live.scan_prefix(shard.to_be_bytes()) {
+            let (k, v) = item?;
+            if let Some((version, _)) = read_live(&v) {
+                out.push((k[2..].to_vec(), version));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits a written and verified file; blocking. In one transaction its catalog entry
+    /// goes in, and each row whose record is still in warm with the same version leaves warm
+    /// and becomes the record's visible cold copy. A row whose record left warm meanwhile
+    /// (deleted, written again, or moved by another run) stays invisible. Returns the keys
+    /// that moved.
     pub fn commit(
         &self,
         warm: &sled::Tree,
-        file: ColdFile,
-        keys: &[(String, String)],
-    ) -> Result<Vec<(String, String)>, StorageError> {
-        let stamp = self.next_seq()?.to_be_bytes();
-        let result = (warm, &self.catalog, &self.tombstones).transaction(|(w, c, t)| {
-            let mut moved = Vec::with_capacity(keys.len());
+        mut file: ColdFile,
+        rows: &[ColdKey],
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let shard = file.shard;
+        let seq = file.seq;
+        let result = (warm, &self.live, &self.files_tree).transaction(|(w, l, c)| {
+            let mut moved = Vec::with_capacity(rows.len());
             let mut entry = file.clone();
-            for (system, conversation) in keys {
-                let key = record_key(system, conversation);
-                if w.remove(key.as_slice())?.is_some() {
-                    moved.push((system.clone(), conversation.clone()));
+            for row in rows {
+                let current = match w.get(row.key.as_slice())? {
+                    Some(bytes) => decode_warm(&row.key, &bytes).ok().map(|r| r.version),
+                    None => None,
+                };
+                if current == Some(row.version) {
+                    w.remove(row.key.as_slice())?;
+                    l.insert(shard_key(shard, &row.key), live_value(row.version, seq))?;
+                    moved.push(row.key.clone());
                 } else {
-                    t.insert(key.as_slice(), &stamp)?;
-                    if let Some(s) = entry.systems.iter_mut().find(|s| &s.system_id == system) {
-                        s.deleted += 1;
-                    }
+                    entry.hide(&row.system_id, 1);
                 }
             }
-            let bytes = serde_json::to_vec(&entry).map_err(|e| {
-                sled::transaction::ConflictableTransactionError::Abort(StorageError::Encode(
-                    e.to_string(),
-                ))
-            })?;
-            c.insert(entry.path.as_bytes(), bytes)?;
-            Ok(moved)
+            let bytes = serde_json::to_vec(&entry).map_err(abort)?;
+            c.insert(&seq.to_be_bytes(), bytes)?;
+            Ok((moved, entry))
         });
-        result.map_err(|e| match e {
-            sled::transaction::TransactionError::Abort(e) => e,
-            sled::transaction::TransactionError::Storage(e) => StorageError::Sled(e),
-        })
+        let (moved, entry) = result.map_err(transaction_error)?;
+        file = entry;
+        self.catalog.write().insert(seq, file);
+        Ok(moved)
     }
 
-    /// Hides a system's cold rows (or one conversation's) from every read; returns how many.
-    pub async fn delete(
-        &self,
-        shard: ShardId,
-        system_id: &str,
-        conversation_id: Option<&str>,
-    ) -> Result<usize, ColdError> {
-        let files: Vec<ColdFile> = self
-            .files()?
-            .into_iter()
-            .filter(|f| f.shard == shard && f.systems.iter().any(|s| s.system_id == system_id))
-            .collect();
-        let stamp = self.next_seq()?;
-        let mut changed: Vec<(ColdFile, u64)> = Vec::new();
-        match conversation_id {
-            None => {
-                for f in files {
-                    let live = f
-                        .systems
-                        .iter()
-                        .find(|s| s.system_id == system_id)
-                        .map_or(0, |s| s.rows - s.deleted);
-                    if live > 0 {
-                        changed.push((f, live));
-                    }
-                }
-            }
-            Some(c) => {
-                for f in files {
-                    let columns = self.columns(&f).await?;
-                    let mut found = false;
-                    columns.scan(|_, s, conv, _, _| {
-                        found |= s == system_id
-                            && conv == c
-                            && !self.hidden(s, conv, f.seq).unwrap_or(true);
-                    });
-                    if found {
-                        changed.push((f, 1));
-                    }
-                }
-            }
-        }
-        let deleted: u64 = changed.iter().map(|(_, n)| n).sum();
-        if deleted == 0 {
+    /// Makes the cold copies of these records invisible (deleted, or superseded by a newer
+    /// copy in another tier); blocking. Returns how many had one.
+    pub fn unlink(&self, shard: ShardId, keys: &[Vec<u8>]) -> Result<usize, StorageError> {
+        if keys.is_empty() {
             return Ok(0);
         }
-        let stamp = stamp.to_be_bytes();
-        let result =
-            (&self.catalog, &self.tombstones, &self.deleted_systems).transaction(|(c, t, d)| {
-                match conversation_id {
-                    None => {
-                        d.insert(system_id.as_bytes(), &stamp)?;
-                    }
-                    Some(conv) => {
-                        t.insert(record_key(system_id, conv).as_slice(), &stamp)?;
+        let result = (&self.live, &self.files_tree).transaction(|(l, c)| {
+            // rows hidden per file and system, applied to each entry once
+            let mut hidden: HashMap<u64, HashMap<String, u64>> = HashMap::new();
+            for key in keys {
+                if let Some(v) = l.remove(shard_key(shard, key))? {
+                    if let Some((_, seq)) = read_live(&v) {
+                        let system = crate::record::split_key(key)
+                            .map(|(s, _)| s.to_string())
+                            .unwrap_or_default();
+                        *hidden.entry(seq).or_default().entry(system).or_default() += 1;
                     }
                 }
-                for (f, n) in &changed {
-                    let mut entry = f.clone();
-                    if let Some(s) = entry.systems.iter_mut().find(|s| s.system_id == system_id) {
-                        s.deleted += n;
-                    }
-                    let bytes = serde_json::to_vec(&entry).map_err(|e| {
-                        sled::transaction::ConflictableTransactionError::Abort(e.to_string())
-                    })?;
-                    c.insert(entry.path.as_bytes(), bytes)?;
+            }
+            let mut entries = Vec::with_capacity(hidden.len());
+            for (seq, systems) in hidden {
+                let Some(bytes) = c.get(seq.to_be_bytes())? else {
+                    continue;
+                };
+                let mut entry: ColdFile = decode(&bytes).map_err(abort)?;
+                for (system, n) in systems {
+                    entry.hide(&system, n);
                 }
-                Ok(())
-            });
-        result.map_err(|e| match e {
-            sled::transaction::TransactionError::Abort(m) => StorageError::Encode(m),
-            sled::transaction::TransactionError::Storage(e) => StorageError::Sled(e),
-        })?;
-        Ok(deleted as usize)
+                c.insert(
+                    &seq.to_be_bytes(),
+                    serde_json::to_vec(&entry).map_err(abort)?,
+                )?;
+                entries.push(entry);
+            }
+            Ok(entries)
+        });
+        let entries = result.map_err(transaction_error)?;
+        let mut n = 0;
+        let mut catalog = self.catalog.write();
+        for entry in entries {
+            if let Some(old) = catalog.get(&entry.seq) {
+                n += (old.live_rows() - entry.live_rows()) as usize;
+            }
+            catalog.insert(entry.seq, entry);
+        }
+        Ok(n)
     }
 
-    /// Whether a row of a file with sequence `seq` is hidden by a newer tombstone.
-    pub fn hidden(&self, system: &str, conversation: &str, seq: u64) -> Result<bool, StorageError> {
-        hidden_in(
-            &self.deleted_systems,
-            &self.tombstones,
-            system,
-            conversation,
-            seq,
-        )
+    /// Makes every cold copy of a system invisible; blocking. Returns how many there were.
+    pub fn unlink_system(&self, shard: ShardId, system_id: &str) -> Result<usize, StorageError> {
+        let mut prefix = shard_key(shard, system_id.as_bytes());
+        prefix.push(0);
+        let keys = self
+            .live
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| k.map(|k| k[2..].to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut n = 0;
+        for chunk in keys.chunks(4096) {
+            n += self.unlink(shard, chunk)?;
+        }
+        Ok(n)
+    }
+
+    /// Puts back a shard's files and visible copies read from the object store (see
+    /// [`crate::storage::cold_log::rebuild`]); blocking. `live` holds (record key, version,
+    /// seq of the file holding it, system).
+    pub fn restore(
+        &self,
+        shard: ShardId,
+        files: Vec<ColdFile>,
+        live: &[(Vec<u8>, Version, u64, String)],
+    ) -> Result<(), StorageError> {
+        let mut visible: HashMap<u64, HashMap<&str, u64>> = HashMap::new();
+        let mut batch = sled::Batch::default();
+        for (key, version, seq, system) in live {
+            *visible.entry(*seq).or_default().entry(system).or_default() += 1;
+            batch.insert(shard_key(shard, key), live_value(*version, *seq));
+        }
+        self.live.apply_batch(batch)?;
+        let mut catalog = self.catalog.write();
+        for mut f in files {
+            let seen = visible.get(&f.seq);
+            for s in &mut f.systems {
+                let n = seen.and_then(|m| m.get(s.system_id.as_str())).copied();
+                s.deleted = s.rows - n.unwrap_or(0).min(s.rows);
+            }
+            let bytes = serde_json::to_vec(&f).map_err(|e| StorageError::Encode(e.to_string()))?;
+            self.files_tree.insert(f.seq.to_be_bytes(), bytes)?;
+            catalog.insert(f.seq, f);
+        }
+        Ok(())
+    }
+
+    /// Whether a row of the file with sequence `seq` is the visible copy of its record.
+    fn visible(live: &sled::Tree, shard: ShardId, key: &[u8], seq: u64) -> bool {
+        match live.get(shard_key(shard, key)) {
+            Ok(Some(v)) => read_live(&v).is_some_and(|(_, s)| s == seq),
+            _ => false,
+        }
     }
 
     /// A file's columns, from the cache or the object store (checked against its checksum).
@@ -309,8 +417,9 @@ impl ColdTier {
         shards_up: &[bool; SHARD_COUNT],
     ) -> Result<Vec<ColdHit>, ColdError> {
         let files: Vec<ColdFile> = self
-            .files()?
-            .into_iter()
+            .catalog
+            .read()
+            .values()
             .filter(|f| shards_up[f.shard as usize % SHARD_COUNT])
             .filter(|f| since.is_none_or(|t| f.max_ts >= t) && until.is_none_or(|t| f.min_ts <= t))
             .filter(|f| {
@@ -320,14 +429,15 @@ impl ColdTier {
                         .any(|x| x.system_id == s && x.rows > x.deleted)
                 })
             })
+            .filter(|f| f.live_rows() > 0)
+            .cloned()
             .collect();
         let mut hits: Vec<ColdHit> = Vec::new();
         let system = system.map(str::to_string);
         for f in files {
             let columns = self.columns(&f).await?;
             let (query, system) = (query.to_vec(), system.clone());
-            let (deleted_systems, tombstones) =
-                (self.deleted_systems.clone(), self.tombstones.clone());
+            let live = self.live.clone();
             // a scan of a whole file is CPU work: off the runtime
             let found = tokio::task::spawn_blocking(move || {
                 let mut top = TopK::new(k);
@@ -340,7 +450,7 @@ impl ColdTier {
                     }
                     let score = dot(&query, e);
                     if score > top.threshold()
-                        && !hidden_in(&deleted_systems, &tombstones, s, c, f.seq).unwrap_or(true)
+                        && Self::visible(&live, f.shard, &crate::record::record_key(s, c), f.seq)
                     {
                         top.push(i as u64, score);
                     }
@@ -365,16 +475,118 @@ impl ColdTier {
     }
 }
 
-/// Whether a tombstone newer than `seq` hides a record or its whole system.
-fn hidden_in(
-    deleted_systems: &sled::Tree,
-    tombstones: &sled::Tree,
-    system: &str,
-    conversation: &str,
-    seq: u64,
-) -> Result<bool, StorageError> {
-    if seq_of(deleted_systems.get(system.as_bytes())?) > seq {
-        return Ok(true);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::record_key;
+    use crate::storage::warm::{encode_warm, WarmRecord};
+
+    fn tier(dir: &std::path::Path) -> (HotStore, ColdTier) {
+        let hot = HotStore::open(&dir.join("hot"), 8).unwrap();
+        let objects: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap());
+        let store = Arc::new(ResilientStore::new(
+            objects,
+            "file:///test".to_string(),
+            &crate::config::ObjectStoreConfig::default(),
+        ));
+        let cold = ColdTier::open(&hot, store).unwrap();
+        (hot, cold)
     }
-    Ok(seq_of(tombstones.get(record_key(system, conversation))?) > seq)
+
+    fn warm_record(c: u64, hlc: u64) -> WarmRecord {
+        let r = crate::record::StoredRecord {
+            system_id: "sys".into(),
+            conversation_id: format!("c{c}"),
+            content: "text.".into(),
+            embedding: vec![0.05; 384],
+            timestamp_micros: 1,
+            metadata_json: "{}".into(),
+            content_hash: [0; 32],
+            version: Version { hlc, node: 1 },
+        };
+        WarmRecord::from_hot(&r)
+    }
+
+    fn file(seq: u64, rows: u64) -> ColdFile {
+        ColdFile {
+            path: format!("cold/shard=007/2026-01/{seq:020}.parquet"),
+            shard: 7,
+            month: "2026-01".into(),
+            min_ts: 1,
+            max_ts: 1,
+            systems: vec![SystemRows {
+                system_id: "sys".into(),
+                rows,
+                deleted: 0,
+            }],
+            sha256: String::new(),
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_record_is_visible_in_one_file_however_often_it_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hot, cold) = tier(dir.path());
+        let warm = hot.warm_tree(7);
+        let records: Vec<WarmRecord> = (0..4).map(|c| warm_record(c, 10)).collect();
+        for r in &records {
+            let key = record_key(&r.system_id, &r.conversation_id);
+            warm.insert(key, encode_warm(r).unwrap()).unwrap();
+        }
+        // record 3 was written again (a newer version) before the commit
+        let newer = warm_record(3, 11);
+        warm.insert(record_key("sys", "c3"), encode_warm(&newer).unwrap())
+            .unwrap();
+        let rows: Vec<ColdKey> = records
+            .iter()
+            .map(|r| ColdKey {
+                key: record_key(&r.system_id, &r.conversation_id),
+                system_id: r.system_id.clone(),
+                version: r.version,
+            })
+            .collect();
+        // two racing runs commit the same rows in two files
+        let first = cold.commit(warm, file(100, 4), &rows).unwrap();
+        let second = cold.commit(warm, file(101, 4), &rows).unwrap();
+        assert_eq!((first.len(), second.len()), (3, 0));
+        let live = |seq: u64| cold.catalog.read()[&seq].live_rows();
+        assert_eq!((live(100), live(101)), (3, 0));
+        assert!(ColdTier::visible(
+            &cold.live,
+            7,
+            &record_key("sys", "c0"),
+            100
+        ));
+        assert!(!ColdTier::visible(
+            &cold.live,
+            7,
+            &record_key("sys", "c0"),
+            101
+        ));
+        assert!(!ColdTier::visible(
+            &cold.live,
+            7,
+            &record_key("sys", "c3"),
+            100
+        ));
+        assert_eq!(warm.len(), 1, "only the newer copy of c3 stays warm");
+        assert_eq!(
+            cold.live_version(7, &record_key("sys", "c1")).unwrap(),
+            Some(Version { hlc: 10, node: 1 })
+        );
+        // a deletion or a newer write unlinks the cold copy once
+        assert_eq!(cold.unlink(7, &[record_key("sys", "c1")]).unwrap(), 1);
+        assert_eq!(cold.unlink(7, &[record_key("sys", "c1")]).unwrap(), 0);
+        assert_eq!(cold.unlink_system(7, "sys").unwrap(), 2);
+        assert_eq!((live(100), live(101)), (0, 0));
+        assert!(cold.live_of_shard(7).unwrap().is_empty());
+        // and the catalog comes back the same after a reopen
+        let store = Arc::clone(cold.store());
+        drop(cold);
+        let reopened = ColdTier::open(&hot, store).unwrap();
+        assert_eq!(reopened.files().len(), 2);
+        assert!(reopened.files().iter().all(|f| f.live_rows() == 0));
+    }
 }

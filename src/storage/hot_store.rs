@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::record::{record_key, ShardId, StoredRecord, SHARD_COUNT};
+use crate::record::{record_key, LegacyStoredRecord, ShardId, StoredRecord, SHARD_COUNT};
 
 /// A failure of the on-disk store.
 #[derive(Debug, thiserror::Error)]
@@ -143,10 +143,15 @@ pub fn encode(record: &StoredRecord) -> Result<Vec<u8>, StorageError> {
     bincode::serialize(record).map_err(|e| StorageError::Encode(e.to_string()))
 }
 
-/// Decodes a stored record.
+/// Decodes a stored record (one written before versions is read as version zero).
 pub fn decode(key: &[u8], bytes: &[u8]) -> Result<StoredRecord, StorageError> {
-    bincode::deserialize(bytes).map_err(|e| StorageError::Decode {
-        key: String::from_utf8_lossy(key).into_owned(),
-        message: e.to_string(),
-    })
+    match bincode::deserialize::<StoredRecord>(bytes) {
+        Ok(r) => Ok(r),
+        Err(e) => bincode::deserialize::<LegacyStoredRecord>(bytes)
+            .map(StoredRecord::from)
+            .map_err(|_| StorageError::Decode {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: e.to_string(),
+            }),
+    }
 }

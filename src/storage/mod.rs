@@ -3,6 +3,7 @@
 pub mod aging;
 pub mod ann;
 pub mod cold_file;
+pub mod cold_log;
 pub mod cold_tier;
 pub mod distance;
 pub mod hot_index;
@@ -10,6 +11,10 @@ pub mod hot_store;
 pub mod objects;
 pub mod resilient;
 pub mod segment;
+pub mod shard_load;
+pub mod time_index;
+pub mod tombstones;
+pub mod upsert;
 pub mod warm;
 pub mod warm_index;
 

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::record::StoredRecord;
 use crate::storage::StorageError;
+use crate::version::Version;
 
 /// Sentences an extractive summary keeps.
 const SUMMARY_SENTENCES: usize = 3;
@@ -33,6 +34,23 @@ pub struct WarmRecord {
     pub content_hash: [u8; 32],
     /// sha256 over every field above, checked when a copy is read back
     pub checksum: [u8; 32],
+    /// the copy's version (kept by aging; covered by the checksum when not zero)
+    pub version: Version,
+}
+
+/// A warm record as stores before versions wrote it; read as version zero.
+#[derive(Debug, Clone, Deserialize)]
+struct LegacyWarmRecord {
+    system_id: String,
+    conversation_id: String,
+    content: String,
+    summary: String,
+    codes: Vec<i8>,
+    step: f32,
+    timestamp_micros: i64,
+    metadata_json: String,
+    content_hash: [u8; 32],
+    checksum: [u8; 32],
 }
 
 impl WarmRecord {
@@ -50,6 +68,7 @@ impl WarmRecord {
             metadata_json: r.metadata_json.clone(),
             content_hash: r.content_hash,
             checksum: [0; 32],
+            version: r.version,
         };
         w.checksum = w.compute_checksum();
         w
@@ -72,6 +91,9 @@ impl WarmRecord {
         h.update(self.step.to_le_bytes());
         h.update(self.timestamp_micros.to_le_bytes());
         h.update(self.content_hash);
+        if self.version != Version::default() {
+            h.update(self.version.to_bytes());
+        }
         h.finalize().into()
     }
 
@@ -91,12 +113,30 @@ pub fn encode_warm(r: &WarmRecord) -> Result<Vec<u8>, StorageError> {
     bincode::serialize(r).map_err(|e| StorageError::Encode(e.to_string()))
 }
 
-/// Decodes a warm record.
+/// Decodes a warm record (one written before versions is read as version zero).
 pub fn decode_warm(key: &[u8], bytes: &[u8]) -> Result<WarmRecord, StorageError> {
-    bincode::deserialize(bytes).map_err(|e| StorageError::Decode {
-        key: String::from_utf8_lossy(key).into_owned(),
-        message: e.to_string(),
-    })
+    match bincode::deserialize::<WarmRecord>(bytes) {
+        Ok(r) => Ok(r),
+        Err(e) => match bincode::deserialize::<LegacyWarmRecord>(bytes) {
+            Ok(l) => Ok(WarmRecord {
+                system_id: l.system_id,
+                conversation_id: l.conversation_id,
+                content: l.content,
+                summary: l.summary,
+                codes: l.codes,
+                step: l.step,
+                timestamp_micros: l.timestamp_micros,
+                metadata_json: l.metadata_json,
+                content_hash: l.content_hash,
+                checksum: l.checksum,
+                version: Version::default(),
+            }),
+            Err(_) => Err(StorageError::Decode {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: e.to_string(),
+            }),
+        },
+    }
 }
 
 /// Symmetric int8 codes with a per-vector step (the largest magnitude maps to 127).
@@ -161,6 +201,10 @@ mod tests {
             timestamp_micros: 5,
             metadata_json: "{}".into(),
             content_hash: [1; 32],
+            version: Version {
+                hlc: 9 << 16,
+                node: 1,
+            },
         };
         let w = WarmRecord::from_hot(&hot);
         assert!(w.is_intact());

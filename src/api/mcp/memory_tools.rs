@@ -170,14 +170,18 @@ pub async fn batch_store_memories(
             .map_err(|e| ArgError(format!("checking memories failed: {e}")))?;
     let mut stored = records.len();
     let mut write_error = None;
+    let mut outcome = crate::storage::upsert::WriteCounts::default();
     if !records.is_empty() {
-        if let Err(e) = state.node.write(records).await {
-            let message = e.to_string();
-            for (index, memory_id) in ids {
-                errors.push(json!({"memory_id": memory_id, "index": index, "error": message}));
+        match state.node.write(records).await {
+            Ok(counts) => outcome = counts,
+            Err(e) => {
+                let message = e.to_string();
+                for (index, memory_id) in ids {
+                    errors.push(json!({"memory_id": memory_id, "index": index, "error": message}));
+                }
+                stored = 0;
+                write_error = Some(message);
             }
-            stored = 0;
-            write_error = Some(message);
         }
     }
     let failed = total - stored;
@@ -195,6 +199,7 @@ pub async fn batch_store_memories(
         "failed": failed,
         "errors": errors,
         "stored_at": now_text(),
+        "outcome": outcome,
     });
     if stored == 0 {
         fields["error"] = json!(write_error.unwrap_or_else(|| format!(

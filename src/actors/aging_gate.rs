@@ -1,0 +1,89 @@
+//! One aging run at a time: the scheduled ager and `POST /api/v1/admin/age` both take the
+//! gate, and whoever comes second sees the running run's progress instead.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// What a running aging run has done so far.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgingProgress {
+    /// who started it: `schedule` or `request`
+    pub started_by: &'static str,
+    /// when it started, RFC 3339
+    pub started_at: String,
+    /// shards finished
+    pub shards_done: usize,
+    /// shards it will age
+    pub shards_total: usize,
+    /// the shard being aged now
+    pub shard: Option<u16>,
+    /// records moved from hot to warm so far
+    pub hot_to_warm: usize,
+    /// records moved from warm to cold so far
+    pub warm_to_cold: usize,
+}
+
+/// The gate and the progress of the run holding it.
+#[derive(Default)]
+pub struct AgingGate {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    progress: Arc<parking_lot::Mutex<AgingProgress>>,
+}
+
+/// Held by the one running aging run; reports its progress.
+pub struct AgingRun {
+    _held: tokio::sync::OwnedMutexGuard<()>,
+    progress: Arc<parking_lot::Mutex<AgingProgress>>,
+}
+
+impl AgingGate {
+    /// Starts a run, or returns the progress of the one already running.
+    pub fn try_start(&self, started_by: &'static str) -> Result<AgingRun, AgingProgress> {
+        match Arc::clone(&self.lock).try_lock_owned() {
+            Ok(held) => {
+                *self.progress.lock() = AgingProgress {
+                    started_by,
+                    started_at: chrono::Utc::now().to_rfc3339(),
+                    ..AgingProgress::default()
+                };
+                Ok(AgingRun {
+                    _held: held,
+                    progress: Arc::clone(&self.progress),
+                })
+            }
+            Err(_) => Err(self.progress.lock().clone()),
+        }
+    }
+}
+
+impl AgingRun {
+    /// Updates the progress others see.
+    pub fn report(&self, update: impl FnOnce(&mut AgingProgress)) {
+        update(&mut self.progress.lock());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_sees_the_first_ones_progress_until_it_ends() {
+        let gate = AgingGate::default();
+        let run = gate.try_start("request").unwrap();
+        run.report(|p| {
+            p.shards_done = 3;
+            p.hot_to_warm = 40;
+        });
+        let busy = gate.try_start("schedule").err().unwrap();
+        assert_eq!(
+            (busy.started_by, busy.shards_done, busy.hot_to_warm),
+            ("request", 3, 40)
+        );
+        drop(run);
+        let again = gate.try_start("schedule").unwrap();
+        again.report(|p| p.shards_total = 256);
+        assert_eq!(gate.try_start("request").err().unwrap().shards_done, 0);
+    }
+}

@@ -1,0 +1,153 @@
+//! Reading a shard's trees back into the index when the shard starts, and finding the warm
+//! records due for the cold tier; blocking work for a blocking thread.
+
+use crate::record::ShardId;
+use crate::storage::hot_index::PointMeta;
+use crate::storage::hot_store::decode;
+use crate::storage::time_index;
+use crate::storage::warm::{decode_warm, WarmRecord};
+use crate::storage::warm_index::WarmPointId;
+use crate::storage::{HotIndex, PointId, StorageError};
+use crate::version::Version;
+
+/// A record read back: system, conversation, system code (hot only), point, version.
+pub struct Loaded<P> {
+    /// the record's system
+    pub system_id: String,
+    /// the record's conversation id
+    pub conversation_id: String,
+    /// the index's code of the system
+    pub code: u32,
+    /// its point in the index
+    pub point: P,
+    /// its copy's version
+    pub version: Version,
+}
+
+/// Reads a shard's tree into the index; returns each record's names, point and version.
+pub fn load_tree(
+    tree: &sled::Tree,
+    shard: ShardId,
+    index: &HotIndex,
+) -> Result<Vec<Loaded<PointId>>, StorageError> {
+    const CHUNK: usize = 4096;
+    type Names = Vec<(String, String, u32, Version)>;
+    let mut out = Vec::new();
+    let mut pending: Vec<(Vec<f32>, PointMeta)> = Vec::with_capacity(CHUNK);
+    let mut names: Names = Vec::with_capacity(CHUNK);
+    let mut flush = |pending: &mut Vec<(Vec<f32>, PointMeta)>, names: &mut Names| {
+        let ids = index.insert(std::mem::take(pending));
+        for ((system_id, conversation_id, code, version), point) in names.drain(..).zip(ids) {
+            out.push(Loaded {
+                system_id,
+                conversation_id,
+                code,
+                point,
+                version,
+            });
+        }
+    };
+    for item in tree.range(time_index::records_range()) {
+        let (key, value) = item?;
+        let record = match decode(&key, &value) {
+            Ok(r) => r,
+            Err(e) => {
+                // skip rather than fail the shard in a restart loop; the bytes stay on disk
+                tracing::error!(shard, error = %e, "skipping undecodable stored record");
+                continue;
+            }
+        };
+        let code = index.system_code(&record.system_id);
+        pending.push((
+            record.embedding,
+            PointMeta {
+                shard,
+                system: code,
+                timestamp: record.timestamp_micros,
+                key: key.to_vec().into_boxed_slice(),
+            },
+        ));
+        names.push((
+            record.system_id,
+            record.conversation_id,
+            code,
+            record.version,
+        ));
+        if pending.len() >= CHUNK {
+            flush(&mut pending, &mut names);
+        }
+    }
+    flush(&mut pending, &mut names);
+    Ok(out)
+}
+
+/// Reads a shard's warm tree into the warm index; returns each record's names, point and version.
+pub fn load_warm_tree(
+    tree: &sled::Tree,
+    shard: ShardId,
+    index: &HotIndex,
+) -> Result<Vec<Loaded<WarmPointId>>, StorageError> {
+    let mut items = Vec::new();
+    let mut names = Vec::new();
+    for item in tree.range(time_index::records_range()) {
+        let (key, value) = item?;
+        let record = match decode_warm(&key, &value) {
+            Ok(r) if r.is_intact() => r,
+            Ok(_) | Err(_) => {
+                tracing::error!(shard, key = %String::from_utf8_lossy(&key), "skipping a damaged warm record");
+                continue;
+            }
+        };
+        let meta = PointMeta {
+            shard,
+            system: index.system_code(&record.system_id),
+            timestamp: record.timestamp_micros,
+            key: key.to_vec().into_boxed_slice(),
+        };
+        names.push((
+            record.system_id,
+            record.conversation_id,
+            meta.system,
+            record.version,
+        ));
+        items.push((record.codes, record.step, meta));
+    }
+    let ids = index.warm.insert(items);
+    Ok(names
+        .into_iter()
+        .zip(ids)
+        .map(
+            |((system_id, conversation_id, code, version), point)| Loaded {
+                system_id,
+                conversation_id,
+                code,
+                point,
+                version,
+            },
+        )
+        .collect())
+}
+
+/// Up to `max` warm records older than the cutoff, oldest first, by the tree's time index;
+/// blocking.
+pub fn cold_due(
+    tree: &sled::Tree,
+    cutoff_micros: i64,
+    max: usize,
+) -> Result<Vec<WarmRecord>, StorageError> {
+    let due = time_index::due(tree, cutoff_micros, max, |k, v| {
+        let r = decode_warm(k, v).ok().filter(WarmRecord::is_intact)?;
+        Some((r.timestamp_micros, r))
+    })?;
+    Ok(due.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Writes the time index of a shard's trees written before it; returns the entries written.
+pub fn ensure_time_index(hot: &sled::Tree, warm: &sled::Tree) -> Result<usize, StorageError> {
+    let hot_entries =
+        time_index::ensure(hot, |k, v| decode(k, v).ok().map(|r| r.timestamp_micros))?;
+    let warm_entries = time_index::ensure(warm, |k, v| {
+        decode_warm(k, v).ok().map(|r| r.timestamp_micros)
+    })?;
+    Ok(hot_entries + warm_entries)
+}

@@ -1,0 +1,118 @@
+//! Versioned tombstones: a deleted record, or a deleted system, with the version of its
+//! deletion. A copy whose version is not newer than a tombstone covering it is never
+//! written, so a late copy (a retried upload, an older replica) cannot bring it back.
+
+use crate::record::{record_key, ShardId};
+use crate::storage::StorageError;
+use crate::version::Version;
+
+/// The key of a shard's entry: the shard (2 bytes, big-endian), then `rest`.
+pub fn shard_key(shard: ShardId, rest: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + rest.len());
+    key.extend_from_slice(&shard.to_be_bytes());
+    key.extend_from_slice(rest);
+    key
+}
+
+/// The node's tombstones, kept per shard in two sled trees of the node's database.
+#[derive(Clone)]
+pub struct Tombstones {
+    /// shard + record key → version of the record's deletion
+    records: sled::Tree,
+    /// shard + system id → version of the system's deletion
+    systems: sled::Tree,
+}
+
+impl Tombstones {
+    /// Opens the trees (`tombstones/records`, `tombstones/systems`).
+    pub fn open(db: &crate::storage::HotStore) -> Result<Tombstones, StorageError> {
+        Ok(Tombstones {
+            records: db.open_tree("tombstones/records")?,
+            systems: db.open_tree("tombstones/systems")?,
+        })
+    }
+
+    /// Records a deletion of one record (or, without a conversation, of a whole system).
+    /// An older tombstone is replaced; a newer one is kept.
+    pub fn put(
+        &self,
+        shard: ShardId,
+        system_id: &str,
+        conversation_id: Option<&str>,
+        version: Version,
+    ) -> Result<(), StorageError> {
+        let (tree, key) = match conversation_id {
+            Some(c) => (&self.records, shard_key(shard, &record_key(system_id, c))),
+            None => (&self.systems, shard_key(shard, system_id.as_bytes())),
+        };
+        tree.fetch_and_update(key, |old| {
+            let keep = old
+                .and_then(Version::from_bytes)
+                .is_some_and(|o| o >= version);
+            if keep {
+                old.map(<[u8]>::to_vec)
+            } else {
+                Some(version.to_bytes().to_vec())
+            }
+        })?;
+        Ok(())
+    }
+
+    /// The version of the deletion of one record, if it was deleted by itself.
+    pub fn of_record(
+        &self,
+        shard: ShardId,
+        system_id: &str,
+        conversation_id: &str,
+    ) -> Result<Option<Version>, StorageError> {
+        let key = shard_key(shard, &record_key(system_id, conversation_id));
+        Ok(self.records.get(key)?.and_then(|v| Version::from_bytes(&v)))
+    }
+
+    /// Every system deletion of a shard.
+    pub fn systems_of(&self, shard: ShardId) -> Result<Vec<(String, Version)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self.systems.scan_prefix(shard.to_be_bytes()) {
+            let (k, v) = item?;
+            let system = String::from_utf8_lossy(&k[2..]).into_owned();
+            if let Some(v) = Version::from_bytes(&v) {
+                out.push((system, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a shard has any record tombstone (when not, writes skip looking them up).
+    pub fn any_records(&self, shard: ShardId) -> Result<bool, StorageError> {
+        Ok(self
+            .records
+            .scan_prefix(shard.to_be_bytes())
+            .next()
+            .transpose()?
+            .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_deletion_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::HotStore::open(dir.path(), 8).unwrap();
+        let t = Tombstones::open(&store).unwrap();
+        let v = |hlc| Version { hlc, node: 1 };
+        assert!(!t.any_records(3).unwrap());
+        t.put(3, "sys", Some("c1"), v(10)).unwrap();
+        t.put(3, "sys", Some("c1"), v(5)).unwrap();
+        assert_eq!(t.of_record(3, "sys", "c1").unwrap(), Some(v(10)));
+        assert_eq!(t.of_record(4, "sys", "c1").unwrap(), None);
+        assert!(t.any_records(3).unwrap());
+        assert!(!t.any_records(4).unwrap());
+        t.put(3, "sys", None, v(7)).unwrap();
+        t.put(3, "sys", None, v(8)).unwrap();
+        assert_eq!(t.systems_of(3).unwrap(), vec![("sys".to_string(), v(8))]);
+        assert!(t.systems_of(2).unwrap().is_empty());
+    }
+}
