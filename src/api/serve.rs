@@ -168,6 +168,8 @@ struct Activity {
     last_active_ms: AtomicU64,
     /// when the first byte of the next request head came, plus one; 0 while none came
     head_started_ms: AtomicU64,
+    /// wakes the watchdog when a head starts, whose deadline is nearer than the idle one
+    head_began: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -177,6 +179,7 @@ impl Activity {
             busy: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(0),
+            head_began: tokio::sync::Notify::new(),
         }
     }
 
@@ -188,9 +191,13 @@ impl Activity {
     fn read(&self) {
         if self.busy.load(Ordering::Acquire) == 0 {
             let now = self.now_ms() + 1;
-            let _ =
-                self.head_started_ms
-                    .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+            let began = self
+                .head_started_ms
+                .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if began {
+                self.head_began.notify_one();
+            }
         }
     }
 
@@ -231,8 +238,11 @@ impl Activity {
             match why {
                 Some(why) if now >= deadline => return why,
                 _ => {
-                    tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now).max(1)))
-                        .await
+                    let wait = Duration::from_millis(deadline.saturating_sub(now).max(1));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.head_began.notified() => {}
+                    }
                 }
             }
         }
