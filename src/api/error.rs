@@ -28,6 +28,57 @@ impl ApiError {
     }
 }
 
+/// The body shape of an error answer: REST's `{"error": "..."}`, or a JSON-RPC error on MCP routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error": "..."}`
+    Rest,
+    /// `{"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "..."}}`
+    JsonRpc,
+}
+
+impl ErrorShape {
+    /// The shape of the route family a path belongs to: JSON-RPC under `/mcp`, REST elsewhere.
+    pub fn for_path(path: &str) -> Self {
+        if path == "/mcp" || path.starts_with("/mcp/") {
+            ErrorShape::JsonRpc
+        } else {
+            ErrorShape::Rest
+        }
+    }
+
+    /// The JSON body of an error with this message.
+    pub fn body(self, message: &str) -> serde_json::Value {
+        match self {
+            ErrorShape::Rest => serde_json::json!({ "error": message }),
+            ErrorShape::JsonRpc => crate::api::mcp::jsonrpc::error_response(
+                &serde_json::Value::Null,
+                crate::api::mcp::jsonrpc::INVALID_REQUEST,
+                message,
+            ),
+        }
+    }
+
+    /// An error answer: the status and a JSON body of this shape.
+    pub fn response(self, status: StatusCode, message: &str) -> Response {
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %message, "request failed");
+        }
+        (status, Json(self.body(message))).into_response()
+    }
+
+    /// An error answer sent before the request's body was read: the connection is closed after
+    /// it, so that the client does not send its next request after a body the node never read.
+    pub fn closing_response(self, status: StatusCode, message: &str) -> Response {
+        let mut response = self.response(status, message);
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        response
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {

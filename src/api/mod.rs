@@ -1,22 +1,50 @@
 //! The HTTP API: REST, MCP, upload status, health and readiness.
 
+pub mod body;
 pub mod error;
+pub mod guard;
 pub mod health;
+pub mod json_errors;
 pub mod mcp;
 pub mod rest;
+pub mod serve;
 pub mod uploads;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::node::Node;
+use body::BodyRules;
+use error::ErrorShape;
 
-/// The node's HTTP routes.
+pub use serve::serve;
+
+/// The node's HTTP routes, behind the caller, body and error-shape checks.
 pub fn router(node: Arc<Node>) -> Router {
-    let body_limit = node.config.ingest.max_body_bytes;
+    let config = &node.config;
+    let body_limit = config.ingest.max_body_bytes;
+    let budget = body::budget(config.http.max_body_bytes_in_flight);
+    let read_timeout = Duration::from_millis(config.http.body_read_timeout_ms);
+    let rest_bodies = Arc::new(BodyRules {
+        limit: body_limit,
+        limit_key: "ingest.max_body_bytes",
+        shape: ErrorShape::Rest,
+        budget: Arc::clone(&budget),
+        read_timeout,
+    });
+    let mcp_bodies = Arc::new(BodyRules {
+        limit: config.mcp.max_body_bytes,
+        limit_key: "mcp.max_body_bytes",
+        shape: ErrorShape::JsonRpc,
+        budget,
+        read_timeout,
+    });
+    let callers = Arc::new(guard::CallerPolicy::new(config));
     let router = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -30,24 +58,21 @@ pub fn router(node: Arc<Node>) -> Router {
             delete(rest::delete_conversation),
         )
         .route("/api/v1/uploads", get(uploads::uploads))
-        .with_state(Arc::clone(&node));
+        .with_state(Arc::clone(&node))
+        .layer(middleware::from_fn_with_state(
+            rest_bodies,
+            body::check_body,
+        ));
     let router = if node.config.mcp.enabled {
-        router.merge(mcp::routes(node))
+        let mcp =
+            mcp::routes(node).layer(middleware::from_fn_with_state(mcp_bodies, body::check_body));
+        router.merge(mcp)
     } else {
         router
     };
     router
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-}
-
-/// Serves the API on a bound listener until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    node: Arc<Node>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(shutdown)
-        .await
+        .layer(middleware::from_fn_with_state(callers, guard::check_caller))
+        .layer(middleware::from_fn(json_errors::json_errors))
 }

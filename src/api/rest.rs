@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actors::ager::AgingReport;
-use crate::api::error::{parse_json, parse_json_body, ApiError};
+use crate::api::error::{parse_json_body, ApiError};
 use crate::ingest::IngestRequest;
 use crate::node::{AgeError, Node, NodeStats};
 use crate::search::{QueryTarget, SearchQuery, SearchResponse, Tiers};
@@ -171,7 +171,14 @@ pub async fn search(
     State(node): State<Arc<Node>>,
     body: Bytes,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    let body: SearchBody = parse_json(&body)?;
+    let body: SearchBody = parse_json_body(body).await?;
+    let max_query = node.config.search.max_query_bytes;
+    if let Some(q) = body.query.as_ref().filter(|q| q.len() > max_query) {
+        return Err(ApiError::bad_request(format!(
+            "query must be at most {max_query} bytes (search.max_query_bytes), got {}",
+            q.len()
+        )));
+    }
     let query = body.into_query(
         node.config.search.default_limit,
         node.config.search.max_limit,

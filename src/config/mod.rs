@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 mod sections;
 
 pub use sections::{
-    AgingConfig, EmbeddingConfig, IndexConfig, IngestConfig, McpConfig, NodeConfig,
+    AgingConfig, EmbeddingConfig, HttpConfig, IndexConfig, IngestConfig, McpConfig, NodeConfig,
     ObjectStoreConfig, SearchConfig, StorageConfig, UploadsConfig,
 };
 
@@ -39,6 +39,8 @@ pub struct Config {
     pub aging: AgingConfig,
     /// the Model Context Protocol endpoint
     pub mcp: McpConfig,
+    /// callers, connections and request bodies of the HTTP API
+    pub http: HttpConfig,
 }
 
 /// Why a configuration was refused; always names the key.
@@ -140,7 +142,10 @@ impl Config {
         let (s, i, q, g) = (&self.storage, &self.index, &self.search, &self.ingest);
         // max_limit comes before default_limit, whose bound it is
         let (o, u, m) = (&self.object_store, &self.uploads, &self.mcp);
-        let ranges: [(&str, usize, usize, usize); 39] = [
+        let h = &self.http;
+        // one largest body must fit in the budget of bodies in flight
+        let largest_body = g.max_body_bytes.max(m.max_body_bytes);
+        let ranges: [(&str, usize, usize, usize); 47] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -156,6 +161,7 @@ impl Config {
             ("search.default_limit", q.default_limit, 1, q.max_limit),
             ("search.timeout_ms", q.timeout_ms as usize, 1, 3_600_000),
             ("search.max_concurrent", q.max_concurrent, 1, 100_000),
+            ("search.max_query_bytes", q.max_query_bytes, 1, 1 << 30),
             ("ingest.max_body_bytes", g.max_body_bytes, 1024, 1 << 32),
             ("ingest.max_batch", g.max_batch, 1, 1_000_000),
             ("ingest.max_content_bytes", g.max_content_bytes, 1, 1 << 30),
@@ -243,6 +249,7 @@ impl Config {
                 1,
                 1_024,
             ),
+            ("mcp.max_batch_messages", m.max_batch_messages, 1, 100_000),
             ("mcp.max_sessions", m.max_sessions, 1, 10_000_000),
             (
                 "mcp.session_idle_secs",
@@ -250,9 +257,60 @@ impl Config {
                 1,
                 1 << 31,
             ),
+            (
+                "mcp.session_evict_idle_secs",
+                m.session_evict_idle_secs as usize,
+                0,
+                1 << 31,
+            ),
+            ("http.max_connections", h.max_connections, 1, 1_000_000),
+            (
+                "http.header_read_timeout_ms",
+                h.header_read_timeout_ms as usize,
+                10,
+                3_600_000,
+            ),
+            (
+                "http.idle_timeout_ms",
+                h.idle_timeout_ms as usize,
+                10,
+                86_400_000,
+            ),
+            (
+                "http.body_read_timeout_ms",
+                h.body_read_timeout_ms as usize,
+                10,
+                86_400_000,
+            ),
+            (
+                "http.max_body_bytes_in_flight",
+                h.max_body_bytes_in_flight,
+                largest_body,
+                1 << 40,
+            ),
         ];
         for (key, value, min, max) in ranges {
             check_range(key, value, min, max)?;
+        }
+        for host in &h.allowed_hosts {
+            if host != "*" && url::Host::parse(host).is_err() {
+                return Err(invalid(
+                    "http.allowed_hosts",
+                    &format!(
+                        "expected host names or IP addresses without port, or \"*\", got {host:?}"
+                    ),
+                ));
+            }
+        }
+        for origin in &h.allowed_origins {
+            let ok = url::Url::parse(origin)
+                .is_ok_and(|u| u.host_str().is_some() && u.path() == "/" && u.query().is_none());
+            if !ok {
+                return Err(invalid(
+                    "http.allowed_origins",
+                    &format!("expected origins of the form scheme://host[:port], got {origin:?}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -396,5 +454,26 @@ mod tests {
         let e = Config::load_with_env(None, env(&[("AKOSHA__NODE__HTTP_ADDR", "localhost")]))
             .unwrap_err();
         assert!(e.to_string().contains("node.http_addr"), "{e}");
+        let e = Config::load_with_env(
+            None,
+            env(&[("AKOSHA__HTTP__ALLOWED_HOSTS", "[\"evil.example:80/x\"]")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("http.allowed_hosts"), "{e}");
+        let e = Config::load_with_env(
+            None,
+            env(&[("AKOSHA__HTTP__ALLOWED_ORIGINS", "[\"app.example\"]")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("http.allowed_origins"), "{e}");
+        let e = Config::load_with_env(
+            None,
+            env(&[("AKOSHA__HTTP__MAX_BODY_BYTES_IN_FLIGHT", "1024")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("http.max_body_bytes_in_flight"),
+            "{e}"
+        );
     }
 }

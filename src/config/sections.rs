@@ -77,6 +77,8 @@ pub struct SearchConfig {
     pub timeout_ms: u64,
     /// queries computed at once; further ones wait
     pub max_concurrent: usize,
+    /// longest accepted query text, in bytes
+    pub max_query_bytes: usize,
 }
 
 impl Default for SearchConfig {
@@ -86,6 +88,7 @@ impl Default for SearchConfig {
             max_limit: 1000,
             timeout_ms: 5_000,
             max_concurrent: 64,
+            max_query_bytes: 8 * 1024,
         }
     }
 }
@@ -271,12 +274,14 @@ pub struct McpConfig {
     pub max_embed_texts: usize,
     /// embedding tool calls computed at once; further ones wait their turn
     pub max_concurrent_embeds: usize,
-    /// most sessions open at once; the one idle longest is dropped for a new one
+    /// most messages in one JSON-RPC batch
+    pub max_batch_messages: usize,
+    /// most sessions open at once; the one idle longest is dropped for a new one if idle long enough
     pub max_sessions: usize,
     /// a session unused this long is forgotten (its client gets 404 and initializes again)
     pub session_idle_secs: u64,
-    /// browser origins allowed besides loopback and the node's own host (`Origin` header)
-    pub allowed_origins: Vec<String>,
+    /// a full table drops a session for a new one only if it was unused this long, in seconds
+    pub session_evict_idle_secs: u64,
 }
 
 impl Default for McpConfig {
@@ -287,9 +292,44 @@ impl Default for McpConfig {
             max_batch: 1_000,
             max_embed_texts: 1_000,
             max_concurrent_embeds: 2,
+            max_batch_messages: 100,
             max_sessions: 10_000,
             session_idle_secs: 3_600,
+            session_evict_idle_secs: 300,
+        }
+    }
+}
+
+/// `[http]`: who may call the HTTP API, and how long connections and bodies may take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// host names (the `Host` header) served besides loopback and the bound address; `*` is any
+    pub allowed_hosts: Vec<String>,
+    /// browser origins (`Origin` header, `scheme://host[:port]`) allowed besides the served hosts
+    pub allowed_origins: Vec<String>,
+    /// connections open at once; more are answered 503 and closed
+    pub max_connections: usize,
+    /// how long the head of a request may take once its first byte came, in milliseconds
+    pub header_read_timeout_ms: u64,
+    /// how long a connection may stay open with no request and no bytes moving, in milliseconds
+    pub idle_timeout_ms: u64,
+    /// how long a request body may take to arrive, in milliseconds
+    pub body_read_timeout_ms: u64,
+    /// request body bytes held at once over all requests; more are answered 503
+    pub max_body_bytes_in_flight: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            max_connections: 1_024,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_read_timeout_ms: 60_000,
+            max_body_bytes_in_flight: 256 * 1024 * 1024,
         }
     }
 }

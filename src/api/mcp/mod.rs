@@ -36,6 +36,7 @@ pub fn routes(node: Arc<Node>) -> Router {
     let sessions = Sessions::new(
         config.max_sessions,
         Duration::from_secs(config.session_idle_secs),
+        Duration::from_secs(config.session_evict_idle_secs),
     );
     let embed_permits = tokio::sync::Semaphore::new(config.max_concurrent_embeds);
     let state = Arc::new(McpState {

@@ -31,7 +31,7 @@ pub async fn search_all_systems(
         ],
     )?;
     let config = &state.node.config;
-    let query = a.text("query", config.ingest.max_content_bytes)?;
+    let query = a.text("query", config.search.max_query_bytes)?;
     let limit = a.int("limit", 10, 1, config.search.max_limit as i64)?;
     let threshold = a.number("threshold", 0.7, -1.0, 1.0)?;
     let tiers = match a.get("tiers") {

@@ -1,5 +1,5 @@
 //! Streamable HTTP: the MCP endpoint's POST, GET and DELETE, Session-Buddy's sessionless
-//! POST, and the status check; origin, accept and size checks; JSON or SSE answers.
+//! POST, and the status check; accept, size and batch checks; JSON or SSE answers.
 
 use std::sync::Arc;
 
@@ -91,35 +91,6 @@ pub fn negotiate_format(accept: Option<&str>) -> Option<Format> {
     best.map(|(_, f)| f)
 }
 
-/// Whether a browser `Origin` may call: none given, loopback, the node's own host, or listed.
-pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let Ok(origin) = origin.to_str() else {
-        return false;
-    };
-    let origin = origin.trim_end_matches('/');
-    if allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
-        return true;
-    }
-    let Ok(url) = url::Url::parse(origin) else {
-        return false;
-    };
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    if matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1") {
-        return true;
-    }
-    let own = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| url::Url::parse(&format!("http://{h}")).ok())
-        .and_then(|u| u.host_str().map(str::to_string));
-    own.as_deref() == Some(host)
-}
-
 /// Reads the body up to the limit; too large is 413, unreadable 400.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Refusal> {
     let too_large = |got: String| {
@@ -149,8 +120,11 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
     }
 }
 
-/// The messages of a body: one object, or a batch (array) of them.
-fn parse_body(bytes: &[u8]) -> Result<(Vec<Result<Incoming, RpcError>>, bool), Refusal> {
+/// The messages of a body: one object, or a batch (array) of at most `max_batch` of them.
+fn parse_body(
+    bytes: &[u8],
+    max_batch: usize,
+) -> Result<(Vec<Result<Incoming, RpcError>>, bool), Refusal> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         refusal(
             StatusCode::BAD_REQUEST,
@@ -166,6 +140,15 @@ fn parse_body(bytes: &[u8]) -> Result<(Vec<Result<Incoming, RpcError>>, bool), R
             INVALID_REQUEST,
             "a batch must hold at least one message, got an empty array",
         )),
+        Value::Array(items) if items.len() > max_batch => Err(refusal(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            &format!(
+                "a batch must hold at most {max_batch} messages (mcp.max_batch_messages), got {}",
+                items.len()
+            ),
+        )),
         Value::Array(items) => Ok((items.into_iter().map(parse_message).collect(), true)),
         single => Ok((vec![parse_message(single)], false)),
     }
@@ -174,9 +157,10 @@ fn parse_body(bytes: &[u8]) -> Result<(Vec<Result<Incoming, RpcError>>, bool), R
 /// Parses a body, off the runtime when it is large (a batch of memories with embeddings).
 async fn parse_body_async(
     bytes: Vec<u8>,
+    max_batch: usize,
 ) -> Result<(Vec<Result<Incoming, RpcError>>, bool), Refusal> {
     let small = bytes.len() <= crate::offload::INLINE_BODY_BYTES;
-    crate::offload::sized(small, move || parse_body(&bytes))
+    crate::offload::sized(small, move || parse_body(&bytes, max_batch))
         .await
         .map_err(|e| {
             refusal(
@@ -245,19 +229,6 @@ fn respond(answers: Vec<Value>, batch: bool, format: Format, session: Option<&st
     response
 }
 
-fn forbidden_origin(headers: &HeaderMap) -> Refusal {
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .unwrap_or("?");
-    refusal(
-        StatusCode::FORBIDDEN,
-        Value::Null,
-        INVALID_REQUEST,
-        &format!("origin {origin:?} may not call this server; allow it in mcp.allowed_origins"),
-    )
-}
-
 fn first_request_id(messages: &[Result<Incoming, RpcError>]) -> Value {
     messages
         .iter()
@@ -268,18 +239,16 @@ fn first_request_id(messages: &[Result<Incoming, RpcError>]) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Checks the origin, reads the body within the limit and parses its messages.
+/// Reads the body within the limit and parses its messages (the router has checked the
+/// caller's host and origin, and the body's type).
 async fn receive(
     state: &McpState,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Vec<Result<Incoming, RpcError>>, bool), Refusal> {
     let config = &state.node.config.mcp;
-    if !origin_allowed(headers, &config.allowed_origins) {
-        return Err(forbidden_origin(headers));
-    }
     let bytes = read_body(headers, body, config.max_body_bytes).await?;
-    parse_body_async(bytes).await
+    parse_body_async(bytes, config.max_batch_messages).await
 }
 
 /// `POST /mcp`: Streamable HTTP with sessions made by `initialize`.
@@ -323,12 +292,15 @@ pub async fn post_mcp(
         let session = match state.sessions.open() {
             Ok(s) => s,
             Err(e) => {
-                return rpc_error(
+                let mut r = rpc_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     id,
                     super::jsonrpc::INTERNAL_ERROR,
                     &e.to_string(),
-                )
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+                return r;
             }
         };
         let answer = super::jsonrpc::result_response(&id, protocol::initialize_result(version));
@@ -415,9 +387,6 @@ pub async fn get_mcp() -> Response {
 
 /// `DELETE /mcp`: ends the session named in `Mcp-Session-Id`.
 pub async fn delete_mcp(State(state): State<Arc<McpState>>, headers: HeaderMap) -> Response {
-    if !origin_allowed(&headers, &state.node.config.mcp.allowed_origins) {
-        return forbidden_origin(&headers).into_response();
-    }
     let Some(id) = headers.get(SESSION_HEADER).and_then(|s| s.to_str().ok()) else {
         return rpc_error(
             StatusCode::BAD_REQUEST,
@@ -486,39 +455,5 @@ mod tests {
         );
         assert_eq!(negotiate_format(Some("*/*")), Some(Format::Json));
         assert_eq!(negotiate_format(Some("text/html")), None);
-    }
-
-    #[test]
-    fn origins_loopback_own_host_or_listed() {
-        let h = |origin: &str, host: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
-            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
-            h
-        };
-        let none: Vec<String> = Vec::new();
-        assert!(origin_allowed(&HeaderMap::new(), &none));
-        assert!(origin_allowed(
-            &h("http://localhost:3000", "10.0.0.5:8682"),
-            &none
-        ));
-        assert!(origin_allowed(
-            &h("http://127.0.0.1", "10.0.0.5:8682"),
-            &none
-        ));
-        assert!(origin_allowed(
-            &h("http://10.0.0.5:9999", "10.0.0.5:8682"),
-            &none
-        ));
-        assert!(!origin_allowed(
-            &h("https://evil.example", "10.0.0.5:8682"),
-            &none
-        ));
-        assert!(!origin_allowed(&h("null", "10.0.0.5:8682"), &none));
-        let listed = vec!["https://app.example".to_string()];
-        assert!(origin_allowed(
-            &h("https://app.example", "10.0.0.5:8682"),
-            &listed
-        ));
     }
 }
