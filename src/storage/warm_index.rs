@@ -13,6 +13,9 @@ use crate::storage::ScoredPoint;
 /// A warm point: its slot in the flat array.
 pub type WarmPointId = u64;
 
+/// Points scanned under one hold of the lock.
+const SCAN_CHUNK: usize = 16 * 1024;
+
 /// Candidates kept from the int8 scan per result asked for, before rescoring.
 const RESCORE_FACTOR: usize = 8;
 
@@ -94,38 +97,58 @@ impl WarmIndex {
     }
 
     /// The `k` points most similar to a unit `query` that pass `filter`, best first.
-    /// CPU work proportional to the warm tier: run it on a blocking thread.
+    /// CPU work proportional to the warm tier: run it on a blocking thread. The scan takes
+    /// the lock for one chunk of points at a time, so a shard's write waits for one chunk
+    /// at most, never for a whole scan.
     pub fn search(&self, query: &[f32], k: usize, filter: &IndexFilter) -> Vec<ScoredPoint> {
         let (qcodes, qstep) = quantize(query);
         let dot_i8 = quant_kernels().dot_i8;
-        let p = self.points.read();
         let mut rough = TopK::new((k * RESCORE_FACTOR).max(64));
-        for (slot, meta) in p.meta.iter().enumerate() {
-            let Some(meta) = meta else { continue };
+        let mut from = 0;
+        loop {
+            let p = self.points.read();
+            let to = (from + SCAN_CHUNK).min(p.meta.len());
+            for slot in from..to {
+                let Some(meta) = &p.meta[slot] else { continue };
+                if !filter.accepts(meta) {
+                    continue;
+                }
+                let codes = &p.codes[slot * EMBEDDING_DIM..(slot + 1) * EMBEDDING_DIM];
+                let score = dot_i8(&qcodes, codes) as f32 * qstep * p.steps[slot];
+                rough.push(slot as u64, score);
+            }
+            if to >= p.meta.len() {
+                break;
+            }
+            from = to;
+        }
+        let p = self.points.read();
+        let mut exact = TopK::new(k);
+        let mut metas = std::collections::HashMap::new();
+        for c in rough.into_sorted() {
+            let slot = c.id as usize;
+            // a slot freed or reused since the scan is checked again
+            let Some(Some(meta)) = p.meta.get(slot) else {
+                continue;
+            };
             if !filter.accepts(meta) {
                 continue;
             }
             let codes = &p.codes[slot * EMBEDDING_DIM..(slot + 1) * EMBEDDING_DIM];
-            let score = dot_i8(&qcodes, codes) as f32 * qstep * p.steps[slot];
-            rough.push(slot as u64, score);
-        }
-        let mut exact = TopK::new(k);
-        for c in rough.into_sorted() {
-            let slot = c.id as usize;
-            let codes = &p.codes[slot * EMBEDDING_DIM..(slot + 1) * EMBEDDING_DIM];
             let dot: f32 = codes.iter().zip(query).map(|(c, q)| *c as f32 * q).sum();
             exact.push(c.id, dot * p.steps[slot]);
+            metas.insert(c.id, (meta.shard, meta.key.clone()));
         }
         exact
             .into_sorted()
             .into_iter()
             .filter_map(|s| {
-                let meta = p.meta[s.id as usize].as_ref()?;
+                let (shard, key) = metas.remove(&s.id)?;
                 Some(ScoredPoint {
                     point: s.id,
                     score: s.score,
-                    shard: meta.shard,
-                    key: meta.key.clone(),
+                    shard,
+                    key,
                 })
             })
             .collect()
