@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use akosha::actors::ager::age_all;
+use akosha::actors::ager::{age_all, AgingReport};
 use akosha::config::Config;
 use akosha::ingest::PendingRecord;
 use akosha::node::Node;
@@ -73,6 +73,25 @@ fn rss_mb() -> (f64, f64) {
             / 1024.0
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// One aging run with these settings; its report and seconds taken.
+async fn age_now(node: &Node, aging: &akosha::config::AgingConfig) -> (AgingReport, f64) {
+    let t = Instant::now();
+    let run = node
+        .aging_gate
+        .try_start("request")
+        .map_err(|_| "aging is running")
+        .expect("no other aging run in the benchmark");
+    let report = age_all(
+        &run,
+        &node.directory,
+        &node.cold,
+        aging,
+        Duration::from_secs(600),
+    )
+    .await;
+    (report, t.elapsed().as_secs_f64())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -325,24 +344,9 @@ async fn run(dir: &Path) {
     );
 
     if let Some(p) = due_percent {
-        let t = Instant::now();
         let mut only_warm = node.config.aging.clone();
         only_warm.warm_days = 1e6;
-        let run = node
-            .aging_gate
-            .try_start("request")
-            .map_err(|_| "aging is running")
-            .expect("no other aging run in the benchmark");
-        let report = age_all(
-            &run,
-            &node.directory,
-            &node.cold,
-            &only_warm,
-            Duration::from_secs(600),
-        )
-        .await;
-        drop(run);
-        let secs = t.elapsed().as_secs_f64();
+        let (report, secs) = age_now(&node, &only_warm).await;
         println!(
             "{{\"bench\": \"aging_due\", \"due_percent\": {p}, \"records\": {}, \"moved\": {}, \"seconds\": {secs:.2}, \"moved_per_s\": {:.0}, \"missing_shards\": {}}}",
             data.n,
@@ -352,24 +356,10 @@ async fn run(dir: &Path) {
         );
     }
     if warm {
-        let t = Instant::now();
         // hot to warm only: nothing is old enough for cold in this step
         let mut only_warm = node.config.aging.clone();
         only_warm.warm_days = 1e6;
-        let run = node
-            .aging_gate
-            .try_start("request")
-            .map_err(|_| "aging is running")
-            .expect("no other aging run in the benchmark");
-        let report = age_all(
-            &run,
-            &node.directory,
-            &node.cold,
-            &only_warm,
-            Duration::from_secs(600),
-        )
-        .await;
-        let secs = t.elapsed().as_secs_f64();
+        let (report, secs) = age_now(&node, &only_warm).await;
         println!(
             "{{\"bench\": \"aging_hot_to_warm\", \"records\": {}, \"seconds\": {secs:.2}, \"records_per_s\": {:.0}, \"missing_shards\": {}}}",
             report.hot_to_warm,
@@ -380,21 +370,7 @@ async fn run(dir: &Path) {
         assert_eq!(stats.records.warm, data.n, "every record is warm");
     }
     if cold {
-        let t = Instant::now();
-        let run = node
-            .aging_gate
-            .try_start("request")
-            .map_err(|_| "aging is running")
-            .expect("no other aging run in the benchmark");
-        let report = age_all(
-            &run,
-            &node.directory,
-            &node.cold,
-            &node.config.aging,
-            Duration::from_secs(600),
-        )
-        .await;
-        let secs = t.elapsed().as_secs_f64();
+        let (report, secs) = age_now(&node, &node.config.aging).await;
         println!(
             "{{\"bench\": \"aging_warm_to_cold\", \"records\": {}, \"files\": {}, \"seconds\": {secs:.2}, \"records_per_s\": {:.0}, \"missing_shards\": {}}}",
             report.warm_to_cold,

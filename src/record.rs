@@ -179,21 +179,21 @@ pub struct StoredRecord {
 
 /// A record as stores before versions wrote it; read as version zero.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LegacyStoredRecord {
+pub(crate) struct LegacyStoredRecord {
     /// see [`MemoryRecord::system_id`]
-    pub system_id: String,
+    pub(crate) system_id: String,
     /// see [`MemoryRecord::conversation_id`]
-    pub conversation_id: String,
+    pub(crate) conversation_id: String,
     /// see [`MemoryRecord::content`]
-    pub content: String,
+    pub(crate) content: String,
     /// see [`MemoryRecord::embedding`]
-    pub embedding: Vec<f32>,
+    pub(crate) embedding: Vec<f32>,
     /// microseconds since the Unix epoch
-    pub timestamp_micros: i64,
+    pub(crate) timestamp_micros: i64,
     /// metadata as a JSON object text
-    pub metadata_json: String,
+    pub(crate) metadata_json: String,
     /// see [`MemoryRecord::content_hash`]
-    pub content_hash: [u8; 32],
+    pub(crate) content_hash: [u8; 32],
 }
 
 impl From<LegacyStoredRecord> for StoredRecord {

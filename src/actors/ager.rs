@@ -17,7 +17,7 @@ use crate::actors::directory::ShardDirectory;
 use crate::actors::shard::{cold_row, ShardMsg};
 use crate::config::AgingConfig;
 use crate::ingest::upload_data::sha256_hex;
-use crate::record::{record_key, ShardId, SHARD_COUNT};
+use crate::record::{ShardId, SHARD_COUNT};
 use crate::storage::cold_file::{write_cold_file, ColdColumns, ColdRow};
 use crate::storage::cold_log::{self, ColdEvent};
 use crate::storage::cold_tier::{ColdFile, ColdKey, ColdTier, SystemRows};
@@ -167,14 +167,7 @@ async fn age_to_cold(
                 cold_log::append(cold.store(), shard, file.seq, &event)
                     .await
                     .map_err(|e| e.to_string())?;
-                let rows = records
-                    .iter()
-                    .map(|r| ColdKey {
-                        key: record_key(&r.system_id, &r.conversation_id),
-                        system_id: r.system_id.clone(),
-                        version: r.version,
-                    })
-                    .collect();
+                let rows = records.iter().map(ColdKey::of).collect();
                 match actor
                     .call(
                         |reply| ShardMsg::CommitCold { file, rows, reply },

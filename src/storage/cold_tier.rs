@@ -107,6 +107,17 @@ pub struct ColdKey {
     pub version: Version,
 }
 
+impl ColdKey {
+    /// The key of a warm record about to go cold.
+    pub fn of(r: &crate::storage::warm::WarmRecord) -> ColdKey {
+        ColdKey {
+            key: crate::record::record_key(&r.system_id, &r.conversation_id),
+            system_id: r.system_id.clone(),
+            version: r.version,
+        }
+    }
+}
+
 /// The value of a live-map entry: the copy's version and the file that holds it.
 fn live_value(version: Version, seq: u64) -> Vec<u8> {
     let mut v = version.to_bytes().to_vec();
@@ -539,14 +550,7 @@ mod tests {
         let newer = warm_record(3, 11);
         warm.insert(record_key("sys", "c3"), encode_warm(&newer).unwrap())
             .unwrap();
-        let rows: Vec<ColdKey> = records
-            .iter()
-            .map(|r| ColdKey {
-                key: record_key(&r.system_id, &r.conversation_id),
-                system_id: r.system_id.clone(),
-                version: r.version,
-            })
-            .collect();
+        let rows: Vec<ColdKey> = records.iter().map(ColdKey::of).collect();
         // two racing runs commit the same rows in two files
         let first = cold.commit(warm, file(100, 4), &rows).unwrap();
         let second = cold.commit(warm, file(101, 4), &rows).unwrap();
