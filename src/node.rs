@@ -29,6 +29,7 @@ use crate::storage::hot_index::{IndexParams, IndexStats};
 use crate::storage::objects::open_object_store;
 use crate::storage::resilient::ResilientStore;
 use crate::storage::{HotIndex, HotStore, StorageError};
+use crate::write_health::WriteHealth;
 
 /// Why a node could not open or start.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +109,8 @@ pub struct Node {
     pub slots: Arc<ActorSlots>,
     /// counters of pushes and searches
     pub metrics: NodeMetrics,
+    /// whether writes succeed, for `/ready`
+    pub write_health: WriteHealth,
     /// the root actor, once started
     root: parking_lot::Mutex<Option<ActorRef<NodeMsg>>>,
     /// true once every shard has loaded
@@ -163,10 +166,13 @@ impl Node {
             url.to_string(),
             &config.object_store,
         ));
+        // the cold tier has a breaker of its own: its failures must not pause ingestion
         let cold = Arc::new(
-            ColdTier::open(&store, Arc::clone(&objects)).map_err(|source| NodeError::Store {
-                dir: store_dir_text.clone(),
-                source,
+            ColdTier::open(&store, Arc::new(objects.with_own_breaker())).map_err(|source| {
+                NodeError::Store {
+                    dir: store_dir_text.clone(),
+                    source,
+                }
             })?,
         );
         let searcher = Arc::new(Searcher {
@@ -177,6 +183,8 @@ impl Node {
             embedder,
             model_dir,
             timeout: Duration::from_millis(config.search.timeout_ms),
+            cold_permits: Arc::new(Semaphore::new(config.search.cold_concurrency)),
+            cold_deadline: Duration::from_millis(config.search.cold_deadline_ms),
         });
         let uploads = if config.uploads.enabled {
             let (config, hot, writer) = (config.clone(), store.clone(), Arc::clone(&writer));
@@ -202,6 +210,7 @@ impl Node {
             cold,
             slots: Arc::new(ActorSlots::default()),
             metrics: NodeMetrics::default(),
+            write_health: WriteHealth::new(),
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
         }))
@@ -215,6 +224,7 @@ impl Node {
             directory: Arc::clone(&self.directory),
             searcher: Arc::clone(&self.searcher),
             max_concurrent_searches: self.config.search.max_concurrent,
+            max_queued_searches: self.config.search.max_queued,
             exact_system_limit: self.config.index.exact_system_limit,
             slots: Arc::clone(&self.slots),
             ingestion: self.uploads.as_ref().map(|u| u.actor_args()),

@@ -140,7 +140,7 @@ impl Config {
         let (s, i, q, g) = (&self.storage, &self.index, &self.search, &self.ingest);
         // max_limit comes before default_limit, whose bound it is
         let (o, u, m) = (&self.object_store, &self.uploads, &self.mcp);
-        let ranges: [(&str, usize, usize, usize); 39] = [
+        let ranges: [(&str, usize, usize, usize); 42] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -156,6 +156,14 @@ impl Config {
             ("search.default_limit", q.default_limit, 1, q.max_limit),
             ("search.timeout_ms", q.timeout_ms as usize, 1, 3_600_000),
             ("search.max_concurrent", q.max_concurrent, 1, 100_000),
+            ("search.max_queued", q.max_queued, 0, 1_000_000),
+            ("search.cold_concurrency", q.cold_concurrency, 1, 1_024),
+            (
+                "search.cold_deadline_ms",
+                q.cold_deadline_ms as usize,
+                1,
+                3_600_000,
+            ),
             ("ingest.max_body_bytes", g.max_body_bytes, 1024, 1 << 32),
             ("ingest.max_batch", g.max_batch, 1, 1_000_000),
             ("ingest.max_content_bytes", g.max_content_bytes, 1, 1 << 30),
