@@ -2,6 +2,7 @@
 
 mod fanout;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -297,8 +298,11 @@ impl Searcher {
             .count();
         let store = self.store.clone();
         let meta = query.metadata.clone();
+        // a search dropped (its caller gone) stops reading records
+        let cancelled = CancelOnDrop::default();
+        let stop = Arc::clone(&cancelled.0);
         let results = tokio::task::spawn_blocking(move || {
-            select(&store, hits, threshold, meta.as_ref(), limit)
+            select(&store, hits, threshold, meta.as_ref(), limit, &stop)
         })
         .await
         .map_err(|e| SearchError::Internal(format!("result lookup failed: {e}")))??;
@@ -579,6 +583,16 @@ impl Collected {
     }
 }
 
+/// A flag set when the future that owns it is dropped, for blocking work to stop early.
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Whether a similarity passes the threshold, if any.
 fn above(threshold: Option<f32>, score: f32) -> bool {
     threshold.is_none_or(|t| score.clamp(-1.0, 1.0) >= t)
@@ -625,11 +639,12 @@ fn select(
     threshold: Option<f32>,
     meta: Option<&serde_json::Map<String, serde_json::Value>>,
     limit: usize,
+    cancelled: &AtomicBool,
 ) -> Result<Vec<SearchHit>, SearchError> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(hits.len().min(limit));
     for (hit, tier) in hits {
-        if out.len() >= limit {
+        if out.len() >= limit || cancelled.load(Ordering::Relaxed) {
             break;
         }
         let similarity = hit.score.clamp(-1.0, 1.0);

@@ -516,7 +516,7 @@ mod tests {
         let store = ResilientStore::new(Arc::new(InMemory::new()), "x".into(), &config());
         trip_and_cool(&store);
         // the probe hangs (a client that went away mid-call drops it)
-        let probe = store.call(|| std::future::pending::<Attempt<()>>());
+        let probe = store.call(std::future::pending::<Attempt<()>>);
         let dropped = tokio::time::timeout(Duration::from_millis(20), probe).await;
         assert!(dropped.is_err(), "the probe was still running when dropped");
         assert_eq!(
