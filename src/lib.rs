@@ -15,6 +15,7 @@ pub mod record;
 pub mod search;
 pub mod storage;
 pub mod version;
+pub mod write_health;
 
 /// Blocking threads a node's runtime keeps at most: enough for storage and index work on
 /// every core, few enough that per-thread allocator caches do not pile up memory.

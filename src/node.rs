@@ -34,6 +34,7 @@ use crate::storage::tombstones::Tombstones;
 use crate::storage::upsert::WriteCounts;
 use crate::storage::{HotIndex, HotStore, StorageError};
 use crate::version::Clock;
+use crate::write_health::WriteHealth;
 
 /// Why a node could not open or start.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,8 @@ pub struct Node {
     pub tombstones: Tombstones,
     /// one aging run at a time
     pub aging_gate: Arc<AgingGate>,
+    /// whether writes succeed, for `/ready`
+    pub write_health: Arc<WriteHealth>,
     /// the root actor, once started
     root: parking_lot::Mutex<Option<ActorRef<NodeMsg>>>,
     /// true once every shard has loaded
@@ -162,7 +165,9 @@ impl Node {
             source,
         })?;
         let model_dir = config.embedding.model_dir.clone();
+        let write_health = Arc::new(WriteHealth::new());
         let writer = Arc::new(Writer {
+            health: Arc::clone(&write_health),
             store: store.clone(),
             directory: Arc::clone(&directory),
             embedder: embedder.clone(),
@@ -181,10 +186,13 @@ impl Node {
             url.to_string(),
             &config.object_store,
         ));
+        // the cold tier has a breaker of its own: its failures must not pause ingestion
         let cold = Arc::new(
-            ColdTier::open(&store, Arc::clone(&objects)).map_err(|source| NodeError::Store {
-                dir: store_dir_text.clone(),
-                source,
+            ColdTier::open(&store, Arc::new(objects.with_own_breaker())).map_err(|source| {
+                NodeError::Store {
+                    dir: store_dir_text.clone(),
+                    source,
+                }
             })?,
         );
         rebuild_if_new(&store, &cold, &tombstones).await?;
@@ -196,6 +204,8 @@ impl Node {
             embedder,
             model_dir,
             timeout: Duration::from_millis(config.search.timeout_ms),
+            cold_permits: Arc::new(Semaphore::new(config.search.cold_concurrency)),
+            cold_deadline: Duration::from_millis(config.search.cold_deadline_ms),
         });
         let uploads = if config.uploads.enabled {
             let (config, hot, writer) = (config.clone(), store.clone(), Arc::clone(&writer));
@@ -224,6 +234,7 @@ impl Node {
             clock,
             tombstones,
             aging_gate: Arc::new(AgingGate::default()),
+            write_health,
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
         }))
@@ -237,6 +248,7 @@ impl Node {
             directory: Arc::clone(&self.directory),
             searcher: Arc::clone(&self.searcher),
             max_concurrent_searches: self.config.search.max_concurrent,
+            max_queued_searches: self.config.search.max_queued,
             exact_system_limit: self.config.index.exact_system_limit,
             slots: Arc::clone(&self.slots),
             ingestion: self.uploads.as_ref().map(|u| u.actor_args()),

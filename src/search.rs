@@ -1,14 +1,19 @@
 //! Search requests and answers, and the search itself over the node's shards.
 
+mod fanout;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use crate::actors::directory::ShardDirectory;
 use crate::actors::shard::{Candidates, ShardMsg};
 use crate::embedding::{embed_in_batches, Embedder};
+use crate::offload;
 use crate::record::{
     normalize, shard_for, validate_embedding, validate_system_id, ShardId, SHARD_COUNT,
 };
@@ -119,6 +124,9 @@ pub struct SearchResponse {
     pub partial: bool,
     /// the shards that did not answer
     pub missing_shards: Vec<ShardId>,
+    /// why the answer is partial, when it is
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial_reason: Option<String>,
     /// time spent, in milliseconds
     pub took_ms: f64,
 }
@@ -135,7 +143,17 @@ pub enum SearchError {
     /// Something broke inside the node (a 500).
     #[error("{0}")]
     Internal(String),
+    /// Too many searches are running or waiting; the caller should retry later (a 503 with
+    /// `Retry-After`).
+    #[error("too many searches: {waiting} already wait for a turn, the most search.max_queued allows; retry in {RETRY_AFTER_SECS} s")]
+    Overloaded {
+        /// searches waiting when this one was refused
+        waiting: usize,
+    },
 }
+
+/// Seconds a caller told "unavailable" (a 503) should wait before retrying.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// Runs searches against the node's index and shards.
 pub struct Searcher {
@@ -153,6 +171,10 @@ pub struct Searcher {
     pub model_dir: std::path::PathBuf,
     /// how long a shard or the index may take
     pub timeout: Duration,
+    /// cold shards read at once, across every search of the node
+    pub cold_permits: Arc<Semaphore>,
+    /// how long the cold part of one search may take before it answers partial
+    pub cold_deadline: Duration,
 }
 
 impl Searcher {
@@ -200,28 +222,39 @@ impl Searcher {
             }
         };
         let wanted = query.limit;
-        let Some(meta) = query.metadata.clone() else {
-            let found = self.collect(&query, &vector, wanted).await?;
-            return Ok(found.into_response(wanted, started));
-        };
+        let meta = query.metadata.as_ref();
         // a metadata filter is applied to the nearest candidates, widened until enough match
-        let mut k = (wanted * 10).clamp(100, MAX_FILTER_CANDIDATES);
-        loop {
-            let mut found = self.collect(&query, &vector, k).await?;
-            found.hits.retain(|h| metadata_matches(&h.metadata, &meta));
-            if found.hits.len() >= wanted || found.candidates < k || k >= MAX_FILTER_CANDIDATES {
-                return Ok(found.into_response(wanted, started));
+        let mut k = match meta {
+            None => wanted,
+            Some(_) => (wanted * 10).clamp(100, MAX_FILTER_CANDIDATES),
+        };
+        let mut found = loop {
+            let found = self.collect(&query, &vector, k, wanted).await?;
+            let enough = found.hits.len() >= wanted || found.candidates < k;
+            if meta.is_none() || enough || k >= MAX_FILTER_CANDIDATES {
+                break found;
             }
             k = (k * 8).min(MAX_FILTER_CANDIDATES);
+        };
+        if query.tiers.cold {
+            let cold_k = match meta {
+                None => wanted,
+                Some(_) => MAX_FILTER_CANDIDATES,
+            };
+            let cold = self.search_cold(&query, vector, cold_k).await?;
+            found.add_cold(cold);
         }
+        Ok(found.into_response(wanted, started))
     }
 
-    /// The `k` nearest records of every tier asked for, at or above the threshold, best first.
+    /// The `k` nearest hot and warm records, of which the first `limit` that pass the
+    /// threshold and the metadata filter are read whole, best first.
     async fn collect(
         &self,
         query: &SearchQuery,
         vector: &[f32],
         k: usize,
+        limit: usize,
     ) -> Result<Collected, SearchError> {
         let vector = vector.to_vec();
         let filter = IndexFilter {
@@ -231,8 +264,6 @@ impl Searcher {
             until: query.until.map(|t| t.timestamp_micros()),
         };
         let (mut hits, mut missing) = (Vec::new(), Vec::new());
-        let cold_vector = vector.clone();
-        let (filter_since, filter_until) = (filter.since, filter.until);
         if query.tiers.hot {
             let (h, m) = match &query.system_id {
                 Some(system) => {
@@ -261,49 +292,110 @@ impl Searcher {
         hits.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
         hits.truncate(k);
         let threshold = query.threshold;
-        let above = |score: f32| threshold.is_none_or(|t| score.clamp(-1.0, 1.0) >= t);
-        let mut candidates = hits.iter().filter(|(h, _)| above(h.score)).count();
+        let candidates = hits
+            .iter()
+            .filter(|(h, _)| above(threshold, h.score))
+            .count();
         let store = self.store.clone();
-        let mut results = tokio::task::spawn_blocking(move || hydrate(&store, hits, threshold))
-            .await
-            .map_err(|e| SearchError::Internal(format!("result lookup failed: {e}")))??;
-        if query.tiers.cold {
-            let shards = match &query.system_id {
-                Some(s) => {
-                    let mut only = [false; SHARD_COUNT];
-                    only[shard_for(s) as usize] = true;
-                    only
-                }
-                None => self.directory.up_mask(),
-            };
-            let cold = self
-                .cold
-                .search(
-                    &cold_vector,
-                    k,
-                    query.system_id.as_deref(),
-                    filter_since,
-                    filter_until,
-                    &shards,
-                )
-                .await
-                .map_err(|e| SearchError::Unavailable(format!("cold tier: {e}")))?;
-            let cold: Vec<SearchHit> = cold
-                .into_iter()
-                .map(|h| (h.score.clamp(-1.0, 1.0), h.row))
-                .filter(|(sim, _)| above(*sim))
-                .map(|(similarity, r)| summarized_hit(Summarized::from(r), similarity, Tier::Cold))
-                .collect();
-            candidates = candidates.max(cold.len());
-            results.extend(cold);
-            results.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-            results.truncate(k);
-        }
+        let meta = query.metadata.clone();
+        // a search dropped (its caller gone) stops reading records
+        let cancelled = CancelOnDrop::default();
+        let stop = Arc::clone(&cancelled.0);
+        let results = tokio::task::spawn_blocking(move || {
+            select(&store, hits, threshold, meta.as_ref(), limit, &stop)
+        })
+        .await
+        .map_err(|e| SearchError::Internal(format!("result lookup failed: {e}")))??;
         Ok(Collected {
             hits: results,
             missing,
             candidates,
+            reasons: Vec::new(),
         })
+    }
+
+    /// The cold tier's best `limit` rows that pass the filters, read shard by shard (at most
+    /// `search.cold_concurrency` shards at once on the node) until the cold deadline; `k`
+    /// rows per shard are looked at. Shards not running, not read in time or failing are
+    /// missing, with the reason.
+    async fn search_cold(
+        &self,
+        query: &SearchQuery,
+        vector: Vec<f32>,
+        k: usize,
+    ) -> Result<Collected, SearchError> {
+        let mut part = Collected::default();
+        let up = self.directory.up_mask();
+        let asked: Vec<ShardId> = match &query.system_id {
+            Some(system) => {
+                validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
+                vec![shard_for(system)]
+            }
+            None => (0..SHARD_COUNT as ShardId).collect(),
+        };
+        let (shards, down): (Vec<ShardId>, Vec<ShardId>) =
+            asked.into_iter().partition(|s| up[*s as usize]);
+        if !down.is_empty() {
+            part.reasons
+                .push(format!("cold tier: {} shards are not running", down.len()));
+            part.missing.extend(down);
+        }
+        let with_files = self.cold.shards_with_files();
+        let shards: Vec<ShardId> = shards
+            .into_iter()
+            .filter(|s| with_files[*s as usize])
+            .collect();
+        let (limit, threshold) = (query.limit, query.threshold);
+        let (system, since, until) = (
+            query.system_id.as_deref(),
+            query.since.map(|t| t.timestamp_micros()),
+            query.until.map(|t| t.timestamp_micros()),
+        );
+        let meta = query.metadata.clone().map(Arc::new);
+        let vector = &vector;
+        let deadline = tokio::time::Instant::now() + self.cold_deadline;
+        let out = fanout::bounded_fanout(shards, &self.cold_permits, deadline, |shard| {
+            let meta = meta.clone();
+            async move {
+                let mut only = [false; SHARD_COUNT];
+                only[shard as usize] = true;
+                let rows = self
+                    .cold
+                    .search(vector, k, system, since, until, &only)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // rows that cannot be returned are dropped at once, content and all
+                let small = rows.len() <= COLD_INLINE_ROWS;
+                offload::sized(small, move || {
+                    keep_cold(rows, threshold, meta.as_deref(), limit)
+                })
+                .await
+                .map_err(|e| format!("cold filter task failed: {e}"))
+            }
+        })
+        .await;
+        for (_, hits) in out.done {
+            part.hits.extend(hits);
+        }
+        if let Some((_, e)) = out.failed.first() {
+            part.reasons.push(format!(
+                "cold tier: {} shards could not be read ({e})",
+                out.failed.len()
+            ));
+        }
+        part.missing.extend(out.failed.into_iter().map(|(s, _)| s));
+        if !out.unfinished.is_empty() {
+            part.reasons.push(format!(
+                "cold tier: {} shards not read within search.cold_deadline_ms ({} ms)",
+                out.unfinished.len(),
+                self.cold_deadline.as_millis()
+            ));
+            part.missing.extend(out.unfinished);
+        }
+        part.hits
+            .sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        part.hits.truncate(limit);
+        Ok(part)
     }
 
     /// Scans the warm tier, scoped to one system's shard when asked.
@@ -418,18 +510,37 @@ impl Searcher {
 /// Most candidates a metadata-filtered search looks at per tier.
 pub const MAX_FILTER_CANDIDATES: usize = 10_000;
 
+/// Rows of one cold shard filtered in place; more go to a blocking thread.
+const COLD_INLINE_ROWS: usize = 64;
+
 /// What one pass over the tiers found.
+#[derive(Default)]
 struct Collected {
     /// hits, best first
     hits: Vec<SearchHit>,
     /// shards that did not answer
     missing: Vec<ShardId>,
-    /// candidates at or above the threshold (hot and warm together, or cold, whichever is
-    /// more); fewer than asked means there are no more
+    /// hot and warm candidates at or above the threshold; fewer than asked means there are
+    /// no more
     candidates: usize,
+    /// why shards are missing, when known
+    reasons: Vec<String>,
 }
 
 impl Collected {
+    /// Adds the cold tier's part: its hits in similarity order, its missing shards and why.
+    fn add_cold(&mut self, cold: Collected) {
+        self.hits.extend(cold.hits);
+        self.hits
+            .sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        for shard in cold.missing {
+            if !self.missing.contains(&shard) {
+                self.missing.push(shard);
+            }
+        }
+        self.reasons.extend(cold.reasons);
+    }
+
     fn into_response(mut self, limit: usize, started: Instant) -> SearchResponse {
         // one hit per record: a shard keeps one visible copy of each, but an answer must not
         // show two even if a crash left two (the first, most similar, stays)
@@ -437,13 +548,60 @@ impl Collected {
         self.hits
             .retain(|h| seen.insert((h.system_id.clone(), h.conversation_id.clone())));
         self.hits.truncate(limit);
+        self.missing.sort_unstable();
+        let partial = !self.missing.is_empty();
+        let partial_reason = partial.then(|| {
+            if self.reasons.is_empty() {
+                format!("{} shards did not answer", self.missing.len())
+            } else {
+                self.reasons.join("; ")
+            }
+        });
         SearchResponse {
             results: self.hits,
-            partial: !self.missing.is_empty(),
+            partial,
             missing_shards: self.missing,
+            partial_reason,
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
         }
     }
+}
+
+/// A flag set when the future that owns it is dropped, for blocking work to stop early.
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether a similarity passes the threshold, if any.
+fn above(threshold: Option<f32>, score: f32) -> bool {
+    threshold.is_none_or(|t| score.clamp(-1.0, 1.0) >= t)
+}
+
+/// The first `limit` cold rows (best first) at or above the threshold and matching the
+/// metadata filter, as hits; the others are dropped.
+fn keep_cold(
+    rows: Vec<crate::storage::cold_tier::ColdHit>,
+    threshold: Option<f32>,
+    meta: Option<&serde_json::Map<String, serde_json::Value>>,
+    limit: usize,
+) -> Vec<SearchHit> {
+    rows.into_iter()
+        .filter(|h| above(threshold, h.score))
+        .map(|h| {
+            summarized_hit(
+                Summarized::from(h.row),
+                h.score.clamp(-1.0, 1.0),
+                Tier::Cold,
+            )
+        })
+        .filter(|h| meta.is_none_or(|m| metadata_matches(&h.metadata, m)))
+        .take(limit)
+        .collect()
 }
 
 /// Whether a record's metadata holds every key of the filter with exactly its value.
@@ -456,17 +614,25 @@ pub fn metadata_matches(
         .all(|(k, v)| metadata.get(k).is_some_and(|have| have == v))
 }
 
-/// Reads the records behind hits, drops those under the threshold and duplicates.
-fn hydrate(
+/// Reads the records behind hits, best first, and keeps the first `limit` that are at or
+/// above the threshold, match the metadata filter and still exist (once each); a rejected
+/// record is dropped as soon as it is read, so only what is returned stays in memory.
+fn select(
     store: &HotStore,
     hits: Vec<(ScoredPoint, Tier)>,
     threshold: Option<f32>,
+    meta: Option<&serde_json::Map<String, serde_json::Value>>,
+    limit: usize,
+    cancelled: &AtomicBool,
 ) -> Result<Vec<SearchHit>, SearchError> {
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(hits.len());
+    let mut out = Vec::with_capacity(hits.len().min(limit));
     for (hit, tier) in hits {
+        if out.len() >= limit || cancelled.load(Ordering::Relaxed) {
+            break;
+        }
         let similarity = hit.score.clamp(-1.0, 1.0);
-        if threshold.is_some_and(|t| similarity < t) || !seen.insert(hit.key.clone()) {
+        if !above(threshold, similarity) || !seen.insert(hit.key.clone()) {
             continue;
         }
         let found = match tier {
@@ -488,7 +654,10 @@ fn hydrate(
                 .map(|r| r.map(|r| summarized_hit(Summarized::from(r), similarity, tier))),
         };
         // a record replaced, moved or deleted since the index answered is skipped
-        if let Some(h) = found.map_err(|e| SearchError::Internal(e.to_string()))? {
+        let Some(h) = found.map_err(|e| SearchError::Internal(e.to_string()))? else {
+            continue;
+        };
+        if meta.is_none_or(|m| metadata_matches(&h.metadata, m)) {
             out.push(h);
         }
     }
@@ -551,4 +720,106 @@ fn micros_to_rfc3339(micros: i64) -> String {
     DateTime::<Utc>::from_timestamp_micros(micros)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ObjectStoreConfig;
+    use crate::storage::ann::AnnParams;
+    use crate::storage::cold_tier::ColdTier;
+    use crate::storage::hot_index::IndexParams;
+    use crate::storage::resilient::ResilientStore;
+
+    /// A searcher over an empty store whose shards are all down (none registered).
+    fn searcher(dir: &std::path::Path) -> Searcher {
+        let store = HotStore::open(dir, 8).unwrap();
+        let objects = Arc::new(ResilientStore::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "memory://".into(),
+            &ObjectStoreConfig::default(),
+        ));
+        Searcher {
+            cold: Arc::new(ColdTier::open(&store, objects).unwrap()),
+            store,
+            index: Arc::new(HotIndex::new(IndexParams {
+                segment_size: 1_000,
+                ann: AnnParams::default(),
+                ef_search: 16,
+            })),
+            directory: Arc::new(ShardDirectory::new()),
+            embedder: None,
+            model_dir: dir.to_path_buf(),
+            timeout: Duration::from_secs(1),
+            cold_permits: Arc::new(Semaphore::new(2)),
+            cold_deadline: Duration::from_secs(1),
+        }
+    }
+
+    fn query(tiers: Tiers, system_id: Option<&str>) -> SearchQuery {
+        let mut v = vec![0.0; crate::record::EMBEDDING_DIM];
+        v[0] = 1.0;
+        SearchQuery {
+            target: QueryTarget::Embedding(v),
+            limit: 10,
+            threshold: None,
+            system_id: system_id.map(str::to_string),
+            since: None,
+            until: None,
+            tiers,
+            metadata: None,
+        }
+    }
+
+    const COLD_ONLY: Tiers = Tiers {
+        hot: false,
+        warm: false,
+        cold: true,
+    };
+
+    #[tokio::test]
+    async fn a_cold_only_search_over_down_shards_says_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = searcher(dir.path());
+        let all = s.search(query(COLD_ONLY, None)).await.unwrap();
+        assert!(all.partial, "{all:?}");
+        assert_eq!(all.missing_shards.len(), SHARD_COUNT);
+        let reason = all.partial_reason.unwrap_or_default();
+        assert!(reason.contains("not running"), "{reason}");
+        let one = s.search(query(COLD_ONLY, Some("sys-a"))).await.unwrap();
+        assert!(one.partial, "{one:?}");
+        assert_eq!(one.missing_shards, vec![shard_for("sys-a")]);
+    }
+
+    #[test]
+    fn a_full_answer_has_no_reason_and_duplicates_are_dropped() {
+        let hit = |c: &str, similarity| SearchHit {
+            system_id: "s".into(),
+            conversation_id: c.into(),
+            content: String::new(),
+            similarity,
+            timestamp: String::new(),
+            tier: "hot",
+            summary: None,
+            metadata: serde_json::Value::Null,
+        };
+        let mut found = Collected {
+            hits: vec![hit("a", 0.9), hit("b", 0.5)],
+            ..Collected::default()
+        };
+        found.add_cold(Collected {
+            hits: vec![hit("a", 0.8), hit("c", 0.7)],
+            ..Collected::default()
+        });
+        let answer = found.into_response(10, Instant::now());
+        let ids: Vec<&str> = answer
+            .results
+            .iter()
+            .map(|h| h.conversation_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["a", "c", "b"]);
+        assert!(!answer.partial && answer.partial_reason.is_none());
+        let json = serde_json::to_value(&answer).unwrap();
+        assert!(json.get("partial_reason").is_none(), "{json}");
+    }
 }

@@ -44,6 +44,8 @@ pub struct NodeArgs {
     pub searcher: Arc<Searcher>,
     /// searches computed at once
     pub max_concurrent_searches: usize,
+    /// searches waiting for a turn; more are refused
+    pub max_queued_searches: usize,
     /// see [`crate::actors::shard::ShardArgs::exact_system_limit`]
     pub exact_system_limit: usize,
     /// where children are published
@@ -81,6 +83,7 @@ impl NodeSupervisor {
             CoordinatorArgs {
                 searcher: Arc::clone(&args.searcher),
                 max_concurrent: args.max_concurrent_searches,
+                max_queued: args.max_queued_searches,
             },
             myself.get_cell(),
         )

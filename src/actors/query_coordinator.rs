@@ -1,11 +1,17 @@
-//! The query coordinator: runs each search as its own task, a bounded number at once.
+//! The query coordinator: runs each search as its own task, a bounded number at once, with a
+//! bounded number waiting; over that, a search is refused at once (load shedding).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
 use tokio::sync::Semaphore;
 
 use crate::search::{SearchError, SearchQuery, SearchResponse, Searcher};
+
+/// How often a waiting or running search checks whether its caller is still there.
+const CALLER_CHECK: Duration = Duration::from_millis(50);
 
 /// What the query coordinator is asked.
 pub enum CoordinatorMsg {
@@ -24,16 +30,37 @@ pub struct CoordinatorArgs {
     pub searcher: Arc<Searcher>,
     /// searches computed at once
     pub max_concurrent: usize,
+    /// searches waiting for a turn; more are refused with [`SearchError::Overloaded`]
+    pub max_queued: usize,
+}
+
+/// What the coordinator has done since it started.
+#[derive(Debug, Default)]
+pub struct CoordinatorCounters {
+    /// searches answered
+    pub answered: AtomicU64,
+    /// searches refused because too many were waiting
+    pub shed: AtomicU64,
+    /// searches dropped (waiting or running) because their caller had gone
+    pub abandoned: AtomicU64,
 }
 
 /// The coordinator's state.
 pub struct CoordinatorState {
     searcher: Arc<Searcher>,
-    /// one permit per running search; when none is free the mailbox waits (back-pressure)
-    permits: Arc<Semaphore>,
+    /// one permit per running search
+    running: Arc<Semaphore>,
+    /// one permit per search admitted (running or waiting): `max_concurrent + max_queued`
+    admitted: Arc<Semaphore>,
+    /// how many may wait, for the refusal's message
+    max_queued: usize,
+    counters: Arc<CoordinatorCounters>,
 }
 
 /// The query coordinator actor.
+///
+/// Its mailbox never holds a search for long: `handle` only admits or refuses and spawns, so
+/// the bound on waiting searches is `max_queued`, not the (unbounded) mailbox.
 pub struct QueryCoordinator;
 
 impl Actor for QueryCoordinator {
@@ -48,7 +75,10 @@ impl Actor for QueryCoordinator {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(CoordinatorState {
             searcher: args.searcher,
-            permits: Arc::new(Semaphore::new(args.max_concurrent)),
+            running: Arc::new(Semaphore::new(args.max_concurrent)),
+            admitted: Arc::new(Semaphore::new(args.max_concurrent + args.max_queued)),
+            max_queued: args.max_queued,
+            counters: Arc::new(CoordinatorCounters::default()),
         })
     }
 
@@ -59,16 +89,76 @@ impl Actor for QueryCoordinator {
         state: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CoordinatorMsg::Search(query, reply) => {
-                let permit = Arc::clone(&state.permits).acquire_owned().await?;
-                let searcher = Arc::clone(&state.searcher);
-                tokio::spawn(async move {
-                    let answer = searcher.search(query).await;
-                    let _ = reply.send(answer);
-                    drop(permit);
-                });
-            }
+            CoordinatorMsg::Search(query, reply) => state.admit(query, reply),
         }
         Ok(())
+    }
+}
+
+impl CoordinatorState {
+    /// Starts a search task, or refuses the search when too many wait; never waits itself.
+    fn admit(&self, query: SearchQuery, reply: RpcReplyPort<Result<SearchResponse, SearchError>>) {
+        if reply.is_closed() {
+            self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Ok(slot) = Arc::clone(&self.admitted).try_acquire_owned() else {
+            self.counters.shed.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(SearchError::Overloaded {
+                waiting: self.max_queued,
+            }));
+            return;
+        };
+        let (searcher, running) = (Arc::clone(&self.searcher), Arc::clone(&self.running));
+        let counters = Arc::clone(&self.counters);
+        tokio::spawn(async move {
+            let _slot = slot;
+            let work = async {
+                let _turn = running.acquire_owned().await.map_err(|_| {
+                    SearchError::Unavailable("query coordinator is stopping".to_string())
+                })?;
+                searcher.search(query).await
+            };
+            // the search stops (its future is dropped) as soon as its caller is gone
+            tokio::select! {
+                answer = work => {
+                    counters.answered.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(answer);
+                }
+                () = caller_gone(&reply) => {
+                    counters.abandoned.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+}
+
+/// Resolves once the caller has dropped its end of the reply port.
+async fn caller_gone<T>(reply: &RpcReplyPort<T>) {
+    while !reply.is_closed() {
+        tokio::time::sleep(CALLER_CHECK).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn caller_gone_resolves_only_after_the_receiver_drops() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<u32>();
+        let port: RpcReplyPort<u32> = tx.into();
+        let waiting = caller_gone(&port);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut waiting)
+                .await
+                .is_err(),
+            "the caller is still there"
+        );
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("a dropped caller is noticed within a check");
     }
 }

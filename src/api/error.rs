@@ -1,13 +1,13 @@
 //! Errors as HTTP answers: a status and a JSON body `{"error": "..."}`.
 
-use axum::http::{StatusCode, Uri};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::ingest::WriteError;
 use crate::node::NodeIngestError;
 use crate::offload;
-use crate::search::SearchError;
+use crate::search::{SearchError, RETRY_AFTER_SECS};
 
 /// An error answer of the API.
 #[derive(Debug)]
@@ -84,11 +84,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), error = %self.message, "request failed");
         }
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response()
+        let body = Json(serde_json::json!({ "error": self.message }));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // every 503 is passing (loading, overloaded, a store down): say when to retry
+            let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())];
+            return (self.status, retry, body).into_response();
+        }
+        (self.status, body).into_response()
     }
 }
 
@@ -96,7 +98,9 @@ impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         let status = match e {
             SearchError::Invalid(_) => StatusCode::BAD_REQUEST,
-            SearchError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SearchError::Unavailable(_) | SearchError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             SearchError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError {

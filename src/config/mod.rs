@@ -145,7 +145,7 @@ impl Config {
         let h = &self.http;
         // one largest body must fit in the budget of bodies in flight
         let largest_body = g.max_body_bytes.max(m.max_body_bytes);
-        let ranges: [(&str, usize, usize, usize); 47] = [
+        let ranges: [(&str, usize, usize, usize); 50] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -162,6 +162,14 @@ impl Config {
             ("search.timeout_ms", q.timeout_ms as usize, 1, 3_600_000),
             ("search.max_concurrent", q.max_concurrent, 1, 100_000),
             ("search.max_query_bytes", q.max_query_bytes, 1, 1 << 30),
+            ("search.max_queued", q.max_queued, 0, 1_000_000),
+            ("search.cold_concurrency", q.cold_concurrency, 1, 1_024),
+            (
+                "search.cold_deadline_ms",
+                q.cold_deadline_ms as usize,
+                1,
+                3_600_000,
+            ),
             ("ingest.max_body_bytes", g.max_body_bytes, 1024, 1 << 32),
             ("ingest.max_batch", g.max_batch, 1, 1_000_000),
             ("ingest.max_content_bytes", g.max_content_bytes, 1, 1 << 30),

@@ -79,6 +79,12 @@ pub struct SearchConfig {
     pub max_concurrent: usize,
     /// longest accepted query text, in bytes
     pub max_query_bytes: usize,
+    /// queries waiting for a turn; further ones are refused with 503 and `Retry-After`
+    pub max_queued: usize,
+    /// cold shards read at once, across every query of the node
+    pub cold_concurrency: usize,
+    /// how long the cold part of one query may take before it answers partial, in milliseconds
+    pub cold_deadline_ms: u64,
 }
 
 impl Default for SearchConfig {
@@ -89,6 +95,9 @@ impl Default for SearchConfig {
             timeout_ms: 5_000,
             max_concurrent: 64,
             max_query_bytes: 8 * 1024,
+            max_queued: 256,
+            cold_concurrency: 4,
+            cold_deadline_ms: 2_000,
         }
     }
 }

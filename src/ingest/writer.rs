@@ -15,6 +15,7 @@ use crate::record::{normalize, shard_for, MemoryRecord, ShardId};
 use crate::storage::upsert::WriteCounts;
 use crate::storage::HotStore;
 use crate::version::Clock;
+use crate::write_health::WriteHealth;
 
 /// Why a write failed; nothing was acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ pub struct Writer {
     pub permits: Semaphore,
     /// versions for records that come without one
     pub clock: Arc<Clock>,
+    /// told every write's outcome, for `/ready`
+    pub health: Arc<WriteHealth>,
 }
 
 impl Writer {
@@ -64,6 +67,12 @@ impl Writer {
     /// Not cancel safe: a cancelled write may have stored some records (never acknowledged);
     /// writing them again is safe, as every copy carries its version.
     pub async fn write(&self, pending: Vec<PendingRecord>) -> Result<WriteCounts, WriteError> {
+        let written = self.write_durably(pending).await;
+        self.health.observe(&written);
+        written
+    }
+
+    async fn write_durably(&self, pending: Vec<PendingRecord>) -> Result<WriteCounts, WriteError> {
         let _permit = self
             .permits
             .acquire()

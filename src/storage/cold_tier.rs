@@ -213,6 +213,17 @@ impl ColdTier {
         self.catalog.read().values().cloned().collect()
     }
 
+    /// Which shards have a file with visible rows.
+    pub fn shards_with_files(&self) -> [bool; SHARD_COUNT] {
+        let mut mask = [false; SHARD_COUNT];
+        for f in self.catalog.read().values() {
+            if f.live_rows() > 0 {
+                mask[f.shard as usize % SHARD_COUNT] = true;
+            }
+        }
+        mask
+    }
+
     /// A new sequence number.
     pub fn next_seq(&self) -> Result<u64, StorageError> {
         self.hot.next_seq()

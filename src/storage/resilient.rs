@@ -81,6 +81,32 @@ pub struct ResilientStore {
     sorted_listing: bool,
 }
 
+/// A call the breaker let through. The probe after a cooldown holds the breaker half-open
+/// until it reports; dropped before that (its caller went away), it counts as a failure, so
+/// the breaker opens again and a later call probes, instead of staying half-open forever.
+struct Admitted<'a> {
+    store: &'a ResilientStore,
+    /// whether this call is the half-open breaker's one probe
+    probe: bool,
+}
+
+impl Admitted<'_> {
+    /// The call's outcome has been recorded (or is about to be, by the caller).
+    fn reported(mut self) {
+        self.probe = false;
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            tracing::warn!(store = %self.store.url, "object store probe dropped before it finished, counted as a failure");
+            self.store
+                .record_failure("probe call dropped before it finished");
+        }
+    }
+}
+
 /// The outcome of one attempt.
 enum Attempt<T> {
     Done(T),
@@ -113,6 +139,29 @@ impl ResilientStore {
             jitter: AtomicU64::new(seed),
             retried: AtomicU64::new(0),
             sorted_listing,
+        }
+    }
+
+    /// The same store (shared connection, same settings) behind a breaker of its own, so a use
+    /// that trips its breaker (e.g. the cold tier) does not refuse the calls of another (e.g.
+    /// ingestion).
+    pub fn with_own_breaker(&self) -> ResilientStore {
+        ResilientStore {
+            inner: Arc::clone(&self.inner),
+            url: self.url.clone(),
+            retries: self.retries,
+            base: self.base,
+            max_delay: self.max_delay,
+            threshold: self.threshold,
+            cooldown: self.cooldown,
+            breaker: parking_lot::Mutex::new(Breaker {
+                state: BreakerState::Closed,
+                failures: 0,
+                last_error: None,
+            }),
+            jitter: AtomicU64::new(self.next_random() | 1),
+            retried: AtomicU64::new(0),
+            sorted_listing: self.sorted_listing,
         }
     }
 
@@ -180,7 +229,7 @@ impl ResilientStore {
         let mut out: Vec<ObjectMeta> = Vec::new();
         let mut failures = 0u32;
         loop {
-            self.admit()?;
+            let admitted = self.admit()?;
             // resume after the last key received when a listing failed part way
             let from = out
                 .last()
@@ -201,6 +250,7 @@ impl ResilientStore {
                     }
                 }
             }
+            admitted.reported();
             match failed {
                 None => {
                     self.record_success();
@@ -275,8 +325,10 @@ impl ResilientStore {
     {
         let mut failures = 0u32;
         loop {
-            self.admit()?;
-            match op().await {
+            let admitted = self.admit()?;
+            let outcome = op().await;
+            admitted.reported();
+            match outcome {
                 Attempt::Done(v) => {
                     self.record_success();
                     return Ok(v);
@@ -298,13 +350,22 @@ impl ResilientStore {
     }
 
     /// Lets a call through unless the breaker is open; after the cooldown one probe goes.
-    fn admit(&self) -> Result<(), StoreError> {
+    ///
+    /// The caller reports the call's outcome (success or failure) and then calls
+    /// [`Admitted::reported`]; a probe dropped before that counts as a failure.
+    fn admit(&self) -> Result<Admitted<'_>, StoreError> {
         let mut b = self.breaker.lock();
         match b.state {
-            BreakerState::Closed => Ok(()),
+            BreakerState::Closed => Ok(Admitted {
+                store: self,
+                probe: false,
+            }),
             BreakerState::Open { until } if Instant::now() >= until => {
                 b.state = BreakerState::HalfOpen;
-                Ok(())
+                Ok(Admitted {
+                    store: self,
+                    probe: true,
+                })
             }
             BreakerState::Open { until } => Err(StoreError::Unavailable {
                 url: self.url.clone(),
@@ -426,13 +487,64 @@ mod tests {
         store.record_failure("down");
         assert!(store.admit().is_ok());
         store.record_failure("down");
-        let e = store.admit().unwrap_err();
+        let Err(e) = store.admit() else {
+            panic!("the breaker must be open");
+        };
         assert!(e.to_string().contains("circuit breaker open"), "{e}");
         std::thread::sleep(Duration::from_millis(60));
-        assert!(store.admit().is_ok(), "one probe after the cooldown");
+        let probe = store.admit();
+        assert!(probe.is_ok(), "one probe after the cooldown");
         assert!(store.admit().is_err(), "only one probe at a time");
         store.record_success();
+        if let Ok(p) = probe {
+            p.reported();
+        }
         assert!(store.admit().is_ok());
         assert_eq!(store.snapshot().state, "closed");
+    }
+
+    /// Opens the breaker of `store` and waits out its cooldown, so the next call is the probe.
+    fn trip_and_cool(store: &ResilientStore) {
+        store.record_failure("down");
+        store.record_failure("down");
+        assert_eq!(store.snapshot().state, "open");
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_probe_counts_as_a_failure() {
+        let store = ResilientStore::new(Arc::new(InMemory::new()), "x".into(), &config());
+        trip_and_cool(&store);
+        // the probe hangs (a client that went away mid-call drops it)
+        let probe = store.call(std::future::pending::<Attempt<()>>);
+        let dropped = tokio::time::timeout(Duration::from_millis(20), probe).await;
+        assert!(dropped.is_err(), "the probe was still running when dropped");
+        assert_eq!(
+            store.snapshot().state,
+            "open",
+            "a dropped probe must not leave the breaker half-open"
+        );
+        assert!(store
+            .snapshot()
+            .last_error
+            .is_some_and(|e| e.contains("dropped")));
+        std::thread::sleep(Duration::from_millis(60));
+        let answered = store.call(|| async { Attempt::Done(7) }).await;
+        assert_eq!(answered.ok(), Some(7), "a later call probes and closes it");
+        assert_eq!(store.snapshot().state, "closed");
+    }
+
+    #[tokio::test]
+    async fn a_store_with_its_own_breaker_is_not_refused_by_another() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        inner.put(&Path::from("k"), "v".into()).await.unwrap();
+        let ingest = ResilientStore::new(inner, "memory://".into(), &config());
+        let cold = ingest.with_own_breaker();
+        ingest.record_failure("down");
+        ingest.record_failure("down");
+        assert!(ingest.is_open());
+        assert!(ingest.get("k", 9).await.is_err(), "its own breaker refuses");
+        assert_eq!(&cold.get("k", 9).await.unwrap()[..], b"v");
+        assert_eq!(cold.snapshot().state, "closed");
     }
 }
