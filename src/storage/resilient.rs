@@ -107,6 +107,58 @@ impl Drop for Admitted<'_> {
     }
 }
 
+/// Appends to `out`, in key order, the objects under `dir` whose keys sort after `offset`,
+/// until it holds `max`: one directory listing at a time, entries sorted as full keys (a
+/// directory as its name and `/`), directories entirely before `offset` skipped.
+fn walk_sorted<'a>(
+    store: &'a dyn ObjectStore,
+    dir: Path,
+    offset: Option<&'a str>,
+    max: usize,
+    out: &'a mut Vec<ObjectMeta>,
+) -> futures::future::BoxFuture<'a, Result<(), object_store::Error>> {
+    Box::pin(async move {
+        let listing = store.list_with_delimiter(Some(&dir)).await?;
+        enum Entry {
+            Object(ObjectMeta),
+            Dir(Path),
+        }
+        let mut entries: Vec<(String, Entry)> = listing
+            .objects
+            .into_iter()
+            .map(|m| (m.location.to_string(), Entry::Object(m)))
+            .chain(
+                listing
+                    .common_prefixes
+                    .into_iter()
+                    .map(|p| (format!("{p}/"), Entry::Dir(p))),
+            )
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, entry) in entries {
+            if out.len() >= max {
+                return Ok(());
+            }
+            match entry {
+                Entry::Object(meta) => {
+                    if offset.is_none_or(|o| key.as_str() > o) {
+                        out.push(meta);
+                    }
+                }
+                Entry::Dir(path) => {
+                    // every key under it starts with `key`: all before the offset when `key`
+                    // sorts before it and is not a prefix of it
+                    let before = offset.is_some_and(|o| key.as_str() < o && !o.starts_with(&key));
+                    if !before {
+                        walk_sorted(store, path, offset, max, out).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The outcome of one attempt.
 enum Attempt<T> {
     Done(T),
@@ -217,14 +269,34 @@ impl ResilientStore {
 
     /// The first `max` objects under `prefix` whose keys sort after `offset`, in key order.
     ///
-    /// A store that lists in key order is read only as far as needed; any other is read whole
-    /// and sorted, so that the objects returned are always the first ones.
+    /// A store that lists in key order is read only as far as needed; any other (a local
+    /// directory) is walked one directory at a time in key order, skipping directories
+    /// whose keys all sort before `offset` and stopping after `max` objects, so a poll costs
+    /// what is new, not everything ever uploaded.
     pub async fn list_after(
         &self,
         prefix: &str,
         offset: Option<&str>,
         max: usize,
     ) -> Result<Vec<ObjectMeta>, StoreError> {
+        if !self.sorted_listing {
+            let (prefix, offset) = (Path::from(prefix), offset.map(str::to_string));
+            return self
+                .call(|| {
+                    let (prefix, offset) = (prefix.clone(), offset.clone());
+                    async move {
+                        let mut out = Vec::new();
+                        match walk_sorted(&*self.inner, prefix, offset.as_deref(), max, &mut out)
+                            .await
+                        {
+                            Ok(()) => Attempt::Done(out),
+                            Err(object_store::Error::NotFound { .. }) => Attempt::Done(out),
+                            Err(e) => classify(e),
+                        }
+                    }
+                })
+                .await;
+        }
         let prefix = Path::from(prefix);
         let mut out: Vec<ObjectMeta> = Vec::new();
         let mut failures = 0u32;
@@ -478,6 +550,46 @@ mod tests {
             store.get("s/zz", 9).await,
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_local_directory_is_listed_in_key_order_from_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        // '-' sorts before '/', so s/a-b/... comes before s/a/... in key order (as S3 lists)
+        let keys = ["s/a/1", "s/a/2", "s/a-b/x", "s/b/1", "s/b/c/d", "s/c"];
+        for k in keys {
+            inner.put(&Path::from(k), "x".into()).await.unwrap();
+        }
+        let store = ResilientStore::new(inner, "file:///t".into(), &config());
+        let list = |offset: Option<&'static str>, max| {
+            let store = &store;
+            async move {
+                store
+                    .list_after("s", offset, max)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.location.to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        let mut sorted: Vec<&str> = keys.to_vec();
+        sorted.sort();
+        assert_eq!(list(None, 100).await, sorted);
+        assert_eq!(list(None, 2).await, sorted[..2]);
+        assert_eq!(
+            list(Some("s/a/1"), 3).await,
+            vec!["s/a/2", "s/b/1", "s/b/c/d"]
+        );
+        assert_eq!(list(Some("s/b/1"), 10).await, vec!["s/b/c/d", "s/c"]);
+        assert!(list(Some("s/c"), 10).await.is_empty());
+        assert!(store
+            .list_after("nothing", None, 5)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(store.snapshot().state, "closed");
     }
 
