@@ -5,7 +5,7 @@
 //! only when newer than every copy and deletion of its record. On (re)start it rebuilds all
 //! of that from its trees.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
@@ -17,7 +17,7 @@ use crate::storage::aging::{age_to_warm, settle_interrupted};
 use crate::storage::cold_file::ColdRow;
 use crate::storage::cold_tier::{ColdFile, ColdKey, ColdTier};
 use crate::storage::hot_index::PointMeta;
-use crate::storage::shard_load::{cold_due, ensure_time_index, load_tree, load_warm_tree};
+use crate::storage::shard_load::{cold_due, load_tree, load_warm_tree};
 use crate::storage::tombstones::Tombstones;
 use crate::storage::upsert::{dedupe, Decision, Known, Tier, UpsertJob, WriteCounts};
 use crate::storage::warm::WarmRecord;
@@ -150,10 +150,19 @@ pub struct ShardArgs {
     pub clock: Arc<Clock>,
 }
 
+/// A record's copy in a tier, as the shard knows it.
+#[derive(Debug, Clone, Copy)]
+struct Held<P> {
+    point: P,
+    version: Version,
+    /// microseconds; the key of the tier's time index
+    timestamp: i64,
+}
+
 /// Points of one system on this shard.
 struct SystemPoints {
     code: u32,
-    by_conversation: HashMap<Box<str>, (PointId, Version)>,
+    by_conversation: HashMap<Box<str>, Held<PointId>>,
 }
 
 /// A shard's in-memory state, rebuilt from its trees on start.
@@ -165,8 +174,12 @@ pub struct ShardState {
     systems: HashMap<String, SystemPoints>,
     records: usize,
     loaded_records: usize,
+    /// hot points by timestamp: aging reads the oldest, not the whole tree
+    hot_by_time: BTreeSet<(i64, PointId)>,
     /// warm points and versions by system and conversation
-    warm: HashMap<String, HashMap<Box<str>, (WarmPointId, Version)>>,
+    warm: HashMap<String, HashMap<Box<str>, Held<WarmPointId>>>,
+    /// warm points by timestamp
+    warm_by_time: BTreeSet<(i64, WarmPointId)>,
     warm_records: usize,
     cold: Arc<ColdTier>,
     /// visible cold records of this shard
@@ -200,7 +213,9 @@ impl Actor for ShardActor {
             systems: HashMap::new(),
             records: 0,
             loaded_records: 0,
+            hot_by_time: BTreeSet::new(),
             warm: HashMap::new(),
+            warm_by_time: BTreeSet::new(),
             warm_records: 0,
             cold: args.cold,
             cold_records: 0,
@@ -252,9 +267,10 @@ impl Actor for ShardActor {
                 max,
                 reply,
             } => {
+                let keys = state.oldest_warm(cutoff_micros, max);
                 let tree = state.store.warm_tree(state.shard).clone();
                 let result =
-                    tokio::task::spawn_blocking(move || cold_due(&tree, cutoff_micros, max))
+                    tokio::task::spawn_blocking(move || cold_due(&tree, &keys, cutoff_micros))
                         .await
                         .map_err(|e| StorageError::Task(e.to_string()))
                         .and_then(|r| r);
@@ -302,14 +318,6 @@ impl ShardState {
                         "settled records left in two tiers by an interrupted move"
                     );
                 }
-                let indexed = ensure_time_index(store.tree(shard), store.warm_tree(shard))?;
-                if indexed > 0 {
-                    tracing::info!(
-                        shard,
-                        indexed,
-                        "built the time index of records written before it"
-                    );
-                }
                 let hot = load_tree(store.tree(shard), shard, &index)?;
                 let warm = load_warm_tree(store.warm_tree(shard), shard, &index)?;
                 let cold_live = cold.live_of_shard(shard)?;
@@ -326,8 +334,11 @@ impl ShardState {
                 l.system_id,
                 l.code,
                 l.conversation_id.into_boxed_str(),
-                l.point,
-                l.version,
+                Held {
+                    point: l.point,
+                    version: l.version,
+                    timestamp: l.timestamp,
+                },
             );
         }
         for l in warm {
@@ -335,8 +346,11 @@ impl ShardState {
             self.remember_warm(
                 l.system_id,
                 l.conversation_id.into_boxed_str(),
-                l.point,
-                l.version,
+                Held {
+                    point: l.point,
+                    version: l.version,
+                    timestamp: l.timestamp,
+                },
             );
         }
         // a write that replaced a cold copy can be cut short before the cold copy was unlinked
@@ -374,12 +388,12 @@ impl ShardState {
         self.systems
             .get(system_id)
             .and_then(|s| s.by_conversation.get(conversation_id))
-            .map(|(_, v)| *v)
+            .map(|h| h.version)
             .or_else(|| {
                 self.warm
                     .get(system_id)
                     .and_then(|w| w.get(conversation_id))
-                    .map(|(_, v)| *v)
+                    .map(|h| h.version)
             })
     }
 
@@ -392,12 +406,53 @@ impl ShardState {
             .map_err(|e| StorageError::Task(e.to_string()))?
     }
 
-    /// Moves hot records older than the cutoff to warm (see [`age_to_warm`]).
+    /// Keys of up to `max` of the oldest points of a time index older than the cutoff;
+    /// entries whose point is gone from the index are dropped on the way.
+    fn oldest<P: Copy + Ord>(
+        by_time: &mut BTreeSet<(i64, P)>,
+        cutoff_micros: i64,
+        max: usize,
+        key_of: impl Fn(P) -> Option<Box<[u8]>>,
+    ) -> Vec<Box<[u8]>> {
+        let mut keys = Vec::new();
+        let mut gone = Vec::new();
+        for &(ts, p) in by_time.iter() {
+            if ts >= cutoff_micros || keys.len() >= max {
+                break;
+            }
+            match key_of(p) {
+                Some(k) => keys.push(k),
+                None => gone.push((ts, p)),
+            }
+        }
+        for e in gone {
+            by_time.remove(&e);
+        }
+        keys
+    }
+
+    /// Keys of up to `max` of the oldest warm records older than the cutoff.
+    fn oldest_warm(&mut self, cutoff_micros: i64, max: usize) -> Vec<Box<[u8]>> {
+        let index = Arc::clone(&self.index);
+        Self::oldest(&mut self.warm_by_time, cutoff_micros, max, |p| {
+            index.warm.key_of(p)
+        })
+    }
+
+    /// Moves up to `max` of the oldest hot records older than the cutoff to warm (see
+    /// [`age_to_warm`]); only they are read from the tree.
     async fn age(&mut self, cutoff_micros: i64, max: usize) -> Result<usize, StorageError> {
         let store = self.store.clone();
         let shard = self.shard;
+        let index = Arc::clone(&self.index);
+        let keys = Self::oldest(&mut self.hot_by_time, cutoff_micros, max, |p| {
+            index.key_of(p)
+        });
+        if keys.is_empty() {
+            return Ok(0);
+        }
         let moved =
-            tokio::task::spawn_blocking(move || age_to_warm(&store, shard, cutoff_micros, max))
+            tokio::task::spawn_blocking(move || age_to_warm(&store, shard, &keys, cutoff_micros))
                 .await
                 .map_err(|e| StorageError::Task(e.to_string()))??;
         let n = moved.len();
@@ -407,8 +462,9 @@ impl ShardState {
         for m in moved {
             let r = m.record;
             if let Some(system) = self.systems.get_mut(&r.system_id) {
-                if let Some((p, _)) = system.by_conversation.remove(r.conversation_id.as_str()) {
-                    hot_points.push(p);
+                if let Some(h) = system.by_conversation.remove(r.conversation_id.as_str()) {
+                    hot_points.push(h.point);
+                    self.hot_by_time.remove(&(h.timestamp, h.point));
                     self.records -= 1;
                 }
                 if system.by_conversation.is_empty() {
@@ -422,31 +478,45 @@ impl ShardState {
                 key: m.key.into_boxed_slice(),
             };
             items.push((r.codes, r.step, meta));
-            names.push((r.system_id, r.conversation_id, r.version));
+            names.push((
+                r.system_id,
+                r.conversation_id,
+                r.version,
+                r.timestamp_micros,
+            ));
         }
         self.index.delete(&hot_points);
         let ids = self.index.warm.insert(items);
-        for ((system_id, conversation_id, version), id) in names.into_iter().zip(ids) {
-            self.remember_warm(system_id, conversation_id.into_boxed_str(), id, version);
+        for ((system_id, conversation_id, version, timestamp), point) in names.into_iter().zip(ids)
+        {
+            let held = Held {
+                point,
+                version,
+                timestamp,
+            };
+            self.remember_warm(system_id, conversation_id.into_boxed_str(), held);
         }
         Ok(n)
     }
 
-    /// Records that a conversation is warm at `point`.
+    /// Records that a conversation is warm at `held.point`.
     fn remember_warm(
         &mut self,
         system_id: String,
         conversation_id: Box<str>,
-        point: WarmPointId,
-        version: Version,
+        held: Held<WarmPointId>,
     ) {
+        self.warm_by_time.insert((held.timestamp, held.point));
         let old = self
             .warm
             .entry(system_id)
             .or_default()
-            .insert(conversation_id, (point, version));
+            .insert(conversation_id, held);
         match old {
-            Some((old, _)) => self.index.warm.delete(&[old]),
+            Some(old) => {
+                self.warm_by_time.remove(&(old.timestamp, old.point));
+                self.index.warm.delete(&[old.point]);
+            }
             None => self.warm_records += 1,
         }
     }
@@ -458,8 +528,9 @@ impl ShardState {
         };
         let mut points = Vec::new();
         for c in conversations {
-            if let Some((p, _)) = system.remove(c) {
-                points.push(p);
+            if let Some(h) = system.remove(c) {
+                self.warm_by_time.remove(&(h.timestamp, h.point));
+                points.push(h.point);
             }
         }
         if system.is_empty() {
@@ -530,12 +601,12 @@ impl ShardState {
                     .systems
                     .get(&r.system_id)
                     .and_then(|s| s.by_conversation.get(r.conversation_id.as_str()))
-                    .map(|(_, v)| *v);
+                    .map(|h| h.version);
                 let warm = self
                     .warm
                     .get(&r.system_id)
                     .and_then(|w| w.get(r.conversation_id.as_str()))
-                    .map(|(_, v)| *v);
+                    .map(|h| h.version);
                 Known {
                     hot,
                     warm,
@@ -583,14 +654,15 @@ impl ShardState {
                             }
                         }
                     }
+                    let timestamp = r.timestamp.timestamp_micros();
                     let meta = PointMeta {
                         shard: self.shard,
                         system: self.index.system_code(&r.system_id),
-                        timestamp: r.timestamp.timestamp_micros(),
+                        timestamp,
                         key: record_key(&r.system_id, &r.conversation_id).into_boxed_slice(),
                     };
                     points.push((r.embedding, meta));
-                    written.push((r.system_id, r.conversation_id, r.version));
+                    written.push((r.system_id, r.conversation_id, r.version, timestamp));
                 }
             }
         }
@@ -600,10 +672,15 @@ impl ShardState {
         let codes: Vec<u32> = points.iter().map(|(_, m)| m.system).collect();
         let ids = self.index.insert(points);
         let mut replaced = Vec::new();
-        for (((system_id, conversation_id, version), id), code) in
+        for (((system_id, conversation_id, version, timestamp), point), code) in
             written.into_iter().zip(ids).zip(codes)
         {
-            if let Some(old) = self.remember(system_id, code, conversation_id.into(), id, version) {
+            let held = Held {
+                point,
+                version,
+                timestamp,
+            };
+            if let Some(old) = self.remember(system_id, code, conversation_id.into(), held) {
                 replaced.push(old);
             }
         }
@@ -693,7 +770,10 @@ impl ShardState {
         let mut points = Vec::with_capacity(doomed.len());
         if let Some(system) = self.systems.get_mut(system_id) {
             for c in &doomed {
-                points.extend(system.by_conversation.remove(c).map(|(p, _)| p));
+                if let Some(h) = system.by_conversation.remove(c) {
+                    self.hot_by_time.remove(&(h.timestamp, h.point));
+                    points.push(h.point);
+                }
             }
             if system.by_conversation.is_empty() {
                 self.systems.remove(system_id);
@@ -704,15 +784,15 @@ impl ShardState {
         Ok(points.len())
     }
 
-    /// Records that a conversation now lives at `point`; returns the point it replaced.
+    /// Records that a conversation now lives at `held.point`; returns the point it replaced.
     fn remember(
         &mut self,
         system_id: String,
         code: u32,
         conversation_id: Box<str>,
-        point: PointId,
-        version: Version,
+        held: Held<PointId>,
     ) -> Option<PointId> {
+        self.hot_by_time.insert((held.timestamp, held.point));
         let entry = self
             .systems
             .entry(system_id)
@@ -720,13 +800,17 @@ impl ShardState {
                 code,
                 by_conversation: HashMap::new(),
             });
-        let old = entry
-            .by_conversation
-            .insert(conversation_id, (point, version));
-        if old.is_none() {
-            self.records += 1;
+        let old = entry.by_conversation.insert(conversation_id, held);
+        match old {
+            Some(old) => {
+                self.hot_by_time.remove(&(old.timestamp, old.point));
+                Some(old.point)
+            }
+            None => {
+                self.records += 1;
+                None
+            }
         }
-        old.map(|(p, _)| p)
     }
 
     fn candidates(&self, system_id: &str) -> Candidates {
@@ -739,7 +823,7 @@ impl ShardState {
         // full-segment scans a sparse filter falls back to
         let sparse = (n as f64) < SPARSE_SHARE * self.index.live_points() as f64;
         if n <= self.exact_system_limit || sparse {
-            Candidates::Exact(s.by_conversation.values().map(|(p, _)| *p).collect())
+            Candidates::Exact(s.by_conversation.values().map(|h| h.point).collect())
         } else {
             Candidates::Indexed(s.code)
         }

@@ -2,9 +2,7 @@
 //! duplicates nothing: warm copies are written and flushed, read back and verified, and only
 //! then are the hot copies removed. A restart finishes (or undoes) a move cut short.
 
-use crate::record::StoredRecord;
 use crate::storage::hot_store::decode;
-use crate::storage::time_index::{self, time_key};
 use crate::storage::warm::{decode_warm, encode_warm, WarmRecord};
 use crate::storage::{HotStore, StorageError};
 
@@ -16,27 +14,33 @@ pub struct Moved {
     pub record: WarmRecord,
 }
 
-/// Moves up to `max` hot records of `shard` older than `cutoff_micros` to warm; blocking.
+/// Moves these hot records of `shard` (the shard's oldest, found by its time index) to
+/// warm, those older than `cutoff_micros`; blocking. Only they are read and decoded.
 pub fn age_to_warm(
     store: &HotStore,
     shard: u16,
+    keys: &[Box<[u8]>],
     cutoff_micros: i64,
-    max: usize,
 ) -> Result<Vec<Moved>, StorageError> {
     let hot = store.tree(shard);
     let warm = store.warm_tree(shard);
-    // the oldest records, by the tree's time index: what does not move is not decoded
-    let due: Vec<(Vec<u8>, WarmRecord)> = time_index::due(hot, cutoff_micros, max, |k, v| {
+    let mut due: Vec<(Vec<u8>, WarmRecord)> = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(value) = hot.get(key)? else {
+            continue;
+        };
         // an undecodable record is left in place; the shard's load logs it
-        let record: StoredRecord = decode(k, v).ok()?;
-        Some((record.timestamp_micros, WarmRecord::from_hot(&record)))
-    })?;
+        if let Ok(record) = decode(key, &value) {
+            if record.timestamp_micros < cutoff_micros {
+                due.push((key.to_vec(), WarmRecord::from_hot(&record)));
+            }
+        }
+    }
     if due.is_empty() {
         return Ok(Vec::new());
     }
     let mut batch = sled::Batch::default();
     for (key, record) in &due {
-        batch.insert(time_key(record.timestamp_micros, key), &[]);
         batch.insert(key.as_slice(), encode_warm(record)?);
     }
     warm.apply_batch(batch)?;
@@ -52,7 +56,6 @@ pub fn age_to_warm(
             None => false,
         };
         if verified {
-            remove.remove(time_key(record.timestamp_micros, &key));
             remove.remove(key.as_slice());
             moved.push(Moved { key, record });
         } else {
@@ -73,7 +76,7 @@ pub fn settle_interrupted(store: &HotStore, shard: u16) -> Result<usize, Storage
     let hot = store.tree(shard);
     let warm = store.warm_tree(shard);
     let mut settled = 0;
-    for item in warm.range(time_index::records_range()) {
+    for item in warm.iter() {
         let (key, value) = item?;
         let Some(hot_bytes) = hot.get(&key)? else {
             continue;
@@ -101,7 +104,7 @@ pub fn settle_interrupted(store: &HotStore, shard: u16) -> Result<usize, Storage
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::record_key;
+    use crate::record::{record_key, StoredRecord};
     use crate::storage::hot_store::encode;
 
     fn record(i: i64, content: &str) -> StoredRecord {
@@ -121,15 +124,11 @@ mod tests {
 
     fn put_hot(store: &HotStore, r: &StoredRecord) {
         let key = record_key(&r.system_id, &r.conversation_id);
-        store
-            .tree(0)
-            .insert(time_key(r.timestamp_micros, &key), &[])
-            .unwrap();
         store.tree(0).insert(key, encode(r).unwrap()).unwrap();
     }
 
     fn records(tree: &sled::Tree) -> usize {
-        tree.range(time_index::records_range()).count()
+        tree.len()
     }
 
     #[test]
@@ -139,7 +138,11 @@ mod tests {
         for i in 0..10 {
             put_hot(&store, &record(i, "old enough. yes."));
         }
-        let moved = age_to_warm(&store, 0, 6, 100).unwrap();
+        // the keys a shard's time index gives: every record; those older than the cutoff move
+        let keys: Vec<Box<[u8]>> = (0..10)
+            .map(|i| record_key("sys", &format!("c{i}")).into_boxed_slice())
+            .collect();
+        let moved = age_to_warm(&store, 0, &keys, 6).unwrap();
         assert_eq!(moved.len(), 6);
         assert_eq!(records(store.tree(0)), 4);
         assert_eq!(records(store.warm_tree(0)), 6);

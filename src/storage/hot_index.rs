@@ -173,6 +173,12 @@ impl HotIndex {
         }
     }
 
+    /// The storage key of a point's record.
+    pub fn key_of(&self, point: PointId) -> Option<Box<[u8]>> {
+        let (s, off) = split_point(point);
+        self.segment(s)?.key(off).map(|(_, key)| key)
+    }
+
     fn segment(&self, n: usize) -> Option<Arc<Segment>> {
         self.shared.segments.read().get(n).cloned()
     }

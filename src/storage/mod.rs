@@ -12,7 +12,6 @@ pub mod objects;
 pub mod resilient;
 pub mod segment;
 pub mod shard_load;
-pub mod time_index;
 pub mod tombstones;
 pub mod upsert;
 pub mod warm;

@@ -4,7 +4,6 @@
 use crate::record::ShardId;
 use crate::storage::hot_index::PointMeta;
 use crate::storage::hot_store::decode;
-use crate::storage::time_index;
 use crate::storage::warm::{decode_warm, WarmRecord};
 use crate::storage::warm_index::WarmPointId;
 use crate::storage::{HotIndex, PointId, StorageError};
@@ -22,6 +21,8 @@ pub struct Loaded<P> {
     pub point: P,
     /// its copy's version
     pub version: Version,
+    /// its timestamp, microseconds
+    pub timestamp: i64,
 }
 
 /// Reads a shard's tree into the index; returns each record's names, point and version.
@@ -31,23 +32,26 @@ pub fn load_tree(
     index: &HotIndex,
 ) -> Result<Vec<Loaded<PointId>>, StorageError> {
     const CHUNK: usize = 4096;
-    type Names = Vec<(String, String, u32, Version)>;
+    type Names = Vec<(String, String, u32, Version, i64)>;
     let mut out = Vec::new();
     let mut pending: Vec<(Vec<f32>, PointMeta)> = Vec::with_capacity(CHUNK);
     let mut names: Names = Vec::with_capacity(CHUNK);
     let mut flush = |pending: &mut Vec<(Vec<f32>, PointMeta)>, names: &mut Names| {
         let ids = index.insert(std::mem::take(pending));
-        for ((system_id, conversation_id, code, version), point) in names.drain(..).zip(ids) {
+        for ((system_id, conversation_id, code, version, timestamp), point) in
+            names.drain(..).zip(ids)
+        {
             out.push(Loaded {
                 system_id,
                 conversation_id,
                 code,
                 point,
                 version,
+                timestamp,
             });
         }
     };
-    for item in tree.range(time_index::records_range()) {
+    for item in tree.iter() {
         let (key, value) = item?;
         let record = match decode(&key, &value) {
             Ok(r) => r,
@@ -72,6 +76,7 @@ pub fn load_tree(
             record.conversation_id,
             code,
             record.version,
+            record.timestamp_micros,
         ));
         if pending.len() >= CHUNK {
             flush(&mut pending, &mut names);
@@ -89,7 +94,7 @@ pub fn load_warm_tree(
 ) -> Result<Vec<Loaded<WarmPointId>>, StorageError> {
     let mut items = Vec::new();
     let mut names = Vec::new();
-    for item in tree.range(time_index::records_range()) {
+    for item in tree.iter() {
         let (key, value) = item?;
         let record = match decode_warm(&key, &value) {
             Ok(r) if r.is_intact() => r,
@@ -109,6 +114,7 @@ pub fn load_warm_tree(
             record.conversation_id,
             meta.system,
             record.version,
+            record.timestamp_micros,
         ));
         items.push((record.codes, record.step, meta));
     }
@@ -117,37 +123,33 @@ pub fn load_warm_tree(
         .into_iter()
         .zip(ids)
         .map(
-            |((system_id, conversation_id, code, version), point)| Loaded {
+            |((system_id, conversation_id, code, version, timestamp), point)| Loaded {
                 system_id,
                 conversation_id,
                 code,
                 point,
                 version,
+                timestamp,
             },
         )
         .collect())
 }
 
-/// Up to `max` warm records older than the cutoff, oldest first, by the tree's time index;
-/// blocking.
+/// The warm records of these keys (the shard's oldest, found by its time index) that are
+/// older than the cutoff and intact; blocking. Only they are read and decoded.
 pub fn cold_due(
     tree: &sled::Tree,
+    keys: &[Box<[u8]>],
     cutoff_micros: i64,
-    max: usize,
 ) -> Result<Vec<WarmRecord>, StorageError> {
-    let due = time_index::due(tree, cutoff_micros, max, |k, v| {
-        let r = decode_warm(k, v).ok().filter(WarmRecord::is_intact)?;
-        Some((r.timestamp_micros, r))
-    })?;
-    Ok(due.into_iter().map(|(_, r)| r).collect())
-}
-
-/// Writes the time index of a shard's trees written before it; returns the entries written.
-pub fn ensure_time_index(hot: &sled::Tree, warm: &sled::Tree) -> Result<usize, StorageError> {
-    let hot_entries =
-        time_index::ensure(hot, |k, v| decode(k, v).ok().map(|r| r.timestamp_micros))?;
-    let warm_entries = time_index::ensure(warm, |k, v| {
-        decode_warm(k, v).ok().map(|r| r.timestamp_micros)
-    })?;
-    Ok(hot_entries + warm_entries)
+    let mut due = Vec::with_capacity(keys.len());
+    for key in keys {
+        if let Some(value) = tree.get(key)? {
+            match decode_warm(key, &value) {
+                Ok(r) if r.timestamp_micros < cutoff_micros && r.is_intact() => due.push(r),
+                _ => {}
+            }
+        }
+    }
+    Ok(due)
 }

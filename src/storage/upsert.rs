@@ -10,7 +10,6 @@ use serde::Serialize;
 use crate::record::{record_key, MemoryRecord, ShardId, StoredRecord};
 use crate::storage::cold_tier::ColdTier;
 use crate::storage::hot_store::encode;
-use crate::storage::time_index::time_key;
 use crate::storage::tombstones::Tombstones;
 use crate::storage::StorageError;
 use crate::version::Version;
@@ -190,7 +189,6 @@ impl UpsertJob {
                     Some(Tier::Cold) => cold_keys.push(key.clone()),
                     _ => {}
                 }
-                hot.insert(time_key(r.timestamp.timestamp_micros(), &key), &[]);
                 hot.insert(key, encode(&StoredRecord::from(r))?);
             }
             decisions.push(decision);

@@ -91,6 +91,12 @@ impl WarmIndex {
         }
     }
 
+    /// The storage key of a point's record.
+    pub fn key_of(&self, id: WarmPointId) -> Option<Box<[u8]>> {
+        let p = self.points.read();
+        p.meta.get(id as usize)?.as_ref().map(|m| m.key.clone())
+    }
+
     /// Points in the index.
     pub fn live_points(&self) -> usize {
         self.points.read().live
