@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::ager::{age_all, AgingReport};
 use crate::actors::aging_gate::{AgingGate, AgingProgress};
-use crate::actors::directory::ShardDirectory;
+use crate::actors::directory::{ShardCallError, ShardDirectory};
 use crate::actors::node_supervisor::{ActorSlots, NodeArgs, NodeMsg, NodeSupervisor};
 use crate::actors::query_coordinator::CoordinatorMsg;
 use crate::actors::shard::{DeleteCounts, ShardMsg};
@@ -329,10 +329,9 @@ impl Node {
             )));
         }
         let shard = shard_for(system_id);
-        let actor = self
-            .directory
-            .get(shard)
-            .ok_or(NodeIngestError::Write(WriteError::ShardUnavailable(shard)))?;
+        if self.directory.get(shard).is_none() {
+            return Err(NodeIngestError::Write(WriteError::ShardUnavailable(shard)));
+        }
         let timeout = Duration::from_millis(self.config.ingest.timeout_ms);
         let version = self.clock.now();
         // the deletion goes to the object store first: a node rebuilt from it must not bring
@@ -353,26 +352,28 @@ impl Node {
                     "cannot record the deletion in the object store, nothing was deleted: {e}"
                 )))
             })?;
-        let deleted = match actor
+        let asked = self
+            .directory
             .call(
+                shard,
                 |reply| ShardMsg::Delete {
                     system_id: system_id.to_string(),
                     conversation_id: conversation_id.map(str::to_string),
                     version,
                     reply,
                 },
-                Some(timeout),
+                timeout,
             )
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(Ok(n))) => n,
-            Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-                return Err(NodeIngestError::Write(WriteError::Internal(e.to_string())))
-            }
-            Ok(ractor::rpc::CallResult::Timeout) => {
+            .await;
+        let deleted = match asked {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(NodeIngestError::Write(WriteError::Internal(e.to_string()))),
+            Err(ShardCallError::Timeout(..)) => {
                 return Err(NodeIngestError::Write(WriteError::Timeout(shard, timeout)))
             }
-            _ => return Err(NodeIngestError::Write(WriteError::ShardUnavailable(shard))),
+            Err(ShardCallError::Down(_)) => {
+                return Err(NodeIngestError::Write(WriteError::ShardUnavailable(shard)))
+            }
         };
         self.store
             .flush()
@@ -449,12 +450,11 @@ impl Node {
     pub async fn stats(&self) -> NodeStats {
         let timeout = Duration::from_millis(self.config.search.timeout_ms);
         let up = self.directory.up();
-        let asks = up.iter().map(|(shard, actor)| async move {
-            let r = actor.call(ShardMsg::Counts, Some(timeout)).await;
-            match r {
-                Ok(ractor::rpc::CallResult::Success(c)) => Ok(c),
-                _ => Err(*shard),
-            }
+        let asks = up.iter().map(|(shard, _)| async move {
+            self.directory
+                .call(*shard, ShardMsg::Counts, timeout)
+                .await
+                .map_err(|_| *shard)
         });
         let mut records = TierCounts::default();
         let mut systems = 0;

@@ -471,18 +471,16 @@ impl Searcher {
     ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
         validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
         let shard = shard_for(system);
-        let Some(actor) = self.directory.get(shard) else {
-            return Ok((Vec::new(), vec![shard]));
-        };
-        let asked = actor
+        let asked = self
+            .directory
             .call(
+                shard,
                 |reply| ShardMsg::Candidates(system.to_string(), reply),
-                Some(self.timeout),
+                self.timeout,
             )
             .await;
-        let candidates = match asked {
-            Ok(ractor::rpc::CallResult::Success(c)) => c,
-            _ => return Ok((Vec::new(), vec![shard])),
+        let Ok(candidates) = asked else {
+            return Ok((Vec::new(), vec![shard]));
         };
         let index = Arc::clone(&self.index);
         let hits = match candidates {

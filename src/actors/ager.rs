@@ -55,7 +55,7 @@ pub async fn age_all(
     let up = directory.up();
     run.report(|p| p.shards_total = up.len());
     let mut answered = [false; SHARD_COUNT];
-    for (done, (shard, actor)) in up.into_iter().enumerate() {
+    for (done, (shard, _)) in up.into_iter().enumerate() {
         run.report(|p| {
             p.shards_done = done;
             p.shard = Some(shard);
@@ -63,23 +63,24 @@ pub async fn age_all(
             p.warm_to_cold = report.warm_to_cold;
         });
         loop {
-            let asked = actor
+            let asked = directory
                 .call(
+                    shard,
                     |reply| ShardMsg::Age {
                         cutoff_micros: cutoff,
                         max: config.batch,
                         reply,
                     },
-                    Some(timeout),
+                    timeout,
                 )
                 .await;
             match asked {
-                Ok(ractor::rpc::CallResult::Success(Ok(n))) => {
+                Ok(Ok(n)) => {
                     report.hot_to_warm += n;
                     if n < config.batch {
-                        match age_to_cold(&actor, shard, cold, cold_cutoff, config.batch, timeout)
-                            .await
-                        {
+                        let to_cold =
+                            age_to_cold(directory, shard, cold, cold_cutoff, config.batch, timeout);
+                        match to_cold.await {
                             Ok((moved, files)) => {
                                 report.warm_to_cold += moved;
                                 report.cold_files += files;
@@ -94,9 +95,9 @@ pub async fn age_all(
                 }
                 other => {
                     let error = match other {
-                        Ok(ractor::rpc::CallResult::Success(Err(e))) => e.to_string(),
-                        Ok(ractor::rpc::CallResult::Timeout) => format!("no answer in {timeout:?}"),
-                        _ => "shard is restarting".to_string(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(_)) => String::new(),
                     };
                     tracing::warn!(shard, %error, "aging a shard failed; it is tried again next run");
                     break;
@@ -122,7 +123,7 @@ pub async fn age_all(
 /// read back and checked, then committed (catalog in, warm out, in one transaction).
 /// Returns records moved and files written.
 async fn age_to_cold(
-    actor: &ActorRef<ShardMsg>,
+    directory: &ShardDirectory,
     shard: ShardId,
     cold: &ColdTier,
     cutoff_micros: i64,
@@ -131,20 +132,21 @@ async fn age_to_cold(
 ) -> Result<(usize, usize), String> {
     let (mut moved, mut files) = (0, 0);
     loop {
-        let due = match actor
+        let asked = directory
             .call(
+                shard,
                 |reply| ShardMsg::ColdCandidates {
                     cutoff_micros,
                     max: batch,
                     reply,
                 },
-                Some(timeout),
+                timeout,
             )
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(Ok(due))) => due,
-            Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(e.to_string()),
-            _ => return Err("shard did not answer".to_string()),
+            .await;
+        let due = match asked {
+            Ok(Ok(due)) => due,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(e.to_string()),
         };
         let n_due = due.len();
         if n_due == 0 {
@@ -168,19 +170,20 @@ async fn age_to_cold(
                     .await
                     .map_err(|e| e.to_string())?;
                 let rows = records.iter().map(ColdKey::of).collect();
-                match actor
+                let committed = directory
                     .call(
+                        shard,
                         |reply| ShardMsg::CommitCold { file, rows, reply },
-                        Some(timeout),
+                        timeout,
                     )
-                    .await
-                {
-                    Ok(ractor::rpc::CallResult::Success(Ok(n))) => {
+                    .await;
+                match committed {
+                    Ok(Ok(n)) => {
                         moved += n;
                         files += 1;
                     }
-                    Ok(ractor::rpc::CallResult::Success(Err(e))) => return Err(e.to_string()),
-                    _ => return Err("shard did not answer the commit".to_string()),
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(e) => return Err(format!("commit: {e}")),
                 }
             }
         }
@@ -384,5 +387,38 @@ impl Actor for Ager {
             }),
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::StoredRecord;
+
+    fn warm(content_len: usize) -> WarmRecord {
+        WarmRecord::from_hot(&StoredRecord {
+            system_id: "s".into(),
+            conversation_id: "c".into(),
+            content: "x".repeat(content_len),
+            embedding: vec![0.1; 384],
+            timestamp_micros: 0,
+            metadata_json: "{}".into(),
+            content_hash: [0; 32],
+            version: crate::version::Version::default(),
+        })
+    }
+
+    #[test]
+    fn cold_batches_are_cut_by_bytes_and_a_large_record_goes_alone() {
+        // each record carries its content twice (content and a summary of one sentence) and "{}"
+        let records: Vec<WarmRecord> = [40, 40, 40, 500, 10].iter().map(|n| warm(*n)).collect();
+        let sizes: Vec<usize> = by_bytes(records, 200).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![2, 1, 1, 1]);
+        assert!(by_bytes(Vec::new(), 10).is_empty());
+        let all: Vec<usize> = by_bytes((0..5).map(|_| warm(1)).collect(), 1 << 20)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(all, vec![5]);
     }
 }

@@ -1,16 +1,44 @@
-//! Which shard actors exist right now, shared by everyone that routes to shards.
+//! Which shard actors exist right now, shared by everyone that routes to shards, and the
+//! one way to call them: at most [`SHARD_QUEUE`] calls per shard are queued or running,
+//! further callers wait for a turn within their own timeout, so no shard's mailbox grows
+//! without bound.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use ractor::ActorRef;
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::Semaphore;
 
 use crate::actors::shard::ShardMsg;
 use crate::record::{ShardId, SHARD_COUNT};
 
+/// Calls one shard may have queued or running at once.
+pub const SHARD_QUEUE: usize = 64;
+
+/// Why a call to a shard got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardCallError {
+    /// The shard is not running (starting, restarting, or it stopped during the call).
+    #[error("shard {0} is not available, try again shortly")]
+    Down(ShardId),
+    /// No turn or no answer within the timeout (the call may still be carried out).
+    #[error("shard {0} did not answer within {1:?}")]
+    Timeout(ShardId, Duration),
+}
+
 /// The live shard actors of this node, by shard number.
-#[derive(Default)]
 pub struct ShardDirectory {
     /// `None` while a shard is starting, restarting or not owned
     actors: RwLock<Vec<Option<ActorRef<ShardMsg>>>>,
+    /// turns per shard: bounds each shard's mailbox
+    turns: Vec<Arc<Semaphore>>,
+}
+
+impl Default for ShardDirectory {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ShardDirectory {
@@ -18,6 +46,32 @@ impl ShardDirectory {
     pub fn new() -> Self {
         ShardDirectory {
             actors: RwLock::new(vec![None; SHARD_COUNT]),
+            turns: (0..SHARD_COUNT)
+                .map(|_| Arc::new(Semaphore::new(SHARD_QUEUE)))
+                .collect(),
+        }
+    }
+
+    /// Asks a shard and waits for its answer, taking a turn first; `timeout` covers both.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        shard: ShardId,
+        message: impl FnOnce(RpcReplyPort<R>) -> ShardMsg,
+        timeout: Duration,
+    ) -> Result<R, ShardCallError> {
+        let actor = self.get(shard).ok_or(ShardCallError::Down(shard))?;
+        let started = Instant::now();
+        let turns = Arc::clone(&self.turns[shard as usize % SHARD_COUNT]);
+        let _turn = match tokio::time::timeout(timeout, turns.acquire_owned()).await {
+            Ok(Ok(turn)) => turn,
+            Ok(Err(_)) => return Err(ShardCallError::Down(shard)),
+            Err(_) => return Err(ShardCallError::Timeout(shard, timeout)),
+        };
+        let left = timeout.saturating_sub(started.elapsed());
+        match actor.call(message, Some(left)).await {
+            Ok(ractor::rpc::CallResult::Success(answer)) => Ok(answer),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ShardCallError::Timeout(shard, timeout)),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ShardCallError::Down(shard)),
         }
     }
 
@@ -51,5 +105,66 @@ impl ShardDirectory {
             .enumerate()
             .filter_map(|(s, a)| a.clone().map(|a| (s as ShardId, a)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr};
+
+    /// A shard stand-in that holds every message it gets for a while, then drops it.
+    struct Slow;
+
+    impl Actor for Slow {
+        type Msg = ShardMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<ShardMsg>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<ShardMsg>,
+            message: ShardMsg,
+            _state: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(message);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shard_takes_a_bounded_number_of_calls_and_the_rest_wait_their_turn() {
+        let directory = Arc::new(ShardDirectory::new());
+        let t = Duration::from_millis(200);
+        assert_eq!(
+            directory.call(3, ShardMsg::Counts, t).await.err(),
+            Some(ShardCallError::Down(3))
+        );
+        let (actor, handle) = Actor::spawn(None, Slow, ()).await.unwrap();
+        directory.set(3, Some(actor.clone()));
+        // every turn taken: a caller waits, and gives up at its timeout
+        let held: Vec<_> = (0..SHARD_QUEUE)
+            .map(|_| Arc::clone(&directory.turns[3]).try_acquire_owned().unwrap())
+            .collect();
+        let started = Instant::now();
+        let r = directory.call(3, ShardMsg::Counts, t).await;
+        assert_eq!(r.err(), Some(ShardCallError::Timeout(3, t)));
+        assert!(started.elapsed() >= t);
+        drop(held);
+        // with turns free, a call reaches the shard (which drops it: the shard is gone for it)
+        let r = directory.call(3, ShardMsg::Counts, t).await;
+        assert_eq!(r.err(), Some(ShardCallError::Down(3)));
+        assert_eq!(directory.turns[3].available_permits(), SHARD_QUEUE);
+        actor.stop(None);
+        handle.await.unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::actors::directory::ShardDirectory;
+use crate::actors::directory::{ShardCallError, ShardDirectory};
 use crate::actors::shard::ShardMsg;
 use crate::embedding::{embed_in_batches, Embedder};
 use crate::ingest::batch::PendingRecord;
@@ -84,24 +84,19 @@ impl Writer {
             by_shard.entry(shard_for(&r.system_id)).or_default().push(r);
         }
         let calls = by_shard.into_iter().map(|(shard, records)| async move {
-            let actor = self
+            let asked = self
                 .directory
-                .get(shard)
-                .ok_or(WriteError::ShardUnavailable(shard))?;
-            match actor
-                .call(|reply| ShardMsg::Upsert(records, reply), Some(self.timeout))
-                .await
-            {
-                Ok(ractor::rpc::CallResult::Success(Ok(counts))) => Ok(counts),
-                Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-                    Err(WriteError::Internal(e.to_string()))
-                }
-                Ok(ractor::rpc::CallResult::Timeout) => {
-                    Err(WriteError::Timeout(shard, self.timeout))
-                }
-                Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-                    Err(WriteError::ShardUnavailable(shard))
-                }
+                .call(
+                    shard,
+                    |reply| ShardMsg::Upsert(records, reply),
+                    self.timeout,
+                )
+                .await;
+            match asked {
+                Ok(Ok(counts)) => Ok(counts),
+                Ok(Err(e)) => Err(WriteError::Internal(e.to_string())),
+                Err(ShardCallError::Timeout(..)) => Err(WriteError::Timeout(shard, self.timeout)),
+                Err(ShardCallError::Down(_)) => Err(WriteError::ShardUnavailable(shard)),
             }
         });
         let mut counts = WriteCounts::default();
