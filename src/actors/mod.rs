@@ -7,6 +7,7 @@ pub mod ingestion_supervisor;
 pub mod node_supervisor;
 pub mod query_coordinator;
 pub mod shard;
+pub mod shard_state;
 pub mod shard_supervisor;
 pub mod upload_scanner;
 pub mod upload_worker;

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
 use serde::Serialize;
 
+use crate::actors::shard_state::Held;
+pub use crate::actors::shard_state::ShardState;
 use crate::offload;
 use crate::record::{record_key, split_key, MemoryRecord, ShardId};
 use crate::storage::aging::{age_to_warm, settle_interrupted};
@@ -21,7 +23,6 @@ use crate::storage::shard_load::{cold_due, load_tree, load_warm_tree};
 use crate::storage::tombstones::Tombstones;
 use crate::storage::upsert::{dedupe, Decision, Known, Tier, UpsertJob, WriteCounts};
 use crate::storage::warm::WarmRecord;
-use crate::storage::warm_index::WarmPointId;
 use crate::storage::{HotIndex, HotStore, PointId, StorageError};
 use crate::version::{Clock, Version};
 
@@ -129,9 +130,6 @@ impl DeleteCounts {
     }
 }
 
-/// Share of the index below which a system is scored exactly on system-scoped queries.
-const SPARSE_SHARE: f64 = 0.15;
-
 /// What a shard actor needs to start.
 pub struct ShardArgs {
     /// shard number
@@ -148,48 +146,6 @@ pub struct ShardArgs {
     pub tombstones: Tombstones,
     /// the node's clock, moved past every version the shard loads
     pub clock: Arc<Clock>,
-}
-
-/// A record's copy in a tier, as the shard knows it.
-#[derive(Debug, Clone, Copy)]
-struct Held<P> {
-    point: P,
-    version: Version,
-    /// microseconds; the key of the tier's time index
-    timestamp: i64,
-}
-
-/// Points of one system on this shard.
-struct SystemPoints {
-    code: u32,
-    by_conversation: HashMap<Box<str>, Held<PointId>>,
-}
-
-/// A shard's in-memory state, rebuilt from its trees on start.
-pub struct ShardState {
-    shard: ShardId,
-    store: HotStore,
-    index: Arc<HotIndex>,
-    exact_system_limit: usize,
-    systems: HashMap<String, SystemPoints>,
-    records: usize,
-    loaded_records: usize,
-    /// hot points by timestamp: aging reads the oldest, not the whole tree
-    hot_by_time: BTreeSet<(i64, PointId)>,
-    /// warm points and versions by system and conversation
-    warm: HashMap<String, HashMap<Box<str>, Held<WarmPointId>>>,
-    /// warm points by timestamp
-    warm_by_time: BTreeSet<(i64, WarmPointId)>,
-    warm_records: usize,
-    cold: Arc<ColdTier>,
-    /// visible cold records of this shard
-    cold_records: usize,
-    tombstones: Tombstones,
-    /// versions of this shard's system deletions
-    deleted_systems: HashMap<String, Version>,
-    /// whether any record of this shard was deleted by itself
-    record_tombstones: bool,
-    clock: Arc<Clock>,
 }
 
 /// The shard actor.
@@ -383,20 +339,6 @@ impl ShardState {
         Ok(())
     }
 
-    /// The version of a record's hot or warm copy.
-    fn tier_version(&self, system_id: &str, conversation_id: &str) -> Option<Version> {
-        self.systems
-            .get(system_id)
-            .and_then(|s| s.by_conversation.get(conversation_id))
-            .map(|h| h.version)
-            .or_else(|| {
-                self.warm
-                    .get(system_id)
-                    .and_then(|w| w.get(conversation_id))
-                    .map(|h| h.version)
-            })
-    }
-
     /// Makes cold copies invisible, on a blocking thread; returns how many there were.
     async fn unlink_cold(&self, keys: Vec<Vec<u8>>) -> Result<usize, StorageError> {
         let cold = Arc::clone(&self.cold);
@@ -404,39 +346,6 @@ impl ShardState {
         tokio::task::spawn_blocking(move || cold.unlink(shard, &keys))
             .await
             .map_err(|e| StorageError::Task(e.to_string()))?
-    }
-
-    /// Keys of up to `max` of the oldest points of a time index older than the cutoff;
-    /// entries whose point is gone from the index are dropped on the way.
-    fn oldest<P: Copy + Ord>(
-        by_time: &mut BTreeSet<(i64, P)>,
-        cutoff_micros: i64,
-        max: usize,
-        key_of: impl Fn(P) -> Option<Box<[u8]>>,
-    ) -> Vec<Box<[u8]>> {
-        let mut keys = Vec::new();
-        let mut gone = Vec::new();
-        for &(ts, p) in by_time.iter() {
-            if ts >= cutoff_micros || keys.len() >= max {
-                break;
-            }
-            match key_of(p) {
-                Some(k) => keys.push(k),
-                None => gone.push((ts, p)),
-            }
-        }
-        for e in gone {
-            by_time.remove(&e);
-        }
-        keys
-    }
-
-    /// Keys of up to `max` of the oldest warm records older than the cutoff.
-    fn oldest_warm(&mut self, cutoff_micros: i64, max: usize) -> Vec<Box<[u8]>> {
-        let index = Arc::clone(&self.index);
-        Self::oldest(&mut self.warm_by_time, cutoff_micros, max, |p| {
-            index.warm.key_of(p)
-        })
     }
 
     /// Moves up to `max` of the oldest hot records older than the cutoff to warm (see
@@ -499,48 +408,6 @@ impl ShardState {
         Ok(n)
     }
 
-    /// Records that a conversation is warm at `held.point`.
-    fn remember_warm(
-        &mut self,
-        system_id: String,
-        conversation_id: Box<str>,
-        held: Held<WarmPointId>,
-    ) {
-        self.warm_by_time.insert((held.timestamp, held.point));
-        let old = self
-            .warm
-            .entry(system_id)
-            .or_default()
-            .insert(conversation_id, held);
-        match old {
-            Some(old) => {
-                self.warm_by_time.remove(&(old.timestamp, old.point));
-                self.index.warm.delete(&[old.point]);
-            }
-            None => self.warm_records += 1,
-        }
-    }
-
-    /// Forgets warm points whose records left the warm tree; returns how many.
-    fn forget_warm_points(&mut self, system_id: &str, conversations: &[Box<str>]) -> usize {
-        let Some(system) = self.warm.get_mut(system_id) else {
-            return 0;
-        };
-        let mut points = Vec::new();
-        for c in conversations {
-            if let Some(h) = system.remove(c) {
-                self.warm_by_time.remove(&(h.timestamp, h.point));
-                points.push(h.point);
-            }
-        }
-        if system.is_empty() {
-            self.warm.remove(system_id);
-        }
-        self.index.warm.delete(&points);
-        self.warm_records -= points.len();
-        points.len()
-    }
-
     /// Commits a cold file (catalog in, warm records out, atomically, on a blocking thread)
     /// and forgets the moved points.
     async fn commit_cold(
@@ -575,16 +442,7 @@ impl ShardState {
         if conversations.is_empty() {
             return Ok(0);
         }
-        let mut batch = sled::Batch::default();
-        for c in &conversations {
-            batch.remove(record_key(system_id, c));
-        }
-        let tree = self.store.warm_tree(self.shard).clone();
-        offload::sized(conversations.len() <= offload::INLINE_ITEMS, move || {
-            tree.apply_batch(batch)
-        })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))??;
+        remove_records(self.store.warm_tree(self.shard), system_id, &conversations).await?;
         Ok(self.forget_warm_points(system_id, &conversations))
     }
 
@@ -757,16 +615,7 @@ impl ShardState {
             Some(_) => return Ok(0),
             None => system.by_conversation.keys().cloned().collect(),
         };
-        let mut batch = sled::Batch::default();
-        for c in &doomed {
-            batch.remove(record_key(system_id, c));
-        }
-        let tree = self.store.tree(self.shard).clone();
-        offload::sized(doomed.len() <= offload::INLINE_ITEMS, move || {
-            tree.apply_batch(batch)
-        })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))??;
+        remove_records(self.store.tree(self.shard), system_id, &doomed).await?;
         let mut points = Vec::with_capacity(doomed.len());
         if let Some(system) = self.systems.get_mut(system_id) {
             for c in &doomed {
@@ -783,51 +632,25 @@ impl ShardState {
         self.index.delete(&points);
         Ok(points.len())
     }
+}
 
-    /// Records that a conversation now lives at `held.point`; returns the point it replaced.
-    fn remember(
-        &mut self,
-        system_id: String,
-        code: u32,
-        conversation_id: Box<str>,
-        held: Held<PointId>,
-    ) -> Option<PointId> {
-        self.hot_by_time.insert((held.timestamp, held.point));
-        let entry = self
-            .systems
-            .entry(system_id)
-            .or_insert_with(|| SystemPoints {
-                code,
-                by_conversation: HashMap::new(),
-            });
-        let old = entry.by_conversation.insert(conversation_id, held);
-        match old {
-            Some(old) => {
-                self.hot_by_time.remove(&(old.timestamp, old.point));
-                Some(old.point)
-            }
-            None => {
-                self.records += 1;
-                None
-            }
-        }
+/// Removes a system's conversations from a tree in one batch (on a blocking thread when many).
+async fn remove_records(
+    tree: &sled::Tree,
+    system_id: &str,
+    conversations: &[Box<str>],
+) -> Result<(), StorageError> {
+    let mut batch = sled::Batch::default();
+    for c in conversations {
+        batch.remove(record_key(system_id, c));
     }
-
-    fn candidates(&self, system_id: &str) -> Candidates {
-        let Some(s) = self.systems.get(system_id) else {
-            return Candidates::Unknown;
-        };
-        let n = s.by_conversation.len();
-        // a graph walk filtered to a system pays off only when the system is a large share
-        // of the index; below that, scoring its own points costs less than the walk or the
-        // full-segment scans a sparse filter falls back to
-        let sparse = (n as f64) < SPARSE_SHARE * self.index.live_points() as f64;
-        if n <= self.exact_system_limit || sparse {
-            Candidates::Exact(s.by_conversation.values().map(|h| h.point).collect())
-        } else {
-            Candidates::Indexed(s.code)
-        }
-    }
+    let tree = tree.clone();
+    offload::sized(conversations.len() <= offload::INLINE_ITEMS, move || {
+        tree.apply_batch(batch)
+    })
+    .await
+    .map_err(|e| StorageError::Task(e.to_string()))??;
+    Ok(())
 }
 
 /// A warm record as a cold row.

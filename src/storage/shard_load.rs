@@ -9,6 +9,22 @@ use crate::storage::warm_index::WarmPointId;
 use crate::storage::{HotIndex, PointId, StorageError};
 use crate::version::Version;
 
+/// What a load knows of a record before its point: system, conversation, code, version, time.
+type Named = (String, String, u32, Version, i64);
+
+impl<P> From<(Named, P)> for Loaded<P> {
+    fn from(((system_id, conversation_id, code, version, timestamp), point): (Named, P)) -> Self {
+        Loaded {
+            system_id,
+            conversation_id,
+            code,
+            point,
+            version,
+            timestamp,
+        }
+    }
+}
+
 /// A record read back: system, conversation, system code (hot only), point, version.
 pub struct Loaded<P> {
     /// the record's system
@@ -32,24 +48,13 @@ pub fn load_tree(
     index: &HotIndex,
 ) -> Result<Vec<Loaded<PointId>>, StorageError> {
     const CHUNK: usize = 4096;
-    type Names = Vec<(String, String, u32, Version, i64)>;
+    type Names = Vec<Named>;
     let mut out = Vec::new();
     let mut pending: Vec<(Vec<f32>, PointMeta)> = Vec::with_capacity(CHUNK);
     let mut names: Names = Vec::with_capacity(CHUNK);
     let mut flush = |pending: &mut Vec<(Vec<f32>, PointMeta)>, names: &mut Names| {
         let ids = index.insert(std::mem::take(pending));
-        for ((system_id, conversation_id, code, version, timestamp), point) in
-            names.drain(..).zip(ids)
-        {
-            out.push(Loaded {
-                system_id,
-                conversation_id,
-                code,
-                point,
-                version,
-                timestamp,
-            });
-        }
+        out.extend(names.drain(..).zip(ids).map(Loaded::from));
     };
     for item in tree.iter() {
         let (key, value) = item?;
@@ -119,20 +124,7 @@ pub fn load_warm_tree(
         items.push((record.codes, record.step, meta));
     }
     let ids = index.warm.insert(items);
-    Ok(names
-        .into_iter()
-        .zip(ids)
-        .map(
-            |((system_id, conversation_id, code, version, timestamp), point)| Loaded {
-                system_id,
-                conversation_id,
-                code,
-                point,
-                version,
-                timestamp,
-            },
-        )
-        .collect())
+    Ok(names.into_iter().zip(ids).map(Loaded::from).collect())
 }
 
 /// The warm records of these keys (the shard's oldest, found by its time index) that are
