@@ -181,6 +181,7 @@ async fn age_to_cold(
                     Ok(Ok(n)) => {
                         moved += n;
                         files += 1;
+                        compact_log(cold, shard).await;
                     }
                     Ok(Err(e)) => return Err(e.to_string()),
                     Err(e) => return Err(format!("commit: {e}")),
@@ -189,6 +190,25 @@ async fn age_to_cold(
         }
         if n_due < batch {
             return Ok((moved, files));
+        }
+    }
+}
+
+/// Folds the shard's cold log into a snapshot when it has grown long; a failure only waits
+/// for the next commit.
+async fn compact_log(cold: &ColdTier, shard: ShardId) {
+    let seq = match cold.next_seq() {
+        Ok(seq) => seq,
+        Err(e) => {
+            tracing::warn!(shard, error = %e, "cannot number a cold log snapshot");
+            return;
+        }
+    };
+    match cold_log::compact(cold.store(), shard, seq).await {
+        Ok(true) => tracing::info!(shard, "folded the cold log into a snapshot"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(shard, error = %e, "folding the cold log failed; it is tried again after the next commit")
         }
     }
 }

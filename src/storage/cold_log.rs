@@ -8,6 +8,12 @@
 //! A file without a commit event (a crash between its put and its commit) is never read.
 //! Rebuilding replays the events: of a record's rows in committed files, the one with the
 //! newest version is its visible copy, unless a deletion at least as new covers it.
+//!
+//! Once a shard's log holds [`COMPACT_AFTER`] events, they are folded into one snapshot,
+//! `cold-log/shard=NNN/<seq>.snapshot.json` (every committed file and the newest deletion
+//! of each record and system), and the events it holds are removed. A rebuild reads the
+//! newest snapshot and every event still there; reading an event twice changes nothing, so
+//! an event written while a snapshot was made is never lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +28,129 @@ use crate::storage::tombstones::Tombstones;
 use crate::storage::StorageError;
 use crate::version::Version;
 
-/// Largest event object read back.
-const MAX_EVENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest event or snapshot object read back.
+const MAX_EVENT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Events a shard's log holds before they are folded into a snapshot.
+pub const COMPACT_AFTER: usize = 256;
+
+/// A deletion as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deletion {
+    /// the system
+    pub system_id: String,
+    /// one conversation, or the whole system when absent
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// the deletion's version
+    pub version: Version,
+}
+
+/// Many events of a shard folded into one object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// every committed file, by sequence
+    pub files: Vec<ColdFile>,
+    /// the newest deletion of each record and system
+    pub deletions: Vec<Deletion>,
+}
+
+impl Snapshot {
+    /// Adds an event (a file again or an older deletion changes nothing).
+    fn apply(&mut self, event: ColdEvent) {
+        match event {
+            ColdEvent::Commit { file } => {
+                if !self.files.iter().any(|f| f.seq == file.seq) {
+                    self.files.push(file);
+                }
+            }
+            ColdEvent::Delete {
+                system_id,
+                conversation_id,
+                version,
+            } => {
+                let same = self
+                    .deletions
+                    .iter_mut()
+                    .find(|d| d.system_id == system_id && d.conversation_id == conversation_id);
+                match same {
+                    Some(d) => d.version = d.version.max(version),
+                    None => self.deletions.push(Deletion {
+                        system_id,
+                        conversation_id,
+                        version,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// A shard's log as read: its contents and the objects it was read from.
+struct Log {
+    contents: Snapshot,
+    events: Vec<String>,
+    snapshots: Vec<String>,
+}
+
+/// Reads a shard's log: the newest snapshot, then every event object.
+async fn read_log(store: &ResilientStore, shard: ShardId) -> Result<Log, RebuildError> {
+    let prefix = format!("cold-log/shard={shard:03}/");
+    let listed = store.list_after(&prefix, None, usize::MAX).await?;
+    let (mut events, mut snapshots) = (Vec::new(), Vec::new());
+    for meta in listed {
+        let key = meta.location.to_string();
+        if key.ends_with(".snapshot.json") {
+            snapshots.push(key);
+        } else {
+            events.push(key);
+        }
+    }
+    let mut contents = Snapshot::default();
+    if let Some(newest) = snapshots.last() {
+        let bytes = store.get(newest, MAX_EVENT_BYTES).await?;
+        contents = serde_json::from_slice(&bytes).map_err(|e| RebuildError::Event {
+            key: newest.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    for key in &events {
+        let bytes = store.get(key, MAX_EVENT_BYTES).await?;
+        let event: ColdEvent = serde_json::from_slice(&bytes).map_err(|e| RebuildError::Event {
+            key: key.clone(),
+            message: e.to_string(),
+        })?;
+        contents.apply(event);
+    }
+    Ok(Log {
+        contents,
+        events,
+        snapshots,
+    })
+}
+
+/// Folds a shard's events into a snapshot numbered `seq` once there are [`COMPACT_AFTER`] of
+/// them, then removes what the snapshot holds; returns whether it did.
+pub async fn compact(
+    store: &ResilientStore,
+    shard: ShardId,
+    seq: u64,
+) -> Result<bool, RebuildError> {
+    let log = read_log(store, shard).await?;
+    if log.events.len() < COMPACT_AFTER {
+        return Ok(false);
+    }
+    let bytes = serde_json::to_vec(&log.contents).map_err(|e| RebuildError::Event {
+        key: format!("snapshot of shard {shard}"),
+        message: e.to_string(),
+    })?;
+    let key = format!("cold-log/shard={shard:03}/{seq:020}.snapshot.json");
+    store.put(&key, Bytes::from(bytes)).await?;
+    for old in log.events.iter().chain(&log.snapshots) {
+        store.delete(old).await?;
+    }
+    Ok(true)
+}
 
 /// One entry of a shard's log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,31 +236,18 @@ pub async fn rebuild(
     let store = Arc::clone(cold.store());
     let mut total = Rebuilt::default();
     for shard in 0..SHARD_COUNT as ShardId {
-        let prefix = format!("cold-log/shard={shard:03}/");
-        let listed = store.list_after(&prefix, None, usize::MAX).await?;
-        if listed.is_empty() {
+        let log = read_log(&store, shard).await?;
+        if log.events.is_empty() && log.snapshots.is_empty() {
             continue;
         }
         total.shards += 1;
-        let mut files = Vec::new();
-        let mut deletions = Vec::new();
-        for meta in listed {
-            let key = meta.location.to_string();
-            let bytes = store.get(&key, MAX_EVENT_BYTES).await?;
-            let event: ColdEvent =
-                serde_json::from_slice(&bytes).map_err(|e| RebuildError::Event {
-                    key: key.clone(),
-                    message: e.to_string(),
-                })?;
-            match event {
-                ColdEvent::Commit { file } => files.push(file),
-                ColdEvent::Delete {
-                    system_id,
-                    conversation_id,
-                    version,
-                } => deletions.push((system_id, conversation_id, version)),
-            }
-        }
+        let files = log.contents.files;
+        let deletions: Vec<(String, Option<String>, Version)> = log
+            .contents
+            .deletions
+            .into_iter()
+            .map(|d| (d.system_id, d.conversation_id, d.version))
+            .collect();
         // the newest row of each record, among every committed file
         let mut newest: HashMap<Vec<u8>, (Version, u64, String)> = HashMap::new();
         for f in &files {
@@ -182,4 +296,77 @@ pub async fn rebuild(
             .map_err(|e| StorageError::Task(e.to_string()))??;
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::cold_tier::SystemRows;
+
+    fn file(seq: u64) -> ColdFile {
+        ColdFile {
+            path: format!("cold/shard=005/2026-01/{seq:020}.parquet"),
+            shard: 5,
+            month: "2026-01".into(),
+            min_ts: 0,
+            max_ts: 0,
+            systems: vec![SystemRows {
+                system_id: "s".into(),
+                rows: 1,
+                deleted: 0,
+            }],
+            sha256: String::new(),
+            seq,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_log_is_folded_into_a_snapshot_that_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let store = ResilientStore::new(
+            inner,
+            "file:///t".into(),
+            &crate::config::ObjectStoreConfig::default(),
+        );
+        let v = |hlc| Version { hlc, node: 1 };
+        let mut seq = 0;
+        for i in 0..COMPACT_AFTER as u64 {
+            seq += 1;
+            let event = if i % 2 == 0 {
+                ColdEvent::Commit { file: file(seq) }
+            } else {
+                ColdEvent::Delete {
+                    system_id: "s".into(),
+                    conversation_id: Some(format!("c{}", i % 10)),
+                    version: v(i),
+                }
+            };
+            append(&store, 5, seq, &event).await.unwrap();
+        }
+        let before = read_log(&store, 5).await.unwrap().contents;
+        assert_eq!(before.files.len(), COMPACT_AFTER / 2);
+        assert_eq!(
+            before.deletions.len(),
+            5,
+            "the newest deletion of each record"
+        );
+        assert!(compact(&store, 5, 10_000).await.unwrap());
+        let after = read_log(&store, 5).await.unwrap();
+        assert_eq!((after.events.len(), after.snapshots.len()), (0, 1));
+        assert_eq!(after.contents.files, before.files);
+        assert_eq!(after.contents.deletions, before.deletions);
+        // an event written after the snapshot is read with it; a short log is left alone
+        let late = ColdEvent::Delete {
+            system_id: "s".into(),
+            conversation_id: None,
+            version: v(99_999),
+        };
+        append(&store, 5, 10_001, &late).await.unwrap();
+        assert!(!compact(&store, 5, 10_002).await.unwrap());
+        let log = read_log(&store, 5).await.unwrap();
+        assert_eq!(log.contents.deletions.len(), 6);
+        assert!(read_log(&store, 6).await.unwrap().contents.files.is_empty());
+    }
 }

@@ -389,6 +389,21 @@ impl ResilientStore {
         .await
     }
 
+    /// Deletes an object; one already gone counts as deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = Path::from(key);
+        self.call(|| {
+            let path = path.clone();
+            async move {
+                match self.inner.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Attempt::Done(()),
+                    Err(e) => classify(e),
+                }
+            }
+        })
+        .await
+    }
+
     /// Runs `op` with retries; a not-found answer is final and counts as the store answering.
     async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
