@@ -73,9 +73,11 @@ pub async fn age_all(
                     },
                     timeout,
                 )
-                .await;
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|moved| moved.map_err(|e| e.to_string()));
             match asked {
-                Ok(Ok(n)) => {
+                Ok(n) => {
                     report.hot_to_warm += n;
                     if n < config.batch {
                         let to_cold =
@@ -93,12 +95,7 @@ pub async fn age_all(
                         break;
                     }
                 }
-                other => {
-                    let error = match other {
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                        Ok(Ok(_)) => String::new(),
-                    };
+                Err(error) => {
                     tracing::warn!(shard, %error, "aging a shard failed; it is tried again next run");
                     break;
                 }

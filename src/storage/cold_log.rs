@@ -15,7 +15,7 @@
 //! newest snapshot and every event still there; reading an event twice changes nothing, so
 //! an event written while a snapshot was made is never lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -55,46 +55,69 @@ pub struct Snapshot {
     pub deletions: Vec<Deletion>,
 }
 
-impl Snapshot {
-    /// Adds an event (a file again or an older deletion changes nothing).
-    fn apply(&mut self, event: ColdEvent) {
+/// What a shard's log adds up to while it is read: files by sequence, and the newest
+/// deletion of each record and system (reading a file again or an older deletion changes
+/// nothing).
+#[derive(Default)]
+struct Folded {
+    files: BTreeMap<u64, ColdFile>,
+    deletions: HashMap<(String, Option<String>), Version>,
+}
+
+impl Folded {
+    fn file(&mut self, file: ColdFile) {
+        self.files.entry(file.seq).or_insert(file);
+    }
+
+    fn deletion(&mut self, system_id: String, conversation_id: Option<String>, version: Version) {
+        let v = self
+            .deletions
+            .entry((system_id, conversation_id))
+            .or_default();
+        *v = (*v).max(version);
+    }
+
+    fn event(&mut self, event: ColdEvent) {
         match event {
-            ColdEvent::Commit { file } => {
-                if !self.files.iter().any(|f| f.seq == file.seq) {
-                    self.files.push(file);
-                }
-            }
+            ColdEvent::Commit { file } => self.file(file),
             ColdEvent::Delete {
                 system_id,
                 conversation_id,
                 version,
-            } => {
-                let same = self
-                    .deletions
-                    .iter_mut()
-                    .find(|d| d.system_id == system_id && d.conversation_id == conversation_id);
-                match same {
-                    Some(d) => d.version = d.version.max(version),
-                    None => self.deletions.push(Deletion {
-                        system_id,
-                        conversation_id,
-                        version,
-                    }),
-                }
-            }
+            } => self.deletion(system_id, conversation_id, version),
+        }
+    }
+
+    fn into_snapshot(self) -> Snapshot {
+        Snapshot {
+            files: self.files.into_values().collect(),
+            deletions: self
+                .deletions
+                .into_iter()
+                .map(|((system_id, conversation_id), version)| Deletion {
+                    system_id,
+                    conversation_id,
+                    version,
+                })
+                .collect(),
         }
     }
 }
 
-/// A shard's log as read: its contents and the objects it was read from.
+/// A shard's log objects, in key order: its events and its snapshots.
 struct Log {
-    contents: Snapshot,
     events: Vec<String>,
     snapshots: Vec<String>,
 }
 
-/// Reads a shard's log: the newest snapshot, then every event object.
-async fn read_log(store: &ResilientStore, shard: ShardId) -> Result<Log, RebuildError> {
+impl Log {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.snapshots.is_empty()
+    }
+}
+
+/// Lists a shard's log without reading it.
+async fn list_log(store: &ResilientStore, shard: ShardId) -> Result<Log, RebuildError> {
     let prefix = format!("cold-log/shard={shard:03}/");
     let listed = store.list_after(&prefix, None, usize::MAX).await?;
     let (mut events, mut snapshots) = (Vec::new(), Vec::new());
@@ -106,27 +129,35 @@ async fn read_log(store: &ResilientStore, shard: ShardId) -> Result<Log, Rebuild
             events.push(key);
         }
     }
-    let mut contents = Snapshot::default();
-    if let Some(newest) = snapshots.last() {
-        let bytes = store.get(newest, MAX_EVENT_BYTES).await?;
-        contents = serde_json::from_slice(&bytes).map_err(|e| RebuildError::Event {
-            key: newest.clone(),
-            message: e.to_string(),
-        })?;
-    }
-    for key in &events {
-        let bytes = store.get(key, MAX_EVENT_BYTES).await?;
-        let event: ColdEvent = serde_json::from_slice(&bytes).map_err(|e| RebuildError::Event {
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
-        contents.apply(event);
-    }
-    Ok(Log {
-        contents,
-        events,
-        snapshots,
+    Ok(Log { events, snapshots })
+}
+
+/// Reads a JSON object of the log.
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    store: &ResilientStore,
+    key: &str,
+) -> Result<T, RebuildError> {
+    let bytes = store.get(key, MAX_EVENT_BYTES).await?;
+    serde_json::from_slice(&bytes).map_err(|e| RebuildError::Event {
+        key: key.to_string(),
+        message: e.to_string(),
     })
+}
+
+/// What a listed log holds: its newest snapshot, then every event.
+async fn read_log(store: &ResilientStore, log: &Log) -> Result<Snapshot, RebuildError> {
+    let mut folded = Folded::default();
+    if let Some(newest) = log.snapshots.last() {
+        let snapshot: Snapshot = read_json(store, newest).await?;
+        snapshot.files.into_iter().for_each(|f| folded.file(f));
+        for d in snapshot.deletions {
+            folded.deletion(d.system_id, d.conversation_id, d.version);
+        }
+    }
+    for key in &log.events {
+        folded.event(read_json(store, key).await?);
+    }
+    Ok(folded.into_snapshot())
 }
 
 /// Folds a shard's events into a snapshot numbered `seq` once there are [`COMPACT_AFTER`] of
@@ -136,11 +167,13 @@ pub async fn compact(
     shard: ShardId,
     seq: u64,
 ) -> Result<bool, RebuildError> {
-    let log = read_log(store, shard).await?;
+    // counted from a listing: the log is read only when it is long enough to fold
+    let log = list_log(store, shard).await?;
     if log.events.len() < COMPACT_AFTER {
         return Ok(false);
     }
-    let bytes = serde_json::to_vec(&log.contents).map_err(|e| RebuildError::Event {
+    let contents = read_log(store, &log).await?;
+    let bytes = serde_json::to_vec(&contents).map_err(|e| RebuildError::Event {
         key: format!("snapshot of shard {shard}"),
         message: e.to_string(),
     })?;
@@ -236,14 +269,14 @@ pub async fn rebuild(
     let store = Arc::clone(cold.store());
     let mut total = Rebuilt::default();
     for shard in 0..SHARD_COUNT as ShardId {
-        let log = read_log(&store, shard).await?;
-        if log.events.is_empty() && log.snapshots.is_empty() {
+        let log = list_log(&store, shard).await?;
+        if log.is_empty() {
             continue;
         }
         total.shards += 1;
-        let files = log.contents.files;
-        let deletions: Vec<(String, Option<String>, Version)> = log
-            .contents
+        let contents = read_log(&store, &log).await?;
+        let files = contents.files;
+        let deletions: Vec<(String, Option<String>, Version)> = contents
             .deletions
             .into_iter()
             .map(|d| (d.system_id, d.conversation_id, d.version))
@@ -345,7 +378,14 @@ mod tests {
             };
             append(&store, 5, seq, &event).await.unwrap();
         }
-        let before = read_log(&store, 5).await.unwrap().contents;
+        let read = |shard| {
+            let store = &store;
+            async move {
+                let log = list_log(store, shard).await.unwrap();
+                (read_log(store, &log).await.unwrap(), log)
+            }
+        };
+        let (mut before, _) = read(5).await;
         assert_eq!(before.files.len(), COMPACT_AFTER / 2);
         assert_eq!(
             before.deletions.len(),
@@ -353,10 +393,14 @@ mod tests {
             "the newest deletion of each record"
         );
         assert!(compact(&store, 5, 10_000).await.unwrap());
-        let after = read_log(&store, 5).await.unwrap();
-        assert_eq!((after.events.len(), after.snapshots.len()), (0, 1));
-        assert_eq!(after.contents.files, before.files);
-        assert_eq!(after.contents.deletions, before.deletions);
+        let (mut after, log) = read(5).await;
+        assert_eq!((log.events.len(), log.snapshots.len()), (0, 1));
+        assert_eq!(after.files, before.files);
+        let order =
+            |d: &mut Vec<Deletion>| d.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
+        order(&mut before.deletions);
+        order(&mut after.deletions);
+        assert_eq!(after.deletions, before.deletions);
         // an event written after the snapshot is read with it; a short log is left alone
         let late = ColdEvent::Delete {
             system_id: "s".into(),
@@ -365,8 +409,7 @@ mod tests {
         };
         append(&store, 5, 10_001, &late).await.unwrap();
         assert!(!compact(&store, 5, 10_002).await.unwrap());
-        let log = read_log(&store, 5).await.unwrap();
-        assert_eq!(log.contents.deletions.len(), 6);
-        assert!(read_log(&store, 6).await.unwrap().contents.files.is_empty());
+        assert_eq!(read(5).await.0.deletions.len(), 6);
+        assert!(read(6).await.0.files.is_empty());
     }
 }
