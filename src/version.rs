@@ -28,6 +28,12 @@ impl Version {
     /// Bytes of [`Version::to_bytes`].
     pub const BYTES: usize = 12;
 
+    /// Newer than every version a clock gives.
+    pub const MAX: Version = Version {
+        hlc: u64::MAX,
+        node: u32::MAX,
+    };
+
     /// The version of records read from an upload made at `uploaded_at_micros`.
     pub fn of_upload(uploaded_at_micros: i64) -> Version {
         let ms = (uploaded_at_micros.max(0) / 1000) as u64;

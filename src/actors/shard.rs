@@ -286,28 +286,13 @@ impl ShardState {
         let mut newest = Version::default();
         for l in loaded {
             newest = newest.max(l.version);
-            self.remember(
-                l.system_id,
-                l.code,
-                l.conversation_id.into_boxed_str(),
-                Held {
-                    point: l.point,
-                    version: l.version,
-                    timestamp: l.timestamp,
-                },
-            );
+            let held = Held::of(&l);
+            self.remember(l.system_id, l.code, l.conversation_id.into(), held);
         }
         for l in warm {
             newest = newest.max(l.version);
-            self.remember_warm(
-                l.system_id,
-                l.conversation_id.into_boxed_str(),
-                Held {
-                    point: l.point,
-                    version: l.version,
-                    timestamp: l.timestamp,
-                },
-            );
+            let held = Held::of(&l);
+            self.remember_warm(l.system_id, l.conversation_id.into(), held);
         }
         // a write that replaced a cold copy can be cut short before the cold copy was unlinked
         let mut superseded = Vec::new();
@@ -326,8 +311,8 @@ impl ShardState {
                 records = superseded.len(),
                 "unlinking cold copies superseded by newer ones"
             );
-            let n = self.unlink_cold(superseded).await?;
-            self.cold_records -= n.min(self.cold_records);
+            let n = self.unlink_cold(superseded, None, Version::MAX).await?;
+            self.cold_records = self.cold_records.saturating_sub(n);
         }
         for (_, v) in &deleted {
             newest = newest.max(*v);
@@ -339,13 +324,25 @@ impl ShardState {
         Ok(())
     }
 
-    /// Makes cold copies invisible, on a blocking thread; returns how many there were.
-    async fn unlink_cold(&self, keys: Vec<Vec<u8>>) -> Result<usize, StorageError> {
+    /// Makes cold copies not newer than `up_to` invisible, those of `keys` and, when given,
+    /// every one of a system, on a blocking thread; returns how many there were.
+    async fn unlink_cold(
+        &self,
+        keys: Vec<Vec<u8>>,
+        system: Option<String>,
+        up_to: Version,
+    ) -> Result<usize, StorageError> {
         let cold = Arc::clone(&self.cold);
         let shard = self.shard;
-        tokio::task::spawn_blocking(move || cold.unlink(shard, &keys))
-            .await
-            .map_err(|e| StorageError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let of_system = match &system {
+                Some(s) => cold.unlink_system(shard, s, up_to)?,
+                None => 0,
+            };
+            Ok(of_system + cold.unlink(shard, &keys, up_to)?)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
     }
 
     /// Moves up to `max` of the oldest hot records older than the cutoff to warm (see
@@ -507,7 +504,9 @@ impl ShardState {
                                     .entry(r.system_id.clone())
                                     .or_default()
                                     .push(r.conversation_id.as_str().into()),
-                                Tier::Cold => self.cold_records -= 1.min(self.cold_records),
+                                Tier::Cold => {
+                                    self.cold_records = self.cold_records.saturating_sub(1)
+                                }
                                 Tier::Hot => {}
                             }
                         }
@@ -547,7 +546,9 @@ impl ShardState {
     }
 
     /// Removes a system's records (or one conversation) from every tier, after writing the
-    /// tombstone that keeps older copies from coming back.
+    /// tombstone that keeps older copies from coming back. Only copies not newer than the
+    /// deletion go: a write newer than it stays, in whatever order the two arrive, so
+    /// replicas that see them in different orders agree.
     async fn delete(
         &mut self,
         system_id: &str,
@@ -555,17 +556,9 @@ impl ShardState {
         version: Version,
     ) -> Result<DeleteCounts, StorageError> {
         self.clock.observe(version);
-        let tombstones = self.tombstones.clone();
-        let (shard, system, conversation) = (
-            self.shard,
-            system_id.to_string(),
-            conversation_id.map(str::to_string),
-        );
-        offload::sized(true, move || {
-            tombstones.put(shard, &system, conversation.as_deref(), version)
-        })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))??;
+        // one small sled write, in place
+        self.tombstones
+            .put(self.shard, system_id, conversation_id, version)?;
         match conversation_id {
             None => {
                 let v = self
@@ -576,45 +569,45 @@ impl ShardState {
             }
             Some(_) => self.record_tombstones = true,
         }
-        let warm: Vec<Box<str>> = match (self.warm.get(system_id), conversation_id) {
-            (None, _) => Vec::new(),
-            (Some(w), Some(c)) if w.contains_key(c) => vec![c.into()],
-            (Some(_), Some(_)) => Vec::new(),
-            (Some(w), None) => w.keys().cloned().collect(),
+        let warm = match self.warm.get(system_id) {
+            Some(w) => covered(w, conversation_id, version),
+            None => Vec::new(),
         };
         let warm = self.delete_warm(system_id, warm).await?;
-        let hot = self.delete_hot(system_id, conversation_id).await?;
+        let hot = self.delete_hot(system_id, conversation_id, version).await?;
         let cold = if self.cold_records == 0 {
             0
         } else {
-            let cold_tier = Arc::clone(&self.cold);
-            let (shard, system) = (self.shard, system_id.to_string());
-            let key = conversation_id.map(|c| record_key(system_id, c));
-            tokio::task::spawn_blocking(move || match key {
-                Some(key) => cold_tier.unlink(shard, &[key]),
-                None => cold_tier.unlink_system(shard, &system),
-            })
-            .await
-            .map_err(|e| StorageError::Task(e.to_string()))??
+            match conversation_id {
+                Some(c) => {
+                    let key = record_key(system_id, c);
+                    self.unlink_cold(vec![key], None, version).await?
+                }
+                None => {
+                    let system = Some(system_id.to_string());
+                    self.unlink_cold(Vec::new(), system, version).await?
+                }
+            }
         };
-        self.cold_records -= cold.min(self.cold_records);
+        self.cold_records = self.cold_records.saturating_sub(cold);
         Ok(DeleteCounts { hot, warm, cold })
     }
 
-    /// Removes hot records of a system (or one conversation) from the tree, then the index.
+    /// Removes hot records of a system (or one conversation) not newer than `up_to` from the
+    /// tree, then the index.
     async fn delete_hot(
         &mut self,
         system_id: &str,
         conversation_id: Option<&str>,
+        up_to: Version,
     ) -> Result<usize, StorageError> {
         let Some(system) = self.systems.get(system_id) else {
             return Ok(0);
         };
-        let doomed: Vec<Box<str>> = match conversation_id {
-            Some(c) if system.by_conversation.contains_key(c) => vec![c.into()],
-            Some(_) => return Ok(0),
-            None => system.by_conversation.keys().cloned().collect(),
-        };
+        let doomed = covered(&system.by_conversation, conversation_id, up_to);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
         remove_records(self.store.tree(self.shard), system_id, &doomed).await?;
         let mut points = Vec::with_capacity(doomed.len());
         if let Some(system) = self.systems.get_mut(system_id) {
@@ -631,6 +624,27 @@ impl ShardState {
         self.records -= points.len();
         self.index.delete(&points);
         Ok(points.len())
+    }
+}
+
+/// The conversations of a tier's map that a deletion of one conversation (or all, without
+/// one) at version `up_to` covers: those whose copy is not newer than it.
+fn covered<P>(
+    by_conversation: &HashMap<Box<str>, Held<P>>,
+    conversation_id: Option<&str>,
+    up_to: Version,
+) -> Vec<Box<str>> {
+    match conversation_id {
+        Some(c) => by_conversation
+            .get_key_value(c)
+            .filter(|(_, h)| h.version <= up_to)
+            .map(|(c, _)| vec![c.clone()])
+            .unwrap_or_default(),
+        None => by_conversation
+            .iter()
+            .filter(|(_, h)| h.version <= up_to)
+            .map(|(c, _)| c.clone())
+            .collect(),
     }
 }
 
@@ -664,5 +678,87 @@ pub fn cold_row(r: &WarmRecord) -> ColdRow {
         timestamp_micros: r.timestamp_micros,
         metadata_json: r.metadata_json.clone(),
         version: r.version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::ingest::PendingRecord;
+    use crate::node::Node;
+    use crate::record::{content_hash, shard_for};
+
+    fn record(conversation: &str, version: Option<Version>) -> PendingRecord {
+        PendingRecord {
+            system_id: "conv".to_string(),
+            conversation_id: conversation.to_string(),
+            content: "text".to_string(),
+            embedding: Some((0..384).map(|i| (i as f32 * 0.37).sin()).collect()),
+            timestamp: chrono::Utc::now(),
+            metadata: serde_json::Map::new(),
+            content_hash: content_hash("text"),
+            version,
+        }
+    }
+
+    /// A deletion reaches the shard with `version`, as a replica's would.
+    async fn delete_at(node: &Node, conversation: Option<&str>, version: Version) -> DeleteCounts {
+        node.directory
+            .call(
+                shard_for("conv"),
+                |reply| ShardMsg::Delete {
+                    system_id: "conv".to_string(),
+                    conversation_id: conversation.map(str::to_string),
+                    version,
+                    reply,
+                },
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_and_a_deletion_converge_whichever_arrives_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.node.data_dir = dir.path().to_path_buf();
+        config.embedding.model_dir = dir.path().join("no-model");
+        let node = Node::open(config).await.unwrap();
+        node.start().await.unwrap();
+        let v = |hlc: u64| Some(Version { hlc, node: 2 });
+
+        // the write (version 20) arrives before an older deletion (10): it stays
+        assert_eq!(
+            node.write(vec![record("a", v(20))]).await.unwrap().stored,
+            1
+        );
+        let gone = delete_at(&node, Some("a"), Version { hlc: 10, node: 2 }).await;
+        assert_eq!(gone.total(), 0, "a deletion older than the copy leaves it");
+        let gone = delete_at(&node, None, Version { hlc: 10, node: 2 }).await;
+        assert_eq!(
+            gone.total(),
+            0,
+            "so does an older deletion of the whole system"
+        );
+        // the deletion (30) arrives before an older write (25): the write is stale
+        assert_eq!(
+            delete_at(&node, Some("b"), Version { hlc: 30, node: 2 })
+                .await
+                .total(),
+            0
+        );
+        let counts = node.write(vec![record("b", v(25))]).await.unwrap();
+        assert_eq!((counts.stored, counts.stale), (0, 1));
+        // either order ends with a kept and b gone; a newer deletion takes a
+        assert_eq!(node.stats().await.records.total, 1);
+        let gone = delete_at(&node, None, Version { hlc: 40, node: 2 }).await;
+        assert_eq!(gone.hot, 1);
+        assert_eq!(node.stats().await.records.total, 0);
+        node.shutdown().await;
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::actors::shard::Candidates;
 use crate::record::ShardId;
 use crate::storage::cold_tier::ColdTier;
+use crate::storage::shard_load::Loaded;
 use crate::storage::tombstones::Tombstones;
 use crate::storage::warm_index::WarmPointId;
 use crate::storage::{HotIndex, HotStore, PointId};
@@ -22,6 +23,17 @@ pub(super) struct Held<P> {
     pub(super) version: Version,
     /// microseconds; the key of the tier's time index
     pub(super) timestamp: i64,
+}
+
+impl<P: Copy> Held<P> {
+    /// The copy of a record read back when the shard loads.
+    pub(super) fn of(l: &Loaded<P>) -> Held<P> {
+        Held {
+            point: l.point,
+            version: l.version,
+            timestamp: l.timestamp,
+        }
+    }
 }
 
 /// Points of one system on this shard.

@@ -293,9 +293,14 @@ impl ColdTier {
         Ok(moved)
     }
 
-    /// Makes the cold copies of these records invisible (deleted, or superseded by a newer
-    /// copy in another tier); blocking. Returns how many had one.
-    pub fn unlink(&self, shard: ShardId, keys: &[Vec<u8>]) -> Result<usize, StorageError> {
+    /// Makes the cold copies of these records not newer than `up_to` invisible (deleted, or
+    /// superseded by a newer copy in another tier); blocking. Returns how many there were.
+    pub fn unlink(
+        &self,
+        shard: ShardId,
+        keys: &[Vec<u8>],
+        up_to: Version,
+    ) -> Result<usize, StorageError> {
         if keys.is_empty() {
             return Ok(0);
         }
@@ -303,14 +308,18 @@ impl ColdTier {
             // rows hidden per file and system, applied to each entry once
             let mut hidden: HashMap<u64, HashMap<String, u64>> = HashMap::new();
             for key in keys {
-                if let Some(v) = l.remove(shard_key(shard, key))? {
-                    if let Some((_, seq)) = read_live(&v) {
-                        let system = crate::record::split_key(key)
-                            .map(|(s, _)| s.to_string())
-                            .unwrap_or_default();
-                        *hidden.entry(seq).or_default().entry(system).or_default() += 1;
-                    }
+                let at = shard_key(shard, key);
+                let Some((version, seq)) = l.get(&at)?.and_then(|v| read_live(&v)) else {
+                    continue;
+                };
+                if version > up_to {
+                    continue;
                 }
+                l.remove(at)?;
+                let system = crate::record::split_key(key)
+                    .map(|(s, _)| s.to_string())
+                    .unwrap_or_default();
+                *hidden.entry(seq).or_default().entry(system).or_default() += 1;
             }
             let mut entries = Vec::with_capacity(hidden.len());
             for (seq, systems) in hidden {
@@ -341,8 +350,14 @@ impl ColdTier {
         Ok(n)
     }
 
-    /// Makes every cold copy of a system invisible; blocking. Returns how many there were.
-    pub fn unlink_system(&self, shard: ShardId, system_id: &str) -> Result<usize, StorageError> {
+    /// Makes every cold copy of a system not newer than `up_to` invisible; blocking. Returns
+    /// how many there were.
+    pub fn unlink_system(
+        &self,
+        shard: ShardId,
+        system_id: &str,
+        up_to: Version,
+    ) -> Result<usize, StorageError> {
         let mut prefix = shard_key(shard, system_id.as_bytes());
         prefix.push(0);
         let keys = self
@@ -353,7 +368,7 @@ impl ColdTier {
             .collect::<Result<Vec<_>, _>>()?;
         let mut n = 0;
         for chunk in keys.chunks(4096) {
-            n += self.unlink(shard, chunk)?;
+            n += self.unlink(shard, chunk, up_to)?;
         }
         Ok(n)
     }
@@ -592,9 +607,21 @@ mod tests {
             Some(Version { hlc: 10, node: 1 })
         );
         // a deletion or a newer write unlinks the cold copy once
-        assert_eq!(cold.unlink(7, &[record_key("sys", "c1")]).unwrap(), 1);
-        assert_eq!(cold.unlink(7, &[record_key("sys", "c1")]).unwrap(), 0);
-        assert_eq!(cold.unlink_system(7, "sys").unwrap(), 2);
+        // a deletion older than the copy leaves it; one as new removes it, once
+        let at = |hlc| Version { hlc, node: 1 };
+        assert_eq!(
+            cold.unlink(7, &[record_key("sys", "c1")], at(9)).unwrap(),
+            0
+        );
+        assert_eq!(
+            cold.unlink(7, &[record_key("sys", "c1")], at(10)).unwrap(),
+            1
+        );
+        assert_eq!(
+            cold.unlink(7, &[record_key("sys", "c1")], at(10)).unwrap(),
+            0
+        );
+        assert_eq!(cold.unlink_system(7, "sys", Version::MAX).unwrap(), 2);
         assert_eq!((live(100), live(101)), (0, 0));
         assert!(cold.live_of_shard(7).unwrap().is_empty());
         // and the catalog comes back the same after a reopen

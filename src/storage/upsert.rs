@@ -197,7 +197,8 @@ impl UpsertJob {
         if warm_any {
             self.warm.apply_batch(warm)?;
         }
-        self.cold.unlink(self.shard, &cold_keys)?;
+        // the decisions above found each of these cold copies older than its new one
+        self.cold.unlink(self.shard, &cold_keys, Version::MAX)?;
         Ok(decisions)
     }
 }
