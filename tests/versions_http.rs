@@ -493,3 +493,101 @@ fn walk_parquet(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_and_writes_racing_aging_and_the_scheduler_lose_and_bring_back_nothing() {
+    const N: u64 = 2_000;
+    const TOUCHED: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("AKOSHA__AGING__ENABLED", "true"),
+        ("AKOSHA__AGING__INTERVAL_SECS", "1"),
+        ("AKOSHA__AGING__BATCH", "300"),
+    ];
+    let node = NodeProcess::start(dir.path(), &env).await;
+    // "doomed": records 0..N of which the first TOUCHED are deleted while aging runs;
+    // "kept": records N..2N of which the first TOUCHED are written again, today, meanwhile
+    for (system, from) in [("doomed", 0), ("kept", N)] {
+        for chunk in 0..N / 1000 {
+            let body = json!({"system_id": system,
+                "conversations": old_conversations(system, from + chunk * 1000, 1000, 200)});
+            let (status, answer) = node.post("/api/v1/ingest", &body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    let empty = json!({});
+    let aging = async {
+        for _ in 0..3 {
+            let (status, body) = node.post("/api/v1/admin/age", &empty).await;
+            assert!(status == 200 || status == 409, "{body}");
+        }
+    };
+    let deletes = async {
+        for i in 0..TOUCHED {
+            let (status, body) = node
+                .delete(&format!("/api/v1/systems/doomed/conversations/c{i}"))
+                .await;
+            assert_eq!(
+                (status, body["deleted"].as_u64()),
+                (200, Some(1)),
+                "c{i}: {body}"
+            );
+        }
+    };
+    let writes = async {
+        for i in N..N + TOUCHED {
+            let body = json!({"system_id": "kept", "conversations": [{
+                "id": format!("c{i}"), "content": format!("Record {i}, written again."),
+                "embedding": unit_vector(i), "timestamp": Utc::now().to_rfc3339()}]});
+            let (status, answer) = node.post("/api/v1/ingest", &body).await;
+            assert_eq!(
+                (status, answer["replaced"].as_u64()),
+                (200, Some(1)),
+                "{answer}"
+            );
+        }
+    };
+    tokio::join!(aging, deletes, writes);
+    settled_and_found(&node, N, TOUCHED).await;
+    let data = node.kill9();
+    let node = NodeProcess::start(&data, &env).await;
+    settled_and_found(&node, N, TOUCHED).await;
+}
+
+/// Waits for aging to settle, then checks the counts and that every sampled record is found
+/// once in the tier it belongs to (deleted ones never, written-again ones hot and new).
+async fn settled_and_found(node: &NodeProcess, n: u64, touched: u64) {
+    let expected = 2 * n - touched;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = records(node).await;
+        if r["warm"] == 0 && r["hot"] == touched {
+            assert_eq!(r["total"], expected, "{r}");
+            assert_eq!(r["cold"], expected - touched, "{r}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aging never settled: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for i in (0..2 * n).step_by(20) {
+        let system = if i < n { "doomed" } else { "kept" };
+        let found = hits(node, i, system).await;
+        let own: Vec<_> = found
+            .iter()
+            .filter(|(c, _, _)| *c == format!("c{i}"))
+            .collect();
+        if i < touched {
+            assert!(own.is_empty(), "deleted record {i} came back: {found:?}");
+        } else if (n..n + touched).contains(&i) {
+            assert_eq!(own.len(), 1, "record {i}: {found:?}");
+            assert_eq!(own[0].1, "hot", "record {i}");
+            assert_eq!(own[0].2["content"], format!("Record {i}, written again."));
+        } else {
+            assert_eq!(own.len(), 1, "record {i}: {found:?}");
+            assert_eq!(own[0].1, "cold", "record {i}");
+        }
+    }
+}
