@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use crate::actors::ager::{age_all, AgingReport};
 use crate::actors::aging_gate::{AgingGate, AgingProgress};
 use crate::actors::directory::{ShardCallError, ShardDirectory};
+use crate::actors::forgetter::{ForgetStatus, LastForget};
 use crate::actors::node_supervisor::{ActorSlots, NodeArgs, NodeMsg, NodeSupervisor};
 use crate::actors::query_coordinator::CoordinatorMsg;
 use crate::actors::shard::{DeleteCounts, ShardMsg};
@@ -90,6 +91,8 @@ pub struct NodeStats {
     pub ready: bool,
     /// pushes and searches since start, search latency percentiles
     pub activity: MetricsSnapshot,
+    /// what the passes that forget old deletions and dead cold files did
+    pub forgotten: ForgetStatus,
 }
 
 /// One node: opened from a config, started, then serving until shut down.
@@ -120,6 +123,8 @@ pub struct Node {
     pub tombstones: Tombstones,
     /// one aging run at a time
     pub aging_gate: Arc<AgingGate>,
+    /// what the forgetter did last
+    pub last_forget: LastForget,
     /// whether writes succeed, for `/ready`
     pub write_health: Arc<WriteHealth>,
     /// the root actor, once started
@@ -234,6 +239,7 @@ impl Node {
             clock,
             tombstones,
             aging_gate: Arc::new(AgingGate::default()),
+            last_forget: LastForget::default(),
             write_health,
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
@@ -256,6 +262,12 @@ impl Node {
             tombstones: self.tombstones.clone(),
             clock: Arc::clone(&self.clock),
             aging_gate: Arc::clone(&self.aging_gate),
+            forget: (
+                Duration::from_secs_f64(self.config.storage.forget_after_days * 86_400.0),
+                Duration::from_secs(self.config.storage.forget_interval_secs),
+                self.aging_timeout(),
+            ),
+            last_forget: Arc::clone(&self.last_forget),
             aging: self
                 .config
                 .aging
@@ -482,6 +494,7 @@ impl Node {
             index: self.index.stats(),
             ready: self.is_ready(),
             activity: self.metrics.snapshot(),
+            forgotten: self.last_forget.lock().clone(),
         }
     }
 

@@ -9,25 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::uploads::{put, sha256_hex};
-use common::{unit_vector, NodeProcess};
+use common::uploads::put_memory_upload;
+use common::{old_conversations, unit_vector, walk_parquet, NodeProcess};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use serde_json::{json, Value};
-
-fn old_conversations(system: &str, from: u64, n: u64, days_ago: i64) -> Vec<Value> {
-    let t = (Utc::now() - chrono::Duration::days(days_ago)).to_rfc3339();
-    (from..from + n)
-        .map(|i| {
-            json!({
-                "id": format!("c{i}"),
-                "content": format!("Record {i} of {system}. It is old. Very old."),
-                "embedding": unit_vector(i),
-                "timestamp": t,
-            })
-        })
-        .collect()
-}
 
 async fn records(node: &NodeProcess) -> Value {
     let (status, stats) = node.get("/api/v1/stats").await;
@@ -251,40 +237,6 @@ async fn a_batch_says_what_it_stored() {
     assert_eq!(records(&node).await["total"], 1);
 }
 
-/// Writes an upload of one memory (`id`, `content`) made at `uploaded_at`.
-async fn put_memory_upload(
-    store: &dyn ObjectStore,
-    system: &str,
-    upload: &str,
-    uploaded_at: &str,
-    items: &[(&str, &str, u64)],
-) {
-    let conversations: Vec<Value> = items
-        .iter()
-        .map(|(id, content, seed)| {
-            json!({"id": id, "content": content, "embedding": unit_vector(*seed),
-                   "timestamp": "2026-11-01T10:00:00Z"})
-        })
-        .collect();
-    let data = serde_json::to_vec(&json!({ "conversations": conversations })).unwrap();
-    let manifest = json!({
-        "uploaded_at": uploaded_at, "conversation_count": items.len(), "version": "1.0",
-        "checksum": sha256_hex(&data),
-    });
-    put(
-        store,
-        &format!("systems/{system}/{upload}/memories.json"),
-        data,
-    )
-    .await;
-    put(
-        store,
-        &format!("systems/{system}/{upload}/manifest.json"),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_upload_never_replaces_a_newer_copy_nor_brings_a_deleted_record_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -476,22 +428,6 @@ async fn a_node_rebuilt_from_the_object_store_keeps_deletions_and_ignores_orphan
         (200, Some(1)),
         "a push made after the deletion is newer: {body}"
     );
-}
-
-fn walk_parquet(root: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                out.push(path);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,7 +201,7 @@ async fn compact_log(cold: &ColdTier, shard: ShardId) {
             return;
         }
     };
-    match cold_log::compact(cold.store(), shard, seq).await {
+    match cold_log::compact(cold.store(), shard, seq, cold_log::COMPACT_AFTER, None).await {
         Ok(true) => tracing::info!(shard, "folded the cold log into a snapshot"),
         Ok(false) => {}
         Err(e) => {
@@ -249,9 +249,14 @@ async fn write_verified(
         .iter()
         .map(|r| (r.system_id.clone(), r.conversation_id.clone()))
         .collect();
-    let mut systems: BTreeMap<String, u64> = BTreeMap::new();
+    // rows and the oldest version, per system
+    let mut systems: BTreeMap<String, (u64, crate::version::Version)> = BTreeMap::new();
     for r in &rows {
-        *systems.entry(r.system_id.clone()).or_default() += 1;
+        let s = systems
+            .entry(r.system_id.clone())
+            .or_insert((0, crate::version::Version::MAX));
+        s.0 += 1;
+        s.1 = s.1.min(r.version);
     }
     let min_ts = rows.iter().map(|r| r.timestamp_micros).min().unwrap_or(0);
     let max_ts = rows.iter().map(|r| r.timestamp_micros).max().unwrap_or(0);
@@ -304,10 +309,11 @@ async fn write_verified(
         max_ts,
         systems: systems
             .into_iter()
-            .map(|(system_id, rows)| SystemRows {
+            .map(|(system_id, (rows, oldest))| SystemRows {
                 system_id,
                 rows,
                 deleted: 0,
+                oldest: Some(oldest),
             })
             .collect(),
         sha256,

@@ -3,6 +3,7 @@
 pub mod ager;
 pub mod aging_gate;
 pub mod directory;
+pub mod forgetter;
 pub mod ingestion_supervisor;
 pub mod node_supervisor;
 pub mod query_coordinator;

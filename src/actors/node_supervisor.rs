@@ -7,6 +7,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, Message, SupervisionEvent};
 
 use crate::actors::ager::{Ager, AgerArgs, AgerMsg};
 use crate::actors::directory::ShardDirectory;
+use crate::actors::forgetter::{Forgetter, ForgetterArgs, ForgetterMsg, LastForget};
 use crate::actors::ingestion_supervisor::{IngestionArgs, IngestionMsg, IngestionSupervisor};
 use crate::actors::query_coordinator::{CoordinatorArgs, CoordinatorMsg, QueryCoordinator};
 use crate::actors::shard_supervisor::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg};
@@ -30,6 +31,8 @@ pub struct ActorSlots {
     pub ingestion: RwLock<Option<ActorRef<IngestionMsg>>>,
     /// the ager, when the node ages records on its own schedule
     pub ager: RwLock<Option<ActorRef<AgerMsg>>>,
+    /// the forgetter
+    pub forgetter: RwLock<Option<ActorRef<ForgetterMsg>>>,
 }
 
 /// What the node supervisor needs to start.
@@ -62,6 +65,14 @@ pub struct NodeArgs {
     pub clock: Arc<crate::version::Clock>,
     /// one aging run at a time
     pub aging_gate: Arc<crate::actors::aging_gate::AgingGate>,
+    /// (forget what is older than this, every this often, shard step timeout)
+    pub forget: (
+        std::time::Duration,
+        std::time::Duration,
+        std::time::Duration,
+    ),
+    /// where the forgetter publishes its last pass
+    pub last_forget: LastForget,
 }
 
 /// The node supervisor's state.
@@ -115,6 +126,30 @@ impl NodeSupervisor {
         Ok(())
     }
 
+    async fn start_forgetter(
+        myself: &ActorRef<NodeMsg>,
+        args: &NodeArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let (after, every, timeout) = args.forget;
+        let (forgetter, _) = Actor::spawn_linked(
+            None,
+            Forgetter,
+            ForgetterArgs {
+                directory: Arc::clone(&args.directory),
+                cold: Arc::clone(&args.cold),
+                after,
+                every,
+                timeout,
+                gate: Arc::clone(&args.aging_gate),
+                last: Arc::clone(&args.last_forget),
+            },
+            myself.get_cell(),
+        )
+        .await?;
+        *args.slots.forgetter.write() = Some(forgetter);
+        Ok(())
+    }
+
     async fn start_ingestion(
         myself: &ActorRef<NodeMsg>,
         args: &NodeArgs,
@@ -162,6 +197,7 @@ impl Actor for NodeSupervisor {
         *args.slots.shards.write() = Some(shards);
         Self::start_ingestion(&myself, &args).await?;
         Self::start_ager(&myself, &args).await?;
+        Self::start_forgetter(&myself, &args).await?;
         Ok(NodeState { args })
     }
 
@@ -184,6 +220,11 @@ impl Actor for NodeSupervisor {
         if holds(&state.args.slots.ager, cell) {
             tracing::warn!(event = ?event, "ager ended, restarting it");
             Self::start_ager(&myself, &state.args).await?;
+            return Ok(());
+        }
+        if holds(&state.args.slots.forgetter, cell) {
+            tracing::warn!(event = ?event, "forgetter ended, restarting it");
+            Self::start_forgetter(&myself, &state.args).await?;
             return Ok(());
         }
         if holds(&state.args.slots.ingestion, cell) {

@@ -75,6 +75,14 @@ pub enum ShardMsg {
         /// records moved out of warm
         reply: RpcReplyPort<Result<usize, StorageError>>,
     },
+    /// Forgets record tombstones older than `before`, folding them into their systems'
+    /// tombstones; replies with how many were forgotten.
+    Forget {
+        /// tombstones older than this version go
+        before: Version,
+        /// tombstones forgotten
+        reply: RpcReplyPort<Result<usize, StorageError>>,
+    },
     /// Which points a system-scoped search should look at.
     Candidates(String, RpcReplyPort<Candidates>),
     /// Counts of this shard's records.
@@ -235,6 +243,9 @@ impl Actor for ShardActor {
             ShardMsg::CommitCold { file, rows, reply } => {
                 let result = state.commit_cold(file, rows).await;
                 let _ = reply.send(result);
+            }
+            ShardMsg::Forget { before, reply } => {
+                let _ = reply.send(state.forget(before).await);
             }
             ShardMsg::Candidates(system_id, reply) => {
                 let _ = reply.send(state.candidates(&system_id));

@@ -10,7 +10,7 @@ use crate::storage::cold_tier::ColdTier;
 use crate::storage::shard_load::Loaded;
 use crate::storage::tombstones::Tombstones;
 use crate::storage::warm_index::WarmPointId;
-use crate::storage::{HotIndex, HotStore, PointId};
+use crate::storage::{HotIndex, HotStore, PointId, StorageError};
 use crate::version::{Clock, Version};
 
 /// Share of the index below which a system is scored exactly on system-scoped queries.
@@ -70,6 +70,28 @@ pub struct ShardState {
 }
 
 impl ShardState {
+    /// Forgets the shard's record tombstones older than `before`, folding them into their
+    /// systems' tombstones, on a blocking thread; returns how many went.
+    pub(super) async fn forget(&mut self, before: Version) -> Result<usize, StorageError> {
+        if !self.record_tombstones {
+            return Ok(0);
+        }
+        let (tombstones, shard) = (self.tombstones.clone(), self.shard);
+        let (n, raised, left) = tokio::task::spawn_blocking(move || {
+            let (n, raised) = tombstones.forget(shard, before)?;
+            let left = tombstones.any_records(shard)?;
+            Ok::<_, StorageError>((n, raised, left))
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))??;
+        for (system, version) in raised {
+            let v = self.deleted_systems.entry(system).or_default();
+            *v = (*v).max(version);
+        }
+        self.record_tombstones = left;
+        Ok(n)
+    }
+
     /// The version of a record's hot or warm copy.
     pub(super) fn tier_version(&self, system_id: &str, conversation_id: &str) -> Option<Version> {
         self.systems

@@ -56,6 +56,8 @@ pub struct ScannerArgs {
     pub rescan_interval: Duration,
     /// most uploads listed but not done
     pub max_pending: usize,
+    /// uploads finished longer ago than this leave the ledger, and full rescans skip them
+    pub forget_after: Duration,
 }
 
 /// An upload the scanner has seen and not yet folded into its system's checkpoint.
@@ -130,6 +132,7 @@ impl Actor for UploadScanner {
                             state.args.status.scanned();
                             if full {
                                 state.last_full_scan = Instant::now();
+                                state.forget_old_uploads().await;
                             }
                         }
                         Err(e) => {
@@ -177,8 +180,38 @@ impl Actor for UploadScanner {
 }
 
 impl ScannerState {
+    /// The time before which finished uploads are forgotten.
+    fn forget_before(&self) -> DateTime<Utc> {
+        let after =
+            chrono::Duration::from_std(self.args.forget_after).unwrap_or(chrono::Duration::MAX);
+        Utc::now()
+            .checked_sub_signed(after)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// Drops ledger entries of uploads finished before the horizon and below their system's
+    /// checkpoint (so no listing but a full rescan sees them, and it skips them), on a
+    /// blocking thread.
+    async fn forget_old_uploads(&self) {
+        let (ledger, before) = (self.args.ledger.clone(), self.forget_before());
+        let checkpoints = self.checkpoints.clone();
+        let forgot = tokio::task::spawn_blocking(move || ledger.forget(before, &checkpoints)).await;
+        match forgot {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                self.args.status.forgot(n);
+                tracing::info!(uploads = n, "forgot finished uploads past the horizon")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot forget old uploads; tried again at the next rescan")
+            }
+            Err(e) => tracing::warn!(error = %e, "forgetting old uploads stopped"),
+        }
+    }
+
     /// Lists every system from its checkpoint (or from its start on a full scan).
     async fn scan(&mut self, full: bool) -> Result<(), StoreError> {
+        let forget_before = self.forget_before();
         let systems = self.args.store.list_children(SYSTEMS_PREFIX).await?;
         for system in systems {
             if self.unfinished() >= self.args.max_pending {
@@ -208,8 +241,14 @@ impl ScannerState {
                 if !UploadKey::is_manifest(&key) || self.tracked.contains_key(&key) {
                     continue;
                 }
+                // an upload below the checkpoint, written before the horizon and not in the
+                // ledger was finished and forgotten: a full rescan does not read it again
+                let forgotten = |c: &String| key <= *c && meta.last_modified < forget_before;
                 let track = match self.args.ledger.get(&key) {
                     Ok(Some(_)) if full => continue,
+                    Ok(None) if full && self.checkpoints.get(&system).is_some_and(forgotten) => {
+                        continue
+                    }
                     Ok(Some(_)) => Track::Finished,
                     Ok(None) => Track::Pending,
                     Err(e) => {

@@ -139,6 +139,20 @@ impl Config {
                 ),
             ));
         }
+        let forget = self.storage.forget_after_days;
+        if !(forget.is_finite() && forget > 0.0) {
+            return Err(invalid(
+                "storage.forget_after_days",
+                &format!("expected a number of days above 0, got {forget}"),
+            ));
+        }
+        let every = self.storage.forget_interval_secs;
+        if !(1..=1 << 31).contains(&every) {
+            return Err(invalid(
+                "storage.forget_interval_secs",
+                &format!("expected 1 .. 2147483648 seconds, got {every}"),
+            ));
+        }
         let (s, i, q, g) = (&self.storage, &self.index, &self.search, &self.ingest);
         // max_limit comes before default_limit, whose bound it is
         let (o, u, m) = (&self.object_store, &self.uploads, &self.mcp);

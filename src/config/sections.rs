@@ -29,11 +29,19 @@ impl Default for NodeConfig {
 pub struct StorageConfig {
     /// page cache of the on-disk store, in MiB
     pub cache_mb: u64,
+    /// age in days after which deletions and finished uploads are forgotten one by one
+    pub forget_after_days: f64,
+    /// seconds between two passes that forget them
+    pub forget_interval_secs: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { cache_mb: 128 }
+        StorageConfig {
+            cache_mb: 128,
+            forget_after_days: 30.0,
+            forget_interval_secs: 3600,
+        }
     }
 }
 

@@ -43,6 +43,8 @@ pub struct LedgerSummary {
     pub done: u64,
     /// records in uploads done
     pub records: u64,
+    /// of the uploads done, those forgotten one by one
+    pub forgotten: u64,
     /// uploads quarantined, in key order
     pub quarantined: Vec<QuarantinedUpload>,
 }
@@ -56,7 +58,12 @@ pub struct LedgerSummary {
 pub struct UploadLedger {
     uploads: sled::Tree,
     checkpoints: sled::Tree,
+    /// totals of the done uploads forgotten, so counts survive forgetting
+    forgotten: sled::Tree,
 }
+
+/// The key of the forgotten totals.
+const FORGOTTEN: &[u8] = b"done";
 
 impl UploadLedger {
     /// Opens the ledger's trees in the node's store.
@@ -64,6 +71,7 @@ impl UploadLedger {
         Ok(UploadLedger {
             uploads: store.open_tree("uploads/state")?,
             checkpoints: store.open_tree("uploads/checkpoint")?,
+            forgotten: store.open_tree("uploads/forgotten")?,
         })
     }
 
@@ -110,9 +118,51 @@ impl UploadLedger {
             .collect()
     }
 
+    /// Forgets uploads done before `before` whose key is not above their system's
+    /// checkpoint (a listing from the checkpoint never sees them again); their counts are
+    /// kept in the totals. Quarantined uploads stay listed. Blocking; returns how many went.
+    pub fn forget(
+        &self,
+        before: DateTime<Utc>,
+        checkpoints: &HashMap<String, String>,
+    ) -> Result<usize, StorageError> {
+        let mut gone = Vec::new();
+        let (mut done, mut records) = (0u64, 0u64);
+        for kv in self.uploads.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let LedgerEntry::Done { records: n, at } = decode(&key, &v)? else {
+                continue;
+            };
+            let system = key.split('/').nth(1).unwrap_or_default();
+            let below = checkpoints.get(system).is_some_and(|c| key <= *c);
+            if at < before && below {
+                done += 1;
+                records += n;
+                gone.push(k);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        // the totals first: a crash between counts an upload twice, never loses one
+        self.forgotten.fetch_and_update(FORGOTTEN, |old| {
+            let (d, r) = old.map_or((0, 0), read_totals);
+            Some(totals(d + done, r + records).to_vec())
+        })?;
+        for k in &gone {
+            self.uploads.remove(k)?;
+        }
+        Ok(gone.len())
+    }
+
     /// Counts done uploads and lists quarantined ones (a full scan; run it on a blocking thread).
     pub fn summary(&self) -> Result<LedgerSummary, StorageError> {
         let mut summary = LedgerSummary::default();
+        if let Some(t) = self.forgotten.get(FORGOTTEN)? {
+            (summary.done, summary.records) = read_totals(&t);
+            summary.forgotten = summary.done;
+        }
         for kv in self.uploads.iter() {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k).into_owned();
@@ -128,6 +178,23 @@ impl UploadLedger {
         }
         Ok(summary)
     }
+}
+
+/// Forgotten uploads and their records, as stored.
+fn totals(done: u64, records: u64) -> [u8; 16] {
+    let mut b = [0; 16];
+    b[..8].copy_from_slice(&done.to_be_bytes());
+    b[8..].copy_from_slice(&records.to_be_bytes());
+    b
+}
+
+fn read_totals(b: &[u8]) -> (u64, u64) {
+    let word = |r: std::ops::Range<usize>| {
+        b.get(r)
+            .and_then(|s| s.try_into().ok())
+            .map_or(0, u64::from_be_bytes)
+    };
+    (word(0..8), word(8..16))
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<LedgerEntry, StorageError> {
@@ -193,5 +260,46 @@ mod tests {
             ledger.get("systems/a/u1/manifest.json").unwrap(),
             Some(LedgerEntry::Done { records: 5, .. })
         ));
+    }
+
+    #[test]
+    fn old_uploads_below_the_checkpoint_are_forgotten_and_still_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HotStore::open(dir.path(), 8).unwrap();
+        let ledger = UploadLedger::open(&store).unwrap();
+        let old = Utc::now() - chrono::Duration::days(40);
+        let new = Utc::now();
+        let done = |records, at| LedgerEntry::Done { records, at };
+        ledger
+            .record("systems/a/u1/manifest.json", &done(5, old))
+            .unwrap();
+        ledger
+            .record("systems/a/u2/manifest.json", &done(7, new))
+            .unwrap();
+        // above the checkpoint: a listing from it would read it again
+        ledger
+            .record("systems/a/u3/manifest.json", &done(11, old))
+            .unwrap();
+        ledger
+            .record("systems/b/u1/manifest.json", &done(13, old))
+            .unwrap();
+        let bad = LedgerEntry::Quarantined {
+            reason: "bad".into(),
+            at: old,
+        };
+        ledger.record("systems/a/u0/manifest.json", &bad).unwrap();
+        let checkpoints = HashMap::from([
+            ("a".to_string(), "systems/a/u2/manifest.json".to_string()),
+            ("b".to_string(), "systems/b/u1/manifest.json".to_string()),
+        ]);
+        let before = Utc::now() - chrono::Duration::days(30);
+        assert_eq!(ledger.forget(before, &checkpoints).unwrap(), 2);
+        assert_eq!(ledger.get("systems/a/u1/manifest.json").unwrap(), None);
+        assert_eq!(ledger.get("systems/b/u1/manifest.json").unwrap(), None);
+        assert!(ledger.get("systems/a/u3/manifest.json").unwrap().is_some());
+        let s = ledger.summary().unwrap();
+        assert_eq!((s.done, s.records), (4, 5 + 7 + 11 + 13));
+        assert_eq!(s.quarantined.len(), 1);
+        assert_eq!(ledger.forget(before, &checkpoints).unwrap(), 0);
     }
 }

@@ -33,6 +33,8 @@ pub struct PullIngestion {
     pub processor: Arc<UploadProcessor>,
     /// the settings the actors start with
     config: crate::config::UploadsConfig,
+    /// finished uploads older than this leave the ledger
+    forget_after: Duration,
 }
 
 impl PullIngestion {
@@ -63,6 +65,7 @@ impl PullIngestion {
             status,
             processor,
             config: u.clone(),
+            forget_after: Duration::from_secs_f64(config.storage.forget_after_days * 86_400.0),
         })
     }
 
@@ -77,6 +80,7 @@ impl PullIngestion {
                 poll_interval: Duration::from_millis(self.config.poll_interval_ms),
                 rescan_interval: Duration::from_secs(self.config.rescan_interval_secs),
                 max_pending: self.config.max_pending,
+                forget_after: self.forget_after,
             },
             processor: Arc::clone(&self.processor),
             workers: self.config.workers,

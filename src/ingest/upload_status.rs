@@ -20,6 +20,7 @@ pub struct UploadStatus {
     pending: AtomicU64,
     in_flight: AtomicU64,
     retries: AtomicU64,
+    forgotten: AtomicU64,
     draining: AtomicBool,
     quarantined_total: AtomicU64,
     quarantined: parking_lot::Mutex<VecDeque<QuarantinedUpload>>,
@@ -44,6 +45,9 @@ pub struct UploadsReport {
     pub records: u64,
     /// uploads put back for a later try after a store or write failure
     pub retries: u64,
+    /// done uploads forgotten by the ledger past `storage.forget_after_days` (still counted
+    /// in `done`; full rescans do not read them again)
+    pub forgotten: u64,
     /// true while the object store is down and ingestion waits
     pub paused: bool,
     /// true once shutdown has begun: no new uploads are taken
@@ -64,6 +68,7 @@ impl UploadStatus {
         let status = UploadStatus::default();
         status.done.store(summary.done, Ordering::Relaxed);
         status.records.store(summary.records, Ordering::Relaxed);
+        status.forgotten.store(summary.forgotten, Ordering::Relaxed);
         status
             .quarantined_total
             .store(summary.quarantined.len() as u64, Ordering::Relaxed);
@@ -95,6 +100,11 @@ impl UploadStatus {
     pub fn retried(&self, error: String) {
         self.retries.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock() = Some(error);
+    }
+
+    /// Counts uploads the ledger forgot.
+    pub fn forgot(&self, n: usize) {
+        self.forgotten.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Remembers an error that is not tied to one upload (a failed listing).
@@ -138,6 +148,7 @@ impl UploadStatus {
             quarantined_total: self.quarantined_total.load(Ordering::Relaxed),
             records: self.records.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            forgotten: self.forgotten.load(Ordering::Relaxed),
             paused: store.state != "closed",
             draining: self.is_draining(),
             store_url: store_url.to_string(),

@@ -15,7 +15,7 @@
 //! newest snapshot and every event still there; reading an event twice changes nothing, so
 //! an event written while a snapshot was made is never lost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -53,6 +53,10 @@ pub struct Snapshot {
     pub files: Vec<ColdFile>,
     /// the newest deletion of each record and system
     pub deletions: Vec<Deletion>,
+    /// per system, the newest of its forgotten record deletions: no copy of the system not
+    /// newer than it is written again, though copies already stored stay
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floors: Vec<Deletion>,
 }
 
 /// What a shard's log adds up to while it is read: files by sequence, and the newest
@@ -61,12 +65,20 @@ pub struct Snapshot {
 #[derive(Default)]
 struct Folded {
     files: BTreeMap<u64, ColdFile>,
+    /// files dropped, applied once everything is read (a drop may be read before its commit)
+    dropped: BTreeSet<u64>,
     deletions: HashMap<(String, Option<String>), Version>,
+    floors: HashMap<String, Version>,
 }
 
 impl Folded {
     fn file(&mut self, file: ColdFile) {
         self.files.entry(file.seq).or_insert(file);
+    }
+
+    fn floor(&mut self, system_id: String, version: Version) {
+        let v = self.floors.entry(system_id).or_default();
+        *v = (*v).max(version);
     }
 
     fn deletion(&mut self, system_id: String, conversation_id: Option<String>, version: Version) {
@@ -85,18 +97,64 @@ impl Folded {
                 conversation_id,
                 version,
             } => self.deletion(system_id, conversation_id, version),
+            ColdEvent::Drop { seq } => {
+                self.dropped.insert(seq);
+            }
+        }
+    }
+
+    /// Forgets record deletions older than `before` that no file can hold a covered row of
+    /// (no file has a row of their system as old as they are), each folded into its
+    /// system's floor.
+    fn forget(&mut self, before: Version) {
+        let files = &self.files;
+        let dropped = &self.dropped;
+        // per system, the oldest row any remaining file may hold
+        let mut oldest: HashMap<&str, Version> = HashMap::new();
+        for f in files.values().filter(|f| !dropped.contains(&f.seq)) {
+            for s in &f.systems {
+                // files from before `oldest` was kept may hold any version
+                let o = s.oldest.unwrap_or_default();
+                let v = oldest.entry(s.system_id.as_str()).or_insert(o);
+                *v = (*v).min(o);
+            }
+        }
+        let mut forgotten = Vec::new();
+        for ((system, conversation), version) in &self.deletions {
+            let covers_a_row = oldest.get(system.as_str()).is_some_and(|o| *o <= *version);
+            if conversation.is_some() && *version < before && !covers_a_row {
+                forgotten.push((system.clone(), conversation.clone(), *version));
+            }
+        }
+        for (system, conversation, version) in forgotten {
+            self.deletions.remove(&(system.clone(), conversation));
+            self.floor(system, version);
         }
     }
 
     fn into_snapshot(self) -> Snapshot {
+        let dropped = self.dropped;
         Snapshot {
-            files: self.files.into_values().collect(),
+            files: self
+                .files
+                .into_values()
+                .filter(|f| !dropped.contains(&f.seq))
+                .collect(),
             deletions: self
                 .deletions
                 .into_iter()
                 .map(|((system_id, conversation_id), version)| Deletion {
                     system_id,
                     conversation_id,
+                    version,
+                })
+                .collect(),
+            floors: self
+                .floors
+                .into_iter()
+                .map(|(system_id, version)| Deletion {
+                    system_id,
+                    conversation_id: None,
                     version,
                 })
                 .collect(),
@@ -145,7 +203,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
 }
 
 /// What a listed log holds: its newest snapshot, then every event.
-async fn read_log(store: &ResilientStore, log: &Log) -> Result<Snapshot, RebuildError> {
+async fn read_log(store: &ResilientStore, log: &Log) -> Result<Folded, RebuildError> {
     let mut folded = Folded::default();
     if let Some(newest) = log.snapshots.last() {
         let snapshot: Snapshot = read_json(store, newest).await?;
@@ -153,27 +211,37 @@ async fn read_log(store: &ResilientStore, log: &Log) -> Result<Snapshot, Rebuild
         for d in snapshot.deletions {
             folded.deletion(d.system_id, d.conversation_id, d.version);
         }
+        for d in snapshot.floors {
+            folded.floor(d.system_id, d.version);
+        }
     }
     for key in &log.events {
         folded.event(read_json(store, key).await?);
     }
-    Ok(folded.into_snapshot())
+    Ok(folded)
 }
 
-/// Folds a shard's events into a snapshot numbered `seq` once there are [`COMPACT_AFTER`] of
-/// them, then removes what the snapshot holds; returns whether it did.
+/// Folds a shard's events into a snapshot numbered `seq` once there are `min_events` of
+/// them (at least one), then removes what the snapshot holds; returns whether it did. Record
+/// deletions older than `forget_before` that no file needs are folded into their systems'
+/// floors on the way.
 pub async fn compact(
     store: &ResilientStore,
     shard: ShardId,
     seq: u64,
+    min_events: usize,
+    forget_before: Option<Version>,
 ) -> Result<bool, RebuildError> {
     // counted from a listing: the log is read only when it is long enough to fold
     let log = list_log(store, shard).await?;
-    if log.events.len() < COMPACT_AFTER {
+    if log.events.len() < min_events.max(1) {
         return Ok(false);
     }
-    let contents = read_log(store, &log).await?;
-    let bytes = serde_json::to_vec(&contents).map_err(|e| RebuildError::Event {
+    let mut folded = read_log(store, &log).await?;
+    if let Some(before) = forget_before {
+        folded.forget(before);
+    }
+    let bytes = serde_json::to_vec(&folded.into_snapshot()).map_err(|e| RebuildError::Event {
         key: format!("snapshot of shard {shard}"),
         message: e.to_string(),
     })?;
@@ -193,6 +261,11 @@ pub enum ColdEvent {
     Commit {
         /// its catalog entry
         file: ColdFile,
+    },
+    /// A file with no visible row left the shard's tier; its object may be gone.
+    Drop {
+        /// the file's sequence number
+        seq: u64,
     },
     /// Records were deleted.
     Delete {
@@ -274,8 +347,12 @@ pub async fn rebuild(
             continue;
         }
         total.shards += 1;
-        let contents = read_log(&store, &log).await?;
+        let contents = read_log(&store, &log).await?.into_snapshot();
         let files = contents.files;
+        // floors only keep old copies out of writes; they hide no row of a file
+        for floor in &contents.floors {
+            tombstones.put(shard, &floor.system_id, None, floor.version)?;
+        }
         let deletions: Vec<(String, Option<String>, Version)> = contents
             .deletions
             .into_iter()
@@ -347,6 +424,7 @@ mod tests {
                 system_id: "s".into(),
                 rows: 1,
                 deleted: 0,
+                oldest: None,
             }],
             sha256: String::new(),
             seq,
@@ -382,7 +460,7 @@ mod tests {
             let store = &store;
             async move {
                 let log = list_log(store, shard).await.unwrap();
-                (read_log(store, &log).await.unwrap(), log)
+                (read_log(store, &log).await.unwrap().into_snapshot(), log)
             }
         };
         let (mut before, _) = read(5).await;
@@ -392,7 +470,9 @@ mod tests {
             5,
             "the newest deletion of each record"
         );
-        assert!(compact(&store, 5, 10_000).await.unwrap());
+        assert!(compact(&store, 5, 10_000, COMPACT_AFTER, None)
+            .await
+            .unwrap());
         let (mut after, log) = read(5).await;
         assert_eq!((log.events.len(), log.snapshots.len()), (0, 1));
         assert_eq!(after.files, before.files);
@@ -408,8 +488,80 @@ mod tests {
             version: v(99_999),
         };
         append(&store, 5, 10_001, &late).await.unwrap();
-        assert!(!compact(&store, 5, 10_002).await.unwrap());
+        assert!(!compact(&store, 5, 10_002, COMPACT_AFTER, None)
+            .await
+            .unwrap());
         assert_eq!(read(5).await.0.deletions.len(), 6);
         assert!(read(6).await.0.files.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropped_files_go_and_old_deletions_no_file_needs_fold_into_floors() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let store = ResilientStore::new(
+            inner,
+            "file:///t".into(),
+            &crate::config::ObjectStoreConfig::default(),
+        );
+        let v = |hlc| Version { hlc, node: 1 };
+        let with_oldest = |seq, oldest| {
+            let mut f = file(seq);
+            f.systems[0].oldest = Some(v(oldest));
+            f
+        };
+        let delete = |c: Option<&str>, hlc| ColdEvent::Delete {
+            system_id: "s".into(),
+            conversation_id: c.map(str::to_string),
+            version: v(hlc),
+        };
+        let events = [
+            ColdEvent::Commit {
+                file: with_oldest(1, 5),
+            },
+            ColdEvent::Commit {
+                file: with_oldest(2, 50),
+            },
+            delete(Some("c1"), 10),
+            delete(Some("c2"), 60),
+            delete(None, 3),
+            delete(Some("c3"), 500),
+            ColdEvent::Drop { seq: 1 },
+        ];
+        for (i, e) in events.iter().enumerate() {
+            append(&store, 5, i as u64 + 1, e).await.unwrap();
+        }
+        assert!(compact(&store, 5, 100, 1, Some(v(100))).await.unwrap());
+        let log = list_log(&store, 5).await.unwrap();
+        let snap = read_log(&store, &log).await.unwrap().into_snapshot();
+        let seqs: Vec<u64> = snap.files.iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, vec![2], "the dropped file is gone");
+        let mut kept: Vec<(Option<String>, u64)> = snap
+            .deletions
+            .iter()
+            .map(|d| (d.conversation_id.clone(), d.version.hlc))
+            .collect();
+        kept.sort();
+        // c1 (10) covers no row left (file 2's rows of s are from 50 on): forgotten;
+        // c2 (60) may cover a row of file 2, c3 is too young, the system deletion stays
+        assert_eq!(
+            kept,
+            vec![(None, 3), (Some("c2".into()), 60), (Some("c3".into()), 500)]
+        );
+        assert_eq!(snap.floors.len(), 1);
+        assert_eq!(
+            (snap.floors[0].system_id.as_str(), snap.floors[0].version),
+            ("s", v(10))
+        );
+        // a file from before `oldest` was kept may hold any row: nothing is forgotten
+        append(&store, 5, 101, &ColdEvent::Commit { file: file(101) })
+            .await
+            .unwrap();
+        assert!(compact(&store, 5, 200, 1, Some(v(1_000))).await.unwrap());
+        let log = list_log(&store, 5).await.unwrap();
+        let snap = read_log(&store, &log).await.unwrap().into_snapshot();
+        assert_eq!(snap.deletions.len(), 3);
+        assert_eq!(snap.floors.len(), 1, "floors are kept across snapshots");
     }
 }

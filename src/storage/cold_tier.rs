@@ -8,7 +8,7 @@
 //! written again (newer, in another tier) or moved twice by racing aging runs has no live
 //! entry for the other file, so no search or count sees it twice or sees it at all.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use crate::record::{ShardId, SHARD_COUNT};
+use crate::storage::cold_cache::ColdCache;
 use crate::storage::cold_file::{ColdColumns, ColdRow};
 use crate::storage::distance::{dot, TopK};
 use crate::storage::resilient::{ResilientStore, StoreError};
@@ -36,6 +37,9 @@ pub struct SystemRows {
     pub rows: u64,
     /// of which no longer visible (deleted, superseded, or moved by another file)
     pub deleted: u64,
+    /// the oldest version among them (unknown in files written before it was kept)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<Version>,
 }
 
 /// A cold file as the catalog knows it.
@@ -146,13 +150,6 @@ fn transaction_error(e: sled::transaction::TransactionError<String>) -> StorageE
     }
 }
 
-#[derive(Default)]
-struct Cache {
-    files: HashMap<String, Arc<ColdColumns>>,
-    order: VecDeque<(String, usize)>,
-    bytes: usize,
-}
-
 /// The cold tier of a node.
 pub struct ColdTier {
     store: Arc<ResilientStore>,
@@ -163,7 +160,7 @@ pub struct ColdTier {
     live: sled::Tree,
     /// the catalog in memory, by seq (searches and stats never decode the tree)
     catalog: parking_lot::RwLock<BTreeMap<u64, ColdFile>>,
-    cache: parking_lot::Mutex<Cache>,
+    cache: ColdCache,
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StorageError> {
@@ -199,7 +196,7 @@ impl ColdTier {
             live: hot.open_tree("cold/live")?,
             hot: hot.clone(),
             catalog: parking_lot::RwLock::new(catalog),
-            cache: parking_lot::Mutex::new(Cache::default()),
+            cache: ColdCache::new(CACHE_BYTES),
         })
     }
 
@@ -252,6 +249,34 @@ impl ColdTier {
             }
         }
         Ok(out)
+    }
+
+    /// A shard's files that hold no visible row (every row deleted or superseded), checked
+    /// against the live map rather than the counts; blocking.
+    pub fn dead_files(&self, shard: ShardId) -> Result<Vec<ColdFile>, StorageError> {
+        let mut referenced = std::collections::HashSet::new();
+        for item in self.live.scan_prefix(shard.to_be_bytes()) {
+            let (_, v) = item?;
+            if let Some((_, seq)) = read_live(&v) {
+                referenced.insert(seq);
+            }
+        }
+        Ok(self
+            .catalog
+            .read()
+            .values()
+            .filter(|f| f.shard == shard && !referenced.contains(&f.seq))
+            .cloned()
+            .collect())
+    }
+
+    /// Takes a file with no visible row out of the catalog (its object is removed by the
+    /// caller, once the shard's log says so); blocking.
+    pub fn forget_file(&self, file: &ColdFile) -> Result<(), StorageError> {
+        self.files_tree.remove(file.seq.to_be_bytes())?;
+        self.catalog.write().remove(&file.seq);
+        self.cache.remove(&file.path);
+        Ok(())
     }
 
     /// Commits a written and verified file; blocking. In one transaction its catalog entry
@@ -413,8 +438,8 @@ impl ColdTier {
 
     /// A file's columns, from the cache or the object store (checked against its checksum).
     pub async fn columns(&self, file: &ColdFile) -> Result<Arc<ColdColumns>, ColdError> {
-        if let Some(columns) = self.cache.lock().files.get(&file.path) {
-            return Ok(Arc::clone(columns));
+        if let Some(columns) = self.cache.get(&file.path) {
+            return Ok(columns);
         }
         let bytes: Bytes = self.store.get(&file.path, u64::MAX).await?;
         let expected = file.sha256.clone();
@@ -427,19 +452,8 @@ impl ColdTier {
         })
         .await
         .map_err(|e| StorageError::Task(e.to_string()))??;
-        let size = rows.memory_bytes();
         let rows = Arc::new(rows);
-        let mut cache = self.cache.lock();
-        while cache.bytes + size > CACHE_BYTES {
-            let Some((old, n)) = cache.order.pop_front() else {
-                break;
-            };
-            cache.files.remove(&old);
-            cache.bytes -= n;
-        }
-        cache.files.insert(file.path.clone(), Arc::clone(&rows));
-        cache.order.push_back((file.path.clone(), size));
-        cache.bytes += size;
+        self.cache.insert(&file.path, Arc::clone(&rows));
         Ok(rows)
     }
 
@@ -472,7 +486,16 @@ impl ColdTier {
         let mut hits: Vec<ColdHit> = Vec::new();
         let system = system.map(str::to_string);
         for f in files {
-            let columns = self.columns(&f).await?;
+            let columns = match self.columns(&f).await {
+                Ok(columns) => columns,
+                // a file with no visible row left the catalog while this search ran
+                Err(ColdError::Store(StoreError::NotFound(_)))
+                    if !self.catalog.read().contains_key(&f.seq) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
             let (query, system) = (query.to_vec(), system.clone());
             let live = self.live.clone();
             // a scan of a whole file is CPU work: off the runtime
@@ -556,6 +579,7 @@ mod tests {
                 system_id: "sys".into(),
                 rows,
                 deleted: 0,
+                oldest: None,
             }],
             sha256: String::new(),
             seq,

@@ -2,6 +2,7 @@
 
 pub mod aging;
 pub mod ann;
+pub mod cold_cache;
 pub mod cold_file;
 pub mod cold_log;
 pub mod cold_tier;

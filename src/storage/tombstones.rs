@@ -82,6 +82,50 @@ impl Tombstones {
         Ok(out)
     }
 
+    /// Forgets the record tombstones of a shard older than `before`, each folded first into
+    /// its system's tombstone, which from then on keeps out every copy of the system not
+    /// newer than it (a write gate only: nothing stored is removed by it); blocking. Returns
+    /// how many were forgotten and the new system tombstones.
+    pub fn forget(
+        &self,
+        shard: ShardId,
+        before: Version,
+    ) -> Result<(usize, Vec<(String, Version)>), StorageError> {
+        let mut floors: std::collections::HashMap<String, Version> = Default::default();
+        let mut old = Vec::new();
+        for item in self.records.scan_prefix(shard.to_be_bytes()) {
+            let (k, v) = item?;
+            let Some(version) = Version::from_bytes(&v) else {
+                continue;
+            };
+            if version >= before {
+                continue;
+            }
+            let system = crate::record::split_key(&k[2..]).map(|(s, _)| s.to_string());
+            if let Some(system) = system {
+                let floor = floors.entry(system).or_default();
+                *floor = (*floor).max(version);
+                old.push(k);
+            }
+        }
+        // the floors are written before the tombstones they stand for go: a crash between
+        // leaves both, which keeps out the same copies
+        for (system, version) in &floors {
+            self.put(shard, system, None, *version)?;
+        }
+        for k in &old {
+            self.records.remove(k)?;
+        }
+        let mut raised = Vec::with_capacity(floors.len());
+        for (system, _) in floors {
+            let key = shard_key(shard, system.as_bytes());
+            if let Some(v) = self.systems.get(key)?.and_then(|v| Version::from_bytes(&v)) {
+                raised.push((system, v));
+            }
+        }
+        Ok((old.len(), raised))
+    }
+
     /// Whether a shard has any record tombstone (when not, writes skip looking them up).
     pub fn any_records(&self, shard: ShardId) -> Result<bool, StorageError> {
         Ok(self
@@ -114,5 +158,32 @@ mod tests {
         t.put(3, "sys", None, v(8)).unwrap();
         assert_eq!(t.systems_of(3).unwrap(), vec![("sys".to_string(), v(8))]);
         assert!(t.systems_of(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn old_record_tombstones_fold_into_their_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::storage::HotStore::open(dir.path(), 8).unwrap();
+        let t = Tombstones::open(&store).unwrap();
+        let v = |hlc| Version { hlc, node: 1 };
+        t.put(3, "a", Some("c1"), v(10)).unwrap();
+        t.put(3, "a", Some("c2"), v(30)).unwrap();
+        t.put(3, "a", Some("c3"), v(50)).unwrap();
+        t.put(3, "b", Some("c1"), v(20)).unwrap();
+        t.put(3, "b", None, v(25)).unwrap();
+        t.put(4, "a", Some("c1"), v(5)).unwrap();
+        let (n, mut raised) = t.forget(3, v(40)).unwrap();
+        raised.sort();
+        assert_eq!(n, 3);
+        // b's own deletion (25) is newer than its forgotten record tombstone (20)
+        assert_eq!(raised, vec![("a".into(), v(30)), ("b".into(), v(25))]);
+        assert_eq!(t.of_record(3, "a", "c1").unwrap(), None);
+        assert_eq!(t.of_record(3, "a", "c3").unwrap(), Some(v(50)));
+        assert_eq!(t.of_record(4, "a", "c1").unwrap(), Some(v(5)));
+        let mut systems = t.systems_of(3).unwrap();
+        systems.sort();
+        assert_eq!(systems, vec![("a".into(), v(30)), ("b".into(), v(25))]);
+        // nothing older is left: a second pass forgets nothing
+        assert_eq!(t.forget(3, v(40)).unwrap().0, 0);
     }
 }

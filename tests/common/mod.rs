@@ -206,3 +206,38 @@ pub fn batch(system: &str, from: u64, n: u64) -> Value {
         .collect();
     json!({ "system_id": system, "conversations": conversations })
 }
+
+/// `n` records of `system` from seed `from`, dated `days_ago` days back.
+pub fn old_conversations(system: &str, from: u64, n: u64, days_ago: i64) -> Vec<Value> {
+    let t = (chrono::Utc::now() - chrono::Duration::days(days_ago)).to_rfc3339();
+    (from..from + n)
+        .map(|i| {
+            json!({
+                "id": format!("c{i}"),
+                "content": format!("Record {i} of {system}. It is old. Very old."),
+                "embedding": unit_vector(i),
+                "timestamp": t,
+            })
+        })
+        .collect()
+}
+
+/// Every Parquet file under `root`.
+pub fn walk_parquet(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

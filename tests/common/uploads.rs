@@ -116,3 +116,37 @@ pub async fn put_upload(
     )
     .await;
 }
+
+/// Writes an upload of one memory (`id`, `content`) made at `uploaded_at`.
+pub async fn put_memory_upload(
+    store: &dyn ObjectStore,
+    system: &str,
+    upload: &str,
+    uploaded_at: &str,
+    items: &[(&str, &str, u64)],
+) {
+    let conversations: Vec<Value> = items
+        .iter()
+        .map(|(id, content, seed)| {
+            json!({"id": id, "content": content, "embedding": crate::common::unit_vector(*seed),
+                   "timestamp": "2026-11-01T10:00:00Z"})
+        })
+        .collect();
+    let data = serde_json::to_vec(&json!({ "conversations": conversations })).unwrap();
+    let manifest = json!({
+        "uploaded_at": uploaded_at, "conversation_count": items.len(), "version": "1.0",
+        "checksum": sha256_hex(&data),
+    });
+    put(
+        store,
+        &format!("systems/{system}/{upload}/memories.json"),
+        data,
+    )
+    .await;
+    put(
+        store,
+        &format!("systems/{system}/{upload}/manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await;
+}
