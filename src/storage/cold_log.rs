@@ -413,6 +413,16 @@ mod tests {
     use super::*;
     use crate::storage::cold_tier::SystemRows;
 
+    fn local_store(dir: &std::path::Path) -> ResilientStore {
+        let inner: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap());
+        ResilientStore::new(
+            inner,
+            "file:///t".into(),
+            &crate::config::ObjectStoreConfig::default(),
+        )
+    }
+
     fn file(seq: u64) -> ColdFile {
         ColdFile {
             path: format!("cold/shard=005/2026-01/{seq:020}.parquet"),
@@ -434,13 +444,7 @@ mod tests {
     #[tokio::test]
     async fn a_long_log_is_folded_into_a_snapshot_that_keeps_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let inner: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let store = ResilientStore::new(
-            inner,
-            "file:///t".into(),
-            &crate::config::ObjectStoreConfig::default(),
-        );
+        let store = local_store(dir.path());
         let v = |hlc| Version { hlc, node: 1 };
         let mut seq = 0;
         for i in 0..COMPACT_AFTER as u64 {
@@ -498,13 +502,7 @@ mod tests {
     #[tokio::test]
     async fn dropped_files_go_and_old_deletions_no_file_needs_fold_into_floors() {
         let dir = tempfile::tempdir().unwrap();
-        let inner: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
-        let store = ResilientStore::new(
-            inner,
-            "file:///t".into(),
-            &crate::config::ObjectStoreConfig::default(),
-        );
+        let store = local_store(dir.path());
         let v = |hlc| Version { hlc, node: 1 };
         let with_oldest = |seq, oldest| {
             let mut f = file(seq);
