@@ -10,5 +10,6 @@ pub mod query_coordinator;
 pub mod shard;
 pub mod shard_state;
 pub mod shard_supervisor;
+pub mod shard_writes;
 pub mod upload_scanner;
 pub mod upload_worker;

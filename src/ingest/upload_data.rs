@@ -15,15 +15,7 @@ struct MemoriesFile {
     conversations: Vec<IngestConversation>,
 }
 
-/// sha256 of bytes, as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
+pub use crate::storage::checksum::sha256_hex;
 
 /// Decompresses `bytes`, refusing output larger than `limit` bytes.
 pub fn decompress<'a>(

@@ -445,7 +445,7 @@ impl ColdTier {
         let expected = file.sha256.clone();
         let path = file.path.clone();
         let rows = tokio::task::spawn_blocking(move || {
-            if crate::ingest::upload_data::sha256_hex(&bytes) != expected {
+            if crate::storage::checksum::sha256_hex(&bytes) != expected {
                 return Err(ColdError::Damaged(path));
             }
             Ok(ColdColumns::read(bytes)?)

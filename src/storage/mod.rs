@@ -2,10 +2,12 @@
 
 pub mod aging;
 pub mod ann;
+pub mod checksum;
 pub mod cold_cache;
 pub mod cold_file;
 pub mod cold_log;
 pub mod cold_tier;
+pub mod cold_writer;
 pub mod distance;
 pub mod hot_index;
 pub mod hot_store;
