@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod offload;
 pub mod record;
+pub mod router;
 pub mod search;
 pub mod storage;
 pub mod version;

@@ -8,13 +8,14 @@ use ractor::{Actor, ActorRef};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::actors::ager::{age_all, AgingReport};
+use crate::actors::ager::age_all;
+pub use crate::actors::ager::AgingReport;
 use crate::actors::aging_gate::{AgingGate, AgingProgress};
-use crate::actors::directory::{ShardCallError, ShardDirectory};
+use crate::actors::directory::ShardDirectory;
 use crate::actors::forgetter::{ForgetStatus, LastForget};
 use crate::actors::node_supervisor::{ActorSlots, NodeArgs, NodeMsg, NodeSupervisor};
 use crate::actors::query_coordinator::CoordinatorMsg;
-use crate::actors::shard::{DeleteCounts, ShardMsg};
+use crate::actors::shard::DeleteCounts;
 use crate::config::Config;
 use crate::embedding::Embedder;
 use crate::ingest::pull::{PullError, PullIngestion};
@@ -24,6 +25,7 @@ use crate::offload;
 use crate::record::{
     shard_for, validate_conversation_id, validate_system_id, ShardId, SHARD_COUNT,
 };
+use crate::router::{ShardError, ShardRouter};
 use crate::search::{SearchError, SearchQuery, SearchResponse, Searcher};
 use crate::storage::ann::AnnParams;
 use crate::storage::cold_log::{self, ColdEvent};
@@ -105,6 +107,8 @@ pub struct Node {
     pub index: Arc<HotIndex>,
     /// live shard actors
     pub directory: Arc<ShardDirectory>,
+    /// the way to the shards for everything outside the actor tree
+    pub shards: ShardRouter,
     /// makes pushed records durable
     pub writer: Arc<Writer>,
     /// runs searches
@@ -174,7 +178,7 @@ impl Node {
         let writer = Arc::new(Writer {
             health: Arc::clone(&write_health),
             store: store.clone(),
-            directory: Arc::clone(&directory),
+            shards: ShardRouter::new(Arc::clone(&directory)),
             embedder: embedder.clone(),
             model_dir: model_dir.clone(),
             embed_batch: config.embedding.batch_size,
@@ -205,7 +209,7 @@ impl Node {
             cold: Arc::clone(&cold),
             store: store.clone(),
             index: Arc::clone(&index),
-            directory: Arc::clone(&directory),
+            shards: ShardRouter::new(Arc::clone(&directory)),
             embedder,
             model_dir,
             timeout: Duration::from_millis(config.search.timeout_ms),
@@ -229,6 +233,7 @@ impl Node {
             config,
             store,
             index,
+            shards: ShardRouter::new(Arc::clone(&directory)),
             directory,
             writer,
             searcher,
@@ -341,7 +346,7 @@ impl Node {
             )));
         }
         let shard = shard_for(system_id);
-        if self.directory.get(shard).is_none() {
+        if !self.shards.is_up(shard) {
             return Err(NodeIngestError::Write(WriteError::ShardUnavailable(shard)));
         }
         let timeout = Duration::from_millis(self.config.ingest.timeout_ms);
@@ -364,26 +369,19 @@ impl Node {
                     "cannot record the deletion in the object store, nothing was deleted: {e}"
                 )))
             })?;
-        let asked = self
-            .directory
-            .call(
-                shard,
-                |reply| ShardMsg::Delete {
-                    system_id: system_id.to_string(),
-                    conversation_id: conversation_id.map(str::to_string),
-                    version,
-                    reply,
-                },
-                timeout,
-            )
-            .await;
-        let deleted = match asked {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(NodeIngestError::Write(WriteError::Internal(e.to_string()))),
-            Err(ShardCallError::Timeout(..)) => {
+        let deleted = match self
+            .shards
+            .delete(shard, system_id, conversation_id, version, timeout)
+            .await
+        {
+            Ok(n) => n,
+            Err(e @ ShardError::Failed(..)) => {
+                return Err(NodeIngestError::Write(WriteError::Internal(e.to_string())))
+            }
+            Err(ShardError::Timeout(..)) => {
                 return Err(NodeIngestError::Write(WriteError::Timeout(shard, timeout)))
             }
-            Err(ShardCallError::Down(_)) => {
+            Err(ShardError::Down(_)) => {
                 return Err(NodeIngestError::Write(WriteError::ShardUnavailable(shard)))
             }
         };
@@ -461,17 +459,17 @@ impl Node {
     /// Counts records by asking every shard.
     pub async fn stats(&self) -> NodeStats {
         let timeout = Duration::from_millis(self.config.search.timeout_ms);
-        let up = self.directory.up();
-        let asks = up.iter().map(|(shard, _)| async move {
-            self.directory
-                .call(*shard, ShardMsg::Counts, timeout)
+        let up = self.shards.up();
+        let asks = up.iter().map(|shard| async move {
+            self.shards
+                .counts(*shard, timeout)
                 .await
                 .map_err(|_| *shard)
         });
         let mut records = TierCounts::default();
         let mut systems = 0;
         let mut answered = [false; SHARD_COUNT];
-        for ((shard, _), r) in up.iter().zip(futures::future::join_all(asks).await) {
+        for (shard, r) in up.iter().zip(futures::future::join_all(asks).await) {
             if let Ok(c) = r {
                 records.hot += c.hot;
                 records.warm += c.warm;

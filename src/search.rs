@@ -14,13 +14,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::actors::directory::ShardDirectory;
-use crate::actors::shard::{Candidates, ShardMsg};
 use crate::embedding::{embed_in_batches, Embedder};
 use crate::offload;
 use crate::record::{
     normalize, shard_for, validate_embedding, validate_system_id, ShardId, SHARD_COUNT,
 };
+use crate::router::{Candidates, ShardRouter};
 use crate::storage::{HotIndex, HotStore, IndexFilter, ScoredPoint};
 
 /// A validated search.
@@ -167,8 +166,8 @@ pub struct Searcher {
     pub index: Arc<HotIndex>,
     /// the cold tier
     pub cold: Arc<crate::storage::cold_tier::ColdTier>,
-    /// live shard actors
-    pub directory: Arc<ShardDirectory>,
+    /// the way to the shards
+    pub shards: ShardRouter,
     /// the text embedder, when its model is present
     pub embedder: Option<Arc<Embedder>>,
     /// where the model was looked for, for error messages
@@ -329,7 +328,7 @@ impl Searcher {
         k: usize,
     ) -> Result<Collected, SearchError> {
         let mut part = Collected::default();
-        let up = self.directory.up_mask();
+        let up = self.shards.up_mask();
         let asked: Vec<ShardId> = match &query.system_id {
             Some(system) => {
                 validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
@@ -410,7 +409,7 @@ impl Searcher {
         limit: usize,
         mut filter: IndexFilter,
     ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
-        filter.shards = self.directory.up_mask();
+        filter.shards = self.shards.up_mask();
         if let Some(system) = system {
             validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
             let shard = shard_for(system);
@@ -452,7 +451,7 @@ impl Searcher {
         limit: usize,
         mut filter: IndexFilter,
     ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
-        filter.shards = self.directory.up_mask();
+        filter.shards = self.shards.up_mask();
         let missing: Vec<ShardId> = (0..SHARD_COUNT)
             .filter(|s| !filter.shards[*s])
             .map(|s| s as ShardId)
@@ -475,14 +474,7 @@ impl Searcher {
     ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
         validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
         let shard = shard_for(system);
-        let asked = self
-            .directory
-            .call(
-                shard,
-                |reply| ShardMsg::Candidates(system.to_string(), reply),
-                self.timeout,
-            )
-            .await;
+        let asked = self.shards.candidates(shard, system, self.timeout).await;
         let Ok(candidates) = asked else {
             return Ok((Vec::new(), vec![shard]));
         };
@@ -537,7 +529,7 @@ mod tests {
                 ann: AnnParams::default(),
                 ef_search: 16,
             })),
-            directory: Arc::new(ShardDirectory::new()),
+            shards: ShardRouter::new(Arc::new(crate::actors::directory::ShardDirectory::new())),
             embedder: None,
             model_dir: dir.to_path_buf(),
             timeout: Duration::from_secs(1),

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actors::ager::AgingReport;
 use crate::api::error::{parse_json_body, ApiError};
 use crate::ingest::IngestRequest;
+use crate::node::AgingReport;
 use crate::node::{AgeError, Node, NodeStats};
 use crate::search::{QueryTarget, SearchQuery, SearchResponse, Tiers};
 

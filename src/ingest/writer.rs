@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::actors::directory::{ShardCallError, ShardDirectory};
-use crate::actors::shard::ShardMsg;
 use crate::embedding::{embed_in_batches, Embedder};
 use crate::ingest::batch::PendingRecord;
 use crate::record::{normalize, shard_for, MemoryRecord, ShardId};
+use crate::router::{ShardError, ShardRouter};
 use crate::storage::upsert::WriteCounts;
 use crate::storage::HotStore;
 use crate::version::Clock;
@@ -41,8 +40,8 @@ pub enum WriteError {
 pub struct Writer {
     /// the node's store, flushed once per batch (group commit)
     pub store: HotStore,
-    /// live shard actors
-    pub directory: Arc<ShardDirectory>,
+    /// the way to the shards
+    pub shards: ShardRouter,
     /// the text embedder, when its model is present
     pub embedder: Option<Arc<Embedder>>,
     /// where the model was looked for, for error messages
@@ -84,19 +83,11 @@ impl Writer {
             by_shard.entry(shard_for(&r.system_id)).or_default().push(r);
         }
         let calls = by_shard.into_iter().map(|(shard, records)| async move {
-            let asked = self
-                .directory
-                .call(
-                    shard,
-                    |reply| ShardMsg::Upsert(records, reply),
-                    self.timeout,
-                )
-                .await;
-            match asked {
-                Ok(Ok(counts)) => Ok(counts),
-                Ok(Err(e)) => Err(WriteError::Internal(e.to_string())),
-                Err(ShardCallError::Timeout(..)) => Err(WriteError::Timeout(shard, self.timeout)),
-                Err(ShardCallError::Down(_)) => Err(WriteError::ShardUnavailable(shard)),
+            match self.shards.upsert(shard, records, self.timeout).await {
+                Ok(counts) => Ok(counts),
+                Err(e @ ShardError::Failed(..)) => Err(WriteError::Internal(e.to_string())),
+                Err(ShardError::Timeout(..)) => Err(WriteError::Timeout(shard, self.timeout)),
+                Err(ShardError::Down(_)) => Err(WriteError::ShardUnavailable(shard)),
             }
         });
         let mut counts = WriteCounts::default();

@@ -1,0 +1,134 @@
+//! The one way ingest, search and the API reach shards: typed calls by shard number, each
+//! bounded by a timeout, wherever the shard's actor lives. Only the actor tree itself
+//! (aging, forgetting, supervision) talks to shard actors directly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actors::directory::{ShardCallError, ShardDirectory};
+use crate::actors::shard::ShardMsg;
+pub use crate::actors::shard::{Candidates, DeleteCounts, ShardCounts};
+use crate::record::{MemoryRecord, ShardId, SHARD_COUNT};
+use crate::storage::upsert::WriteCounts;
+use crate::storage::StorageError;
+use crate::version::Version;
+
+/// Why a shard call did not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// The shard is not running (starting, restarting, or it stopped during the call).
+    #[error("shard {0} is not available, try again shortly")]
+    Down(ShardId),
+    /// No answer within the timeout: the call may still have been carried out.
+    #[error("shard {0} did not answer within {1:?}")]
+    Timeout(ShardId, Duration),
+    /// The shard answered that its store failed.
+    #[error("shard {0} failed: {1}")]
+    Failed(ShardId, StorageError),
+}
+
+impl From<ShardCallError> for ShardError {
+    fn from(e: ShardCallError) -> Self {
+        match e {
+            ShardCallError::Down(s) => ShardError::Down(s),
+            ShardCallError::Timeout(s, t) => ShardError::Timeout(s, t),
+        }
+    }
+}
+
+/// Routes calls to shards.
+#[derive(Clone)]
+pub struct ShardRouter {
+    directory: Arc<ShardDirectory>,
+}
+
+impl ShardRouter {
+    /// A router over the shards of `directory`.
+    pub fn new(directory: Arc<ShardDirectory>) -> ShardRouter {
+        ShardRouter { directory }
+    }
+
+    /// Writes records of one shard; replies once they are in its tree and index.
+    pub async fn upsert(
+        &self,
+        shard: ShardId,
+        records: Vec<MemoryRecord>,
+        timeout: Duration,
+    ) -> Result<WriteCounts, ShardError> {
+        let asked = self
+            .directory
+            .call(shard, |reply| ShardMsg::Upsert(records, reply), timeout)
+            .await?;
+        asked.map_err(|e| ShardError::Failed(shard, e))
+    }
+
+    /// Deletes a system's records, or one conversation, not newer than `version`.
+    pub async fn delete(
+        &self,
+        shard: ShardId,
+        system_id: &str,
+        conversation_id: Option<&str>,
+        version: Version,
+        timeout: Duration,
+    ) -> Result<DeleteCounts, ShardError> {
+        let asked = self
+            .directory
+            .call(
+                shard,
+                |reply| ShardMsg::Delete {
+                    system_id: system_id.to_string(),
+                    conversation_id: conversation_id.map(str::to_string),
+                    version,
+                    reply,
+                },
+                timeout,
+            )
+            .await?;
+        asked.map_err(|e| ShardError::Failed(shard, e))
+    }
+
+    /// Which points a system-scoped search should look at.
+    pub async fn candidates(
+        &self,
+        shard: ShardId,
+        system_id: &str,
+        timeout: Duration,
+    ) -> Result<Candidates, ShardError> {
+        let system_id = system_id.to_string();
+        Ok(self
+            .directory
+            .call(
+                shard,
+                |reply| ShardMsg::Candidates(system_id, reply),
+                timeout,
+            )
+            .await?)
+    }
+
+    /// A shard's counts.
+    pub async fn counts(
+        &self,
+        shard: ShardId,
+        timeout: Duration,
+    ) -> Result<ShardCounts, ShardError> {
+        Ok(self
+            .directory
+            .call(shard, ShardMsg::Counts, timeout)
+            .await?)
+    }
+
+    /// Whether a shard is up.
+    pub fn is_up(&self, shard: ShardId) -> bool {
+        self.directory.get(shard).is_some()
+    }
+
+    /// The shards that are up.
+    pub fn up(&self) -> Vec<ShardId> {
+        self.directory.up().into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// A mask of the shards that are up.
+    pub fn up_mask(&self) -> [bool; SHARD_COUNT] {
+        self.directory.up_mask()
+    }
+}
