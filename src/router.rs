@@ -1,6 +1,8 @@
 //! The one way ingest, search and the API reach shards: typed calls by shard number, each
-//! bounded by a timeout, wherever the shard's actor lives. Only the actor tree itself
-//! (aging, forgetting, supervision) talks to shard actors directly.
+//! bounded by a timeout, wherever the shard's actor lives. A shard that restarts is waited
+//! for and a call it cut short is sent again (every call here is safe to receive twice), so
+//! callers never see the restart. Only the actor tree itself (aging, forgetting,
+//! supervision) talks to shard actors directly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,7 +59,12 @@ impl ShardRouter {
     ) -> Result<WriteCounts, ShardError> {
         let asked = self
             .directory
-            .call(shard, |reply| ShardMsg::Upsert(records, reply), timeout)
+            .call_through_restarts(
+                shard,
+                // a copy per attempt: a write cut short by a restart is sent again
+                |reply| ShardMsg::Upsert(records.clone(), reply),
+                timeout,
+            )
             .await?;
         asked.map_err(|e| ShardError::Failed(shard, e))
     }
@@ -73,7 +80,7 @@ impl ShardRouter {
     ) -> Result<DeleteCounts, ShardError> {
         let asked = self
             .directory
-            .call(
+            .call_through_restarts(
                 shard,
                 |reply| ShardMsg::Delete {
                     system_id: system_id.to_string(),

@@ -33,6 +33,8 @@ pub struct ShardDirectory {
     actors: RwLock<Vec<Option<ActorRef<ShardMsg>>>>,
     /// turns per shard: bounds each shard's mailbox
     turns: Vec<Arc<Semaphore>>,
+    /// woken whenever a shard comes up
+    came_up: tokio::sync::Notify,
 }
 
 impl Default for ShardDirectory {
@@ -49,6 +51,7 @@ impl ShardDirectory {
             turns: (0..SHARD_COUNT)
                 .map(|_| Arc::new(Semaphore::new(SHARD_QUEUE)))
                 .collect(),
+            came_up: tokio::sync::Notify::new(),
         }
     }
 
@@ -75,6 +78,67 @@ impl ShardDirectory {
         }
     }
 
+    /// Like [`ShardDirectory::call`], but a shard that is restarting is waited for, and a
+    /// call cut short by the shard's restart is sent again to the restarted actor, all within
+    /// `timeout`: the caller never sees the restart. Only for messages that are safe to
+    /// receive twice (writes and deletions are, by version; reads are).
+    pub async fn call_through_restarts<R: Send + 'static>(
+        &self,
+        shard: ShardId,
+        mut message: impl FnMut(RpcReplyPort<R>) -> ShardMsg,
+        timeout: Duration,
+    ) -> Result<R, ShardCallError> {
+        let deadline = Instant::now() + timeout;
+        let mut gone: Option<ractor::ActorId> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let actor = self.wait_up(shard, gone, left).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.call(shard, &mut message, left).await {
+                Err(ShardCallError::Down(_)) if Instant::now() < deadline => {
+                    gone = Some(actor.get_id());
+                }
+                Err(ShardCallError::Down(_)) => {
+                    return Err(ShardCallError::Timeout(shard, timeout))
+                }
+                Err(ShardCallError::Timeout(..)) => {
+                    return Err(ShardCallError::Timeout(shard, timeout))
+                }
+                answered => return answered,
+            }
+        }
+    }
+
+    /// Waits until the shard is up with an actor other than `gone`, up to `within`.
+    async fn wait_up(
+        &self,
+        shard: ShardId,
+        gone: Option<ractor::ActorId>,
+        within: Duration,
+    ) -> Result<ActorRef<ShardMsg>, ShardCallError> {
+        let deadline = Instant::now() + within;
+        loop {
+            // registered before looking, so a shard coming up in between is not missed
+            let woken = self.came_up.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(a) = self.get(shard).filter(|a| Some(a.get_id()) != gone) {
+                return Ok(a);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            // a shard whose old actor is still published is looked at again shortly
+            let nap = if gone.is_some() {
+                left.min(Duration::from_millis(20))
+            } else {
+                left
+            };
+            if left.is_zero() {
+                return Err(ShardCallError::Down(shard));
+            }
+            let _ = tokio::time::timeout(nap, woken).await;
+        }
+    }
+
     /// The actor of a shard, if it is up.
     pub fn get(&self, shard: ShardId) -> Option<ActorRef<ShardMsg>> {
         self.actors.read().get(shard as usize).cloned().flatten()
@@ -82,8 +146,12 @@ impl ShardDirectory {
 
     /// Records that a shard is up (`Some`) or down (`None`).
     pub fn set(&self, shard: ShardId, actor: Option<ActorRef<ShardMsg>>) {
+        let up = actor.is_some();
         if let Some(slot) = self.actors.write().get_mut(shard as usize) {
             *slot = actor;
+        }
+        if up {
+            self.came_up.notify_waiters();
         }
     }
 
@@ -166,5 +234,85 @@ mod tests {
         assert_eq!(directory.turns[3].available_permits(), SHARD_QUEUE);
         actor.stop(None);
         handle.await.unwrap();
+    }
+
+    /// A shard stand-in that answers counts, or fails on its first message when `fail`.
+    struct Flaky {
+        fail: bool,
+    }
+
+    impl Actor for Flaky {
+        type Msg = ShardMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<ShardMsg>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<ShardMsg>,
+            message: ShardMsg,
+            _state: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            if self.fail {
+                return Err("crashed on purpose".into());
+            }
+            if let ShardMsg::Counts(reply) = message {
+                let counts = crate::actors::shard::ShardCounts {
+                    hot: 7,
+                    ..Default::default()
+                };
+                let _ = reply.send(counts);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_through_restarts_waits_for_the_shard_and_resends_what_a_crash_cut_short() {
+        let directory = Arc::new(ShardDirectory::new());
+        let t = Duration::from_secs(2);
+        // down at first, up 100 ms later: the call waits and is answered
+        let later = Arc::clone(&directory);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (good, _) = Actor::spawn(None, Flaky { fail: false }, ()).await.unwrap();
+            later.set(5, Some(good));
+        });
+        let counts = directory
+            .call_through_restarts(5, ShardMsg::Counts, t)
+            .await;
+        assert_eq!(counts.map(|c| c.hot), Ok(7));
+
+        // a shard that dies with the call in hand, and comes back as a new actor
+        let (bad, bad_handle) = Actor::spawn(None, Flaky { fail: true }, ()).await.unwrap();
+        directory.set(6, Some(bad));
+        let later = Arc::clone(&directory);
+        tokio::spawn(async move {
+            bad_handle.await.unwrap();
+            later.set(6, None);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (good, _) = Actor::spawn(None, Flaky { fail: false }, ()).await.unwrap();
+            later.set(6, Some(good));
+        });
+        let counts = directory
+            .call_through_restarts(6, ShardMsg::Counts, t)
+            .await;
+        assert_eq!(counts.map(|c| c.hot), Ok(7));
+
+        // a shard that never comes back: an error once the timeout has passed, not before
+        let started = Instant::now();
+        let short = Duration::from_millis(200);
+        let r = directory
+            .call_through_restarts(7, ShardMsg::Counts, short)
+            .await;
+        assert_eq!(r.err(), Some(ShardCallError::Down(7)));
+        assert!(started.elapsed() >= short);
     }
 }

@@ -205,6 +205,9 @@ mod tests {
         let shard = shard_for("crashy");
         let before = node.directory.get(shard).unwrap();
         before.send_message(ShardMsg::Crash).unwrap();
+        // a write sent while the shard restarts waits for it: the caller never sees it
+        let more: Vec<PendingRecord> = (300..310).map(|i| record("crashy", i)).collect();
+        assert_eq!(node.write(more).await.unwrap().stored, 10);
 
         // the supervisor notices, reloads the shard from its tree and republishes it
         let mut restarted = None;
@@ -219,9 +222,9 @@ mod tests {
         }
         assert!(restarted.is_some(), "shard {shard} was not restarted");
         let stats = node.stats().await;
-        assert_eq!(stats.records.hot, 300);
+        assert_eq!(stats.records.hot, 310);
         assert_eq!(
-            stats.index.live_points, 300,
+            stats.index.live_points, 310,
             "stale or missing index points"
         );
         for i in [0u32, 150, 299] {
