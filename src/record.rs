@@ -226,6 +226,21 @@ impl From<&MemoryRecord> for StoredRecord {
     }
 }
 
+impl From<StoredRecord> for MemoryRecord {
+    fn from(r: StoredRecord) -> Self {
+        MemoryRecord {
+            timestamp: r.timestamp(),
+            metadata: r.metadata(),
+            system_id: r.system_id,
+            conversation_id: r.conversation_id,
+            content: r.content,
+            embedding: r.embedding,
+            content_hash: r.content_hash,
+            version: r.version,
+        }
+    }
+}
+
 impl StoredRecord {
     /// The record's timestamp as a date-time.
     pub fn timestamp(&self) -> DateTime<Utc> {

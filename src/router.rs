@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::actors::directory::{ShardCallError, ShardDirectory};
 use crate::actors::shard::ShardMsg;
 pub use crate::actors::shard::{Candidates, DeleteCounts, ShardCounts};
+pub use crate::actors::shard_import::ImportCounts;
 use crate::record::{MemoryRecord, ShardId, SHARD_COUNT};
+pub use crate::storage::shard_export::{ExportCursor, ShardPage};
 use crate::storage::upsert::WriteCounts;
 use crate::storage::StorageError;
 use crate::version::Version;
@@ -36,6 +38,23 @@ impl From<ShardCallError> for ShardError {
             ShardCallError::Timeout(s, t) => ShardError::Timeout(s, t),
         }
     }
+}
+
+/// What copying a shard from another replica did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CopyReport {
+    /// pages read
+    pub pages: usize,
+    /// items the pages held
+    pub items: usize,
+    /// cold copies taken
+    pub cold: usize,
+    /// deletions applied
+    pub deletions: usize,
+    /// hot and warm records written
+    pub written: usize,
+    /// records already here at that version or newer
+    pub unchanged: usize,
 }
 
 /// Routes calls to shards.
@@ -122,6 +141,75 @@ impl ShardRouter {
             .directory
             .call(shard, ShardMsg::Counts, timeout)
             .await?)
+    }
+
+    /// Reads a page of a shard for another replica.
+    pub async fn export(
+        &self,
+        shard: ShardId,
+        cursor: ExportCursor,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<ShardPage, ShardError> {
+        let asked = self
+            .directory
+            .call_through_restarts(
+                shard,
+                |reply| ShardMsg::Export {
+                    cursor: cursor.clone(),
+                    max,
+                    reply,
+                },
+                timeout,
+            )
+            .await?;
+        asked.map_err(|e| ShardError::Failed(shard, e))
+    }
+
+    /// Gives a shard a page of another replica's copy of it.
+    pub async fn import(
+        &self,
+        shard: ShardId,
+        page: ShardPage,
+        timeout: Duration,
+    ) -> Result<ImportCounts, ShardError> {
+        let asked = self
+            .directory
+            .call_through_restarts(
+                shard,
+                |reply| ShardMsg::Import {
+                    page: page.clone(),
+                    reply,
+                },
+                timeout,
+            )
+            .await?;
+        asked.map_err(|e| ShardError::Failed(shard, e))
+    }
+
+    /// Copies a whole shard from `source` into this router's replica of it, page by page,
+    /// while both keep taking writes; returns what the pages changed here.
+    pub async fn copy_shard_from(
+        &self,
+        source: &ShardRouter,
+        shard: ShardId,
+        page_size: usize,
+        timeout: Duration,
+    ) -> Result<CopyReport, ShardError> {
+        let mut report = CopyReport::default();
+        let mut cursor = Some(ExportCursor::start());
+        while let Some(at) = cursor {
+            let page = source.export(shard, at, page_size, timeout).await?;
+            cursor = page.next.clone();
+            report.pages += 1;
+            report.items += page.len();
+            let counts = self.import(shard, page, timeout).await?;
+            report.cold += counts.cold;
+            report.deletions += counts.deletions;
+            report.written += counts.written;
+            report.unchanged += counts.unchanged;
+        }
+        Ok(report)
     }
 
     /// Whether a shard is up.

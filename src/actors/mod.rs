@@ -8,6 +8,7 @@ pub mod ingestion_supervisor;
 pub mod node_supervisor;
 pub mod query_coordinator;
 pub mod shard;
+pub mod shard_import;
 pub mod shard_state;
 pub mod shard_supervisor;
 pub mod shard_writes;

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
 use serde::Serialize;
 
+use crate::actors::shard_import::ImportCounts;
 use crate::actors::shard_state::Held;
 pub use crate::actors::shard_state::ShardState;
 use crate::record::{split_key, MemoryRecord, ShardId};
 use crate::storage::aging::{age_to_warm, settle_interrupted};
 use crate::storage::cold_tier::{ColdFile, ColdKey, ColdTier};
 use crate::storage::hot_index::PointMeta;
+use crate::storage::shard_export::{ExportCursor, ShardPage};
 use crate::storage::shard_load::{cold_due, load_tree, load_warm_tree};
 use crate::storage::tombstones::Tombstones;
 use crate::storage::upsert::WriteCounts;
@@ -80,6 +82,22 @@ pub enum ShardMsg {
         before: Version,
         /// tombstones forgotten
         reply: RpcReplyPort<Result<usize, StorageError>>,
+    },
+    /// Reads up to `max` items of the shard from `cursor`, for another replica.
+    Export {
+        /// where the page starts
+        cursor: ExportCursor,
+        /// most items in the page
+        max: usize,
+        /// the page
+        reply: RpcReplyPort<Result<ShardPage, StorageError>>,
+    },
+    /// Takes in a page of another replica of this shard, by version.
+    Import {
+        /// the page
+        page: ShardPage,
+        /// what it changed
+        reply: RpcReplyPort<Result<ImportCounts, StorageError>>,
     },
     /// Which points a system-scoped search should look at.
     Candidates(String, RpcReplyPort<Candidates>),
@@ -244,6 +262,12 @@ impl Actor for ShardActor {
             }
             ShardMsg::Forget { before, reply } => {
                 let _ = reply.send(state.forget(before).await);
+            }
+            ShardMsg::Export { cursor, max, reply } => {
+                let _ = reply.send(state.export(cursor, max).await);
+            }
+            ShardMsg::Import { page, reply } => {
+                let _ = reply.send(state.import(page).await);
             }
             ShardMsg::Candidates(system_id, reply) => {
                 let _ = reply.send(state.candidates(&system_id));

@@ -123,14 +123,14 @@ impl ColdKey {
 }
 
 /// The value of a live-map entry: the copy's version and the file that holds it.
-fn live_value(version: Version, seq: u64) -> Vec<u8> {
+pub(super) fn live_value(version: Version, seq: u64) -> Vec<u8> {
     let mut v = version.to_bytes().to_vec();
     v.extend_from_slice(&seq.to_be_bytes());
     v
 }
 
 /// Reads a live-map value; `None` when damaged.
-fn read_live(v: &[u8]) -> Option<(Version, u64)> {
+pub(super) fn read_live(v: &[u8]) -> Option<(Version, u64)> {
     if v.len() != Version::BYTES + 8 {
         return None;
     }
@@ -155,11 +155,11 @@ pub struct ColdTier {
     store: Arc<ResilientStore>,
     hot: HotStore,
     /// seq (8 bytes, big-endian) → catalog entry (JSON)
-    files_tree: sled::Tree,
+    pub(super) files_tree: sled::Tree,
     /// shard + record key → version and seq of the file holding the visible copy
-    live: sled::Tree,
+    pub(super) live: sled::Tree,
     /// the catalog in memory, by seq (searches and stats never decode the tree)
-    catalog: parking_lot::RwLock<BTreeMap<u64, ColdFile>>,
+    pub(super) catalog: parking_lot::RwLock<BTreeMap<u64, ColdFile>>,
     cache: ColdCache,
 }
 

@@ -126,6 +126,37 @@ impl Tombstones {
         Ok((old.len(), raised))
     }
 
+    /// Up to `max` of a shard's record tombstones after record key `after`, in key order, as
+    /// (record key, version); blocking.
+    pub fn records_page(
+        &self,
+        shard: ShardId,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Version)>, StorageError> {
+        let mut out = Vec::new();
+        for item in self
+            .records
+            .range(shard_key(shard, after.unwrap_or_default())..)
+        {
+            let (k, v) = item?;
+            if k.len() < 2 || k[..2] != shard.to_be_bytes() {
+                break;
+            }
+            let key = k[2..].to_vec();
+            if after.is_some_and(|a| key.as_slice() <= a) {
+                continue;
+            }
+            if let Some(v) = Version::from_bytes(&v) {
+                out.push((key, v));
+            }
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether a shard has any record tombstone (when not, writes skip looking them up).
     pub fn any_records(&self, shard: ShardId) -> Result<bool, StorageError> {
         Ok(self

@@ -54,6 +54,21 @@ struct LegacyWarmRecord {
 }
 
 impl WarmRecord {
+    /// The record with its embedding decoded from the int8 codes (a copy for another tier or
+    /// replica; the summary is made again from the content when it goes warm).
+    pub fn to_stored(&self) -> StoredRecord {
+        StoredRecord {
+            system_id: self.system_id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            content: self.content.clone(),
+            embedding: self.embedding(),
+            timestamp_micros: self.timestamp_micros,
+            metadata_json: self.metadata_json.clone(),
+            content_hash: self.content_hash,
+            version: self.version,
+        }
+    }
+
     /// Quantizes a hot record's embedding (per-vector scale) and summarizes its content.
     pub fn from_hot(r: &StoredRecord) -> WarmRecord {
         let (codes, step) = quantize(&r.embedding);

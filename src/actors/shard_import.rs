@@ -1,0 +1,286 @@
+//! A shard taking in another replica's pages (see [`crate::storage::shard_export`]): every
+//! part by version, so pages, replicated writes and deletions can arrive in any order and
+//! the replicas still end the same.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::shard_state::ShardState;
+use crate::record::{split_key, MemoryRecord};
+use crate::storage::cold_copy::ColdLive;
+use crate::storage::shard_export::{export_page, ExportCursor, ShardPage};
+use crate::storage::upsert::WriteCounts;
+use crate::storage::StorageError;
+
+/// What one imported page changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportCounts {
+    /// cold copies that became this replica's visible copy
+    pub cold: usize,
+    /// deletions applied (each idempotent)
+    pub deletions: usize,
+    /// hot and warm records written
+    pub written: usize,
+    /// hot and warm records already here at that version, or older than what is here
+    pub unchanged: usize,
+}
+
+impl ShardState {
+    /// Reads a page of this shard for another replica, on a blocking thread.
+    pub(super) async fn export(
+        &self,
+        cursor: ExportCursor,
+        max: usize,
+    ) -> Result<ShardPage, StorageError> {
+        let (store, cold, tombstones) = (
+            self.store.clone(),
+            Arc::clone(&self.cold),
+            self.tombstones.clone(),
+        );
+        let shard = self.shard;
+        tokio::task::spawn_blocking(move || {
+            export_page(&store, &cold, &tombstones, shard, &cursor, max)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    /// Takes in a page of another replica of this shard.
+    pub(super) async fn import(&mut self, page: ShardPage) -> Result<ImportCounts, StorageError> {
+        let mut counts = ImportCounts::default();
+        if !page.cold_files.is_empty() || !page.cold_live.is_empty() {
+            counts.cold = self.import_cold(&page.cold_files, page.cold_live).await?;
+        }
+        for d in &page.deletions {
+            self.delete(&d.system_id, d.conversation_id.as_deref(), d.version)
+                .await?;
+            counts.deletions += 1;
+        }
+        let records: Vec<MemoryRecord> = page
+            .warm
+            .iter()
+            .map(|w| MemoryRecord::from(w.to_stored()))
+            .chain(page.hot.into_iter().map(MemoryRecord::from))
+            .collect();
+        if !records.is_empty() {
+            let w: WriteCounts = self.upsert(records).await?;
+            counts.written = w.stored + w.replaced;
+            counts.unchanged = w.unchanged + w.stale + w.duplicates;
+        }
+        Ok(counts)
+    }
+
+    /// Takes the cold copies newer than every copy and deletion of their record here; the
+    /// older hot or warm copies they replace leave. Returns how many were taken.
+    async fn import_cold(
+        &mut self,
+        files: &[crate::storage::cold_tier::ColdFile],
+        live: Vec<ColdLive>,
+    ) -> Result<usize, StorageError> {
+        // what the shard knows in memory: its hot and warm versions and system deletions
+        let mut taken = Vec::with_capacity(live.len());
+        let mut older_here = Vec::new();
+        for l in live {
+            let Some((s, c)) = split_key(&l.key) else {
+                continue;
+            };
+            if self.deleted_systems.get(s).is_some_and(|d| *d >= l.version) {
+                continue;
+            }
+            match self.tier_version(s, c) {
+                Some(v) if v >= l.version => continue,
+                Some(v) => older_here.push((s.to_string(), c.to_string(), v)),
+                None => {}
+            }
+            taken.push(l);
+        }
+        let (cold, tombstones, shard) =
+            (Arc::clone(&self.cold), self.tombstones.clone(), self.shard);
+        let check = self.record_tombstones;
+        let files = files.to_vec();
+        let (n, new) = tokio::task::spawn_blocking(move || {
+            cold.import(shard, &files, &taken, |l| {
+                let Some((s, c)) = split_key(&l.key) else {
+                    return false;
+                };
+                !check
+                    || tombstones
+                        .of_record(shard, s, c)
+                        .ok()
+                        .flatten()
+                        .is_none_or(|d| d < l.version)
+            })
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))??;
+        self.cold_records += new;
+        for (s, c, v) in older_here {
+            // only a copy the cold one is newer than goes; a copy written meanwhile stays
+            self.delete_hot(&s, Some(&c), v).await?;
+            let warm_older = self
+                .warm
+                .get(&s)
+                .and_then(|w| w.get(c.as_str()))
+                .is_some_and(|h| h.version <= v);
+            if warm_older {
+                self.delete_warm(&s, vec![c.as_str().into()]).await?;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chrono::Utc;
+
+    use crate::config::Config;
+    use crate::ingest::PendingRecord;
+    use crate::node::Node;
+    use crate::record::{content_hash, shard_for};
+    use crate::search::{QueryTarget, SearchQuery, Tiers};
+
+    fn vector(seed: u32) -> Vec<f32> {
+        (0..384)
+            .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
+            .collect()
+    }
+
+    fn record(system: &str, i: u32, days_ago: i64, content: &str) -> PendingRecord {
+        PendingRecord {
+            system_id: system.to_string(),
+            conversation_id: format!("c{i}"),
+            content: content.to_string(),
+            embedding: Some(vector(i)),
+            timestamp: Utc::now() - chrono::Duration::days(days_ago),
+            metadata: serde_json::Map::new(),
+            content_hash: content_hash(content),
+            version: None,
+        }
+    }
+
+    async fn node(dir: &std::path::Path, objects: &std::path::Path) -> Arc<Node> {
+        let mut config = Config::default();
+        config.node.data_dir = dir.to_path_buf();
+        config.embedding.model_dir = dir.join("no-model");
+        config.aging.enabled = false;
+        config.object_store.url = Some(format!("file://{}", objects.display()));
+        let node = Node::open(config).await.unwrap();
+        node.start().await.unwrap();
+        node
+    }
+
+    /// The content and tier of record `i` of `system` as found by its own vector.
+    async fn found(node: &Node, system: &str, i: u32) -> Option<(String, &'static str)> {
+        let answer = node
+            .search(SearchQuery {
+                target: QueryTarget::Embedding(vector(i)),
+                limit: 3,
+                threshold: None,
+                system_id: Some(system.to_string()),
+                since: None,
+                until: None,
+                tiers: Tiers {
+                    hot: true,
+                    warm: true,
+                    cold: true,
+                },
+                metadata: None,
+            })
+            .await
+            .unwrap();
+        assert!(!answer.partial, "{:?}", answer.partial_reason);
+        answer
+            .results
+            .into_iter()
+            .find(|h| h.conversation_id == format!("c{i}"))
+            .map(|h| (h.content, h.tier))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shard_copied_while_both_replicas_take_writes_ends_the_same_by_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        std::fs::create_dir_all(&objects).unwrap();
+        let b = node(&dir.path().join("b"), &objects).await;
+        // an older copy on the new replica, written before the source's
+        let old = vec![record("rep", 5, 200, "c5 as b had it")];
+        assert_eq!(b.write(old).await.unwrap().stored, 1);
+
+        let a = node(&dir.path().join("a"), &objects).await;
+        let mut batch = Vec::new();
+        batch.extend((0..60).map(|i| record("rep", i, 200, &format!("c{i} cold"))));
+        batch.extend((60..90).map(|i| record("rep", i, 20, &format!("c{i} warm"))));
+        batch.extend((90..120).map(|i| record("rep", i, 0, &format!("c{i} hot"))));
+        assert_eq!(a.write(batch).await.unwrap().stored, 120);
+        let gone: Vec<PendingRecord> = (0..10).map(|i| record("gone", i, 0, "gone")).collect();
+        a.write(gone).await.unwrap();
+        let aged = a.age().await.unwrap();
+        assert_eq!((aged.hot_to_warm, aged.warm_to_cold), (90, 60), "{aged:?}");
+        for c in ["c1", "c70", "c100"] {
+            assert_eq!(a.delete("rep", Some(c)).await.unwrap().total(), 1);
+        }
+        a.delete("gone", None).await.unwrap();
+
+        let t = Duration::from_secs(10);
+        let mut shards = vec![shard_for("rep"), shard_for("gone")];
+        shards.dedup();
+        for shard in &shards {
+            let report = b
+                .shards
+                .copy_shard_from(&a.shards, *shard, 16, t)
+                .await
+                .unwrap();
+            assert!(report.pages > 4, "paged: {report:?}");
+        }
+        // warm records arrive hot; the replica's own aging takes them where they were
+        let aged = b.age().await.unwrap();
+        assert_eq!((aged.hot_to_warm, aged.warm_to_cold), (29, 0), "{aged:?}");
+        // a write that reaches the new replica after the copy is newer than the source's
+        let newer = vec![record("rep", 10, 200, "c10 written on b after the copy")];
+        assert_eq!(b.write(newer).await.unwrap().replaced, 1);
+
+        let shard = shard_for("rep");
+        let (ca, cb) = (
+            a.shards.counts(shard, t).await.unwrap(),
+            b.shards.counts(shard, t).await.unwrap(),
+        );
+        assert_eq!(ca.hot + ca.warm + ca.cold, 117);
+        assert_eq!(cb.hot + cb.warm + cb.cold, 117, "{cb:?}");
+        assert_eq!(cb.cold, 58, "the cold copies but c1 and c10: {cb:?}");
+        for i in [0u32, 30, 59, 65, 89, 95, 119] {
+            assert_eq!(found(&b, "rep", i).await, found(&a, "rep", i).await, "c{i}");
+        }
+        assert_eq!(
+            found(&b, "rep", 5).await,
+            Some(("c5 cold".to_string(), "cold")),
+            "the older copy b had gave way to the source's cold one"
+        );
+        assert_eq!(
+            found(&b, "rep", 10).await.map(|f| f.0),
+            Some("c10 written on b after the copy".to_string())
+        );
+        for i in [1u32, 70, 100] {
+            assert_eq!(found(&b, "rep", i).await, None, "c{i} was deleted");
+        }
+        assert_eq!(found(&b, "gone", 3).await, None);
+
+        // copying again changes nothing, and keeps b's newer write
+        let again = b
+            .shards
+            .copy_shard_from(&a.shards, shard, 1000, t)
+            .await
+            .unwrap();
+        assert_eq!((again.cold, again.written), (0, 0), "{again:?}");
+        assert_eq!(
+            found(&b, "rep", 10).await.map(|f| f.0),
+            Some("c10 written on b after the copy".to_string())
+        );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
