@@ -38,16 +38,17 @@ pub type NodeKey = (String, u64);
 pub enum MemberState {
     /// gossip says alive and the transport session is up
     Alive,
-    /// gossip says alive but the transport session is down (being dialled again)
+    /// gossip and the transport disagree: gossip hears it but its session is down (being
+    /// dialled again), or its session is up before gossip heard enough heartbeats from it
     Suspect,
-    /// gossip's failure detector declared it dead
+    /// gossip's failure detector declared it dead and it has no session
     Dead,
     /// it announced it is shutting down
     Leaving,
 }
 
 /// One member of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Member {
     /// the node's id
     pub node_id: String,
@@ -63,10 +64,12 @@ pub struct Member {
     pub ready: bool,
     /// the shards placement gives it, ascending
     pub shards: Vec<ShardId>,
+    /// round trip of its last ping over the transport, in milliseconds (none for this node)
+    pub rtt_ms: Option<f64>,
 }
 
 /// The cluster as one node sees it: members, and the placement computed from them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterView {
     /// this node's id
     #[serde(skip)]
@@ -172,14 +175,13 @@ pub fn compute_view(
         // said it was leaving, then went silent: it left (older runs with it), it did not fail
         .filter(|node| node.live || !node.leaving())
         .map(|node| {
-            let state = if !node.live {
-                MemberState::Dead
-            } else if node.leaving() {
-                MemberState::Leaving
-            } else if !connected.contains(&node.key()) {
-                MemberState::Suspect
-            } else {
-                MemberState::Alive
+            let state = match (node.live, connected.contains(&node.key())) {
+                _ if node.leaving() => MemberState::Leaving,
+                (true, true) => MemberState::Alive,
+                // one says up, the other down: a session being redialled, or a node that
+                // connected before gossip heard enough heartbeats from it
+                (true, false) | (false, true) => MemberState::Suspect,
+                (false, false) => MemberState::Dead,
             };
             Member {
                 node_id: node.node_id.clone(),
@@ -189,6 +191,7 @@ pub fn compute_view(
                 state,
                 ready: node.ready(),
                 shards: Vec::new(),
+                rtt_ms: None,
             }
         })
         .collect();
@@ -204,6 +207,7 @@ pub fn compute_view(
         },
         ready: me.ready,
         shards: Vec::new(),
+        rtt_ms: None,
     });
     members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     let placement = Placement::compute(
@@ -339,6 +343,11 @@ mod tests {
         let view = compute_view(&me("a"), &gone, &admitted, &connected, 2);
         let ids: Vec<&str> = view.members.iter().map(|m| m.node_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
+        // a session up before gossip heard enough heartbeats is suspect, not dead
+        let mut early = gossip.clone();
+        early[0].live = false;
+        let view = compute_view(&me("a"), &early, &admitted, &keys(&[("b", 5)]), 2);
+        assert_eq!(view.members[1].state, MemberState::Suspect);
         // and an older run of it, dead long ago, does not come back in its place
         let mut with_old = gone.to_vec();
         with_old.push(peer("d", 0, 7004, false));

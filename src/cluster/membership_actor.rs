@@ -18,6 +18,7 @@ use super::membership::{
     compute_view, self_state, ClusterView, GossipNode, NodeKey, SelfInfo, KEY_READY, KEY_STATE,
     STATE_LEAVING,
 };
+use super::peer::{self, PingError, Pong};
 use super::transport;
 use super::wire::PeerName;
 
@@ -29,8 +30,17 @@ pub enum MembershipMsg {
     SessionOpened(NodeServerSessionInformation),
     /// A session passed the cookie handshake.
     SessionAuthenticated(NodeServerSessionInformation),
+    /// A session finished exchanging actors and groups after its handshake.
+    SessionReady(NodeServerSessionInformation),
     /// A session ended (closed, failed its handshake, or was stopped).
     SessionClosed(NodeServerSessionInformation),
+    /// A ping over a session came back, or did not.
+    PingDone {
+        /// the session's actor
+        session: ActorId,
+        /// the answer and round trip, or why there was none
+        outcome: Result<(Pong, Duration), PingError>,
+    },
     /// Dialling a peer failed before its handshake could start.
     DialFailed {
         /// the peer dialled
@@ -63,6 +73,10 @@ pub struct MembershipCounters {
     pub handshake_failures: AtomicU64,
     /// sessions this node dropped because gossip declared their member dead or superseded
     pub sessions_dropped: AtomicU64,
+    /// pings answered by members over their session
+    pub pings_answered: AtomicU64,
+    /// pings not answered (timeout, closed session, no peer actor in time)
+    pub pings_failed: AtomicU64,
 }
 
 /// Pace of the actor.
@@ -106,7 +120,36 @@ struct Session {
     peer: Option<NodeKey>,
     /// this node refused or dropped it; its end is expected, not a failure
     dropped: bool,
+    /// when it finished exchanging actors and groups (pings go out from then)
+    ready_at: Option<Instant>,
+    /// a ping is on its way
+    ping_in_flight: bool,
+    /// when the last ping went out
+    last_ping: Option<Instant>,
+    /// round trip of the last answered ping
+    rtt: Option<Duration>,
+    /// pings failed in a row
+    ping_failures: u32,
 }
+
+impl Session {
+    fn new(info: NodeServerSessionInformation) -> Session {
+        Session {
+            info,
+            opened: Instant::now(),
+            peer: None,
+            dropped: false,
+            ready_at: None,
+            ping_in_flight: false,
+            last_ping: None,
+            rtt: None,
+            ping_failures: 0,
+        }
+    }
+}
+
+/// Pings failed in a row after which a member's session is dropped (and dialled again).
+const MAX_PING_FAILURES: u32 = 3;
 
 /// The membership actor's state.
 pub struct MembershipState {
@@ -128,6 +171,8 @@ pub struct MembershipState {
     live: HashMap<NodeKey, bool>,
     /// what gossip said at the last tick
     gossip: Vec<GossipNode>,
+    /// identities declared dead since they were last alive, to log their return once
+    declared_dead: HashSet<NodeKey>,
     /// log lines already written once (repeated failures go to debug)
     warned: HashSet<String>,
     view: watch::Sender<Arc<ClusterView>>,
@@ -164,6 +209,7 @@ impl Actor for MembershipActor {
             last_dial: HashMap::new(),
             live: HashMap::new(),
             gossip: Vec::new(),
+            declared_dead: HashSet::new(),
             warned: HashSet::new(),
             view: args.view,
             counters: args.counters,
@@ -199,7 +245,13 @@ impl Actor for MembershipActor {
             }
             MembershipMsg::SessionOpened(info) => state.opened(info),
             MembershipMsg::SessionAuthenticated(info) => state.authenticated(info),
+            MembershipMsg::SessionReady(info) => {
+                if let Some(session) = state.sessions.get_mut(&info.actor.get_id()) {
+                    session.ready_at = Some(Instant::now());
+                }
+            }
             MembershipMsg::SessionClosed(info) => state.closed(info),
+            MembershipMsg::PingDone { session, outcome } => state.ping_done(session, outcome),
             MembershipMsg::DialFailed { peer, addr, reason } => {
                 state.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
                 let first = state.warned.insert(format!("dial {}/{}", peer.0, peer.1));
@@ -232,7 +284,74 @@ impl MembershipState {
         self.follow_liveness();
         self.expire_handshakes();
         self.dial(myself);
+        self.ping(myself);
         self.publish();
+    }
+
+    /// Pings every member with a ready session, one ping in flight each, once per gossip round.
+    fn ping(&mut self, myself: &ActorRef<MembershipMsg>) {
+        let now = Instant::now();
+        let (every, timeout) = (self.timings.gossip_interval, self.timings.dial_timeout);
+        for (actor_id, session) in &mut self.sessions {
+            if session.peer.is_none() || session.dropped || session.ready_at.is_none() {
+                continue;
+            }
+            if session.ping_in_flight || session.last_ping.is_some_and(|at| now - at < every) {
+                continue;
+            }
+            session.ping_in_flight = true;
+            session.last_ping = Some(now);
+            let (membership, actor_id) = (myself.clone(), *actor_id);
+            let (node, from) = (session.info.node_id, self.me.node_id.clone());
+            tokio::spawn(async move {
+                let outcome = peer::ping(node, &from, timeout).await;
+                let _ = membership.cast(MembershipMsg::PingDone {
+                    session: actor_id,
+                    outcome,
+                });
+            });
+        }
+    }
+
+    /// Records a ping's outcome; drops a session whose member stopped answering or is not
+    /// the node its handshake named.
+    fn ping_done(&mut self, actor_id: ActorId, outcome: Result<(Pong, Duration), PingError>) {
+        let grace = self.timings.dial_timeout;
+        let Some(session) = self.sessions.get_mut(&actor_id) else {
+            return; // closed meanwhile
+        };
+        session.ping_in_flight = false;
+        let Some(key) = session.peer.clone() else {
+            return;
+        };
+        let failure = match outcome {
+            Ok((pong, rtt))
+                if (pong.node_id.as_str(), pong.generation) == (key.0.as_str(), key.1) =>
+            {
+                self.counters.pings_answered.fetch_add(1, Ordering::Relaxed);
+                session.rtt = Some(rtt);
+                session.ping_failures = 0;
+                return;
+            }
+            Ok((pong, _)) => format!(
+                "expected {}/{} to answer, {}/{} did",
+                key.0, key.1, pong.node_id, pong.generation
+            ),
+            // its group membership may still be on its way over a fresh session
+            Err(PingError::NoPeerActor(_))
+                if session.ready_at.is_some_and(|at| at.elapsed() < grace) =>
+            {
+                return;
+            }
+            Err(e) => e.to_string(),
+        };
+        self.counters.pings_failed.fetch_add(1, Ordering::Relaxed);
+        session.ping_failures += 1;
+        tracing::debug!(member = %key.0, error = %failure, failures = session.ping_failures, "ping over the transport failed");
+        if session.ping_failures >= MAX_PING_FAILURES {
+            tracing::warn!(member = %key.0, generation = key.1, error = %failure, "member does not answer over its session; dropping it");
+            self.drop_session(&key, "ping_failed");
+        }
     }
 
     /// Sets this node's own keys (only changed values cost a gossip version).
@@ -295,9 +414,10 @@ impl MembershipState {
                 }
                 (Some(true), false) => {
                     tracing::warn!(member = %key.0, generation = key.1, "member declared dead by gossip; dropping its session");
+                    self.declared_dead.insert(key.clone());
                     to_drop.push(key);
                 }
-                (Some(false), true) => {
+                (Some(false), true) if self.declared_dead.remove(&key) => {
                     tracing::info!(member = %key.0, generation = key.1, "member alive again");
                 }
                 _ => {}
@@ -327,6 +447,7 @@ impl MembershipState {
         for key in gone {
             tracing::info!(member = %key.0, generation = key.1, "forgetting member gone from gossip");
             self.live.remove(&key);
+            self.declared_dead.remove(&key);
             self.admitted.remove(&key);
             self.last_dial.remove(&key);
             self.drop_session(&key, "member_forgotten");
@@ -364,14 +485,15 @@ impl MembershipState {
         }
     }
 
-    /// Dials the live peers this node is the dialler of and has no session with.
+    /// Dials the live peers (not leaving) this node is the dialler of and has no session with.
     ///
     /// Of two nodes, the one with the smaller id dials, so that they never race two
     /// connections against each other; the other one only accepts.
     fn dial(&mut self, myself: &ActorRef<MembershipMsg>) {
         for node in &self.gossip {
             let key = node.key();
-            if !node.live || node.node_id == self.me.node_id {
+            let leaving = node.keys.get(KEY_STATE).map(String::as_str) == Some(STATE_LEAVING);
+            if !node.live || leaving || node.node_id == self.me.node_id {
                 continue;
             }
             let Some(version) = node.wire_version() else {
@@ -414,15 +536,8 @@ impl MembershipState {
     /// Records a new session.
     fn opened(&mut self, info: NodeServerSessionInformation) {
         tracing::debug!(peer_addr = %info.peer_addr, inbound = info.is_server, "transport session opened");
-        self.sessions.insert(
-            info.actor.get_id(),
-            Session {
-                info,
-                opened: Instant::now(),
-                peer: None,
-                dropped: false,
-            },
-        );
+        self.sessions
+            .insert(info.actor.get_id(), Session::new(info));
     }
 
     /// Admits the peer of a session that passed the handshake, or refuses it.
@@ -460,12 +575,10 @@ impl MembershipState {
         }
         self.warned.remove(&format!("dial {}/{}", key.0, key.1));
         self.connected.insert(key.clone(), actor_id);
-        let session = self.sessions.entry(actor_id).or_insert_with(|| Session {
-            info,
-            opened: Instant::now(),
-            peer: None,
-            dropped: false,
-        });
+        let session = self
+            .sessions
+            .entry(actor_id)
+            .or_insert_with(|| Session::new(info));
         session.peer = Some(key);
         self.publish();
     }
@@ -509,13 +622,22 @@ impl MembershipState {
     /// Recomputes the view and publishes it when it changed.
     fn publish(&mut self) {
         let connected: HashSet<NodeKey> = self.connected.keys().cloned().collect();
-        let view = compute_view(
+        let mut view = compute_view(
             &self.me,
             &self.gossip,
             &self.admitted,
             &connected,
             self.timings.replication_factor,
         );
+        for member in &mut view.members {
+            let key = (member.node_id.clone(), member.generation);
+            member.rtt_ms = self
+                .connected
+                .get(&key)
+                .and_then(|id| self.sessions.get(id))
+                .and_then(|s| s.rtt)
+                .map(|rtt| (rtt.as_secs_f64() * 1e5).round() / 100.0);
+        }
         let current = self.view.borrow().clone();
         if *current == view {
             return;

@@ -8,6 +8,7 @@
 
 pub mod membership;
 pub mod membership_actor;
+pub mod peer;
 pub mod placement;
 pub mod transport;
 pub mod wire;
@@ -28,6 +29,7 @@ pub use membership::{ClusterView, Member, MemberState};
 use membership_actor::{
     MembershipActor, MembershipArgs, MembershipCounters, MembershipMsg, Timings,
 };
+use peer::{PeerActor, PeerMsg, Pong};
 use wire::{PeerName, WIRE_VERSION};
 
 /// Heartbeat intervals the failure detector keeps per peer.
@@ -96,6 +98,7 @@ enum Inner {
     /// gossip and transport running under the membership actor
     Gossip {
         actor: ActorRef<MembershipMsg>,
+        peer: ActorRef<PeerMsg>,
         gossip_interval: Duration,
         counters: Arc<MembershipCounters>,
     },
@@ -160,22 +163,38 @@ impl ClusterHandle {
             extra_liveness_predicate: None,
             protocol_version: ProtocolVersion::V0,
         };
-        let chitchat = chitchat::spawn_chitchat(
+        // the peer actor first: every session advertises the groups there are when it opens
+        let pong = Pong {
+            node_id: me.node_id.clone(),
+            generation: me.generation,
+        };
+        let (peer, _) = Actor::spawn(None, PeerActor, pong)
+            .await
+            .map_err(|e| ClusterError::Actor(format!("cannot start the peer actor: {e}")))?;
+        // then the transport, so that it accepts sessions by the time gossip makes it known
+        let name = PeerName::new(&me.node_id, me.generation);
+        let server = match transport::start_server(&name, settings.listen, &settings.cookie).await {
+            Ok(s) => s,
+            Err(e) => {
+                peer.stop(None);
+                return Err(e);
+            }
+        };
+        let chitchat = match chitchat::spawn_chitchat(
             chitchat_config,
             initial_keys(&me, WIRE_VERSION),
             &UdpTransport,
         )
         .await
-        .map_err(|e| ClusterError::Gossip {
-            listen: settings.listen,
-            message: format!("{e:#}"),
-        })?;
-        let name = PeerName::new(&me.node_id, me.generation);
-        let server = match transport::start_server(&name, settings.listen, &settings.cookie).await {
-            Ok(s) => s,
+        {
+            Ok(c) => c,
             Err(e) => {
-                let _ = chitchat.shutdown().await;
-                return Err(e);
+                server.stop(None);
+                peer.stop(None);
+                return Err(ClusterError::Gossip {
+                    listen: settings.listen,
+                    message: format!("{e:#}"),
+                });
             }
         };
         let first = compute_view(
@@ -205,6 +224,7 @@ impl ClusterHandle {
             .await
             .map_err(|e| {
                 server.stop(None);
+                peer.stop(None);
                 ClusterError::Actor(format!("cannot start the membership actor: {e}"))
             })?;
         tracing::info!(node_id = %settings.node_id, listen = %settings.listen, wire_version = WIRE_VERSION, seeds = ?config.join, "cluster membership started");
@@ -212,6 +232,7 @@ impl ClusterHandle {
             view: rx,
             inner: Inner::Gossip {
                 actor,
+                peer,
                 gossip_interval: config.gossip_interval(),
                 counters,
             },
@@ -266,6 +287,7 @@ impl ClusterHandle {
     pub async fn leave(self) {
         let Inner::Gossip {
             actor,
+            peer,
             gossip_interval,
             ..
         } = self.inner
@@ -281,6 +303,7 @@ impl ClusterHandle {
         if let Err(e) = actor.stop_and_wait(None, Some(CALL_TIMEOUT)).await {
             tracing::warn!(error = %e, "membership did not stop in time");
         }
+        peer.stop(None);
     }
 }
 

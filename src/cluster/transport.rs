@@ -91,4 +91,8 @@ impl NodeEventSubscription for SessionEvents {
             .membership
             .cast(MembershipMsg::SessionAuthenticated(ses));
     }
+
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        let _ = self.membership.cast(MembershipMsg::SessionReady(ses));
+    }
 }
