@@ -18,9 +18,9 @@ use super::membership::{
     compute_view, self_state, ClusterView, GossipNode, NodeKey, SelfInfo, KEY_READY, KEY_STATE,
     STATE_LEAVING,
 };
-use super::peer::{self, PingError, Pong};
+use super::peer::{PingError, Pong};
+use super::sessions::Sessions;
 use super::transport;
-use super::wire::PeerName;
 
 /// What the membership actor is told.
 pub enum MembershipMsg {
@@ -110,47 +110,6 @@ pub struct MembershipArgs {
     pub counters: Arc<MembershipCounters>,
 }
 
-/// One transport session the node server told about.
-struct Session {
-    /// the server's record of it (its actor, direction, peer address)
-    info: NodeServerSessionInformation,
-    /// when it opened, to time out a handshake that never ends
-    opened: Instant,
-    /// the peer, once the session passed the handshake and was accepted
-    peer: Option<NodeKey>,
-    /// this node refused or dropped it; its end is expected, not a failure
-    dropped: bool,
-    /// when it finished exchanging actors and groups (pings go out from then)
-    ready_at: Option<Instant>,
-    /// a ping is on its way
-    ping_in_flight: bool,
-    /// when the last ping went out
-    last_ping: Option<Instant>,
-    /// round trip of the last answered ping
-    rtt: Option<Duration>,
-    /// pings failed in a row
-    ping_failures: u32,
-}
-
-impl Session {
-    fn new(info: NodeServerSessionInformation) -> Session {
-        Session {
-            info,
-            opened: Instant::now(),
-            peer: None,
-            dropped: false,
-            ready_at: None,
-            ping_in_flight: false,
-            last_ping: None,
-            rtt: None,
-            ping_failures: 0,
-        }
-    }
-}
-
-/// Pings failed in a row after which a member's session is dropped (and dialled again).
-const MAX_PING_FAILURES: u32 = 3;
-
 /// The membership actor's state.
 pub struct MembershipState {
     me: SelfInfo,
@@ -159,12 +118,8 @@ pub struct MembershipState {
     chitchat: Option<ChitchatHandle>,
     server: ActorRef<NodeServerMessage>,
     timings: Timings,
-    /// every open session by its actor
-    sessions: HashMap<ActorId, Session>,
-    /// identities that passed the handshake at least once: only these are members
-    admitted: HashSet<NodeKey>,
-    /// identities with an authenticated session up now
-    connected: HashMap<NodeKey, ActorId>,
+    /// the transport sessions and the identities admitted through them
+    sessions: Sessions,
     /// when each identity was last dialled
     last_dial: HashMap<NodeKey, Instant>,
     /// liveness of each identity at the last tick, to see transitions; also "seen in gossip"
@@ -196,6 +151,12 @@ impl Actor for MembershipActor {
         args: MembershipArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         transport::subscribe(&args.server, myself.clone())?;
+        let sessions = Sessions::new(
+            &args.me.node_id,
+            args.wire_version,
+            args.timings,
+            Arc::clone(&args.counters),
+        );
         let _ = myself.cast(MembershipMsg::Tick);
         Ok(MembershipState {
             me: args.me,
@@ -203,9 +164,7 @@ impl Actor for MembershipActor {
             chitchat: Some(args.chitchat),
             server: args.server,
             timings: args.timings,
-            sessions: HashMap::new(),
-            admitted: HashSet::new(),
-            connected: HashMap::new(),
+            sessions,
             last_dial: HashMap::new(),
             live: HashMap::new(),
             gossip: Vec::new(),
@@ -243,15 +202,22 @@ impl Actor for MembershipActor {
                     .clamp(Duration::from_millis(10), Duration::from_millis(500));
                 myself.send_after(pace, || MembershipMsg::Tick);
             }
-            MembershipMsg::SessionOpened(info) => state.opened(info),
-            MembershipMsg::SessionAuthenticated(info) => state.authenticated(info),
-            MembershipMsg::SessionReady(info) => {
-                if let Some(session) = state.sessions.get_mut(&info.actor.get_id()) {
-                    session.ready_at = Some(Instant::now());
+            MembershipMsg::SessionOpened(info) => state.sessions.opened(info),
+            MembershipMsg::SessionAuthenticated(info) => {
+                if let Some(key) = state.sessions.authenticated(info) {
+                    state.warned.remove(&format!("dial {}/{}", key.0, key.1));
+                    state.publish();
                 }
             }
-            MembershipMsg::SessionClosed(info) => state.closed(info),
-            MembershipMsg::PingDone { session, outcome } => state.ping_done(session, outcome),
+            MembershipMsg::SessionReady(info) => state.sessions.ready(&info),
+            MembershipMsg::SessionClosed(info) => {
+                if state.sessions.closed(info) {
+                    state.publish();
+                }
+            }
+            MembershipMsg::PingDone { session, outcome } => {
+                state.sessions.ping_done(session, outcome)
+            }
             MembershipMsg::DialFailed { peer, addr, reason } => {
                 state.counters.dial_failures.fetch_add(1, Ordering::Relaxed);
                 let first = state.warned.insert(format!("dial {}/{}", peer.0, peer.1));
@@ -282,76 +248,10 @@ impl MembershipState {
     async fn tick(&mut self, myself: &ActorRef<MembershipMsg>) {
         self.read_gossip().await;
         self.follow_liveness();
-        self.expire_handshakes();
+        self.sessions.expire_handshakes();
         self.dial(myself);
-        self.ping(myself);
+        self.sessions.ping(myself);
         self.publish();
-    }
-
-    /// Pings every member with a ready session, one ping in flight each, once per gossip round.
-    fn ping(&mut self, myself: &ActorRef<MembershipMsg>) {
-        let now = Instant::now();
-        let (every, timeout) = (self.timings.gossip_interval, self.timings.dial_timeout);
-        for (actor_id, session) in &mut self.sessions {
-            if session.peer.is_none() || session.dropped || session.ready_at.is_none() {
-                continue;
-            }
-            if session.ping_in_flight || session.last_ping.is_some_and(|at| now - at < every) {
-                continue;
-            }
-            session.ping_in_flight = true;
-            session.last_ping = Some(now);
-            let (membership, actor_id) = (myself.clone(), *actor_id);
-            let (node, from) = (session.info.node_id, self.me.node_id.clone());
-            tokio::spawn(async move {
-                let outcome = peer::ping(node, &from, timeout).await;
-                let _ = membership.cast(MembershipMsg::PingDone {
-                    session: actor_id,
-                    outcome,
-                });
-            });
-        }
-    }
-
-    /// Records a ping's outcome; drops a session whose member stopped answering or is not
-    /// the node its handshake named.
-    fn ping_done(&mut self, actor_id: ActorId, outcome: Result<(Pong, Duration), PingError>) {
-        let grace = self.timings.dial_timeout;
-        let Some(session) = self.sessions.get_mut(&actor_id) else {
-            return; // closed meanwhile
-        };
-        session.ping_in_flight = false;
-        let Some(key) = session.peer.clone() else {
-            return;
-        };
-        let failure = match outcome {
-            Ok((pong, rtt))
-                if (pong.node_id.as_str(), pong.generation) == (key.0.as_str(), key.1) =>
-            {
-                self.counters.pings_answered.fetch_add(1, Ordering::Relaxed);
-                session.rtt = Some(rtt);
-                session.ping_failures = 0;
-                return;
-            }
-            Ok((pong, _)) => format!(
-                "expected {}/{} to answer, {}/{} did",
-                key.0, key.1, pong.node_id, pong.generation
-            ),
-            // its group membership may still be on its way over a fresh session
-            Err(PingError::NoPeerActor(_))
-                if session.ready_at.is_some_and(|at| at.elapsed() < grace) =>
-            {
-                return;
-            }
-            Err(e) => e.to_string(),
-        };
-        self.counters.pings_failed.fetch_add(1, Ordering::Relaxed);
-        session.ping_failures += 1;
-        tracing::debug!(member = %key.0, error = %failure, failures = session.ping_failures, "ping over the transport failed");
-        if session.ping_failures >= MAX_PING_FAILURES {
-            tracing::warn!(member = %key.0, generation = key.1, error = %failure, "member does not answer over its session; dropping it");
-            self.drop_session(&key, "ping_failed");
-        }
     }
 
     /// Sets this node's own keys (only changed values cost a gossip version).
@@ -402,7 +302,7 @@ impl MembershipState {
             let key = node.key();
             seen.insert(key.clone());
             let before = self.live.insert(key.clone(), node.live);
-            if !self.admitted.contains(&key) {
+            if !self.sessions.admitted().contains(&key) {
                 continue;
             }
             match (before, node.live) {
@@ -424,18 +324,18 @@ impl MembershipState {
             }
         }
         // a newer admitted run of an id replaces the older ones
-        for key in self.connected.keys() {
-            let superseded = self
-                .admitted
+        let admitted = self.sessions.admitted();
+        for key in self.sessions.connected() {
+            let superseded = admitted
                 .iter()
                 .any(|(id, generation)| *id == key.0 && *generation > key.1);
             if superseded {
                 tracing::info!(member = %key.0, generation = key.1, "member restarted; dropping the session of its old run");
-                to_drop.push(key.clone());
+                to_drop.push(key);
             }
         }
         for key in to_drop {
-            self.drop_session(&key, "member_dead");
+            self.sessions.drop_session(&key, "member_dead");
         }
         // chitchat forgets a dead node after cluster.dead_grace_secs: so does membership
         let gone: Vec<NodeKey> = self
@@ -448,40 +348,8 @@ impl MembershipState {
             tracing::info!(member = %key.0, generation = key.1, "forgetting member gone from gossip");
             self.live.remove(&key);
             self.declared_dead.remove(&key);
-            self.admitted.remove(&key);
             self.last_dial.remove(&key);
-            self.drop_session(&key, "member_forgotten");
-        }
-    }
-
-    /// Stops the authenticated session of `key`, if there is one.
-    fn drop_session(&mut self, key: &NodeKey, why: &str) {
-        if let Some(actor_id) = self.connected.remove(key) {
-            if let Some(session) = self.sessions.get_mut(&actor_id) {
-                session.dropped = true;
-                session.info.actor.stop(Some(why.to_string()));
-                self.counters
-                    .sessions_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Stops sessions that did not pass their handshake within the dial timeout.
-    fn expire_handshakes(&mut self) {
-        let limit = self.timings.dial_timeout;
-        for session in self.sessions.values_mut() {
-            if session.peer.is_none() && !session.dropped && session.opened.elapsed() > limit {
-                tracing::warn!(peer_addr = %session.info.peer_addr, timeout_ms = limit.as_millis() as u64, "transport handshake did not finish in time; closing the session");
-                session.dropped = true;
-                self.counters
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                session
-                    .info
-                    .actor
-                    .stop(Some("handshake_timeout".to_string()));
-            }
+            self.sessions.forget(&key);
         }
     }
 
@@ -505,7 +373,7 @@ impl MembershipState {
                 }
                 continue;
             }
-            if self.me.node_id > node.node_id || self.connected.contains_key(&key) {
+            if self.me.node_id > node.node_id || self.sessions.is_connected(&key) {
                 continue;
             }
             let now = Instant::now();
@@ -533,109 +401,20 @@ impl MembershipState {
         }
     }
 
-    /// Records a new session.
-    fn opened(&mut self, info: NodeServerSessionInformation) {
-        tracing::debug!(peer_addr = %info.peer_addr, inbound = info.is_server, "transport session opened");
-        self.sessions
-            .insert(info.actor.get_id(), Session::new(info));
-    }
-
-    /// Admits the peer of a session that passed the handshake, or refuses it.
-    fn authenticated(&mut self, info: NodeServerSessionInformation) {
-        let actor_id = info.actor.get_id();
-        let name = info
-            .peer_name
-            .as_ref()
-            .map(|n| n.name.clone())
-            .unwrap_or_default();
-        let accepted = PeerName::parse(&name)
-            .and_then(|peer| peer.check_version(self.wire_version).map(|()| peer));
-        let peer = match accepted {
-            Ok(peer) if peer.node_id != self.me.node_id => peer,
-            outcome => {
-                let reason = match outcome {
-                    Err(e) => e.to_string(),
-                    Ok(_) => format!("expected another node id than this node's, got {name:?}"),
-                };
-                tracing::error!(peer_addr = %info.peer_addr, peer_name = %name, error = %reason, "refusing peer at the handshake");
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                if let Some(session) = self.sessions.get_mut(&actor_id) {
-                    session.dropped = true;
-                }
-                info.actor.stop(Some("peer_refused".to_string()));
-                return;
-            }
-        };
-        let key = (peer.node_id.clone(), peer.generation);
-        self.counters.admitted.fetch_add(1, Ordering::Relaxed);
-        if self.admitted.insert(key.clone()) {
-            tracing::info!(member = %key.0, generation = key.1, peer_addr = %info.peer_addr, "member joined: transport handshake passed");
-        } else {
-            tracing::info!(member = %key.0, generation = key.1, "member reconnected");
-        }
-        self.warned.remove(&format!("dial {}/{}", key.0, key.1));
-        self.connected.insert(key.clone(), actor_id);
-        let session = self
-            .sessions
-            .entry(actor_id)
-            .or_insert_with(|| Session::new(info));
-        session.peer = Some(key);
-        self.publish();
-    }
-
-    /// Forgets an ended session; a member's session ending makes it suspect until redialled.
-    fn closed(&mut self, info: NodeServerSessionInformation) {
-        let actor_id = info.actor.get_id();
-        let session = self.sessions.remove(&actor_id);
-        let (peer, dropped) = session
-            .map(|s| (s.peer, s.dropped))
-            .unwrap_or((None, false));
-        match peer {
-            Some(key) => {
-                if self.connected.get(&key) == Some(&actor_id) {
-                    self.connected.remove(&key);
-                }
-                if !dropped {
-                    tracing::info!(member = %key.0, generation = key.1, "transport session to member closed");
-                }
-                self.publish();
-            }
-            None if !dropped => {
-                self.counters
-                    .handshake_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                // an inbound peer comes from a new port each time: warn once per name or host
-                let who = match &info.peer_name {
-                    Some(name) => name.name.clone(),
-                    None => host_of(&info.peer_addr).to_string(),
-                };
-                if self.warned.insert(format!("handshake {who}")) {
-                    tracing::warn!(peer_addr = %info.peer_addr, peer = %who, inbound = info.is_server, "transport handshake failed (wrong cookie?); the peer is not a member");
-                } else {
-                    tracing::debug!(peer_addr = %info.peer_addr, "transport handshake failed again");
-                }
-            }
-            None => {}
-        }
-    }
-
     /// Recomputes the view and publishes it when it changed.
     fn publish(&mut self) {
-        let connected: HashSet<NodeKey> = self.connected.keys().cloned().collect();
         let mut view = compute_view(
             &self.me,
             &self.gossip,
-            &self.admitted,
-            &connected,
+            self.sessions.admitted(),
+            &self.sessions.connected(),
             self.timings.replication_factor,
         );
         for member in &mut view.members {
             let key = (member.node_id.clone(), member.generation);
             member.rtt_ms = self
-                .connected
-                .get(&key)
-                .and_then(|id| self.sessions.get(id))
-                .and_then(|s| s.rtt)
+                .sessions
+                .rtt(&key)
                 .map(|rtt| (rtt.as_secs_f64() * 1e5).round() / 100.0);
         }
         let current = self.view.borrow().clone();
@@ -652,22 +431,5 @@ impl MembershipState {
             tracing::info!(placement_version = view.placement_version, replication_factor = view.replication_factor, members = ?holders, "placement changed");
         }
         self.view.send_replace(Arc::new(view));
-    }
-}
-
-/// The host part of `ip:port` (or `[v6]:port`), for log keys that must not change per connection.
-fn host_of(addr: &str) -> &str {
-    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_drop_the_port() {
-        assert_eq!(host_of("127.0.0.1:50123"), "127.0.0.1");
-        assert_eq!(host_of("[::1]:7000"), "[::1]");
-        assert_eq!(host_of("external"), "external");
     }
 }

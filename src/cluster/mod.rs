@@ -10,6 +10,7 @@ pub mod membership;
 pub mod membership_actor;
 pub mod peer;
 pub mod placement;
+pub mod sessions;
 pub mod transport;
 pub mod wire;
 
