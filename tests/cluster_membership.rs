@@ -1,7 +1,8 @@
 //! Cluster membership with real `akosha-node` processes on loopback: three nodes join by
 //! gossip and agree on placement, nodes without the cookie never become members, a SIGKILLed
-//! node is declared dead in time and rejoins when restarted with the same id, a SIGTERMed
-//! one leaves; a peer speaking another wire version is refused at the handshake.
+//! node is declared dead in time and rejoins when restarted with the same id, a SIGSTOPped
+//! one is declared dead and comes back on SIGCONT, a SIGTERMed one leaves; a peer speaking
+//! another wire version is refused at the handshake.
 
 mod common;
 
@@ -81,6 +82,16 @@ fn states(view: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Sends a signal (`-STOP`, `-CONT`) to a node's process.
+fn signal(node: &NodeProcess, which: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(which)
+        .arg(node.child.id().to_string())
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill {which} failed");
 }
 
 /// Whether the node answered a ping over the transport from every other member: only its
@@ -262,6 +273,24 @@ async fn three_nodes_join_refuse_intruders_detect_death_and_rejoin() {
         assert_eq!(v["placement_version"], first_version, "{v:#}");
         assert!(member(v, "n3")["generation"].as_u64() > n3_generation.as_u64());
     }
+
+    // SIGSTOP n2 (silent, no FIN): declared dead in time; SIGCONT: the same run comes back
+    // and is dialled again
+    let n2_generation = member(&views[0], "n2")["generation"].clone();
+    signal(&n2, "-STOP");
+    let stopped_at = Instant::now();
+    wait_views(&[&n1, &n3], DEATH_BOUND, "n2 dead", |v| {
+        states(v).get("n2").map(String::as_str) == Some("dead")
+    })
+    .await;
+    eprintln!("n2 declared dead {:?} after SIGSTOP", stopped_at.elapsed());
+    signal(&n2, "-CONT");
+    wait_views(&[&n1, &n2, &n3], Duration::from_secs(20), "n2 back", |v| {
+        states(v) == three
+            && member(v, "n2")["generation"] == n2_generation
+            && pinged_all_but_self(v)
+    })
+    .await;
 
     // SIGTERM n3: it says it is leaving, exits 0, and the others stop listing it
     assert!(n3.terminate().success());
