@@ -15,6 +15,7 @@ pub mod transport;
 pub mod wire;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +101,7 @@ enum Inner {
     Gossip {
         actor: ActorRef<MembershipMsg>,
         peer: ActorRef<PeerMsg>,
+        stopping: Arc<AtomicBool>,
         gossip_interval: Duration,
         counters: Arc<MembershipCounters>,
     },
@@ -221,19 +223,29 @@ impl ClusterHandle {
             view: tx,
             counters: Arc::clone(&counters),
         };
-        let (actor, _) = Actor::spawn(None, MembershipActor, args)
+        let (actor, running) = Actor::spawn(None, MembershipActor, args)
             .await
             .map_err(|e| {
                 server.stop(None);
                 peer.stop(None);
                 ClusterError::Actor(format!("cannot start the membership actor: {e}"))
             })?;
+        // nothing restarts it (it owns gossip): an end before leave() must at least be loud
+        let stopping = Arc::new(AtomicBool::new(false));
+        let expected = Arc::clone(&stopping);
+        tokio::spawn(async move {
+            let _ = running.await;
+            if !expected.load(Ordering::Acquire) {
+                tracing::error!("membership actor stopped unexpectedly; this node no longer follows the cluster and its view is frozen");
+            }
+        });
         tracing::info!(node_id = %settings.node_id, listen = %settings.listen, wire_version = WIRE_VERSION, seeds = ?config.join, "cluster membership started");
         Ok(ClusterHandle {
             view: rx,
             inner: Inner::Gossip {
                 actor,
                 peer,
+                stopping,
                 gossip_interval: config.gossip_interval(),
                 counters,
             },
@@ -289,6 +301,7 @@ impl ClusterHandle {
         let Inner::Gossip {
             actor,
             peer,
+            stopping,
             gossip_interval,
             ..
         } = self.inner
@@ -301,6 +314,7 @@ impl ClusterHandle {
             }
             Ok(_) | Err(_) => tracing::warn!("membership did not confirm leaving; stopping anyway"),
         }
+        stopping.store(true, Ordering::Release);
         if let Err(e) = actor.stop_and_wait(None, Some(CALL_TIMEOUT)).await {
             tracing::warn!(error = %e, "membership did not stop in time");
         }
