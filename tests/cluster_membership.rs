@@ -122,7 +122,8 @@ fn member<'a>(view: &'a Value, id: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-/// Polls every node until `done` holds for each one's view, failing with the views at the deadline.
+/// Polls every node until `done` holds for each one's view, failing with the views at the
+/// deadline, or at once if any view lists an intruder.
 async fn wait_views(
     nodes: &[&NodeProcess],
     within: Duration,
@@ -133,7 +134,12 @@ async fn wait_views(
     loop {
         let mut views = Vec::new();
         for n in nodes {
-            views.push(cluster_of(n).await);
+            let view = cluster_of(n).await;
+            assert!(
+                states(&view).keys().all(|id| !id.contains("intruder")),
+                "a node without the cookie is listed: {view:#}"
+            );
+            views.push(view);
         }
         if views.iter().all(&done) {
             return views;
@@ -218,12 +224,16 @@ async fn three_nodes_join_refuse_intruders_detect_death_and_rejoin() {
     assert_eq!(holders.len(), 256);
     assert!(holders.values().all(|h| h.len() == RF), "{holders:?}");
 
-    // the intruders stay alone, and nobody lists them, however long gossip runs
+    // the intruders stay alone, and nobody lists them, however long gossip runs (every poll
+    // of wait_views checks that no view ever lists an intruder)
     tokio::time::sleep(Duration::from_millis(4 * GOSSIP_MS)).await;
-    for n in [&n1, &n2, &n3] {
-        let v = cluster_of(n).await;
-        assert_eq!(states(&v), three, "{v:#}");
-    }
+    wait_views(
+        &[&n1, &n2, &n3],
+        Duration::from_secs(10),
+        "still three",
+        |v| states(v) == three,
+    )
+    .await;
     for bad in [&a_bad, &z_bad] {
         let v = cluster_of(bad).await;
         assert_eq!(v["members"].as_array().map(Vec::len), Some(1), "{v:#}");
