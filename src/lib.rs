@@ -5,6 +5,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod embedding;
 pub mod ingest;

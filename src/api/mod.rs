@@ -1,6 +1,7 @@
 //! The HTTP API: REST, MCP, upload status, health and readiness.
 
 pub mod body;
+pub mod cluster;
 pub mod error;
 pub mod guard;
 pub mod health;
@@ -18,14 +19,25 @@ use axum::middleware;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
+use tokio::sync::watch;
+
+use crate::cluster::ClusterView;
 use crate::node::Node;
 use body::BodyRules;
 use error::ErrorShape;
 
-pub use serve::serve;
+pub use serve::{serve, serve_with_cluster};
 
 /// The node's HTTP routes, behind the caller, body and error-shape checks.
 pub fn router(node: Arc<Node>) -> Router {
+    router_with_cluster(node, None)
+}
+
+/// The node's HTTP routes with `GET /api/v1/cluster` answering from `cluster_view` when given.
+pub fn router_with_cluster(
+    node: Arc<Node>,
+    cluster_view: Option<watch::Receiver<Arc<ClusterView>>>,
+) -> Router {
     let config = &node.config;
     let body_limit = config.ingest.max_body_bytes;
     let budget = body::budget(config.http.max_body_bytes_in_flight);
@@ -57,7 +69,12 @@ pub fn router(node: Arc<Node>) -> Router {
             "/api/v1/systems/{system_id}/conversations/{conversation_id}",
             delete(rest::delete_conversation),
         )
-        .route("/api/v1/uploads", get(uploads::uploads))
+        .route("/api/v1/uploads", get(uploads::uploads));
+    let router = match cluster_view {
+        Some(view) => router.route("/api/v1/cluster", get(cluster::cluster).with_state(view)),
+        None => router,
+    };
+    let router = router
         .with_state(Arc::clone(&node))
         .layer(middleware::from_fn_with_state(
             rest_bodies,

@@ -51,6 +51,18 @@ pub async fn serve(
     serve_router(listener, super::router(node), limits, shutdown).await
 }
 
+/// Like [`serve`], with `GET /api/v1/cluster` answering from the cluster view.
+pub async fn serve_with_cluster(
+    listener: TcpListener,
+    node: Arc<Node>,
+    cluster: tokio::sync::watch::Receiver<Arc<crate::cluster::ClusterView>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let limits = ConnectionLimits::from(&node.config.http);
+    let app = super::router_with_cluster(node, Some(cluster));
+    serve_router(listener, app, limits, shutdown).await
+}
+
 /// Serves a router on a bound listener with the given limits until `shutdown` completes.
 pub async fn serve_router(
     listener: TcpListener,

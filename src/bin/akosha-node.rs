@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use akosha::cluster::{ClusterHandle, ClusterSettings};
 use akosha::config::Config;
 use akosha::node::Node;
 use anyhow::Context;
@@ -10,6 +11,10 @@ use clap::Parser;
 
 /// Default configuration file, read when it exists and no --config is given.
 const DEFAULT_CONFIG: &str = "config/akosha.toml";
+/// Environment variable holding the cluster cookie when --cookie is not given.
+const COOKIE_ENV: &str = "AKOSHA_COOKIE";
+/// Node id of a node started without --listen and without cluster.node_id.
+const SINGLE_NODE_ID: &str = "local";
 
 /// Run an Akosha node: durable shards in hot, warm and cold tiers, push and pull ingestion,
 /// semantic search over HTTP: REST under /api/v1, MCP at /mcp (Streamable HTTP) and
@@ -18,6 +23,10 @@ const DEFAULT_CONFIG: &str = "config/akosha.toml";
 /// Settings come from, later winning: built-in defaults, the config file,
 /// AKOSHA__SECTION__KEY environment variables (e.g. AKOSHA__INDEX__EF_SEARCH=128),
 /// then these flags.
+///
+/// Without --listen the node is a one-node cluster of itself. With it, the node gossips and
+/// accepts cluster sessions on that address (UDP and TCP, same port), joins the members given
+/// by --join, and needs --node-id and a cookie (--cookie or AKOSHA_COOKIE).
 #[derive(Debug, Parser)]
 #[command(name = "akosha-node", version)]
 struct Args {
@@ -37,6 +46,21 @@ struct Args {
     /// (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
     #[arg(long, value_name = "URL")]
     object_store: Option<String>,
+    /// Cluster address of this node, IP:PORT: transport (TCP) and gossip (UDP) on the same port
+    /// [default: none, a one-node cluster of itself]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Listen address of a member to join, HOST:PORT (repeat for several)
+    #[arg(long = "join", value_name = "ADDR")]
+    join: Vec<String>,
+    /// This node's id in the cluster, stable across restarts (letters, digits, '.', '_', '-');
+    /// required with --listen
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
+    /// Shared secret of the cluster's transport handshake; required with --listen. Prefer the
+    /// AKOSHA_COOKIE environment variable: a flag shows in the process list
+    #[arg(long, value_name = "SECRET")]
+    cookie: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +79,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cookie = args
+        .cookie
+        .clone()
+        .or_else(|| std::env::var(COOKIE_ENV).ok());
+    let cluster = match cluster_settings(&config, cookie) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("akosha-node: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(akosha::MAX_BLOCKING_THREADS)
@@ -66,7 +101,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(run(config, cluster));
     // abandoned blocking work (an upload cut off by the drain timeout) must not hold the exit
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
@@ -105,13 +140,70 @@ fn load_config(args: &Args) -> Result<Config, akosha::config::ConfigError> {
     if let Some(url) = &args.object_store {
         config.object_store.url = Some(url.clone());
     }
+    if let Some(listen) = &args.listen {
+        config.cluster.listen = Some(listen.clone());
+    }
+    if !args.join.is_empty() {
+        config.cluster.join = args.join.clone();
+    }
+    if let Some(id) = &args.node_id {
+        config.cluster.node_id = Some(id.clone());
+    }
     config.validate()?;
     Ok(config)
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// The cluster this node runs in: `None` for a one-node cluster of itself (no --listen).
+fn cluster_settings(
+    config: &Config,
+    cookie: Option<String>,
+) -> Result<Option<ClusterSettings>, String> {
+    let c = &config.cluster;
+    let Some(listen) = c.listen_addr().map_err(|e| e.to_string())? else {
+        if !c.join.is_empty() {
+            return Err(format!(
+                "--join needs --listen (cluster.listen): expected this node's cluster address, got only members to join {:?}",
+                c.join
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(node_id) = c.node_id.clone() else {
+        return Err(
+            "--node-id NAME (cluster.node_id) is required with --listen, got none".to_string(),
+        );
+    };
+    let cookie = match cookie {
+        Some(cookie) if !cookie.is_empty() => cookie,
+        Some(_) => {
+            return Err(format!(
+                "--cookie SECRET or {COOKIE_ENV} is required with --listen, got an empty cookie"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "--cookie SECRET or {COOKIE_ENV} is required with --listen, got neither"
+            ))
+        }
+    };
+    Ok(Some(ClusterSettings {
+        node_id,
+        listen,
+        http: config.node.http_addr.clone(),
+        cookie,
+        config: c.clone(),
+    }))
+}
+
+async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result<()> {
     let addr = config.http_addr()?;
     let data_dir = config.node.data_dir.clone();
+    let single_id = config
+        .cluster
+        .node_id
+        .clone()
+        .unwrap_or_else(|| SINGLE_NODE_ID.to_string());
+    let replication_factor = config.cluster.replication_factor;
     let node = Node::open(config)
         .await
         .with_context(|| format!("cannot open node in {}", data_dir.display()))?;
@@ -119,21 +211,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(http = %addr, data_dir = %data_dir.display(), "listening; loading shards");
+    let cluster = match cluster {
+        Some(settings) => ClusterHandle::start(settings)
+            .await
+            .context("cannot join the cluster")?,
+        None => ClusterHandle::single(&single_id, &addr.to_string(), replication_factor),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx;
-    let server = tokio::spawn(akosha::api::serve(listener, node.clone(), async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    }));
+    let server = tokio::spawn(akosha::api::serve_with_cluster(
+        listener,
+        node.clone(),
+        cluster.watcher(),
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+    ));
 
     tokio::select! {
         started = node.start() => {
             started?;
+            cluster.set_ready(true);
             tracing::info!(stats = ?node.index.stats(), "node ready");
             shutdown_signal().await;
         }
         _ = shutdown_signal() => {}
     }
+    // peers hear that this node leaves before it stops answering
+    cluster.leave().await;
     let _ = stop_tx.send(true);
     tracing::info!("shutting down");
     match server.await {

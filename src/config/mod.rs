@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod sections;
+
+pub use cluster::{check_node_id, ClusterConfig};
 
 pub use sections::{
     AgingConfig, EmbeddingConfig, HttpConfig, IndexConfig, IngestConfig, McpConfig, NodeConfig,
@@ -41,6 +44,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// callers, connections and request bodies of the HTTP API
     pub http: HttpConfig,
+    /// joining other nodes and spreading shards over them
+    pub cluster: ClusterConfig,
 }
 
 /// Why a configuration was refused; always names the key.
@@ -123,6 +128,7 @@ impl Config {
         }
         self.http_addr()?;
         self.object_store_url()?;
+        self.cluster.validate()?;
         let a = &self.aging;
         if !(a.hot_days.is_finite() && a.hot_days > 0.0) {
             return Err(invalid(
