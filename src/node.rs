@@ -167,6 +167,8 @@ impl Node {
             ef_search: config.index.ef_search,
         }));
         let directory = Arc::new(ShardDirectory::new());
+        // writes and deletions reach every replica through this one (once in a cluster)
+        let router = ShardRouter::new(Arc::clone(&directory));
         // node 1 until the cluster gives nodes numbers of their own
         let clock = Arc::new(Clock::new(1));
         let tombstones = Tombstones::open(&store).map_err(|source| NodeError::Store {
@@ -178,7 +180,7 @@ impl Node {
         let writer = Arc::new(Writer {
             health: Arc::clone(&write_health),
             store: store.clone(),
-            shards: ShardRouter::new(Arc::clone(&directory)),
+            shards: router.clone(),
             embedder: embedder.clone(),
             model_dir: model_dir.clone(),
             embed_batch: config.embedding.batch_size,
@@ -209,12 +211,14 @@ impl Node {
             cold: Arc::clone(&cold),
             store: store.clone(),
             index: Arc::clone(&index),
+            // a search reads this node's shards only; the node fans out across the cluster
             shards: ShardRouter::new(Arc::clone(&directory)),
             embedder,
             model_dir,
             timeout: Duration::from_millis(config.search.timeout_ms),
             cold_permits: Arc::new(Semaphore::new(config.search.cold_concurrency)),
             cold_deadline: Duration::from_millis(config.search.cold_deadline_ms),
+            only: None,
         });
         let uploads = if config.uploads.enabled {
             let (config, hot, writer) = (config.clone(), store.clone(), Arc::clone(&writer));
@@ -233,7 +237,7 @@ impl Node {
             config,
             store,
             index,
-            shards: ShardRouter::new(Arc::clone(&directory)),
+            shards: router,
             directory,
             writer,
             searcher,
@@ -371,10 +375,15 @@ impl Node {
             })?;
         let deleted = match self
             .shards
-            .delete(shard, system_id, conversation_id, version, timeout)
+            .delete_replicated(shard, system_id, conversation_id, version, timeout)
             .await
         {
             Ok(n) => n,
+            Err(e @ ShardError::Replica { .. }) => {
+                return Err(NodeIngestError::Write(WriteError::Unavailable(format!(
+                    "{e}; retrying the deletion is safe"
+                ))))
+            }
             Err(e @ ShardError::Failed(..)) => {
                 return Err(NodeIngestError::Write(WriteError::Internal(e.to_string())))
             }
@@ -437,6 +446,9 @@ impl Node {
                 "node is loading its shards".to_string(),
             ));
         }
+        if let Some(routes) = self.shards.cluster() {
+            return crate::cluster::fanout::search(self, routes, query).await;
+        }
         let coordinator: ActorRef<CoordinatorMsg> =
             self.slots.coordinator.read().clone().ok_or_else(|| {
                 SearchError::Unavailable("query coordinator is not running".to_string())
@@ -459,24 +471,33 @@ impl Node {
     /// Counts records by asking every shard.
     pub async fn stats(&self) -> NodeStats {
         let timeout = Duration::from_millis(self.config.search.timeout_ms);
-        let up = self.shards.up();
-        let asks = up.iter().map(|shard| async move {
-            self.shards
-                .counts(*shard, timeout)
-                .await
-                .map_err(|_| *shard)
-        });
+        let (counted, missing_in_cluster) = match self.shards.cluster() {
+            Some(routes) => crate::cluster::fanout::counts(self, routes).await,
+            None => {
+                let up = self.shards.up();
+                let asks = up.iter().map(|shard| async move {
+                    self.shards.counts(*shard, timeout).await.ok().map(|c| (*shard, c))
+                });
+                let found: Vec<(ShardId, _)> = futures::future::join_all(asks)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                (found, Vec::new())
+            }
+        };
         let mut records = TierCounts::default();
         let mut systems = 0;
         let mut answered = [false; SHARD_COUNT];
-        for (shard, r) in up.iter().zip(futures::future::join_all(asks).await) {
-            if let Ok(c) = r {
-                records.hot += c.hot;
-                records.warm += c.warm;
-                records.cold += c.cold;
-                systems += c.systems;
-                answered[*shard as usize] = true;
-            }
+        for (shard, c) in counted {
+            records.hot += c.hot;
+            records.warm += c.warm;
+            records.cold += c.cold;
+            systems += c.systems;
+            answered[shard as usize] = true;
+        }
+        for s in missing_in_cluster {
+            answered[s as usize] = false;
         }
         records.total = records.hot + records.warm + records.cold;
         let missing: Vec<ShardId> = (0..SHARD_COUNT)

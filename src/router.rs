@@ -4,18 +4,65 @@
 //! callers never see the restart. Only the actor tree itself (aging, forgetting,
 //! supervision) talks to shard actors directly.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::actors::directory::{ShardCallError, ShardDirectory};
 use crate::actors::shard::ShardMsg;
 pub use crate::actors::shard::{Candidates, DeleteCounts, ShardCounts};
 pub use crate::actors::shard_import::ImportCounts;
-use crate::record::{MemoryRecord, ShardId, SHARD_COUNT};
+use crate::cluster::routes::ClusterRoutes;
+use crate::cluster::shard_host::{self, DeleteRequest, RemoteError, ShardHostMsg, UpsertRequest};
+use crate::cluster::wire::Payload;
+use crate::record::{MemoryRecord, ShardId, StoredRecord, SHARD_COUNT};
 pub use crate::storage::shard_export::{ExportCursor, ShardPage};
 use crate::storage::upsert::WriteCounts;
 use crate::storage::StorageError;
 use crate::version::Version;
+
+/// A replica's answer as the router's error.
+fn replica_answer<T>(
+    shard: ShardId,
+    node: &str,
+    answer: Result<Result<T, String>, RemoteError>,
+) -> Result<T, ShardError> {
+    match answer {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(message)) | Err(RemoteError::Failed(_, message)) => Err(ShardError::Replica {
+            shard,
+            node: node.to_string(),
+            message,
+        }),
+        Err(RemoteError::Timeout(_, t)) => Err(ShardError::Timeout(shard, t)),
+        Err(e) => Err(ShardError::Replica {
+            shard,
+            node: node.to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Every replica must have answered; the answer is this node's, else the primary's.
+fn pick_answer<T>(
+    replicas: &[String],
+    me: &str,
+    answers: Vec<Result<T, ShardError>>,
+) -> Result<T, ShardError> {
+    let mut mine = None;
+    let mut first = None;
+    for (node, answer) in replicas.iter().zip(answers) {
+        let answer = answer?;
+        if node == me {
+            mine = Some(answer);
+        } else if first.is_none() {
+            first = Some(answer);
+        }
+    }
+    match mine.or(first) {
+        Some(a) => Ok(a),
+        None => Err(ShardError::Down(0)),
+    }
+}
 
 /// Why a shard call did not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +76,16 @@ pub enum ShardError {
     /// The shard answered that its store failed.
     #[error("shard {0} failed: {1}")]
     Failed(ShardId, StorageError),
+    /// A replica on another node did not take the call.
+    #[error("replica of shard {shard} on node {node}: {message}")]
+    Replica {
+        /// the shard
+        shard: ShardId,
+        /// the node holding the replica
+        node: String,
+        /// what happened
+        message: String,
+    },
 }
 
 impl From<ShardCallError> for ShardError {
@@ -61,12 +118,112 @@ pub struct CopyReport {
 #[derive(Clone)]
 pub struct ShardRouter {
     directory: Arc<ShardDirectory>,
+    /// set once the node joins a cluster: writes and deletions then go to every replica
+    cluster: Arc<OnceLock<ClusterRoutes>>,
 }
 
 impl ShardRouter {
-    /// A router over the shards of `directory`.
+    /// A router over the shards of `directory`; local until [`ShardRouter::join`].
     pub fn new(directory: Arc<ShardDirectory>) -> ShardRouter {
-        ShardRouter { directory }
+        ShardRouter {
+            directory,
+            cluster: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// From now on, this router and its clones send writes and deletions to every replica
+    /// of a shard that `routes` names (this node's own through its directory). Only once.
+    pub fn join(&self, routes: ClusterRoutes) -> bool {
+        self.cluster.set(routes).is_ok()
+    }
+
+    /// The cluster's routes, once joined.
+    pub fn cluster(&self) -> Option<&ClusterRoutes> {
+        self.cluster.get()
+    }
+
+    /// Writes records of one shard on every replica, and answers once each has them durable
+    /// (this node's own copy is made durable by the caller's flush, as without a cluster).
+    /// Answers with what this node's copy did, or the primary's.
+    pub async fn upsert_replicated(
+        &self,
+        shard: ShardId,
+        records: Vec<MemoryRecord>,
+        timeout: Duration,
+    ) -> Result<WriteCounts, ShardError> {
+        let Some(routes) = self.cluster.get() else {
+            return self.upsert(shard, records, timeout).await;
+        };
+        let replicas = routes.replicas(shard);
+        if replicas.is_empty() {
+            return Err(ShardError::Down(shard));
+        }
+        let stored: Vec<StoredRecord> = records.iter().map(StoredRecord::from).collect();
+        let me = routes.self_id();
+        let calls = replicas.iter().map(|node| {
+            let (stored, records) = (stored.clone(), records.clone());
+            async move {
+                if node == me {
+                    return self.upsert(shard, records, timeout).await;
+                }
+                let request = UpsertRequest {
+                    shard,
+                    records: stored,
+                };
+                let answer = shard_host::call(
+                    node,
+                    |reply| ShardHostMsg::Upsert(Payload::Value(request), reply),
+                    timeout,
+                )
+                .await;
+                replica_answer(shard, node, answer)
+            }
+        });
+        let answers = futures::future::join_all(calls).await;
+        pick_answer(&replicas, me, answers)
+    }
+
+    /// Deletes on every replica of the shard (see [`ShardRouter::upsert_replicated`]).
+    pub async fn delete_replicated(
+        &self,
+        shard: ShardId,
+        system_id: &str,
+        conversation_id: Option<&str>,
+        version: Version,
+        timeout: Duration,
+    ) -> Result<DeleteCounts, ShardError> {
+        let Some(routes) = self.cluster.get() else {
+            return self
+                .delete(shard, system_id, conversation_id, version, timeout)
+                .await;
+        };
+        let replicas = routes.replicas(shard);
+        if replicas.is_empty() {
+            return Err(ShardError::Down(shard));
+        }
+        let me = routes.self_id();
+        let calls = replicas.iter().map(|node| async move {
+            if node == me {
+                return self
+                    .delete(shard, system_id, conversation_id, version, timeout)
+                    .await;
+            }
+            let request = DeleteRequest {
+                shard,
+                system_id: system_id.to_string(),
+                conversation_id: conversation_id.map(str::to_string),
+                version,
+            };
+            let answer = shard_host::call(
+                node,
+                |reply| ShardHostMsg::Delete(Payload::Value(request), reply),
+                timeout,
+            )
+            .await;
+            replica_answer(shard, node, answer)
+        });
+        let answers = futures::future::join_all(calls).await;
+        pick_answer(&replicas, me, answers)
     }
 
     /// Writes records of one shard; replies once they are in its tree and index.

@@ -159,6 +159,7 @@ pub enum SearchError {
 pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// Runs searches against the node's index and shards.
+#[derive(Clone)]
 pub struct Searcher {
     /// the node's store, for the records behind hits
     pub store: HotStore,
@@ -178,9 +179,48 @@ pub struct Searcher {
     pub cold_permits: Arc<Semaphore>,
     /// how long the cold part of one search may take before it answers partial
     pub cold_deadline: Duration,
+    /// the shards this searcher answers for (a node answering for its part of the cluster);
+    /// `None`: every shard
+    pub only: Option<Arc<[bool; SHARD_COUNT]>>,
 }
 
 impl Searcher {
+    /// The same searcher answering only for `shards`.
+    pub fn for_shards(&self, shards: &[ShardId]) -> Searcher {
+        let mut only = [false; SHARD_COUNT];
+        for s in shards {
+            if let Some(m) = only.get_mut(*s as usize) {
+                *m = true;
+            }
+        }
+        Searcher {
+            only: Some(Arc::new(only)),
+            ..self.clone()
+        }
+    }
+
+    /// Whether this searcher answers for a shard.
+    fn asked(&self, shard: ShardId) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.get(shard as usize).copied().unwrap_or(false))
+    }
+
+    /// The shards this searcher answers for that are up, and those it answers for that are
+    /// not.
+    fn coverage(&self) -> ([bool; SHARD_COUNT], Vec<ShardId>) {
+        let mut mask = self.shards.up_mask();
+        let mut missing = Vec::new();
+        for (s, m) in mask.iter_mut().enumerate() {
+            let asked = self.asked(s as ShardId);
+            if asked && !*m {
+                missing.push(s as ShardId);
+            }
+            *m &= asked;
+        }
+        (mask, missing)
+    }
+
     /// Embeds one text on a blocking thread.
     pub async fn embed_text(&self, text: String) -> Result<Vec<f32>, SearchError> {
         let embedder = self.embedder.as_ref().ok_or_else(|| {
@@ -336,6 +376,7 @@ impl Searcher {
             }
             None => (0..SHARD_COUNT as ShardId).collect(),
         };
+        let asked: Vec<ShardId> = asked.into_iter().filter(|s| self.asked(*s)).collect();
         let (shards, down): (Vec<ShardId>, Vec<ShardId>) =
             asked.into_iter().partition(|s| up[*s as usize]);
         if !down.is_empty() {
@@ -409,10 +450,14 @@ impl Searcher {
         limit: usize,
         mut filter: IndexFilter,
     ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
-        filter.shards = self.shards.up_mask();
+        let (covered, not_up) = self.coverage();
+        filter.shards = covered;
         if let Some(system) = system {
             validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
             let shard = shard_for(system);
+            if !self.asked(shard) {
+                return Ok((Vec::new(), Vec::new()));
+            }
             if !filter.shards[shard as usize] {
                 return Ok((Vec::new(), vec![shard]));
             }
@@ -426,10 +471,7 @@ impl Searcher {
         }
         let missing: Vec<ShardId> = match system {
             Some(_) => Vec::new(),
-            None => (0..SHARD_COUNT)
-                .filter(|s| !filter.shards[*s])
-                .map(|s| s as ShardId)
-                .collect(),
+            None => not_up,
         };
         if self.index.warm.live_points() == 0 {
             return Ok((Vec::new(), missing));
@@ -451,11 +493,8 @@ impl Searcher {
         limit: usize,
         mut filter: IndexFilter,
     ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
-        filter.shards = self.shards.up_mask();
-        let missing: Vec<ShardId> = (0..SHARD_COUNT)
-            .filter(|s| !filter.shards[*s])
-            .map(|s| s as ShardId)
-            .collect();
+        let (covered, missing) = self.coverage();
+        filter.shards = covered;
         let index = Arc::clone(&self.index);
         let task = tokio::task::spawn_blocking(move || index.search(&vector, limit, &filter));
         match tokio::time::timeout(self.timeout, task).await {
@@ -474,6 +513,9 @@ impl Searcher {
     ) -> Result<(Vec<ScoredPoint>, Vec<ShardId>), SearchError> {
         validate_system_id(system).map_err(|e| SearchError::Invalid(e.to_string()))?;
         let shard = shard_for(system);
+        if !self.asked(shard) {
+            return Ok((Vec::new(), Vec::new()));
+        }
         let asked = self.shards.candidates(shard, system, self.timeout).await;
         let Ok(candidates) = asked else {
             return Ok((Vec::new(), vec![shard]));
@@ -535,6 +577,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             cold_permits: Arc::new(Semaphore::new(2)),
             cold_deadline: Duration::from_secs(1),
+            only: None,
         }
     }
 

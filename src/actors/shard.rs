@@ -122,7 +122,7 @@ pub enum Candidates {
 }
 
 /// Observable counters of a shard.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct ShardCounts {
     /// hot records
     pub hot: usize,
@@ -137,7 +137,7 @@ pub struct ShardCounts {
 }
 
 /// Records a deletion removed, per tier.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DeleteCounts {
     /// from the hot tier
     pub hot: usize,

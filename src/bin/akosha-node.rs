@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use akosha::cluster::fanout;
+use akosha::cluster::routes::ClusterRoutes;
 use akosha::cluster::{ClusterHandle, ClusterSettings};
 use akosha::config::Config;
 use akosha::node::Node;
@@ -211,11 +213,25 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(http = %addr, data_dir = %data_dir.display(), "listening; loading shards");
-    let cluster = match cluster {
-        Some(settings) => ClusterHandle::start(settings)
-            .await
-            .context("cannot join the cluster")?,
-        None => ClusterHandle::single(&single_id, &addr.to_string(), replication_factor),
+    let (cluster, host) = match cluster {
+        Some(settings) => {
+            let node_id = settings.node_id.clone();
+            // other nodes reach this node's shards through its host, advertised by every
+            // session from its start
+            let host = fanout::start_host(&node, &node_id)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let cluster = ClusterHandle::start(settings)
+                .await
+                .context("cannot join the cluster")?;
+            fanout::route(&node, ClusterRoutes::new(&node_id, cluster.watcher()))
+                .map_err(anyhow::Error::msg)?;
+            (cluster, Some(host))
+        }
+        None => (
+            ClusterHandle::single(&single_id, &addr.to_string(), replication_factor),
+            None,
+        ),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -240,6 +256,9 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
     }
     // peers hear that this node leaves before it stops answering
     cluster.leave().await;
+    if let Some(host) = host {
+        host.stop(None);
+    }
     let _ = stop_tx.send(true);
     tracing::info!("shutting down");
     match server.await {

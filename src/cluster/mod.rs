@@ -6,11 +6,14 @@
 //! one-node cluster of itself and starts none of this. Records are not replicated yet: the
 //! view and placement say where shards *should* live; every node still serves only its own.
 
+pub mod fanout;
 pub mod membership;
 pub mod membership_actor;
 pub mod peer;
 pub mod placement;
+pub mod routes;
 pub mod sessions;
+pub mod shard_host;
 pub mod transport;
 pub mod wire;
 

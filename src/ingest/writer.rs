@@ -83,8 +83,15 @@ impl Writer {
             by_shard.entry(shard_for(&r.system_id)).or_default().push(r);
         }
         let calls = by_shard.into_iter().map(|(shard, records)| async move {
-            match self.shards.upsert(shard, records, self.timeout).await {
+            match self
+                .shards
+                .upsert_replicated(shard, records, self.timeout)
+                .await
+            {
                 Ok(counts) => Ok(counts),
+                Err(e @ ShardError::Replica { .. }) => Err(WriteError::Unavailable(format!(
+                    "{e}; nothing acknowledged, retrying the batch is safe"
+                ))),
                 Err(e @ ShardError::Failed(..)) => Err(WriteError::Internal(e.to_string())),
                 Err(ShardError::Timeout(..)) => Err(WriteError::Timeout(shard, self.timeout)),
                 Err(ShardError::Down(_)) => Err(WriteError::ShardUnavailable(shard)),

@@ -15,7 +15,7 @@ use crate::storage::StorageError;
 use crate::version::Version;
 
 /// What a write did with the records it was given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WriteCounts {
     /// records of identities not stored before
     pub stored: usize,

@@ -1,0 +1,208 @@
+//! Answers that span the cluster: a search and the record counts, each shard asked of one
+//! replica (its primary, which holds everything the shard was given), one request per node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+
+use super::routes::ClusterRoutes;
+use super::shard_host::{self, group_of, RemoteQuery, ShardHost, ShardHostArgs, ShardHostMsg};
+use super::wire::Payload;
+use crate::actors::shard::ShardCounts;
+use crate::node::Node;
+use crate::record::{normalize, shard_for, validate_embedding, ShardId, SHARD_COUNT};
+use crate::search::{QueryTarget, SearchError, SearchHit, SearchQuery, SearchResponse};
+
+/// Starts this node's shard host, through which other nodes reach its shards. Start it
+/// before the transport, so that every session advertises it from its start.
+pub async fn start_host(node: &Arc<Node>, node_id: &str) -> Result<ActorRef<ShardHostMsg>, String> {
+    let args = ShardHostArgs {
+        node_id: node_id.to_string(),
+        shards: crate::router::ShardRouter::new(Arc::clone(&node.directory)),
+        store: node.store.clone(),
+        searcher: (*node.searcher).clone(),
+        timeout: Duration::from_millis(node.config.ingest.timeout_ms),
+    };
+    let (host, _) = ractor::Actor::spawn(None, ShardHost, args)
+        .await
+        .map_err(|e| format!("cannot start the shard host: {e}"))?;
+    tracing::info!(group = %group_of(node_id), "shard host started");
+    Ok(host)
+}
+
+/// From now on the node sends writes and deletions to every replica, and answers searches
+/// and counts from each shard's primary.
+pub fn route(node: &Node, routes: ClusterRoutes) -> Result<(), String> {
+    if node.shards.join(routes) {
+        Ok(())
+    } else {
+        Err("the node has joined a cluster already".to_string())
+    }
+}
+
+/// The primary of each shard, by node: the shards each node answers for.
+fn by_primary(routes: &ClusterRoutes, shards: &[ShardId]) -> (BTreeMap<String, Vec<ShardId>>, Vec<ShardId>) {
+    let placement = routes.placement();
+    let mut by_node: BTreeMap<String, Vec<ShardId>> = BTreeMap::new();
+    let mut unplaced = Vec::new();
+    for &s in shards {
+        match placement.replicas(s).first() {
+            Some(node) => by_node.entry(node.to_string()).or_default().push(s),
+            None => unplaced.push(s),
+        }
+    }
+    (by_node, unplaced)
+}
+
+/// Searches the cluster: each shard on its primary, one request per node, merged.
+pub async fn search(
+    node: &Node,
+    routes: &ClusterRoutes,
+    query: SearchQuery,
+) -> Result<SearchResponse, SearchError> {
+    let started = Instant::now();
+    let vector = match &query.target {
+        QueryTarget::Text(t) => node.searcher.embed_text(t.clone()).await?,
+        QueryTarget::Embedding(v) => {
+            let mut v = v.clone();
+            validate_embedding(&v).map_err(|e| SearchError::Invalid(e.to_string()))?;
+            normalize(&mut v);
+            v
+        }
+    };
+    let asked: Vec<ShardId> = match &query.system_id {
+        Some(system) => {
+            crate::record::validate_system_id(system)
+                .map_err(|e| SearchError::Invalid(e.to_string()))?;
+            vec![shard_for(system)]
+        }
+        None => (0..SHARD_COUNT as ShardId).collect(),
+    };
+    let (by_node, mut missing) = by_primary(routes, &asked);
+    let mut reasons = Vec::new();
+    if !missing.is_empty() {
+        reasons.push(format!("{} shards have no live replica", missing.len()));
+    }
+    let timeout = Duration::from_millis(node.config.search.timeout_ms);
+    let me = routes.self_id();
+    let parts = by_node.into_iter().map(|(member, shards)| {
+        let (query, vector) = (query.clone(), vector.clone());
+        async move {
+            let answer = if member == me {
+                let mut local = query;
+                local.target = QueryTarget::Embedding(vector);
+                node.searcher
+                    .for_shards(&shards)
+                    .search(local)
+                    .await
+                    .map(|a| (a.results, a.missing_shards, a.partial_reason))
+                    .map_err(|e| e.to_string())
+            } else {
+                let remote = RemoteQuery {
+                    shards: shards.clone(),
+                    vector,
+                    limit: query.limit,
+                    threshold: query.threshold,
+                    system_id: query.system_id.clone(),
+                    since: query.since.map(|t| t.timestamp_micros()),
+                    until: query.until.map(|t| t.timestamp_micros()),
+                    tiers: (query.tiers.hot, query.tiers.warm, query.tiers.cold),
+                    metadata_json: query
+                        .metadata
+                        .as_ref()
+                        .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+                };
+                let called = shard_host::call(
+                    &member,
+                    |reply| ShardHostMsg::Search(Payload::Value(remote), reply),
+                    timeout,
+                )
+                .await;
+                match called {
+                    Ok(Ok(a)) => Ok((
+                        a.hits.into_iter().map(SearchHit::from).collect(),
+                        a.missing_shards,
+                        a.partial_reason,
+                    )),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            (member, shards, answer)
+        }
+    });
+    let mut hits: Vec<SearchHit> = Vec::new();
+    for (member, shards, answer) in futures::future::join_all(parts).await {
+        match answer {
+            Ok((h, m, reason)) => {
+                hits.extend(h);
+                missing.extend(m);
+                reasons.extend(reason);
+            }
+            Err(e) => {
+                reasons.push(format!("node {member} did not answer for {} shards: {e}", shards.len()));
+                missing.extend(shards);
+            }
+        }
+    }
+    hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+    let mut seen = std::collections::HashSet::new();
+    hits.retain(|h| seen.insert((h.system_id.clone(), h.conversation_id.clone())));
+    hits.truncate(query.limit);
+    missing.sort_unstable();
+    missing.dedup();
+    let partial = !missing.is_empty();
+    Ok(SearchResponse {
+        results: hits,
+        partial,
+        missing_shards: missing,
+        partial_reason: partial.then(|| reasons.join("; ")),
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// Counts each shard's records on its primary; returns the counts of the shards that
+/// answered and those that did not.
+pub async fn counts(
+    node: &Node,
+    routes: &ClusterRoutes,
+) -> (Vec<(ShardId, ShardCounts)>, Vec<ShardId>) {
+    let all: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
+    let (by_node, mut missing) = by_primary(routes, &all);
+    let timeout = Duration::from_millis(node.config.search.timeout_ms);
+    let me = routes.self_id();
+    let local = crate::router::ShardRouter::new(Arc::clone(&node.directory));
+    let parts = by_node.into_iter().map(|(member, shards)| {
+        let local = local.clone();
+        async move {
+            if member == me {
+                let mut out = Vec::with_capacity(shards.len());
+                for s in shards {
+                    out.push((s, local.counts(s, timeout).await.ok()));
+                }
+                return out;
+            }
+            let asked = shards.clone();
+            let called = shard_host::call(
+                &member,
+                |reply| ShardHostMsg::Counts(Payload::Value(asked), reply),
+                timeout,
+            )
+            .await;
+            called.unwrap_or_else(|_| shards.into_iter().map(|s| (s, None)).collect())
+        }
+    });
+    let mut found = Vec::new();
+    for part in futures::future::join_all(parts).await {
+        for (s, c) in part {
+            match c {
+                Some(c) => found.push((s, c)),
+                None => missing.push(s),
+            }
+        }
+    }
+    missing.sort_unstable();
+    (found, missing)
+}

@@ -1,0 +1,69 @@
+//! Where each shard lives now, as this node's view of the cluster says: the placement of
+//! the members that take shards, recomputed only when the view's placement changes.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use super::membership::ClusterView;
+use super::placement::Placement;
+use crate::record::ShardId;
+
+/// The shard → replicas table of the current view.
+pub struct ClusterRoutes {
+    self_id: String,
+    view: watch::Receiver<Arc<ClusterView>>,
+    /// the table of the view last looked at, by placement version
+    table: Mutex<Option<(u64, Arc<Placement>)>>,
+}
+
+impl ClusterRoutes {
+    /// Routes of the node `self_id`, following `view`.
+    pub fn new(self_id: &str, view: watch::Receiver<Arc<ClusterView>>) -> ClusterRoutes {
+        ClusterRoutes {
+            self_id: self_id.to_string(),
+            view,
+            table: Mutex::new(None),
+        }
+    }
+
+    /// This node's id.
+    pub fn self_id(&self) -> &str {
+        &self.self_id
+    }
+
+    /// The placement of the current view.
+    pub fn placement(&self) -> Arc<Placement> {
+        let view = self.view.borrow().clone();
+        let mut table = self.table.lock();
+        if let Some((version, placement)) = table.as_ref() {
+            if *version == view.placement_version {
+                return Arc::clone(placement);
+            }
+        }
+        // the members placement gave shards to are the ones it was computed from
+        let placed = view
+            .members
+            .iter()
+            .filter(|m| !m.shards.is_empty())
+            .map(|m| m.node_id.as_str());
+        let placement = Arc::new(Placement::compute(placed, view.replication_factor));
+        *table = Some((view.placement_version, Arc::clone(&placement)));
+        placement
+    }
+
+    /// The members holding a shard now, primary first.
+    pub fn replicas(&self, shard: ShardId) -> Vec<String> {
+        self.placement()
+            .replicas(shard)
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Copies each shard should have, as configured (capped by the members).
+    pub fn replication_factor(&self) -> usize {
+        self.view.borrow().replication_factor
+    }
+}

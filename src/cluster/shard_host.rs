@@ -1,0 +1,369 @@
+//! The shard host: how other nodes reach this node's shards. One actor per node, in the
+//! process group `akosha/shards/<node_id>`, answers writes, deletions, counts and searches
+//! for shards of this node, always locally (it never forwards, so nothing loops). Every
+//! handler runs in its own task, so one slow request never holds up another.
+//!
+//! Its mailbox is ractor's (unbounded), but every sender is a node's router, whose calls
+//! are bounded per shard and carry a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+
+use super::wire::{Payload, WireError};
+use crate::actors::shard::{DeleteCounts, ShardCounts};
+use crate::record::{MemoryRecord, ShardId, StoredRecord};
+use crate::router::ShardRouter;
+use crate::search::{QueryTarget, SearchHit, SearchQuery, Searcher, Tiers};
+use crate::storage::upsert::WriteCounts;
+use crate::storage::HotStore;
+use crate::version::Version;
+
+/// The process group of a node's shard host.
+pub fn group_of(node_id: &str) -> String {
+    format!("akosha/shards/{node_id}")
+}
+
+/// What one node asks another's shard host. Variants are matched by name on the wire: never
+/// rename one.
+#[derive(RactorClusterMessage)]
+pub enum ShardHostMsg {
+    /// Writes records of one shard, durably, by version.
+    #[rpc]
+    Upsert(
+        Payload<UpsertRequest>,
+        RpcReplyPort<Payload<Result<WriteCounts, String>>>,
+    ),
+    /// Deletes records of one shard not newer than a version, durably.
+    #[rpc]
+    Delete(
+        Payload<DeleteRequest>,
+        RpcReplyPort<Payload<Result<DeleteCounts, String>>>,
+    ),
+    /// Counts records of these shards (`None` for a shard that did not answer).
+    #[rpc]
+    Counts(
+        Payload<Vec<ShardId>>,
+        RpcReplyPort<Payload<Vec<(ShardId, Option<ShardCounts>)>>>,
+    ),
+    /// Searches these shards of the node.
+    #[rpc]
+    Search(
+        Payload<RemoteQuery>,
+        RpcReplyPort<Payload<Result<RemoteAnswer, String>>>,
+    ),
+}
+
+/// A write of records of one shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpsertRequest {
+    /// the shard
+    pub shard: ShardId,
+    /// the records, each with its version
+    pub records: Vec<StoredRecord>,
+}
+
+/// A deletion in one shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    /// the shard
+    pub shard: ShardId,
+    /// the system
+    pub system_id: String,
+    /// one conversation, or the whole system
+    pub conversation_id: Option<String>,
+    /// the deletion's version
+    pub version: Version,
+}
+
+/// A search of some shards of a node, with the query already embedded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteQuery {
+    /// the shards the node answers for
+    pub shards: Vec<ShardId>,
+    /// the query vector (normalized)
+    pub vector: Vec<f32>,
+    /// most results
+    pub limit: usize,
+    /// least similarity
+    pub threshold: Option<f32>,
+    /// only this system
+    pub system_id: Option<String>,
+    /// only records at or after, microseconds
+    pub since: Option<i64>,
+    /// only records at or before, microseconds
+    pub until: Option<i64>,
+    /// tiers searched: hot, warm, cold
+    pub tiers: (bool, bool, bool),
+    /// the metadata filter as a JSON object text
+    pub metadata_json: Option<String>,
+}
+
+/// A hit as it crosses nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteHit {
+    /// the record's system
+    pub system_id: String,
+    /// its conversation id
+    pub conversation_id: String,
+    /// its content
+    pub content: String,
+    /// similarity to the query
+    pub similarity: f32,
+    /// RFC 3339
+    pub timestamp: String,
+    /// hot, warm or cold
+    pub tier: String,
+    /// warm and cold summaries
+    pub summary: Option<String>,
+    /// the metadata as a JSON text
+    pub metadata_json: String,
+}
+
+/// A node's answer for its shards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoteAnswer {
+    /// hits, most similar first
+    pub hits: Vec<RemoteHit>,
+    /// shards that did not answer
+    pub missing_shards: Vec<ShardId>,
+    /// why, when some did not
+    pub partial_reason: Option<String>,
+}
+
+impl From<SearchHit> for RemoteHit {
+    fn from(h: SearchHit) -> Self {
+        RemoteHit {
+            system_id: h.system_id,
+            conversation_id: h.conversation_id,
+            content: h.content,
+            similarity: h.similarity,
+            timestamp: h.timestamp,
+            tier: h.tier.to_string(),
+            summary: h.summary,
+            metadata_json: h.metadata.to_string(),
+        }
+    }
+}
+
+impl From<RemoteHit> for SearchHit {
+    fn from(h: RemoteHit) -> Self {
+        SearchHit {
+            tier: match h.tier.as_str() {
+                "hot" => "hot",
+                "warm" => "warm",
+                _ => "cold",
+            },
+            metadata: serde_json::from_str(&h.metadata_json).unwrap_or_default(),
+            system_id: h.system_id,
+            conversation_id: h.conversation_id,
+            content: h.content,
+            similarity: h.similarity,
+            timestamp: h.timestamp,
+            summary: h.summary,
+        }
+    }
+}
+
+impl RemoteQuery {
+    /// The query this node runs for it.
+    fn to_query(&self) -> SearchQuery {
+        let at = |t: Option<i64>| t.and_then(chrono::DateTime::from_timestamp_micros);
+        SearchQuery {
+            target: QueryTarget::Embedding(self.vector.clone()),
+            limit: self.limit,
+            threshold: self.threshold,
+            system_id: self.system_id.clone(),
+            since: at(self.since),
+            until: at(self.until),
+            tiers: Tiers {
+                hot: self.tiers.0,
+                warm: self.tiers.1,
+                cold: self.tiers.2,
+            },
+            metadata: self
+                .metadata_json
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok()),
+        }
+    }
+}
+
+/// What the shard host serves with.
+#[derive(Clone)]
+pub struct ShardHostArgs {
+    /// this node's id
+    pub node_id: String,
+    /// this node's shards, never forwarded
+    pub shards: ShardRouter,
+    /// this node's store, flushed before a write or deletion is answered
+    pub store: HotStore,
+    /// this node's searcher
+    pub searcher: Searcher,
+    /// how long one shard call may take
+    pub timeout: Duration,
+}
+
+/// The shard host actor.
+pub struct ShardHost;
+
+impl Actor for ShardHost {
+    type Msg = ShardHostMsg;
+    type State = Arc<ShardHostArgs>;
+    type Arguments = ShardHostArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ShardHostArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(group_of(&args.node_id), vec![myself.get_cell()]);
+        Ok(Arc::new(args))
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: ShardHostMsg,
+        state: &mut Arc<ShardHostArgs>,
+    ) -> Result<(), ActorProcessingErr> {
+        let host = Arc::clone(state);
+        match message {
+            ShardHostMsg::Upsert(request, reply) => {
+                tokio::spawn(async move {
+                    let answer = match request.into_result() {
+                        Ok(r) => host.upsert(r).await,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(Payload::Value(answer));
+                });
+            }
+            ShardHostMsg::Delete(request, reply) => {
+                tokio::spawn(async move {
+                    let answer = match request.into_result() {
+                        Ok(r) => host.delete(r).await,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(Payload::Value(answer));
+                });
+            }
+            ShardHostMsg::Counts(shards, reply) => {
+                tokio::spawn(async move {
+                    let shards = shards.into_result().unwrap_or_default();
+                    let mut out = Vec::with_capacity(shards.len());
+                    for s in shards {
+                        out.push((s, host.shards.counts(s, host.timeout).await.ok()));
+                    }
+                    let _ = reply.send(Payload::Value(out));
+                });
+            }
+            ShardHostMsg::Search(query, reply) => {
+                tokio::spawn(async move {
+                    let answer = match query.into_result() {
+                        Ok(q) => host.search(q).await,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(Payload::Value(answer));
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ShardHostArgs {
+    async fn upsert(&self, r: UpsertRequest) -> Result<WriteCounts, String> {
+        let records: Vec<MemoryRecord> = r.records.into_iter().map(MemoryRecord::from).collect();
+        let counts = self
+            .shards
+            .upsert(r.shard, records, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store.flush().await.map_err(|e| e.to_string())?;
+        Ok(counts)
+    }
+
+    async fn delete(&self, r: DeleteRequest) -> Result<DeleteCounts, String> {
+        let counts = self
+            .shards
+            .delete(
+                r.shard,
+                &r.system_id,
+                r.conversation_id.as_deref(),
+                r.version,
+                self.timeout,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store.flush().await.map_err(|e| e.to_string())?;
+        Ok(counts)
+    }
+
+    async fn search(&self, q: RemoteQuery) -> Result<RemoteAnswer, String> {
+        let answer = self
+            .searcher
+            .for_shards(&q.shards)
+            .search(q.to_query())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(RemoteAnswer {
+            hits: answer.results.into_iter().map(RemoteHit::from).collect(),
+            missing_shards: answer.missing_shards,
+            partial_reason: answer.partial_reason,
+        })
+    }
+}
+
+/// Why a call to another node's shard host got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// That node's shard host is not visible (no session, or its groups not yet exchanged).
+    #[error("no session to node {0}")]
+    NoHost(String),
+    /// No answer in time.
+    #[error("node {0} did not answer within {1:?}")]
+    Timeout(String, Duration),
+    /// The session closed under the call.
+    #[error("the session to node {0} closed: {1}")]
+    Closed(String, String),
+    /// The answer could not be read.
+    #[error("the answer of node {0} could not be read: {1}")]
+    Wire(String, WireError),
+    /// The node answered that it failed.
+    #[error("node {0} failed: {1}")]
+    Failed(String, String),
+}
+
+/// The shard host of another node, if its session is up.
+pub fn host_of(node_id: &str) -> Option<ActorRef<ShardHostMsg>> {
+    ractor::pg::get_members(&group_of(node_id))
+        .into_iter()
+        .find(|c| !c.get_id().is_local())
+        .map(ActorRef::from)
+}
+
+/// Calls another node's shard host and waits for its answer, up to `timeout`.
+pub async fn call<T: Serialize + serde::de::DeserializeOwned + Send + 'static>(
+    node_id: &str,
+    message: impl FnOnce(RpcReplyPort<Payload<T>>) -> ShardHostMsg,
+    timeout: Duration,
+) -> Result<T, RemoteError> {
+    let host = host_of(node_id).ok_or_else(|| RemoteError::NoHost(node_id.to_string()))?;
+    let answer = host
+        .call(message, Some(timeout))
+        .await
+        .map_err(|e| RemoteError::Closed(node_id.to_string(), e.to_string()))?;
+    match answer {
+        ractor::rpc::CallResult::Success(p) => p
+            .into_result()
+            .map_err(|e| RemoteError::Wire(node_id.to_string(), e)),
+        ractor::rpc::CallResult::Timeout => Err(RemoteError::Timeout(node_id.to_string(), timeout)),
+        ractor::rpc::CallResult::SenderError => Err(RemoteError::Closed(
+            node_id.to_string(),
+            "the answer port was dropped".to_string(),
+        )),
+    }
+}

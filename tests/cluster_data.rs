@@ -1,0 +1,137 @@
+//! Records across a cluster of real `akosha-node` processes on loopback (replication factor
+//! 2): every record pushed through one node is written to both replicas of its shard, found
+//! through any node by vector (system-scoped and global), counted once on every node, and a
+//! deletion through another node removes it everywhere.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{batch, free_port, unit_vector, NodeProcess};
+use serde_json::{json, Value};
+
+const COOKIE: &str = "data-cookie-19c2";
+const SYSTEMS: u64 = 12;
+const PER_SYSTEM: u64 = 100;
+
+async fn start(dir: &Path, id: &str, listen: u16, join: &[u16]) -> NodeProcess {
+    let listen_arg = format!("127.0.0.1:{listen}");
+    let joins: Vec<String> = join.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["--listen", listen_arg.as_str(), "--node-id", id];
+    for j in &joins {
+        args.push("--join");
+        args.push(j);
+    }
+    let env = [
+        ("AKOSHA_COOKIE", COOKIE),
+        ("AKOSHA__CLUSTER__GOSSIP_INTERVAL_MS", "200"),
+        ("AKOSHA__CLUSTER__FAILURE_INITIAL_INTERVAL_MS", "200"),
+        ("AKOSHA__CLUSTER__REDIAL_INTERVAL_MS", "300"),
+        ("AKOSHA__CLUSTER__REPLICATION_FACTOR", "2"),
+        ("AKOSHA__UPLOADS__ENABLED", "false"),
+        ("AKOSHA__AGING__ENABLED", "false"),
+    ];
+    NodeProcess::start_with(dir, &args, &env).await
+}
+
+/// Waits until every node sees three alive, ready members with the same placement.
+async fn wait_formed(nodes: &[&NodeProcess]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut versions = Vec::new();
+        let mut formed = true;
+        for n in nodes {
+            let (_, view) = n.get("/api/v1/cluster").await;
+            let members = view["members"].as_array().cloned().unwrap_or_default();
+            formed &= members.len() == 3
+                && members
+                    .iter()
+                    .all(|m| m["state"] == "alive" && m["ready"] == true);
+            versions.push(view["placement_version"].clone());
+        }
+        if formed && versions.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not form");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The conversation ids of a search's results.
+async fn search_ids(node: &NodeProcess, body: &Value) -> (Vec<String>, Value) {
+    let (status, answer) = node.post("/api/v1/search", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let ids = answer["results"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|h| h["conversation_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (ids, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let n1 = start(&dir.path().join("n1"), "n1", ports[0], &[]).await;
+    let n2 = start(&dir.path().join("n2"), "n2", ports[1], &[ports[0]]).await;
+    let n3 = start(&dir.path().join("n3"), "n3", ports[2], &[ports[0]]).await;
+    wait_formed(&[&n1, &n2, &n3]).await;
+
+    for s in 0..SYSTEMS {
+        let system = format!("sys{s}");
+        let from = s * PER_SYSTEM;
+        let (status, body) = n1
+            .post("/api/v1/ingest", &batch(&system, from, PER_SYSTEM))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["stored"], PER_SYSTEM, "{body}");
+    }
+    let total = SYSTEMS * PER_SYSTEM;
+    for n in [&n1, &n2, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], total, "{stats}");
+        assert_eq!(stats["missing_shards"], json!([]), "{stats}");
+    }
+    // each record is held twice in the cluster: once per replica of its shard
+    let mut held = 0;
+    for n in [&n1, &n2, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        held += stats["index"]["live_points"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(held, 2 * total, "two copies of every record over the three nodes");
+
+    // found through the third node, scoped to its system and across all of them
+    for s in 0..SYSTEMS {
+        let i = s * PER_SYSTEM + 37;
+        let system = format!("sys{s}");
+        let scoped = json!({"embedding": unit_vector(i), "limit": 3, "system_id": system});
+        let (ids, answer) = search_ids(&n3, &scoped).await;
+        assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
+        assert_eq!(answer["partial"], false, "{answer}");
+        let global = json!({"embedding": unit_vector(i), "limit": 3});
+        let (ids, answer) = search_ids(&n3, &global).await;
+        assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
+    }
+
+    // a deletion through the second node is gone on every node and from every replica
+    let (status, body) = n2.delete("/api/v1/systems/sys3/conversations/conv-337").await;
+    assert_eq!((status, body["deleted"].as_u64()), (200, Some(1)), "{body}");
+    for n in [&n1, &n2, &n3] {
+        let scoped = json!({"embedding": unit_vector(337), "limit": 3, "system_id": "sys3"});
+        let (ids, answer) = search_ids(n, &scoped).await;
+        assert!(!ids.contains(&"conv-337".to_string()), "{answer}");
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], total - 1, "{stats}");
+    }
+    let mut held = 0;
+    for n in [&n1, &n2, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        held += stats["index"]["live_points"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(held, 2 * (total - 1));
+}
