@@ -41,24 +41,76 @@ fn fast_env(cookie: &'static str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Starts a clustered node and waits until it is ready.
+/// Starts a clustered node on `listen` (a free port when `None`) and waits until it is
+/// ready; returns it with its listen port. A node that exits before it is ready (a port
+/// another process took between `free_port` and the bind) is started again on fresh ports.
 async fn start(
+    dir: &Path,
+    id: &str,
+    listen: Option<u16>,
+    join: &[u16],
+    cookie: &'static str,
+) -> (NodeProcess, u16) {
+    for _attempt in 0..5 {
+        let port = listen.unwrap_or_else(free_port);
+        if let Some(node) = try_start(dir, id, port, join, cookie).await {
+            return (node, port);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{id} did not start in 5 attempts");
+}
+
+/// One attempt of [`start`]: `None` when the process exits before it is ready.
+async fn try_start(
     dir: &Path,
     id: &str,
     listen: u16,
     join: &[u16],
     cookie: &'static str,
-) -> NodeProcess {
-    let listen_arg = format!("127.0.0.1:{listen}");
-    let joins: Vec<String> = join.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut args = vec!["--listen", listen_arg.as_str(), "--node-id", id];
-    for j in &joins {
-        args.push("--join");
-        args.push(j);
+) -> Option<NodeProcess> {
+    akosha::storage::objects::install_crypto_provider();
+    let http = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_akosha-node"));
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .arg("--http")
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{listen}"))
+        .arg("--node-id")
+        .arg(id)
+        .env("AKOSHA__EMBEDDING__MODEL_DIR", common::model_dir())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    for p in join {
+        cmd.arg("--join").arg(format!("127.0.0.1:{p}"));
     }
-    let env = fast_env(cookie);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    NodeProcess::start_with(dir, &args, &env).await
+    for (k, v) in fast_env(cookie) {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("cannot start akosha-node");
+    let mut node = NodeProcess {
+        child,
+        port: http,
+        data_dir: dir.to_path_buf(),
+        client: reqwest::Client::new(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(status)) = node.child.try_wait() {
+            eprintln!("{id} exited before it was ready ({status}); starting it again");
+            return None;
+        }
+        if let Ok(r) = node.client.get(node.url("/ready")).send().await {
+            if r.status() == 200 {
+                return Some(node);
+            }
+        }
+        assert!(Instant::now() < deadline, "{id} not ready in 120 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn cluster_of(node: &NodeProcess) -> Value {
@@ -161,31 +213,16 @@ fn alive_set(ids: &[&str]) -> BTreeMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_refuse_intruders_detect_death_and_rejoin() {
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let started = Instant::now();
 
-    let n1 = start(dirs[0].path(), "n1", ports[0], &[], COOKIE).await;
-    let n2 = start(dirs[1].path(), "n2", ports[1], &[ports[0]], COOKIE).await;
-    let n3 = start(dirs[2].path(), "n3", ports[2], &[ports[1]], COOKIE).await;
+    let (n1, p1) = start(dirs[0].path(), "n1", None, &[], COOKIE).await;
+    let (n2, p2) = start(dirs[1].path(), "n2", None, &[p1], COOKIE).await;
+    let (n3, p3) = start(dirs[2].path(), "n3", None, &[p2], COOKIE).await;
     // intruders gossip fine but hold wrong cookies (not the same one: two nodes sharing a
     // cookie are a cluster of their own): one dials the members (smaller id), the members
     // dial the other (larger id); no such handshake may pass
-    let a_bad = start(
-        dirs[3].path(),
-        "a-intruder",
-        ports[3],
-        &[ports[0]],
-        "wrong-a",
-    )
-    .await;
-    let z_bad = start(
-        dirs[4].path(),
-        "z-intruder",
-        ports[4],
-        &[ports[0]],
-        "wrong-z",
-    )
-    .await;
+    let (a_bad, _) = start(dirs[3].path(), "a-intruder", None, &[p1], "wrong-a").await;
+    let (z_bad, _) = start(dirs[4].path(), "z-intruder", None, &[p1], "wrong-z").await;
 
     // the three members see each other alive, and only each other, with one placement
     let three = alive_set(&["n1", "n2", "n3"]);
@@ -266,7 +303,7 @@ async fn three_nodes_join_refuse_intruders_detect_death_and_rejoin() {
     assert_ne!(views[0]["placement_version"], first_version);
 
     // restart n3 with the same id, port and data: its new run replaces the old one
-    let n3 = start(&n3_dir, "n3", ports[2], &[ports[0]], COOKIE).await;
+    let (n3, _) = start(&n3_dir, "n3", Some(p3), &[p1], COOKIE).await;
     let views = wait_views(
         &[&n1, &n2, &n3],
         Duration::from_secs(20),
