@@ -391,7 +391,7 @@ fn listen_without_cookie_or_node_id_is_refused_with_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_speaking_another_wire_version_is_refused_at_the_handshake() {
+async fn a_peer_speaking_another_wire_version_is_not_dialled_and_refused_at_the_handshake() {
     use akosha::cluster::wire::{PeerName, WIRE_VERSION};
     use akosha::cluster::{transport, ClusterHandle, ClusterSettings};
 
@@ -411,9 +411,10 @@ async fn a_peer_speaking_another_wire_version_is_refused_at_the_handshake() {
     .unwrap();
     cluster.set_ready(true);
 
-    // a transport node that holds the cookie but names itself with the next wire version
+    // a node that holds the cookie but speaks the next wire version: it gossips so (with a
+    // larger id, n1 would be the one to dial it) and names itself so at the handshake
     let future = PeerName {
-        node_id: "n0-future".to_string(),
+        node_id: "z9-future".to_string(),
         generation: 1,
         wire_version: WIRE_VERSION + 1,
     };
@@ -421,11 +422,56 @@ async fn a_peer_speaking_another_wire_version_is_refused_at_the_handshake() {
     let server = transport::start_server(&future, other, COOKIE)
         .await
         .unwrap();
+    let gossip = chitchat::spawn_chitchat(
+        chitchat::ChitchatConfig {
+            chitchat_id: chitchat::ChitchatId::new(future.node_id.clone(), 1, other),
+            cluster_id: "akosha".to_string(),
+            gossip_interval: Duration::from_millis(100),
+            listen_addr: other,
+            seed_nodes: vec![listen.to_string()],
+            failure_detector_config: chitchat::FailureDetectorConfig {
+                initial_interval: Duration::from_millis(100),
+                ..Default::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        },
+        vec![
+            ("wire".to_string(), (WIRE_VERSION + 1).to_string()),
+            ("listen".to_string(), other.to_string()),
+            ("ready".to_string(), "true".to_string()),
+            ("state".to_string(), "alive".to_string()),
+        ],
+        &chitchat::transport::UdpTransport,
+    )
+    .await
+    .unwrap();
+    // once the future node hears n1 alive, the two have exchanged their states
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let heard = gossip
+            .with_chitchat(|c| c.live_nodes().any(|id| &*id.node_id == "n1"))
+            .await;
+        if heard {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no gossip between the two nodes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let counters = cluster.counters().expect("a clustered node has counters");
+    assert_eq!(
+        counters.dials.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "n1 dialled a node announcing another wire version"
+    );
+
+    // the future node dials n1 itself: refused once the cookie handshake passed
     transport::dial(&server, listen, Duration::from_secs(2))
         .await
         .unwrap();
-
-    let counters = cluster.counters().expect("a clustered node has counters");
     let deadline = Instant::now() + Duration::from_secs(10);
     while counters.refused.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         assert!(Instant::now() < deadline, "the peer was not refused");
@@ -439,5 +485,6 @@ async fn a_peer_speaking_another_wire_version_is_refused_at_the_handshake() {
     assert_eq!(view.members.len(), 1, "{view:?}");
     assert_eq!(view.members[0].node_id, "n1");
     server.stop(None);
+    let _ = gossip.shutdown().await;
     cluster.leave().await;
 }
