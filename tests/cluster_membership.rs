@@ -90,12 +90,14 @@ async fn try_start(
     for (k, v) in fast_env(cookie) {
         cmd.env(k, v);
     }
+    // the client first: nothing may fail between spawning the child and owning it
+    let client = reqwest::Client::new();
     let child = cmd.spawn().expect("cannot start akosha-node");
     let mut node = NodeProcess {
         child,
         port: http,
         data_dir: dir.to_path_buf(),
-        client: reqwest::Client::new(),
+        client,
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
