@@ -41,24 +41,78 @@ fn fast_env(cookie: &'static str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Starts a clustered node and waits until it is ready.
+/// Starts a clustered node on `listen` (a free port when `None`) and waits until it is
+/// ready; returns it with its listen port. A node that exits before it is ready (a port
+/// another process took between `free_port` and the bind) is started again on fresh ports.
 async fn start(
+    dir: &Path,
+    id: &str,
+    listen: Option<u16>,
+    join: &[u16],
+    cookie: &'static str,
+) -> (NodeProcess, u16) {
+    for _attempt in 0..5 {
+        let port = listen.unwrap_or_else(free_port);
+        if let Some(node) = try_start(dir, id, port, join, cookie).await {
+            return (node, port);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{id} did not start in 5 attempts");
+}
+
+/// One attempt of [`start`]: `None` when the process exits before it is ready.
+async fn try_start(
     dir: &Path,
     id: &str,
     listen: u16,
     join: &[u16],
     cookie: &'static str,
-) -> NodeProcess {
-    let listen_arg = format!("127.0.0.1:{listen}");
-    let joins: Vec<String> = join.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut args = vec!["--listen", listen_arg.as_str(), "--node-id", id];
-    for j in &joins {
-        args.push("--join");
-        args.push(j);
+) -> Option<NodeProcess> {
+    akosha::storage::objects::install_crypto_provider();
+    let http = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_akosha-node"));
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .arg("--http")
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{listen}"))
+        .arg("--node-id")
+        .arg(id)
+        .env("AKOSHA__EMBEDDING__MODEL_DIR", common::model_dir())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    for p in join {
+        cmd.arg("--join").arg(format!("127.0.0.1:{p}"));
     }
-    let env = fast_env(cookie);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    NodeProcess::start_with(dir, &args, &env).await
+    for (k, v) in fast_env(cookie) {
+        cmd.env(k, v);
+    }
+    // the client first: nothing may fail between spawning the child and owning it
+    let client = reqwest::Client::new();
+    let child = cmd.spawn().expect("cannot start akosha-node");
+    let mut node = NodeProcess {
+        child,
+        port: http,
+        data_dir: dir.to_path_buf(),
+        client,
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(status)) = node.child.try_wait() {
+            eprintln!("{id} exited before it was ready ({status}); starting it again");
+            return None;
+        }
+        if let Ok(r) = node.client.get(node.url("/ready")).send().await {
+            if r.status() == 200 {
+                return Some(node);
+            }
+        }
+        assert!(Instant::now() < deadline, "{id} not ready in 120 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn cluster_of(node: &NodeProcess) -> Value {
@@ -161,31 +215,16 @@ fn alive_set(ids: &[&str]) -> BTreeMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_join_refuse_intruders_detect_death_and_rejoin() {
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let started = Instant::now();
 
-    let n1 = start(dirs[0].path(), "n1", ports[0], &[], COOKIE).await;
-    let n2 = start(dirs[1].path(), "n2", ports[1], &[ports[0]], COOKIE).await;
-    let n3 = start(dirs[2].path(), "n3", ports[2], &[ports[1]], COOKIE).await;
+    let (n1, p1) = start(dirs[0].path(), "n1", None, &[], COOKIE).await;
+    let (n2, p2) = start(dirs[1].path(), "n2", None, &[p1], COOKIE).await;
+    let (n3, p3) = start(dirs[2].path(), "n3", None, &[p2], COOKIE).await;
     // intruders gossip fine but hold wrong cookies (not the same one: two nodes sharing a
     // cookie are a cluster of their own): one dials the members (smaller id), the members
     // dial the other (larger id); no such handshake may pass
-    let a_bad = start(
-        dirs[3].path(),
-        "a-intruder",
-        ports[3],
-        &[ports[0]],
-        "wrong-a",
-    )
-    .await;
-    let z_bad = start(
-        dirs[4].path(),
-        "z-intruder",
-        ports[4],
-        &[ports[0]],
-        "wrong-z",
-    )
-    .await;
+    let (a_bad, _) = start(dirs[3].path(), "a-intruder", None, &[p1], "wrong-a").await;
+    let (z_bad, _) = start(dirs[4].path(), "z-intruder", None, &[p1], "wrong-z").await;
 
     // the three members see each other alive, and only each other, with one placement
     let three = alive_set(&["n1", "n2", "n3"]);
@@ -266,7 +305,7 @@ async fn three_nodes_join_refuse_intruders_detect_death_and_rejoin() {
     assert_ne!(views[0]["placement_version"], first_version);
 
     // restart n3 with the same id, port and data: its new run replaces the old one
-    let n3 = start(&n3_dir, "n3", ports[2], &[ports[0]], COOKIE).await;
+    let (n3, _) = start(&n3_dir, "n3", Some(p3), &[p1], COOKIE).await;
     let views = wait_views(
         &[&n1, &n2, &n3],
         Duration::from_secs(20),
@@ -354,7 +393,7 @@ fn listen_without_cookie_or_node_id_is_refused_with_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_speaking_another_wire_version_is_refused_at_the_handshake() {
+async fn a_peer_speaking_another_wire_version_is_not_dialled_and_refused_at_the_handshake() {
     use akosha::cluster::wire::{PeerName, WIRE_VERSION};
     use akosha::cluster::{transport, ClusterHandle, ClusterSettings};
 
@@ -374,9 +413,10 @@ async fn a_peer_speaking_another_wire_version_is_refused_at_the_handshake() {
     .unwrap();
     cluster.set_ready(true);
 
-    // a transport node that holds the cookie but names itself with the next wire version
+    // a node that holds the cookie but speaks the next wire version: it gossips so (with a
+    // larger id, n1 would be the one to dial it) and names itself so at the handshake
     let future = PeerName {
-        node_id: "n0-future".to_string(),
+        node_id: "z9-future".to_string(),
         generation: 1,
         wire_version: WIRE_VERSION + 1,
     };
@@ -384,11 +424,56 @@ async fn a_peer_speaking_another_wire_version_is_refused_at_the_handshake() {
     let server = transport::start_server(&future, other, COOKIE)
         .await
         .unwrap();
+    let gossip = chitchat::spawn_chitchat(
+        chitchat::ChitchatConfig {
+            chitchat_id: chitchat::ChitchatId::new(future.node_id.clone(), 1, other),
+            cluster_id: "akosha".to_string(),
+            gossip_interval: Duration::from_millis(100),
+            listen_addr: other,
+            seed_nodes: vec![listen.to_string()],
+            failure_detector_config: chitchat::FailureDetectorConfig {
+                initial_interval: Duration::from_millis(100),
+                ..Default::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        },
+        vec![
+            ("wire".to_string(), (WIRE_VERSION + 1).to_string()),
+            ("listen".to_string(), other.to_string()),
+            ("ready".to_string(), "true".to_string()),
+            ("state".to_string(), "alive".to_string()),
+        ],
+        &chitchat::transport::UdpTransport,
+    )
+    .await
+    .unwrap();
+    // once the future node hears n1 alive, the two have exchanged their states
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let heard = gossip
+            .with_chitchat(|c| c.live_nodes().any(|id| &*id.node_id == "n1"))
+            .await;
+        if heard {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no gossip between the two nodes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let counters = cluster.counters().expect("a clustered node has counters");
+    assert_eq!(
+        counters.dials.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "n1 dialled a node announcing another wire version"
+    );
+
+    // the future node dials n1 itself: refused once the cookie handshake passed
     transport::dial(&server, listen, Duration::from_secs(2))
         .await
         .unwrap();
-
-    let counters = cluster.counters().expect("a clustered node has counters");
     let deadline = Instant::now() + Duration::from_secs(10);
     while counters.refused.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         assert!(Instant::now() < deadline, "the peer was not refused");
@@ -402,5 +487,6 @@ async fn a_peer_speaking_another_wire_version_is_refused_at_the_handshake() {
     assert_eq!(view.members.len(), 1, "{view:?}");
     assert_eq!(view.members[0].node_id, "n1");
     server.stop(None);
+    let _ = gossip.shutdown().await;
     cluster.leave().await;
 }

@@ -112,11 +112,15 @@ pub struct MembershipArgs {
 
 /// The membership actor's state.
 pub struct MembershipState {
+    /// this node as it gossips itself (readiness and leaving change)
     me: SelfInfo,
+    /// the wire version peers must announce to be dialled
     wire_version: u32,
-    /// `None` once stopped
+    /// the running gossip; `None` once stopped
     chitchat: Option<ChitchatHandle>,
+    /// the transport's node server, handed each dialled connection
     server: ActorRef<NodeServerMessage>,
+    /// pace and placement settings
     timings: Timings,
     /// the transport sessions and the identities admitted through them
     sessions: Sessions,
@@ -130,7 +134,9 @@ pub struct MembershipState {
     declared_dead: HashSet<NodeKey>,
     /// log lines already written once (repeated failures go to debug)
     warned: HashSet<String>,
+    /// where views are published; the API reads the latest without waiting on the actor
     view: watch::Sender<Arc<ClusterView>>,
+    /// what the actor has done, shared with the handle
     counters: Arc<MembershipCounters>,
 }
 

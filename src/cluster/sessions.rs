@@ -71,6 +71,7 @@ pub struct Sessions {
     connected: HashMap<NodeKey, ActorId>,
     /// log lines already written once (repeated failures go to debug)
     warned: HashSet<String>,
+    /// what was admitted, refused, dropped and pinged, shared with the handle
     counters: Arc<MembershipCounters>,
 }
 

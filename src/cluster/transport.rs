@@ -25,6 +25,15 @@ pub async fn start_server(
     listen: SocketAddr,
     cookie: &str,
 ) -> Result<ActorRef<NodeServerMessage>, ClusterError> {
+    // ractor_cluster reports a taken port as a nested actor panic: say it plainly first
+    let probe =
+        tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| ClusterError::Transport {
+                listen,
+                message: e.to_string(),
+            })?;
+    drop(probe);
     let server = NodeServer::new(
         listen.port(),
         cookie.to_string(),
