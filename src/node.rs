@@ -476,7 +476,11 @@ impl Node {
             None => {
                 let up = self.shards.up();
                 let asks = up.iter().map(|shard| async move {
-                    self.shards.counts(*shard, timeout).await.ok().map(|c| (*shard, c))
+                    self.shards
+                        .counts(*shard, timeout)
+                        .await
+                        .ok()
+                        .map(|c| (*shard, c))
                 });
                 let found: Vec<(ShardId, _)> = futures::future::join_all(asks)
                     .await

@@ -103,7 +103,11 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         let (_, stats) = n.get("/api/v1/stats").await;
         held += stats["index"]["live_points"].as_u64().unwrap_or(0);
     }
-    assert_eq!(held, 2 * total, "two copies of every record over the three nodes");
+    assert_eq!(
+        held,
+        2 * total,
+        "two copies of every record over the three nodes"
+    );
 
     // found through the third node, scoped to its system and across all of them
     for s in 0..SYSTEMS {
@@ -119,7 +123,9 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
     }
 
     // a deletion through the second node is gone on every node and from every replica
-    let (status, body) = n2.delete("/api/v1/systems/sys3/conversations/conv-337").await;
+    let (status, body) = n2
+        .delete("/api/v1/systems/sys3/conversations/conv-337")
+        .await;
     assert_eq!((status, body["deleted"].as_u64()), (200, Some(1)), "{body}");
     for n in [&n1, &n2, &n3] {
         let scoped = json!({"embedding": unit_vector(337), "limit": 3, "system_id": "sys3"});

@@ -43,7 +43,10 @@ pub fn route(node: &Node, routes: ClusterRoutes) -> Result<(), String> {
 }
 
 /// The primary of each shard, by node: the shards each node answers for.
-fn by_primary(routes: &ClusterRoutes, shards: &[ShardId]) -> (BTreeMap<String, Vec<ShardId>>, Vec<ShardId>) {
+fn by_primary(
+    routes: &ClusterRoutes,
+    shards: &[ShardId],
+) -> (BTreeMap<String, Vec<ShardId>>, Vec<ShardId>) {
     let placement = routes.placement();
     let mut by_node: BTreeMap<String, Vec<ShardId>> = BTreeMap::new();
     let mut unplaced = Vec::new();
@@ -142,7 +145,10 @@ pub async fn search(
                 reasons.extend(reason);
             }
             Err(e) => {
-                reasons.push(format!("node {member} did not answer for {} shards: {e}", shards.len()));
+                reasons.push(format!(
+                    "node {member} did not answer for {} shards: {e}",
+                    shards.len()
+                ));
                 missing.extend(shards);
             }
         }

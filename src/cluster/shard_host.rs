@@ -47,7 +47,7 @@ pub enum ShardHostMsg {
     #[rpc]
     Counts(
         Payload<Vec<ShardId>>,
-        RpcReplyPort<Payload<Vec<(ShardId, Option<ShardCounts>)>>>,
+        RpcReplyPort<Payload<ShardCountsAnswer>>,
     ),
     /// Searches these shards of the node.
     #[rpc]
@@ -56,6 +56,9 @@ pub enum ShardHostMsg {
         RpcReplyPort<Payload<Result<RemoteAnswer, String>>>,
     ),
 }
+
+/// Counts per shard asked; `None` for a shard that did not answer.
+pub type ShardCountsAnswer = Vec<(ShardId, Option<ShardCounts>)>;
 
 /// A write of records of one shard.
 #[derive(Debug, Clone, Serialize, Deserialize)]
