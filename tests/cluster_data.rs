@@ -140,4 +140,39 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         held += stats["index"]["live_points"].as_u64().unwrap_or(0);
     }
     assert_eq!(held, 2 * (total - 1));
+
+    // SIGKILL one node: once the others declare it dead, each of its shards is answered by
+    // its other replica, so nothing acknowledged is missing and the count is exact
+    drop(n2.kill9());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, view) = n1.get("/api/v1/cluster").await;
+        let (_, view3) = n3.get("/api/v1/cluster").await;
+        let gone = |v: &Value| {
+            v["members"].as_array().is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["node_id"] == "n2" && m["state"] == "dead")
+            })
+        };
+        if gone(&view) && gone(&view3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n2 was not declared dead: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in [&n1, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], total - 1, "{stats}");
+        assert_eq!(stats["missing_shards"], json!([]), "{stats}");
+    }
+    for s in 0..SYSTEMS {
+        let i = s * PER_SYSTEM + 61;
+        let global = json!({"embedding": unit_vector(i), "limit": 3});
+        let (ids, answer) = search_ids(&n3, &global).await;
+        assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
+        assert_eq!(answer["partial"], false, "{answer}");
+    }
 }
