@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One node against a three-node cluster (replication factor 2, scripts/cluster.sh) on the same
+# release binary and the same shared vectors (../shared/bench/vectors.py): ingest records/s
+# pushed over HTTP through one node, and global top-10 search through another (p50/p99 on
+# one client, QPS on four, recall@10 against the exact top-10).
+#   scripts/bench-cluster.sh [N]        # N records, default 20000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n="${1:-20000}"
+data="$(scripts/bench-data.sh "$n")"
+cargo build --release --bin akosha-node >&2
+work="$(mktemp -d)"
+trap 'kill "${single:-}" 2>/dev/null || true; AKOSHA_CLUSTER_STATE="$work/cluster" scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+wait_ready() {
+  for _ in $(seq 1 300); do
+    curl -fsS "$1/ready" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "bench-cluster: $1 never became ready" >&2
+  exit 1
+}
+
+echo "one node ..." >&2
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false \
+  target/release/akosha-node --data-dir "$work/one" --http 127.0.0.1:8789 >"$work/one.log" 2>&1 &
+single=$!
+wait_ready http://127.0.0.1:8789
+one="$(python3 scripts/bench_cluster.py "$data" http://127.0.0.1:8789 http://127.0.0.1:8789)"
+kill "$single"
+wait "$single" 2>/dev/null || true
+single=""
+
+echo "three nodes, replication factor 2 ..." >&2
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA_CLUSTER_FETCH_MODEL=0 \
+  AKOSHA_CLUSTER_STATE="$work/cluster" scripts/cluster.sh up >&2
+three="$(python3 scripts/bench_cluster.py "$data" http://127.0.0.1:8691 http://127.0.0.1:8693)"
+
+echo "one node:                  $one"
+echo "three nodes (RF 2, push through n1, search through n3): $three"

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Pushes the shared benchmark vectors into a running node or cluster over HTTP and measures
+ingest records/s and global top-10 search (p50/p99 on one client, QPS on four, recall@10).
+
+usage: bench_cluster.py DATA_DIR INGEST_URL SEARCH_URL [--queries 500] [--batch 500]
+Prints one JSON line of figures.
+"""
+import argparse, json, os, threading, time, urllib.request
+
+import numpy as np
+
+
+def post(url, body):
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("ingest_url")
+    ap.add_argument("search_url")
+    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=500)
+    a = ap.parse_args()
+    meta = json.load(open(os.path.join(a.data, "meta.json")))
+    n = meta["n"] if "n" in meta else meta["base"][0]
+    base = np.fromfile(os.path.join(a.data, "base.f32"), dtype=np.float32).reshape(-1, 384)
+    systems = np.fromfile(os.path.join(a.data, "systems.u32"), dtype=np.uint32)
+    queries = np.fromfile(os.path.join(a.data, "queries.f32"), dtype=np.float32).reshape(-1, 384)
+    gt = np.fromfile(os.path.join(a.data, "gt.u32"), dtype=np.uint32).reshape(queries.shape[0], -1)
+    n = base.shape[0]
+
+    # ingest: one batch per system run, in order, two clients
+    batches = []
+    order = np.argsort(systems, kind="stable")
+    i = 0
+    while i < n:
+        s = systems[order[i]]
+        j = i
+        while j < n and systems[order[j]] == s and j - i < a.batch:
+            j += 1
+        batches.append((f"sys-{s:05d}", order[i:j]))
+        i = j
+    lock = threading.Lock()
+    todo = list(batches)
+
+    def pusher():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                system, rows = todo.pop()
+            convs = [
+                {"id": f"r{r}", "content": f"record {r}", "embedding": base[r].tolist(),
+                 "timestamp": "2026-11-20T10:00:00Z"}
+                for r in rows
+            ]
+            answer = post(a.ingest_url + "/api/v1/ingest", {"system_id": system, "conversations": convs})
+            assert answer.get("stored", 0) + answer.get("unchanged", 0) == len(rows), answer
+
+    started = time.time()
+    threads = [threading.Thread(target=pusher) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    ingest_s = time.time() - started
+
+    # let the index catch up: wait until a few queries give stable answers
+    time.sleep(2)
+    nq = min(a.queries, queries.shape[0])
+
+    def ask(q):
+        t = time.time()
+        answer = post(a.search_url + "/api/v1/search", {"embedding": queries[q].tolist(), "limit": 10})
+        return time.time() - t, answer
+
+    lat, hits = [], 0
+    for q in range(nq):
+        dt, answer = ask(q)
+        lat.append(dt * 1000)
+        got = {int(h["conversation_id"][1:]) for h in answer["results"]}
+        hits += len(got & set(gt[q][:10].tolist()))
+    lat.sort()
+    done = [0]
+
+    def client(k):
+        for q in range(k, nq, 4):
+            ask(q)
+            with lock:
+                done[0] += 1
+
+    t = time.time()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    [x.start() for x in threads]
+    [x.join() for x in threads]
+    qps = done[0] / (time.time() - t)
+    print(json.dumps({
+        "records": int(n),
+        "ingest_records_per_s": round(n / ingest_s),
+        "search_p50_ms": round(lat[len(lat) // 2], 2),
+        "search_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2),
+        "search_qps_4_clients": round(qps),
+        "recall_at_10": round(hits / (nq * 10), 4),
+    }))
+
+
+if __name__ == "__main__":
+    main()
