@@ -191,6 +191,11 @@ async fn age_to_cold(
 /// Folds the shard's cold log into a snapshot when it has grown long; a failure only waits
 /// for the next commit.
 async fn compact_log(cold: &ColdTier, shard: ShardId) {
+    if cold.is_clustered() {
+        // two nodes folding one shard's log at once could each delete an event the other's
+        // snapshot lacks; in a cluster the log is left whole until each shard has one folder
+        return;
+    }
     let seq = match cold.next_seq() {
         Ok(seq) => seq,
         Err(e) => {

@@ -35,6 +35,7 @@ pub async fn start_host(node: &Arc<Node>, node_id: &str) -> Result<ActorRef<Shar
 /// From now on the node sends writes and deletions to every replica, and answers searches
 /// and counts from each shard's primary.
 pub fn route(node: &Node, routes: ClusterRoutes) -> Result<(), String> {
+    node.cold.join_cluster(routes.self_id());
     if node.shards.join(routes) {
         Ok(())
     } else {

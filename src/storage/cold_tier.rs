@@ -25,6 +25,10 @@ use crate::storage::warm::decode_warm;
 use crate::storage::{HotStore, StorageError};
 use crate::version::Version;
 
+/// Bits of a sequence number a node counts in; the bits above hold its tag in a cluster.
+const LOCAL_SEQ_BITS: u32 = 43;
+const LOCAL_SEQ_MASK: u64 = (1 << LOCAL_SEQ_BITS) - 1;
+
 /// Bytes of decoded cold files kept in memory.
 const CACHE_BYTES: usize = 512 * 1024 * 1024;
 
@@ -160,6 +164,10 @@ pub struct ColdTier {
     pub(super) live: sled::Tree,
     /// the catalog in memory, by seq (searches and stats never decode the tree)
     pub(super) catalog: parking_lot::RwLock<BTreeMap<u64, ColdFile>>,
+    /// the node's tag in the high bits of its sequence numbers (zero alone)
+    seq_tag: std::sync::atomic::AtomicU64,
+    /// whether the node is a member of a cluster
+    clustered: std::sync::atomic::AtomicBool,
     cache: ColdCache,
 }
 
@@ -197,6 +205,8 @@ impl ColdTier {
             hot: hot.clone(),
             catalog: parking_lot::RwLock::new(catalog),
             cache: ColdCache::new(CACHE_BYTES),
+            seq_tag: std::sync::atomic::AtomicU64::new(0),
+            clustered: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -221,9 +231,33 @@ impl ColdTier {
         mask
     }
 
-    /// A new sequence number.
+    /// A new sequence number, unique in the cluster: in a cluster the node's tag is in its
+    /// high bits, so two nodes writing files and log events of one shard to one object store
+    /// never take the same key.
     pub fn next_seq(&self) -> Result<u64, StorageError> {
-        self.hot.next_seq()
+        let local = self.hot.next_seq()?;
+        Ok(self.seq_tag.load(std::sync::atomic::Ordering::Acquire) | (local & LOCAL_SEQ_MASK))
+    }
+
+    /// Marks this node as a member of a cluster: its sequence numbers carry its tag from now
+    /// on, and what only one writer of a shard's log may do (folding the log, removing files
+    /// no longer visible) is left undone until the cluster gives each shard one such writer.
+    pub fn join_cluster(&self, node_id: &str) {
+        // FNV-1a of the node id, into the bits above the local sequence; never zero
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in node_id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let tag = (h % ((1 << (64 - LOCAL_SEQ_BITS)) - 1) + 1) << LOCAL_SEQ_BITS;
+        self.seq_tag
+            .store(tag, std::sync::atomic::Ordering::Release);
+        self.clustered
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether this node is a member of a cluster (see [`ColdTier::join_cluster`]).
+    pub fn is_clustered(&self) -> bool {
+        self.clustered.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The version of a record's visible cold copy, if it has one.
@@ -654,5 +688,29 @@ mod tests {
         let reopened = ColdTier::open(&hot, store).unwrap();
         assert_eq!(reopened.files().len(), 2);
         assert!(reopened.files().iter().all(|f| f.live_rows() == 0));
+    }
+
+    #[test]
+    fn a_clustered_node_numbers_files_apart_from_every_other_node() {
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_ha, a) = tier(dir_a.path());
+        let (_hb, b) = tier(dir_b.path());
+        let alone = a.next_seq().unwrap();
+        assert!(
+            alone < 1 << LOCAL_SEQ_BITS,
+            "a node alone keeps its plain numbers"
+        );
+        assert!(!a.is_clustered());
+        a.join_cluster("n1");
+        b.join_cluster("n2");
+        let (sa, sb) = (a.next_seq().unwrap(), b.next_seq().unwrap());
+        assert!(a.is_clustered());
+        assert_ne!(sa >> LOCAL_SEQ_BITS, 0);
+        assert_ne!(
+            sa >> LOCAL_SEQ_BITS,
+            sb >> LOCAL_SEQ_BITS,
+            "two nodes, two tags"
+        );
+        assert!(a.next_seq().unwrap() > sa, "still increasing");
     }
 }
