@@ -137,6 +137,18 @@ impl ShardRouter {
         self.cluster.set(routes).is_ok()
     }
 
+    /// Whether this node is the primary of a shard (always, outside a cluster): the one node
+    /// that reads the uploads of the shard's systems.
+    pub fn is_primary_here(&self, shard: ShardId) -> bool {
+        match self.cluster.get() {
+            None => true,
+            Some(routes) => routes
+                .replicas(shard)
+                .first()
+                .is_some_and(|p| p == routes.self_id()),
+        }
+    }
+
     /// The cluster's routes, once joined.
     pub fn cluster(&self) -> Option<&ClusterRoutes> {
         self.cluster.get()

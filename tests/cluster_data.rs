@@ -8,7 +8,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::uploads::put_memory_upload;
 use common::{batch, free_port, unit_vector, NodeProcess};
+use object_store::local::LocalFileSystem;
+use object_store::ObjectStore;
 use serde_json::{json, Value};
 
 const COOKIE: &str = "data-cookie-19c2";
@@ -16,9 +19,21 @@ const SYSTEMS: u64 = 12;
 const PER_SYSTEM: u64 = 100;
 
 async fn start(dir: &Path, id: &str, listen: u16, join: &[u16]) -> NodeProcess {
+    start_with(dir, id, listen, join, &[], "false").await
+}
+
+async fn start_with(
+    dir: &Path,
+    id: &str,
+    listen: u16,
+    join: &[u16],
+    extra: &[&str],
+    uploads: &str,
+) -> NodeProcess {
     let listen_arg = format!("127.0.0.1:{listen}");
     let joins: Vec<String> = join.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut args = vec!["--listen", listen_arg.as_str(), "--node-id", id];
+    args.extend_from_slice(extra);
     for j in &joins {
         args.push("--join");
         args.push(j);
@@ -29,7 +44,8 @@ async fn start(dir: &Path, id: &str, listen: u16, join: &[u16]) -> NodeProcess {
         ("AKOSHA__CLUSTER__FAILURE_INITIAL_INTERVAL_MS", "200"),
         ("AKOSHA__CLUSTER__REDIAL_INTERVAL_MS", "300"),
         ("AKOSHA__CLUSTER__REPLICATION_FACTOR", "2"),
-        ("AKOSHA__UPLOADS__ENABLED", "false"),
+        ("AKOSHA__UPLOADS__ENABLED", uploads),
+        ("AKOSHA__UPLOADS__POLL_INTERVAL_MS", "100"),
         ("AKOSHA__AGING__ENABLED", "false"),
     ];
     NodeProcess::start_with(dir, &args, &env).await
@@ -175,4 +191,93 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
         assert_eq!(answer["partial"], false, "{answer}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_upload_on_a_shared_store_is_read_once_in_the_cluster_and_its_records_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let url = format!("file://{}", objects.display());
+    let extra = ["--object-store", url.as_str()];
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let n1 = start_with(&dir.path().join("n1"), "n1", ports[0], &[], &extra, "true").await;
+    let n2 = start_with(
+        &dir.path().join("n2"),
+        "n2",
+        ports[1],
+        &[ports[0]],
+        &extra,
+        "true",
+    )
+    .await;
+    let n3 = start_with(
+        &dir.path().join("n3"),
+        "n3",
+        ports[2],
+        &[ports[0]],
+        &extra,
+        "true",
+    )
+    .await;
+    wait_formed(&[&n1, &n2, &n3]).await;
+
+    let store: std::sync::Arc<dyn ObjectStore> =
+        std::sync::Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());
+    const UPLOADS: u64 = 24;
+    for u in 0..UPLOADS {
+        let system = format!("pulled{}", u % 6);
+        let items: Vec<(String, String, u64)> = (0..5)
+            .map(|k| {
+                let i = 10_000 + u * 5 + k;
+                (format!("m{i}"), format!("memory {i}"), i)
+            })
+            .collect();
+        let items: Vec<(&str, &str, u64)> = items
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), *c))
+            .collect();
+        put_memory_upload(
+            &*store,
+            &system,
+            &format!("u{u:03}"),
+            "2026-11-20T10:00:00+00:00",
+            &items,
+        )
+        .await;
+    }
+    // every upload done once across the three nodes, none twice
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut done = 0;
+        for n in [&n1, &n2, &n3] {
+            let (_, u) = n.get("/api/v1/uploads").await;
+            done += u["done"].as_u64().unwrap_or(0);
+        }
+        if done == UPLOADS {
+            break;
+        }
+        assert!(
+            done < UPLOADS,
+            "{done} uploads read for {UPLOADS}: one was read twice"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {UPLOADS} uploads were read"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // a few more polls read nothing again
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut done = 0;
+    for n in [&n1, &n2, &n3] {
+        let (_, u) = n.get("/api/v1/uploads").await;
+        done += u["done"].as_u64().unwrap_or(0);
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], UPLOADS * 5, "{stats}");
+    }
+    assert_eq!(done, UPLOADS);
+    let scoped = json!({"embedding": unit_vector(10_007), "limit": 1, "system_id": "pulled1"});
+    let (ids, answer) = search_ids(&n2, &scoped).await;
+    assert_eq!(ids.first().map(String::as_str), Some("m10007"), "{answer}");
 }

@@ -58,6 +58,8 @@ pub struct ScannerArgs {
     pub max_pending: usize,
     /// uploads finished longer ago than this leave the ledger, and full rescans skip them
     pub forget_after: Duration,
+    /// in a cluster, only the systems whose shard this node is the primary of are read here
+    pub shards: crate::router::ShardRouter,
 }
 
 /// An upload the scanner has seen and not yet folded into its system's checkpoint.
@@ -216,6 +218,14 @@ impl ScannerState {
         for system in systems {
             if self.unfinished() >= self.args.max_pending {
                 break;
+            }
+            // each upload is read once in a cluster: by the primary of its system's shard
+            if !self
+                .args
+                .shards
+                .is_primary_here(crate::record::shard_for(&system))
+            {
+                continue;
             }
             let from = if full {
                 None

@@ -81,6 +81,7 @@ impl PullIngestion {
                 rescan_interval: Duration::from_secs(self.config.rescan_interval_secs),
                 max_pending: self.config.max_pending,
                 forget_after: self.forget_after,
+                shards: self.processor.writer.shards.clone(),
             },
             processor: Arc::clone(&self.processor),
             workers: self.config.workers,
