@@ -7,6 +7,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use ractor::RpcReplyPort;
+
 use crate::actors::directory::{ShardCallError, ShardDirectory};
 use crate::actors::shard::ShardMsg;
 pub use crate::actors::shard::{Candidates, DeleteCounts, ShardCounts};
@@ -163,36 +165,23 @@ impl ShardRouter {
         records: Vec<MemoryRecord>,
         timeout: Duration,
     ) -> Result<WriteCounts, ShardError> {
-        let Some(routes) = self.cluster.get() else {
+        if self.cluster.get().is_none() {
             return self.upsert(shard, records, timeout).await;
-        };
-        let replicas = routes.replicas(shard);
-        if replicas.is_empty() {
-            return Err(ShardError::Down(shard));
         }
         let stored: Vec<StoredRecord> = records.iter().map(StoredRecord::from).collect();
-        let me = routes.self_id();
-        let calls = replicas.iter().map(|node| {
-            let (stored, records) = (stored.clone(), records.clone());
-            async move {
-                if node == me {
-                    return self.upsert(shard, records, timeout).await;
-                }
+        self.on_every_replica(
+            shard,
+            timeout,
+            || self.upsert(shard, records.clone(), timeout),
+            |reply| {
                 let request = UpsertRequest {
                     shard,
-                    records: stored,
+                    records: stored.clone(),
                 };
-                let answer = shard_host::call(
-                    node,
-                    |reply| ShardHostMsg::Upsert(Payload::Value(request), reply),
-                    timeout,
-                )
-                .await;
-                replica_answer(shard, node, answer)
-            }
-        });
-        let answers = futures::future::join_all(calls).await;
-        pick_answer(&replicas, me, answers)
+                ShardHostMsg::Upsert(Payload::Value(request), reply)
+            },
+        )
+        .await
     }
 
     /// Deletes on every replica of the shard (see [`ShardRouter::upsert_replicated`]).
@@ -204,34 +193,51 @@ impl ShardRouter {
         version: Version,
         timeout: Duration,
     ) -> Result<DeleteCounts, ShardError> {
+        self.on_every_replica(
+            shard,
+            timeout,
+            || self.delete(shard, system_id, conversation_id, version, timeout),
+            |reply| {
+                let request = DeleteRequest {
+                    shard,
+                    system_id: system_id.to_string(),
+                    conversation_id: conversation_id.map(str::to_string),
+                    version,
+                };
+                ShardHostMsg::Delete(Payload::Value(request), reply)
+            },
+        )
+        .await
+    }
+
+    /// Runs a call on every replica of a shard at once: this node's through `local`, the
+    /// others' through their shard host with `remote`; every one must succeed. Outside a
+    /// cluster, only `local`.
+    async fn on_every_replica<T, F>(
+        &self,
+        shard: ShardId,
+        timeout: Duration,
+        local: impl Fn() -> F,
+        remote: impl Fn(RpcReplyPort<Payload<Result<T, String>>>) -> ShardHostMsg,
+    ) -> Result<T, ShardError>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+        F: std::future::Future<Output = Result<T, ShardError>>,
+    {
         let Some(routes) = self.cluster.get() else {
-            return self
-                .delete(shard, system_id, conversation_id, version, timeout)
-                .await;
+            return local().await;
         };
         let replicas = routes.replicas(shard);
         if replicas.is_empty() {
             return Err(ShardError::Down(shard));
         }
         let me = routes.self_id();
+        let (local, remote) = (&local, &remote);
         let calls = replicas.iter().map(|node| async move {
             if node == me {
-                return self
-                    .delete(shard, system_id, conversation_id, version, timeout)
-                    .await;
+                return local().await;
             }
-            let request = DeleteRequest {
-                shard,
-                system_id: system_id.to_string(),
-                conversation_id: conversation_id.map(str::to_string),
-                version,
-            };
-            let answer = shard_host::call(
-                node,
-                |reply| ShardHostMsg::Delete(Payload::Value(request), reply),
-                timeout,
-            )
-            .await;
+            let answer = shard_host::call(node, remote, timeout).await;
             replica_answer(shard, node, answer)
         });
         let answers = futures::future::join_all(calls).await;
@@ -292,9 +298,9 @@ impl ShardRouter {
         let system_id = system_id.to_string();
         Ok(self
             .directory
-            .call(
+            .call_through_restarts(
                 shard,
-                |reply| ShardMsg::Candidates(system_id, reply),
+                |reply| ShardMsg::Candidates(system_id.clone(), reply),
                 timeout,
             )
             .await?)
@@ -308,7 +314,7 @@ impl ShardRouter {
     ) -> Result<ShardCounts, ShardError> {
         Ok(self
             .directory
-            .call(shard, ShardMsg::Counts, timeout)
+            .call_through_restarts(shard, ShardMsg::Counts, timeout)
             .await?)
     }
 
