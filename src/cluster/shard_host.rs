@@ -3,8 +3,9 @@
 //! for shards of this node, always locally (it never forwards, so nothing loops). Every
 //! handler runs in its own task, so one slow request never holds up another.
 //!
-//! Its mailbox is ractor's (unbounded), but every sender is a node's router, whose calls
-//! are bounded per shard and carry a timeout.
+//! Its mailbox is ractor's (unbounded), but it only spawns: at most [`MAX_IN_FLIGHT`]
+//! requests run at once, and one over that is answered at once with an error (the caller
+//! retries, every call being safe to receive twice), so work queued here stays bounded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ use crate::search::{QueryTarget, SearchHit, SearchQuery, Searcher, Tiers};
 use crate::storage::upsert::WriteCounts;
 use crate::storage::HotStore;
 use crate::version::Version;
+
+/// Requests a shard host runs at once; more are refused.
+pub const MAX_IN_FLIGHT: usize = 256;
 
 /// The process group of a node's shard host.
 pub fn group_of(node_id: &str) -> String {
@@ -215,7 +219,7 @@ pub struct ShardHost;
 
 impl Actor for ShardHost {
     type Msg = ShardHostMsg;
-    type State = Arc<ShardHostArgs>;
+    type State = (Arc<ShardHostArgs>, Arc<tokio::sync::Semaphore>);
     type Arguments = ShardHostArgs;
 
     async fn pre_start(
@@ -224,19 +228,44 @@ impl Actor for ShardHost {
         args: ShardHostArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(group_of(&args.node_id), vec![myself.get_cell()]);
-        Ok(Arc::new(args))
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        Ok((Arc::new(args), permits))
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
         message: ShardHostMsg,
-        state: &mut Arc<ShardHostArgs>,
+        state: &mut (Arc<ShardHostArgs>, Arc<tokio::sync::Semaphore>),
     ) -> Result<(), ActorProcessingErr> {
-        let host = Arc::clone(state);
+        let host = Arc::clone(&state.0);
+        let busy = || {
+            format!(
+                "node {} is busy: {MAX_IN_FLIGHT} requests running, retry",
+                host.node_id
+            )
+        };
+        let Ok(permit) = Arc::clone(&state.1).try_acquire_owned() else {
+            match message {
+                ShardHostMsg::Upsert(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::Delete(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::Search(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::Counts(shards, reply) => {
+                    let none = shards
+                        .into_result()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| (s, None))
+                        .collect();
+                    drop(reply.send(Payload::Value(none)));
+                }
+            }
+            return Ok(());
+        };
         match message {
             ShardHostMsg::Upsert(request, reply) => {
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let answer = match request.into_result() {
                         Ok(r) => host.upsert(r).await,
                         Err(e) => Err(e.to_string()),
@@ -246,6 +275,7 @@ impl Actor for ShardHost {
             }
             ShardHostMsg::Delete(request, reply) => {
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let answer = match request.into_result() {
                         Ok(r) => host.delete(r).await,
                         Err(e) => Err(e.to_string()),
@@ -255,6 +285,7 @@ impl Actor for ShardHost {
             }
             ShardHostMsg::Counts(shards, reply) => {
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let shards = shards.into_result().unwrap_or_default();
                     let mut out = Vec::with_capacity(shards.len());
                     for s in shards {
@@ -265,6 +296,7 @@ impl Actor for ShardHost {
             }
             ShardHostMsg::Search(query, reply) => {
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let answer = match query.into_result() {
                         Ok(q) => host.search(q).await,
                         Err(e) => Err(e.to_string()),
