@@ -66,6 +66,11 @@ async fn wait_formed(nodes: &[&NodeProcess]) {
                     .all(|m| m["state"] == "alive" && m["ready"] == true);
             versions.push(view["placement_version"].clone());
         }
+        // and every node's shards are whole: every shard answers on every node
+        for n in nodes {
+            let (_, stats) = n.get("/api/v1/stats").await;
+            formed &= stats["missing_shards"] == json!([]);
+        }
         if formed && versions.windows(2).all(|w| w[0] == w[1]) {
             return;
         }
@@ -159,7 +164,7 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
 
     // SIGKILL one node: once the others declare it dead, each of its shards is answered by
     // its other replica, so nothing acknowledged is missing and the count is exact
-    drop(n2.kill9());
+    let n2_dir = n2.kill9();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, view) = n1.get("/api/v1/cluster").await;
@@ -191,6 +196,40 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
         assert_eq!(answer["partial"], false, "{answer}");
     }
+
+    // writes while it is gone reach the live replicas; restarted, it catches up from them
+    // before answering for its shards, and then every node counts exactly again
+    // twelve systems, so that some land on shards whose primary is the restarted node
+    for k in 0..12u64 {
+        let system = format!("late{k}");
+        let (status, body) = n1
+            .post("/api/v1/ingest", &batch(&system, 50_000 + k * 10, 10))
+            .await;
+        assert_eq!((status, body["stored"].as_u64()), (200, Some(10)), "{body}");
+    }
+    let total_late = 120;
+    let n2 = start(&n2_dir, "n2", ports[1], &[ports[0]]).await;
+    wait_formed(&[&n1, &n2, &n3]).await;
+    for n in [&n1, &n2, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], total - 1 + total_late, "{stats}");
+    }
+    for i in (0..12u64).map(|k| 50_000 + k * 10 + 3) {
+        let system = format!("late{}", (i - 50_000) / 10);
+        let scoped = json!({"embedding": unit_vector(i), "limit": 1, "system_id": system});
+        let (ids, answer) = search_ids(&n2, &scoped).await;
+        assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
+        assert_eq!(answer["partial"], false, "{answer}");
+    }
+    let mut held = 0;
+    for n in [&n1, &n2, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        held += stats["index"]["live_points"].as_u64().unwrap_or(0);
+    }
+    assert!(
+        held >= 2 * (total - 1 + total_late),
+        "at least two copies of everything: {held}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

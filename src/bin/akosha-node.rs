@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use akosha::cluster::fanout;
-use akosha::cluster::routes::ClusterRoutes;
+use akosha::cluster::routes::{ClusterRoutes, ShardSync};
 use akosha::cluster::{ClusterHandle, ClusterSettings};
 use akosha::config::Config;
 use akosha::node::Node;
@@ -218,14 +220,16 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
             let node_id = settings.node_id.clone();
             // other nodes reach this node's shards through its host, advertised by every
             // session from its start
-            let host = fanout::start_host(&node, &node_id)
+            let sync = Arc::new(ShardSync::default());
+            let host = fanout::start_host(&node, &node_id, Arc::clone(&sync))
                 .await
                 .map_err(anyhow::Error::msg)?;
+            let settle = settings.config.gossip_interval() * 5 + Duration::from_secs(2);
             let cluster = ClusterHandle::start(settings)
                 .await
                 .context("cannot join the cluster")?;
-            fanout::route(&node, ClusterRoutes::new(&node_id, cluster.watcher()))
-                .map_err(anyhow::Error::msg)?;
+            let routes = ClusterRoutes::new(&node_id, cluster.watcher(), sync);
+            fanout::route(&node, routes, settle).map_err(anyhow::Error::msg)?;
             (cluster, Some(host))
         }
         None => (

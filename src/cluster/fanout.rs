@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 
-use super::routes::ClusterRoutes;
+use super::routes::{ClusterRoutes, ShardSync};
 use super::shard_host::{self, group_of, RemoteQuery, ShardHost, ShardHostArgs, ShardHostMsg};
 use super::wire::Payload;
 use crate::actors::shard::ShardCounts;
@@ -17,8 +17,13 @@ use crate::search::{QueryTarget, SearchError, SearchHit, SearchQuery, SearchResp
 
 /// Starts this node's shard host, through which other nodes reach its shards. Start it
 /// before the transport, so that every session advertises it from its start.
-pub async fn start_host(node: &Arc<Node>, node_id: &str) -> Result<ActorRef<ShardHostMsg>, String> {
+pub async fn start_host(
+    node: &Arc<Node>,
+    node_id: &str,
+    sync: Arc<ShardSync>,
+) -> Result<ActorRef<ShardHostMsg>, String> {
     let args = ShardHostArgs {
+        sync,
         node_id: node_id.to_string(),
         shards: crate::router::ShardRouter::new(Arc::clone(&node.directory)),
         store: node.store.clone(),
@@ -34,13 +39,13 @@ pub async fn start_host(node: &Arc<Node>, node_id: &str) -> Result<ActorRef<Shar
 
 /// From now on the node sends writes and deletions to every replica, and answers searches
 /// and counts from each shard's primary.
-pub fn route(node: &Node, routes: ClusterRoutes) -> Result<(), String> {
+pub fn route(node: &Arc<Node>, routes: ClusterRoutes, settle: Duration) -> Result<(), String> {
     node.cold.join_cluster(routes.self_id());
-    if node.shards.join(routes) {
-        Ok(())
-    } else {
-        Err("the node has joined a cluster already".to_string())
+    if !node.shards.join(routes) {
+        return Err("the node has joined a cluster already".to_string());
     }
+    super::catch_up::spawn(Arc::clone(node), settle);
+    Ok(())
 }
 
 /// The primary of each shard, by node: the shards each node answers for.
@@ -97,11 +102,23 @@ pub async fn search(
             let answer = if member == me {
                 let mut local = query;
                 local.target = QueryTarget::Embedding(vector);
+                let (whole, catching_up) = routes.sync().split(&shards);
                 node.searcher
-                    .for_shards(&shards)
+                    .for_shards(&whole)
                     .search(local)
                     .await
-                    .map(|a| (a.results, a.missing_shards, a.partial_reason))
+                    .map(|a| {
+                        let mut missing = a.missing_shards;
+                        let mut reason = a.partial_reason;
+                        if !catching_up.is_empty() {
+                            reason = Some(format!(
+                                "{} shards of this node are catching up from another replica",
+                                catching_up.len()
+                            ));
+                            missing.extend(catching_up);
+                        }
+                        (a.results, missing, reason)
+                    })
                     .map_err(|e| e.to_string())
             } else {
                 let remote = RemoteQuery {
@@ -187,7 +204,12 @@ pub async fn counts(
             if member == me {
                 let mut out = Vec::with_capacity(shards.len());
                 for s in shards {
-                    out.push((s, local.counts(s, timeout).await.ok()));
+                    let counts = if routes.sync().is_synced(s) {
+                        local.counts(s, timeout).await.ok()
+                    } else {
+                        None
+                    };
+                    out.push((s, counts));
                 }
                 return out;
             }

@@ -6,6 +6,7 @@
 //! one-node cluster of itself and starts none of this. Records are not replicated yet: the
 //! view and placement say where shards *should* live; every node still serves only its own.
 
+pub mod catch_up;
 pub mod fanout;
 pub mod membership;
 pub mod membership_actor;

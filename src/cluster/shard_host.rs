@@ -14,11 +14,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
+use super::routes::ShardSync;
 use super::wire::{Payload, WireError};
 use crate::actors::shard::{DeleteCounts, ShardCounts};
 use crate::record::{MemoryRecord, ShardId, StoredRecord};
 use crate::router::ShardRouter;
 use crate::search::{QueryTarget, SearchHit, SearchQuery, Searcher, Tiers};
+use crate::storage::shard_export::{ExportCursor, ShardPage};
 use crate::storage::upsert::WriteCounts;
 use crate::storage::HotStore;
 use crate::version::Version;
@@ -59,6 +61,23 @@ pub enum ShardHostMsg {
         Payload<RemoteQuery>,
         RpcReplyPort<Payload<Result<RemoteAnswer, String>>>,
     ),
+    /// Reads a page of one shard, for a replica catching up.
+    #[rpc]
+    Export(
+        Payload<ExportRequest>,
+        RpcReplyPort<Payload<Result<ShardPage, String>>>,
+    ),
+}
+
+/// A page of a shard asked for by a replica catching up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportRequest {
+    /// the shard
+    pub shard: ShardId,
+    /// where the page starts
+    pub cursor: ExportCursor,
+    /// most items in it
+    pub max: usize,
 }
 
 /// Counts per shard asked; `None` for a shard that did not answer.
@@ -212,6 +231,8 @@ pub struct ShardHostArgs {
     pub searcher: Searcher,
     /// how long one shard call may take
     pub timeout: Duration,
+    /// which of this node's shards are whole
+    pub sync: Arc<ShardSync>,
 }
 
 /// The shard host actor.
@@ -250,6 +271,7 @@ impl Actor for ShardHost {
                 ShardHostMsg::Upsert(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Delete(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Search(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::Export(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Counts(shards, reply) => {
                     let none = shards
                         .into_result()
@@ -289,9 +311,29 @@ impl Actor for ShardHost {
                     let shards = shards.into_result().unwrap_or_default();
                     let mut out = Vec::with_capacity(shards.len());
                     for s in shards {
-                        out.push((s, host.shards.counts(s, host.timeout).await.ok()));
+                        // a copy still catching up would count less than the shard holds
+                        let counts = if host.sync.is_synced(s) {
+                            host.shards.counts(s, host.timeout).await.ok()
+                        } else {
+                            None
+                        };
+                        out.push((s, counts));
                     }
                     let _ = reply.send(Payload::Value(out));
+                });
+            }
+            ShardHostMsg::Export(request, reply) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let answer = match request.into_result() {
+                        Ok(r) => host
+                            .shards
+                            .export(r.shard, r.cursor, r.max, host.timeout)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(Payload::Value(answer));
                 });
             }
             ShardHostMsg::Search(query, reply) => {
@@ -338,16 +380,28 @@ impl ShardHostArgs {
     }
 
     async fn search(&self, q: RemoteQuery) -> Result<RemoteAnswer, String> {
+        let (whole, catching_up) = self.sync.split(&q.shards);
         let answer = self
             .searcher
-            .for_shards(&q.shards)
+            .for_shards(&whole)
             .search(q.to_query())
             .await
             .map_err(|e| e.to_string())?;
+        let mut missing = answer.missing_shards;
+        let mut reason = answer.partial_reason;
+        if !catching_up.is_empty() {
+            let why = format!(
+                "node {}: {} shards are catching up from another replica",
+                self.node_id,
+                catching_up.len()
+            );
+            reason = Some(reason.map_or(why.clone(), |r| format!("{r}; {why}")));
+            missing.extend(catching_up);
+        }
         Ok(RemoteAnswer {
             hits: answer.results.into_iter().map(RemoteHit::from).collect(),
-            missing_shards: answer.missing_shards,
-            partial_reason: answer.partial_reason,
+            missing_shards: missing,
+            partial_reason: reason,
         })
     }
 }

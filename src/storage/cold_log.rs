@@ -40,7 +40,8 @@ pub struct Deletion {
     /// the system
     pub system_id: String,
     /// one conversation, or the whole system when absent
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // always written: pages of a shard cross nodes in bincode, which needs every field
+    #[serde(default)]
     pub conversation_id: Option<String>,
     /// the deletion's version
     pub version: Version,

@@ -41,8 +41,9 @@ pub struct SystemRows {
     pub rows: u64,
     /// of which no longer visible (deleted, superseded, or moved by another file)
     pub deleted: u64,
-    /// the oldest version among them (unknown in files written before it was kept)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// the oldest version among them (unknown in files written before it was kept); always
+    /// written, as catalog entries cross nodes in bincode
+    #[serde(default)]
     pub oldest: Option<Version>,
 }
 
