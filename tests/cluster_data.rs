@@ -1,7 +1,9 @@
 //! Records across a cluster of real `akosha-node` processes on loopback (replication factor
 //! 2): every record pushed through one node is written to both replicas of its shard, found
 //! through any node by vector (system-scoped and global), counted once on every node, and a
-//! deletion through another node removes it everywhere.
+//! deletion through another node removes it everywhere; a SIGKILLed node loses nothing and
+//! catches up when restarted; a joining node catches up, and no answer meanwhile is short
+//! without saying so; each upload on a shared store is read once.
 
 mod common;
 
@@ -230,6 +232,49 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         held >= 2 * (total - 1 + total_late),
         "at least two copies of everything: {held}"
     );
+
+    // a fourth node joins: placement moves shards to it at once and it copies them; an
+    // answer that lacks a shard meanwhile says so (`partial`, `missing_shards`), never a
+    // short count or a missing record without it; once it has caught up, all is exact
+    let p4 = free_port();
+    let n4 = start(&dir.path().join("n4"), "n4", p4, &[ports[0]]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        let i = (polls % SYSTEMS) * PER_SYSTEM + 11;
+        let global = json!({"embedding": unit_vector(i), "limit": 3});
+        let (ids, answer) = search_ids(&n1, &global).await;
+        if answer["partial"] == false {
+            assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
+        }
+        let (_, stats) = n1.get("/api/v1/stats").await;
+        if stats["missing_shards"] == json!([]) {
+            assert_eq!(stats["records"]["total"], total - 1 + total_late, "{stats}");
+        }
+        let (_, view) = n4.get("/api/v1/cluster").await;
+        let members = view["members"].as_array().map_or(0, Vec::len);
+        let mut whole = members == 4;
+        for n in [&n1, &n2, &n3, &n4] {
+            let (_, stats) = n.get("/api/v1/stats").await;
+            whole &= stats["missing_shards"] == json!([]);
+        }
+        if whole {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n4 did not catch up");
+    }
+    for n in [&n1, &n2, &n3, &n4] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], total - 1 + total_late, "{stats}");
+    }
+    for s in 0..SYSTEMS {
+        let i = s * PER_SYSTEM + 23;
+        let global = json!({"embedding": unit_vector(i), "limit": 3});
+        let (ids, answer) = search_ids(&n4, &global).await;
+        assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
+        assert_eq!(answer["partial"], false, "{answer}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
