@@ -31,10 +31,14 @@ pub fn spawn(node: Arc<Node>, settle: Duration) {
         while view.borrow().members.len() < 2 && started.elapsed() < settle {
             let _ = tokio::time::timeout(RETRY, view.changed()).await;
         }
+        let mut said = 0;
         loop {
             let left = catch_up_once(&node).await;
+            if left != said {
+                tracing::info!(shards = left, "shards of this node still catching up");
+                said = left;
+            }
             if left > 0 {
-                tracing::info!(shards = left, "shards still catching up; trying again");
                 tokio::time::sleep(RETRY).await;
             } else if view.changed().await.is_err() {
                 return;
@@ -54,6 +58,7 @@ async fn catch_up_once(node: &Node) -> usize {
     let local = ShardRouter::new(Arc::clone(&node.directory));
     let timeout = Duration::from_millis(node.config.ingest.timeout_ms);
     let mut left = 0;
+    let mut failed = std::collections::HashSet::new();
     for shard in 0..SHARD_COUNT as ShardId {
         let replicas = placement.replicas(shard);
         if !replicas.contains(&me.as_str()) {
@@ -70,7 +75,13 @@ async fn catch_up_once(node: &Node) -> usize {
             continue;
         }
         let mut copied = false;
-        for source in others {
+        // a source that failed once in this pass (gone, or silent until the timeout) is not
+        // asked again for every other shard: the pass would stall on it
+        let fresh: Vec<&str> = others
+            .into_iter()
+            .filter(|o| !failed.contains(*o))
+            .collect();
+        for source in fresh {
             match copy(&local, source, shard, timeout).await {
                 Ok(items) => {
                     tracing::debug!(shard, source, items, "shard caught up");
@@ -79,7 +90,8 @@ async fn catch_up_once(node: &Node) -> usize {
                 }
                 Err(e) => {
                     // the pass says how many shards are left; each failure is a detail
-                    tracing::debug!(shard, source, error = %e, "cannot copy a shard from a replica")
+                    tracing::debug!(shard, source, error = %e, "cannot copy a shard from a replica");
+                    failed.insert(source.to_string());
                 }
             }
         }
