@@ -23,7 +23,7 @@ use crate::storage::StorageError;
 use crate::version::Version;
 
 /// A replica's answer as the router's error.
-fn replica_answer<T>(
+pub(crate) fn replica_answer<T>(
     shard: ShardId,
     node: &str,
     answer: Result<Result<T, String>, RemoteError>,
@@ -244,6 +244,20 @@ impl ShardRouter {
         pick_answer(&replicas, me, answers)
     }
 
+    /// Calls a shard with a message whose answer is the shard's store result, waiting through
+    /// a restart; the two ways to fail become one [`ShardError`].
+    async fn call_store<R: Send + 'static>(
+        &self,
+        shard: ShardId,
+        message: impl FnMut(RpcReplyPort<Result<R, StorageError>>) -> ShardMsg,
+        timeout: Duration,
+    ) -> Result<R, ShardError> {
+        self.directory
+            .call_through_restarts(shard, message, timeout)
+            .await?
+            .map_err(|e| ShardError::Failed(shard, e))
+    }
+
     /// Writes records of one shard; replies once they are in its tree and index.
     pub async fn upsert(
         &self,
@@ -251,16 +265,13 @@ impl ShardRouter {
         records: Vec<MemoryRecord>,
         timeout: Duration,
     ) -> Result<WriteCounts, ShardError> {
-        let asked = self
-            .directory
-            .call_through_restarts(
-                shard,
-                // a copy per attempt: a write cut short by a restart is sent again
-                |reply| ShardMsg::Upsert(records.clone(), reply),
-                timeout,
-            )
-            .await?;
-        asked.map_err(|e| ShardError::Failed(shard, e))
+        self.call_store(
+            shard,
+            // a copy per attempt: a write cut short by a restart is sent again
+            |reply| ShardMsg::Upsert(records.clone(), reply),
+            timeout,
+        )
+        .await
     }
 
     /// Deletes a system's records, or one conversation, not newer than `version`.
@@ -272,20 +283,17 @@ impl ShardRouter {
         version: Version,
         timeout: Duration,
     ) -> Result<DeleteCounts, ShardError> {
-        let asked = self
-            .directory
-            .call_through_restarts(
-                shard,
-                |reply| ShardMsg::Delete {
-                    system_id: system_id.to_string(),
-                    conversation_id: conversation_id.map(str::to_string),
-                    version,
-                    reply,
-                },
-                timeout,
-            )
-            .await?;
-        asked.map_err(|e| ShardError::Failed(shard, e))
+        self.call_store(
+            shard,
+            |reply| ShardMsg::Delete {
+                system_id: system_id.to_string(),
+                conversation_id: conversation_id.map(str::to_string),
+                version,
+                reply,
+            },
+            timeout,
+        )
+        .await
     }
 
     /// Which points a system-scoped search should look at.
@@ -326,19 +334,16 @@ impl ShardRouter {
         max: usize,
         timeout: Duration,
     ) -> Result<ShardPage, ShardError> {
-        let asked = self
-            .directory
-            .call_through_restarts(
-                shard,
-                |reply| ShardMsg::Export {
-                    cursor: cursor.clone(),
-                    max,
-                    reply,
-                },
-                timeout,
-            )
-            .await?;
-        asked.map_err(|e| ShardError::Failed(shard, e))
+        self.call_store(
+            shard,
+            |reply| ShardMsg::Export {
+                cursor: cursor.clone(),
+                max,
+                reply,
+            },
+            timeout,
+        )
+        .await
     }
 
     /// Gives a shard a page of another replica's copy of it.
@@ -348,18 +353,15 @@ impl ShardRouter {
         page: ShardPage,
         timeout: Duration,
     ) -> Result<ImportCounts, ShardError> {
-        let asked = self
-            .directory
-            .call_through_restarts(
-                shard,
-                |reply| ShardMsg::Import {
-                    page: page.clone(),
-                    reply,
-                },
-                timeout,
-            )
-            .await?;
-        asked.map_err(|e| ShardError::Failed(shard, e))
+        self.call_store(
+            shard,
+            |reply| ShardMsg::Import {
+                page: page.clone(),
+                reply,
+            },
+            timeout,
+        )
+        .await
     }
 
     /// Copies a whole shard from `source` into this router's replica of it, page by page,
@@ -371,10 +373,29 @@ impl ShardRouter {
         page_size: usize,
         timeout: Duration,
     ) -> Result<CopyReport, ShardError> {
+        self.copy_pages(shard, timeout, |at| {
+            source.export(shard, at, page_size, timeout)
+        })
+        .await
+    }
+
+    /// Takes a whole shard into this router's replica of it, page by page from `fetch`
+    /// (which reads the page starting at a cursor, from wherever the other replica is);
+    /// returns what the pages changed here.
+    pub async fn copy_pages<F, P>(
+        &self,
+        shard: ShardId,
+        timeout: Duration,
+        mut fetch: F,
+    ) -> Result<CopyReport, ShardError>
+    where
+        F: FnMut(ExportCursor) -> P,
+        P: std::future::Future<Output = Result<ShardPage, ShardError>>,
+    {
         let mut report = CopyReport::default();
         let mut cursor = Some(ExportCursor::start());
         while let Some(at) = cursor {
-            let page = source.export(shard, at, page_size, timeout).await?;
+            let page = fetch(at).await?;
             cursor = page.next.clone();
             report.pages += 1;
             report.items += page.len();

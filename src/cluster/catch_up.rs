@@ -9,8 +9,7 @@ use super::shard_host::{self, ExportRequest, ShardHostMsg};
 use super::wire::Payload;
 use crate::node::Node;
 use crate::record::{ShardId, SHARD_COUNT};
-use crate::router::ShardRouter;
-use crate::storage::shard_export::ExportCursor;
+use crate::router::{replica_answer, ShardError, ShardRouter};
 
 /// Items per page of a copy.
 const PAGE: usize = 500;
@@ -110,28 +109,22 @@ async fn copy(
     source: &str,
     shard: ShardId,
     timeout: Duration,
-) -> Result<usize, String> {
-    let mut items = 0;
-    let mut cursor = Some(ExportCursor::start());
-    while let Some(at) = cursor {
-        let request = ExportRequest {
-            shard,
-            cursor: at,
-            max: PAGE,
-        };
-        let page = shard_host::call(
-            source,
-            |reply| ShardHostMsg::Export(Payload::Value(request), reply),
-            timeout,
-        )
-        .await
-        .map_err(|e| e.to_string())??;
-        cursor = page.next.clone();
-        items += page.len();
-        local
-            .import(shard, page, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(items)
+) -> Result<usize, ShardError> {
+    let report = local
+        .copy_pages(shard, timeout, |cursor| async move {
+            let request = ExportRequest {
+                shard,
+                cursor,
+                max: PAGE,
+            };
+            let page = shard_host::call(
+                source,
+                |reply| ShardHostMsg::Export(Payload::Value(request), reply),
+                timeout,
+            )
+            .await;
+            replica_answer(shard, source, page)
+        })
+        .await?;
+    Ok(report.items)
 }
