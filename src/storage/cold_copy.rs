@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::ShardId;
 use crate::storage::cold_tier::{live_value, read_live, ColdFile, ColdTier};
-use crate::storage::tombstones::shard_key;
+use crate::storage::tombstones::{shard_key, shard_page};
 use crate::storage::StorageError;
 use crate::version::Version;
 
@@ -41,25 +41,11 @@ impl ColdTier {
         after: Option<&[u8]>,
         max: usize,
     ) -> Result<Vec<ColdLive>, StorageError> {
-        let start = shard_key(shard, after.unwrap_or_default());
-        let mut out = Vec::with_capacity(max.min(4096));
-        for item in self.live.range(start..) {
-            let (k, v) = item?;
-            if k.len() < 2 || k[..2] != shard.to_be_bytes() {
-                break;
-            }
-            let key = k[2..].to_vec();
-            if after.is_some_and(|a| key.as_slice() <= a) {
-                continue;
-            }
-            if let Some((version, seq)) = read_live(&v) {
-                out.push(ColdLive { key, version, seq });
-            }
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+        let page = shard_page(&self.live, shard, after, max, read_live)?;
+        Ok(page
+            .into_iter()
+            .map(|(key, (version, seq))| ColdLive { key, version, seq })
+            .collect())
     }
 
     /// Takes in another replica's catalog entries and visible copies of a shard; blocking.

@@ -14,6 +14,36 @@ pub fn shard_key(shard: ShardId, rest: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Up to `max` entries of one shard in a tree keyed by [`shard_key`], after record key
+/// `after`, in key order, each as (record key, what `read` makes of its value; entries it
+/// cannot read are skipped); blocking.
+pub fn shard_page<T>(
+    tree: &sled::Tree,
+    shard: ShardId,
+    after: Option<&[u8]>,
+    max: usize,
+    read: impl Fn(&[u8]) -> Option<T>,
+) -> Result<Vec<(Vec<u8>, T)>, StorageError> {
+    let mut out = Vec::new();
+    for item in tree.range(shard_key(shard, after.unwrap_or_default())..) {
+        let (k, v) = item?;
+        if k.len() < 2 || k[..2] != shard.to_be_bytes() {
+            break;
+        }
+        let key = &k[2..];
+        if after.is_some_and(|a| key <= a) {
+            continue;
+        }
+        if let Some(value) = read(&v) {
+            out.push((key.to_vec(), value));
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// The node's tombstones, kept per shard in two sled trees of the node's database.
 #[derive(Clone)]
 pub struct Tombstones {
@@ -134,27 +164,7 @@ impl Tombstones {
         after: Option<&[u8]>,
         max: usize,
     ) -> Result<Vec<(Vec<u8>, Version)>, StorageError> {
-        let mut out = Vec::new();
-        for item in self
-            .records
-            .range(shard_key(shard, after.unwrap_or_default())..)
-        {
-            let (k, v) = item?;
-            if k.len() < 2 || k[..2] != shard.to_be_bytes() {
-                break;
-            }
-            let key = k[2..].to_vec();
-            if after.is_some_and(|a| key.as_slice() <= a) {
-                continue;
-            }
-            if let Some(v) = Version::from_bytes(&v) {
-                out.push((key, v));
-            }
-            if out.len() >= max {
-                break;
-            }
-        }
-        Ok(out)
+        shard_page(&self.records, shard, after, max, Version::from_bytes)
     }
 
     /// Whether a shard has any record tombstone (when not, writes skip looking them up).
