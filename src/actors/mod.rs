@@ -12,5 +12,7 @@ pub mod shard_import;
 pub mod shard_state;
 pub mod shard_supervisor;
 pub mod shard_writes;
+#[cfg(test)]
+pub mod test_support;
 pub mod upload_scanner;
 pub mod upload_worker;

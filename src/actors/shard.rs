@@ -469,7 +469,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::Config;
+    use crate::actors::test_support::started_node;
     use crate::ingest::PendingRecord;
     use crate::node::Node;
     use crate::record::{content_hash, shard_for};
@@ -508,11 +508,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_and_a_deletion_converge_whichever_arrives_first() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.node.data_dir = dir.path().to_path_buf();
-        config.embedding.model_dir = dir.path().join("no-model");
-        let node = Node::open(config).await.unwrap();
-        node.start().await.unwrap();
+        let node = started_node(dir.path(), |_| {}).await;
         let v = |hlc: u64| Some(Version { hlc, node: 2 });
 
         // the write (version 20) arrives before an older deletion (10): it stays

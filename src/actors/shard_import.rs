@@ -136,42 +136,22 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use chrono::Utc;
-
-    use crate::config::Config;
+    use crate::actors::test_support::{pending, started_node, vector};
     use crate::ingest::PendingRecord;
     use crate::node::Node;
-    use crate::record::{content_hash, shard_for};
+    use crate::record::shard_for;
     use crate::search::{QueryTarget, SearchQuery, Tiers};
 
-    fn vector(seed: u32) -> Vec<f32> {
-        (0..384)
-            .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
-            .collect()
-    }
-
     fn record(system: &str, i: u32, days_ago: i64, content: &str) -> PendingRecord {
-        PendingRecord {
-            system_id: system.to_string(),
-            conversation_id: format!("c{i}"),
-            content: content.to_string(),
-            embedding: Some(vector(i)),
-            timestamp: Utc::now() - chrono::Duration::days(days_ago),
-            metadata: serde_json::Map::new(),
-            content_hash: content_hash(content),
-            version: None,
-        }
+        pending(system, i, content, days_ago)
     }
 
     async fn node(dir: &std::path::Path, objects: &std::path::Path) -> Arc<Node> {
-        let mut config = Config::default();
-        config.node.data_dir = dir.to_path_buf();
-        config.embedding.model_dir = dir.join("no-model");
-        config.aging.enabled = false;
-        config.object_store.url = Some(format!("file://{}", objects.display()));
-        let node = Node::open(config).await.unwrap();
-        node.start().await.unwrap();
-        node
+        started_node(dir, |config| {
+            config.aging.enabled = false;
+            config.object_store.url = Some(format!("file://{}", objects.display()));
+        })
+        .await
     }
 
     /// The content and tier of record `i` of `system` as found by its own vector.

@@ -166,39 +166,19 @@ mod tests {
     use std::time::Duration;
 
     use crate::actors::shard::ShardMsg;
-    use crate::config::Config;
+    use crate::actors::test_support::{pending, started_node, vector};
     use crate::ingest::PendingRecord;
-    use crate::node::Node;
-    use crate::record::{content_hash, shard_for};
+    use crate::record::shard_for;
     use crate::search::{QueryTarget, SearchQuery};
 
-    fn vector(seed: u32) -> Vec<f32> {
-        (0..384)
-            .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
-            .collect()
-    }
-
     fn record(system: &str, i: u32) -> PendingRecord {
-        PendingRecord {
-            system_id: system.to_string(),
-            conversation_id: format!("c{i}"),
-            content: format!("record {i}"),
-            embedding: Some(vector(i)),
-            timestamp: chrono::Utc::now(),
-            metadata: serde_json::Map::new(),
-            content_hash: content_hash("x"),
-            version: None,
-        }
+        pending(system, i, &format!("record {i}"), 0)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_shard_is_restarted_from_disk_without_loss() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.node.data_dir = dir.path().to_path_buf();
-        config.embedding.model_dir = dir.path().join("no-model");
-        let node = Node::open(config).await.unwrap();
-        node.start().await.unwrap();
+        let node = started_node(dir.path(), |_| {}).await;
 
         let records: Vec<PendingRecord> = (0..300).map(|i| record("crashy", i)).collect();
         assert_eq!(node.write(records).await.unwrap().stored, 300);
