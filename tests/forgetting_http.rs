@@ -11,28 +11,18 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::uploads::put_memory_upload;
-use common::{old_conversations, unit_vector, walk_parquet, NodeProcess};
+use common::{hits, old_conversations, walk_parquet, NodeProcess};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use serde_json::{json, Value};
 
 /// The content of `id` found by its own vector (seed) among `system`'s records, any tier.
 async fn content_of(node: &NodeProcess, system: &str, id: &str, seed: u64) -> Option<String> {
-    let (status, answer) = node
-        .post(
-            "/api/v1/search",
-            &json!({"embedding": unit_vector(seed), "limit": 5, "system_id": system,
-                    "tiers": ["hot", "warm", "cold"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["partial"], false, "{answer}");
-    answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["conversation_id"] == id)
-        .map(|h| h["content"].as_str().unwrap_or_default().to_string())
+    hits(node, seed, system)
+        .await
+        .into_iter()
+        .find(|(c, _, _)| c == id)
+        .map(|(_, _, h)| h["content"].as_str().unwrap_or_default().to_string())
 }
 
 /// Waits until the stats' `forgotten` section satisfies `done`.

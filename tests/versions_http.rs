@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::uploads::put_memory_upload;
-use common::{old_conversations, unit_vector, walk_parquet, NodeProcess};
+use common::{hits, old_conversations, unit_vector, walk_parquet, NodeProcess};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use serde_json::{json, Value};
@@ -19,31 +19,6 @@ async fn records(node: &NodeProcess) -> Value {
     let (status, stats) = node.get("/api/v1/stats").await;
     assert_eq!(status, 200, "{stats}");
     stats["records"].clone()
-}
-
-/// Every hit of a search by seed `i`'s vector over all tiers, as (conversation id, tier).
-async fn hits(node: &NodeProcess, i: u64, system: &str) -> Vec<(String, String, Value)> {
-    let (status, answer) = node
-        .post(
-            "/api/v1/search",
-            &json!({"embedding": unit_vector(i), "limit": 5, "tiers": ["hot", "warm", "cold"],
-                    "system_id": system}),
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["partial"], false, "{answer}");
-    answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h["conversation_id"].as_str().unwrap().to_string(),
-                h["tier"].as_str().unwrap().to_string(),
-                h.clone(),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

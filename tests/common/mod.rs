@@ -241,3 +241,29 @@ pub fn walk_parquet(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Every hit of a search of `system` by seed `i`'s vector over all tiers, as (conversation id,
+/// tier, hit); the answer must be whole.
+pub async fn hits(node: &NodeProcess, i: u64, system: &str) -> Vec<(String, String, Value)> {
+    let (status, answer) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": unit_vector(i), "limit": 5, "tiers": ["hot", "warm", "cold"],
+                    "system_id": system}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["partial"], false, "{answer}");
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["conversation_id"].as_str().unwrap().to_string(),
+                h["tier"].as_str().unwrap().to_string(),
+                h.clone(),
+            )
+        })
+        .collect()
+}
