@@ -211,8 +211,9 @@ impl Node {
             cold: Arc::clone(&cold),
             store: store.clone(),
             index: Arc::clone(&index),
-            // a search reads this node's shards only; the node fans out across the cluster
-            shards: ShardRouter::new(Arc::clone(&directory)),
+            // a search reads this node's shards only (the router's reads never forward); the
+            // node fans out across the cluster
+            shards: router.clone(),
             embedder,
             model_dir,
             timeout: Duration::from_millis(config.search.timeout_ms),
@@ -471,7 +472,7 @@ impl Node {
     /// Counts records by asking every shard.
     pub async fn stats(&self) -> NodeStats {
         let timeout = Duration::from_millis(self.config.search.timeout_ms);
-        let (counted, missing_in_cluster) = match self.shards.cluster() {
+        let counted = match self.shards.cluster() {
             Some(routes) => crate::cluster::fanout::counts(self, routes).await,
             None => {
                 let up = self.shards.up();
@@ -482,12 +483,11 @@ impl Node {
                         .ok()
                         .map(|c| (*shard, c))
                 });
-                let found: Vec<(ShardId, _)> = futures::future::join_all(asks)
+                futures::future::join_all(asks)
                     .await
                     .into_iter()
                     .flatten()
-                    .collect();
-                (found, Vec::new())
+                    .collect()
             }
         };
         let mut records = TierCounts::default();
@@ -499,9 +499,6 @@ impl Node {
             records.cold += c.cold;
             systems += c.systems;
             answered[shard as usize] = true;
-        }
-        for s in missing_in_cluster {
-            answered[s as usize] = false;
         }
         records.total = records.hot + records.warm + records.cold;
         let missing: Vec<ShardId> = (0..SHARD_COUNT)

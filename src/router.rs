@@ -258,7 +258,8 @@ impl ShardRouter {
             .map_err(|e| ShardError::Failed(shard, e))
     }
 
-    /// Writes records of one shard; replies once they are in its tree and index.
+    /// Writes records of one shard on this node only; replies once they are in its tree and
+    /// index.
     pub async fn upsert(
         &self,
         shard: ShardId,
@@ -274,7 +275,8 @@ impl ShardRouter {
         .await
     }
 
-    /// Deletes a system's records, or one conversation, not newer than `version`.
+    /// Deletes a system's records, or one conversation, not newer than `version`, on this
+    /// node only.
     pub async fn delete(
         &self,
         shard: ShardId,
@@ -314,7 +316,7 @@ impl ShardRouter {
             .await?)
     }
 
-    /// A shard's counts.
+    /// A shard's counts on this node.
     pub async fn counts(
         &self,
         shard: ShardId,
@@ -326,7 +328,7 @@ impl ShardRouter {
             .await?)
     }
 
-    /// Reads a page of a shard for another replica.
+    /// Reads a page of this node's copy of a shard, for another replica.
     pub async fn export(
         &self,
         shard: ShardId,
@@ -346,7 +348,7 @@ impl ShardRouter {
         .await
     }
 
-    /// Gives a shard a page of another replica's copy of it.
+    /// Gives this node's copy of a shard a page of another replica's copy of it.
     pub async fn import(
         &self,
         shard: ShardId,

@@ -54,7 +54,7 @@ async fn catch_up_once(node: &Node) -> usize {
     let me = routes.self_id().to_string();
     let sync = Arc::clone(routes.sync());
     let placement = routes.placement();
-    let local = ShardRouter::new(Arc::clone(&node.directory));
+    let local = &node.shards;
     let timeout = Duration::from_millis(node.config.ingest.timeout_ms);
     let mut left = 0;
     let mut failed = std::collections::HashSet::new();
@@ -81,7 +81,7 @@ async fn catch_up_once(node: &Node) -> usize {
             .filter(|o| !failed.contains(*o))
             .collect();
         for source in fresh {
-            match copy(&local, source, shard, timeout).await {
+            match copy(local, source, shard, timeout).await {
                 Ok(items) => {
                     tracing::debug!(shard, source, items, "shard caught up");
                     copied = true;

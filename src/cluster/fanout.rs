@@ -25,7 +25,7 @@ pub async fn start_host(
     let args = ShardHostArgs {
         sync,
         node_id: node_id.to_string(),
-        shards: crate::router::ShardRouter::new(Arc::clone(&node.directory)),
+        shards: node.shards.clone(),
         store: node.store.clone(),
         searcher: (*node.searcher).clone(),
         timeout: Duration::from_millis(node.config.ingest.timeout_ms),
@@ -188,50 +188,39 @@ pub async fn search(
 }
 
 /// Counts each shard's records on its primary; returns the counts of the shards that
-/// answered and those that did not.
-pub async fn counts(
-    node: &Node,
-    routes: &ClusterRoutes,
-) -> (Vec<(ShardId, ShardCounts)>, Vec<ShardId>) {
+/// answered (the others are missing).
+pub async fn counts(node: &Node, routes: &ClusterRoutes) -> Vec<(ShardId, ShardCounts)> {
     let all: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
-    let (by_node, mut missing) = by_primary(routes, &all);
+    let (by_node, _) = by_primary(routes, &all);
     let timeout = Duration::from_millis(node.config.search.timeout_ms);
     let me = routes.self_id();
-    let local = crate::router::ShardRouter::new(Arc::clone(&node.directory));
-    let parts = by_node.into_iter().map(|(member, shards)| {
-        let local = local.clone();
-        async move {
-            if member == me {
-                let mut out = Vec::with_capacity(shards.len());
-                for s in shards {
-                    let counts = if routes.sync().is_synced(s) {
-                        local.counts(s, timeout).await.ok()
-                    } else {
-                        None
-                    };
-                    out.push((s, counts));
-                }
-                return out;
+    let local = &node.shards;
+    let parts = by_node.into_iter().map(|(member, shards)| async move {
+        if member == me {
+            let mut out = Vec::with_capacity(shards.len());
+            for s in shards {
+                let counts = if routes.sync().is_synced(s) {
+                    local.counts(s, timeout).await.ok()
+                } else {
+                    None
+                };
+                out.push((s, counts));
             }
-            let asked = shards.clone();
-            let called = shard_host::call(
-                &member,
-                |reply| ShardHostMsg::Counts(Payload::Value(asked), reply),
-                timeout,
-            )
-            .await;
-            called.unwrap_or_else(|_| shards.into_iter().map(|s| (s, None)).collect())
+            return out;
         }
+        let asked = shards.clone();
+        let called = shard_host::call(
+            &member,
+            |reply| ShardHostMsg::Counts(Payload::Value(asked), reply),
+            timeout,
+        )
+        .await;
+        called.unwrap_or_else(|_| shards.into_iter().map(|s| (s, None)).collect())
     });
-    let mut found = Vec::new();
-    for part in futures::future::join_all(parts).await {
-        for (s, c) in part {
-            match c {
-                Some(c) => found.push((s, c)),
-                None => missing.push(s),
-            }
-        }
-    }
-    missing.sort_unstable();
-    (found, missing)
+    futures::future::join_all(parts)
+        .await
+        .into_iter()
+        .flatten()
+        .filter_map(|(s, c)| c.map(|c| (s, c)))
+        .collect()
 }
