@@ -181,10 +181,16 @@ mod tests {
     use super::*;
     use ractor::{Actor, ActorProcessingErr};
 
-    /// A shard stand-in that holds every message it gets for a while, then drops it.
-    struct Slow;
+    /// A shard stand-in: it holds every message a while then drops it, fails on its first
+    /// message, or answers counts.
+    #[derive(Clone, Copy)]
+    enum StandIn {
+        Slow,
+        Fail,
+        Answer,
+    }
 
-    impl Actor for Slow {
+    impl Actor for StandIn {
         type Msg = ShardMsg;
         type State = ();
         type Arguments = ();
@@ -203,8 +209,21 @@ mod tests {
             message: ShardMsg,
             _state: &mut (),
         ) -> Result<(), ActorProcessingErr> {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            drop(message);
+            match (self, message) {
+                (StandIn::Slow, message) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    drop(message);
+                }
+                (StandIn::Fail, _) => return Err("crashed on purpose".into()),
+                (StandIn::Answer, ShardMsg::Counts(reply)) => {
+                    let counts = crate::actors::shard::ShardCounts {
+                        hot: 7,
+                        ..Default::default()
+                    };
+                    let _ = reply.send(counts);
+                }
+                (StandIn::Answer, _) => {}
+            }
             Ok(())
         }
     }
@@ -217,7 +236,7 @@ mod tests {
             directory.call(3, ShardMsg::Counts, t).await.err(),
             Some(ShardCallError::Down(3))
         );
-        let (actor, handle) = Actor::spawn(None, Slow, ()).await.unwrap();
+        let (actor, handle) = Actor::spawn(None, StandIn::Slow, ()).await.unwrap();
         directory.set(3, Some(actor.clone()));
         // every turn taken: a caller waits, and gives up at its timeout
         let held: Vec<_> = (0..SHARD_QUEUE)
@@ -236,44 +255,6 @@ mod tests {
         handle.await.unwrap();
     }
 
-    /// A shard stand-in that answers counts, or fails on its first message when `fail`.
-    struct Flaky {
-        fail: bool,
-    }
-
-    impl Actor for Flaky {
-        type Msg = ShardMsg;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _myself: ActorRef<ShardMsg>,
-            _args: (),
-        ) -> Result<(), ActorProcessingErr> {
-            Ok(())
-        }
-
-        async fn handle(
-            &self,
-            _myself: ActorRef<ShardMsg>,
-            message: ShardMsg,
-            _state: &mut (),
-        ) -> Result<(), ActorProcessingErr> {
-            if self.fail {
-                return Err("crashed on purpose".into());
-            }
-            if let ShardMsg::Counts(reply) = message {
-                let counts = crate::actors::shard::ShardCounts {
-                    hot: 7,
-                    ..Default::default()
-                };
-                let _ = reply.send(counts);
-            }
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn a_caller_through_restarts_waits_for_the_shard_and_resends_what_a_crash_cut_short() {
         let directory = Arc::new(ShardDirectory::new());
@@ -282,7 +263,7 @@ mod tests {
         let later = Arc::clone(&directory);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let (good, _) = Actor::spawn(None, Flaky { fail: false }, ()).await.unwrap();
+            let (good, _) = Actor::spawn(None, StandIn::Answer, ()).await.unwrap();
             later.set(5, Some(good));
         });
         let counts = directory
@@ -291,14 +272,14 @@ mod tests {
         assert_eq!(counts.map(|c| c.hot), Ok(7));
 
         // a shard that dies with the call in hand, and comes back as a new actor
-        let (bad, bad_handle) = Actor::spawn(None, Flaky { fail: true }, ()).await.unwrap();
+        let (bad, bad_handle) = Actor::spawn(None, StandIn::Fail, ()).await.unwrap();
         directory.set(6, Some(bad));
         let later = Arc::clone(&directory);
         tokio::spawn(async move {
             bad_handle.await.unwrap();
             later.set(6, None);
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let (good, _) = Actor::spawn(None, Flaky { fail: false }, ()).await.unwrap();
+            let (good, _) = Actor::spawn(None, StandIn::Answer, ()).await.unwrap();
             later.set(6, Some(good));
         });
         let counts = directory
