@@ -286,24 +286,36 @@ impl Actor for ShardHost {
         };
         match message {
             ShardHostMsg::Upsert(request, reply) => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let answer = match request.into_result() {
-                        Ok(r) => host.upsert(r).await,
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let _ = reply.send(Payload::Value(answer));
-                });
+                serve(
+                    permit,
+                    request,
+                    reply,
+                    |r| async move { host.upsert(r).await },
+                );
             }
             ShardHostMsg::Delete(request, reply) => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let answer = match request.into_result() {
-                        Ok(r) => host.delete(r).await,
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let _ = reply.send(Payload::Value(answer));
-                });
+                serve(
+                    permit,
+                    request,
+                    reply,
+                    |r| async move { host.delete(r).await },
+                );
+            }
+            ShardHostMsg::Export(request, reply) => {
+                serve(
+                    permit,
+                    request,
+                    reply,
+                    |r| async move { host.export(r).await },
+                );
+            }
+            ShardHostMsg::Search(query, reply) => {
+                serve(
+                    permit,
+                    query,
+                    reply,
+                    |q| async move { host.search(q).await },
+                );
             }
             ShardHostMsg::Counts(shards, reply) => {
                 tokio::spawn(async move {
@@ -322,36 +334,42 @@ impl Actor for ShardHost {
                     let _ = reply.send(Payload::Value(out));
                 });
             }
-            ShardHostMsg::Export(request, reply) => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let answer = match request.into_result() {
-                        Ok(r) => host
-                            .shards
-                            .export(r.shard, r.cursor, r.max, host.timeout)
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let _ = reply.send(Payload::Value(answer));
-                });
-            }
-            ShardHostMsg::Search(query, reply) => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let answer = match query.into_result() {
-                        Ok(q) => host.search(q).await,
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let _ = reply.send(Payload::Value(answer));
-                });
-            }
         }
         Ok(())
     }
 }
 
+/// Runs one request in a task of its own, holding its permit, and sends back its answer (or
+/// why the request could not be read).
+fn serve<Q, A, F, W>(
+    permit: tokio::sync::OwnedSemaphorePermit,
+    request: Payload<Q>,
+    reply: RpcReplyPort<Payload<Result<A, String>>>,
+    work: F,
+) where
+    Q: Send + 'static,
+    A: Send + 'static,
+    F: FnOnce(Q) -> W + Send + 'static,
+    W: std::future::Future<Output = Result<A, String>> + Send,
+{
+    tokio::spawn(async move {
+        let _permit = permit;
+        let answer = match request.into_result() {
+            Ok(q) => work(q).await,
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = reply.send(Payload::Value(answer));
+    });
+}
+
 impl ShardHostArgs {
+    async fn export(&self, r: ExportRequest) -> Result<ShardPage, String> {
+        self.shards
+            .export(r.shard, r.cursor, r.max, self.timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn upsert(&self, r: UpsertRequest) -> Result<WriteCounts, String> {
         let records: Vec<MemoryRecord> = r.records.into_iter().map(MemoryRecord::from).collect();
         let counts = self
