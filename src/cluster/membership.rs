@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -80,6 +81,9 @@ pub struct ClusterView {
     pub replication_factor: usize,
     /// fingerprint of the placement: equal on two nodes iff they computed the same table
     pub placement_version: u64,
+    /// the placement itself, for routing
+    #[serde(skip)]
+    pub placement: Arc<Placement>,
 }
 
 /// What this node says about itself.
@@ -225,6 +229,7 @@ pub fn compute_view(
         members,
         replication_factor: placement.replication_factor(),
         placement_version: placement.version(),
+        placement: Arc::new(placement),
     }
 }
 

@@ -1,10 +1,9 @@
-//! Where each shard lives now, as this node's view of the cluster says: the placement of
-//! the members that take shards, recomputed only when the view's placement changes.
+//! Where each shard lives now, as this node's view of the cluster says: the placement the
+//! view was computed with.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::membership::ClusterView;
@@ -52,8 +51,6 @@ pub struct ClusterRoutes {
     self_id: String,
     sync: Arc<ShardSync>,
     view: watch::Receiver<Arc<ClusterView>>,
-    /// the table of the view last looked at, by placement version
-    table: Mutex<Option<(u64, Arc<Placement>)>>,
 }
 
 impl ClusterRoutes {
@@ -67,7 +64,6 @@ impl ClusterRoutes {
             self_id: self_id.to_string(),
             sync,
             view,
-            table: Mutex::new(None),
         }
     }
 
@@ -88,22 +84,7 @@ impl ClusterRoutes {
 
     /// The placement of the current view.
     pub fn placement(&self) -> Arc<Placement> {
-        let view = self.view.borrow().clone();
-        let mut table = self.table.lock();
-        if let Some((version, placement)) = table.as_ref() {
-            if *version == view.placement_version {
-                return Arc::clone(placement);
-            }
-        }
-        // the members placement gave shards to are the ones it was computed from
-        let placed = view
-            .members
-            .iter()
-            .filter(|m| !m.shards.is_empty())
-            .map(|m| m.node_id.as_str());
-        let placement = Arc::new(Placement::compute(placed, view.replication_factor));
-        *table = Some((view.placement_version, Arc::clone(&placement)));
-        placement
+        Arc::clone(&self.view.borrow().placement)
     }
 
     /// The members holding a shard now, primary first.
@@ -113,10 +94,5 @@ impl ClusterRoutes {
             .into_iter()
             .map(str::to_string)
             .collect()
-    }
-
-    /// Copies each shard should have, as configured (capped by the members).
-    pub fn replication_factor(&self) -> usize {
-        self.view.borrow().replication_factor
     }
 }
