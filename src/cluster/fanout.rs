@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 
 use super::routes::{ClusterRoutes, ShardSync};
-use super::shard_host::{self, group_of, RemoteQuery, ShardHost, ShardHostArgs, ShardHostMsg};
+use super::shard_host::{
+    self, group_of, search_here, RemoteQuery, ShardHost, ShardHostArgs, ShardHostMsg,
+};
 use super::wire::Payload;
 use crate::actors::shard::ShardCounts;
 use crate::node::Node;
@@ -102,24 +104,7 @@ pub async fn search(
             let answer = if member == me {
                 let mut local = query;
                 local.target = QueryTarget::Embedding(vector);
-                let (whole, catching_up) = routes.sync().split(&shards);
-                node.searcher
-                    .for_shards(&whole)
-                    .search(local)
-                    .await
-                    .map(|a| {
-                        let mut missing = a.missing_shards;
-                        let mut reason = a.partial_reason;
-                        if !catching_up.is_empty() {
-                            reason = Some(format!(
-                                "{} shards of this node are catching up from another replica",
-                                catching_up.len()
-                            ));
-                            missing.extend(catching_up);
-                        }
-                        (a.results, missing, reason)
-                    })
-                    .map_err(|e| e.to_string())
+                search_here(&node.searcher, routes.sync(), me, &shards, local).await
             } else {
                 let remote = RemoteQuery {
                     shards: shards.clone(),

@@ -398,30 +398,43 @@ impl ShardHostArgs {
     }
 
     async fn search(&self, q: RemoteQuery) -> Result<RemoteAnswer, String> {
-        let (whole, catching_up) = self.sync.split(&q.shards);
-        let answer = self
-            .searcher
-            .for_shards(&whole)
-            .search(q.to_query())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut missing = answer.missing_shards;
-        let mut reason = answer.partial_reason;
-        if !catching_up.is_empty() {
-            let why = format!(
-                "node {}: {} shards are catching up from another replica",
-                self.node_id,
-                catching_up.len()
-            );
-            reason = Some(reason.map_or(why.clone(), |r| format!("{r}; {why}")));
-            missing.extend(catching_up);
-        }
+        let query = q.to_query();
+        let (hits, missing_shards, partial_reason) =
+            search_here(&self.searcher, &self.sync, &self.node_id, &q.shards, query).await?;
         Ok(RemoteAnswer {
-            hits: answer.results.into_iter().map(RemoteHit::from).collect(),
-            missing_shards: missing,
-            partial_reason: reason,
+            hits: hits.into_iter().map(RemoteHit::from).collect(),
+            missing_shards,
+            partial_reason,
         })
     }
+}
+
+/// A node's part of a cluster search: `shards` of this node searched for `query`, those still
+/// catching up answered as missing (with the reason); returns hits, missing shards, reason.
+pub async fn search_here(
+    searcher: &Searcher,
+    sync: &ShardSync,
+    node_id: &str,
+    shards: &[ShardId],
+    query: SearchQuery,
+) -> Result<(Vec<SearchHit>, Vec<ShardId>, Option<String>), String> {
+    let (whole, catching_up) = sync.split(shards);
+    let answer = searcher
+        .for_shards(&whole)
+        .search(query)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut missing = answer.missing_shards;
+    let mut reason = answer.partial_reason;
+    if !catching_up.is_empty() {
+        let why = format!(
+            "node {node_id}: {} shards are catching up from another replica",
+            catching_up.len()
+        );
+        reason = Some(reason.map_or(why.clone(), |r| format!("{r}; {why}")));
+        missing.extend(catching_up);
+    }
+    Ok((answer.results, missing, reason))
 }
 
 /// Why a call to another node's shard host got no answer.
