@@ -9,7 +9,7 @@ use ractor::ActorRef;
 
 use super::routes::{ClusterRoutes, ShardSync};
 use super::shard_host::{
-    self, group_of, search_here, RemoteQuery, ShardHost, ShardHostArgs, ShardHostMsg,
+    self, counts_here, group_of, search_here, RemoteQuery, ShardHost, ShardHostArgs, ShardHostMsg,
 };
 use super::wire::Payload;
 use crate::actors::shard::ShardCounts;
@@ -182,16 +182,7 @@ pub async fn counts(node: &Node, routes: &ClusterRoutes) -> Vec<(ShardId, ShardC
     let local = &node.shards;
     let parts = by_node.into_iter().map(|(member, shards)| async move {
         if member == me {
-            let mut out = Vec::with_capacity(shards.len());
-            for s in shards {
-                let counts = if routes.sync().is_synced(s) {
-                    local.counts(s, timeout).await.ok()
-                } else {
-                    None
-                };
-                out.push((s, counts));
-            }
-            return out;
+            return counts_here(local, routes.sync(), &shards, timeout).await;
         }
         let asked = shards.clone();
         let called = shard_host::call(

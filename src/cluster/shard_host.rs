@@ -321,16 +321,7 @@ impl Actor for ShardHost {
                 tokio::spawn(async move {
                     let _permit = permit;
                     let shards = shards.into_result().unwrap_or_default();
-                    let mut out = Vec::with_capacity(shards.len());
-                    for s in shards {
-                        // a copy still catching up would count less than the shard holds
-                        let counts = if host.sync.is_synced(s) {
-                            host.shards.counts(s, host.timeout).await.ok()
-                        } else {
-                            None
-                        };
-                        out.push((s, counts));
-                    }
+                    let out = counts_here(&host.shards, &host.sync, &shards, host.timeout).await;
                     let _ = reply.send(Payload::Value(out));
                 });
             }
@@ -407,6 +398,26 @@ impl ShardHostArgs {
             partial_reason,
         })
     }
+}
+
+/// The counts of `shards` of this node; `None` for a shard that did not answer, or whose copy
+/// here is still catching up (it would count less than the shard holds).
+pub async fn counts_here(
+    router: &ShardRouter,
+    sync: &ShardSync,
+    shards: &[ShardId],
+    timeout: Duration,
+) -> ShardCountsAnswer {
+    let mut out = Vec::with_capacity(shards.len());
+    for &s in shards {
+        let counts = if sync.is_synced(s) {
+            router.counts(s, timeout).await.ok()
+        } else {
+            None
+        };
+        out.push((s, counts));
+    }
+    out
 }
 
 /// A node's part of a cluster search: `shards` of this node searched for `query`, those still
