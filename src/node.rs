@@ -85,6 +85,9 @@ pub struct NodeStats {
     pub shards_up: usize,
     /// shards that did not answer
     pub missing_shards: Vec<ShardId>,
+    /// shards with fewer whole copies on their placed replicas than the replication factor
+    /// asks (always empty on a one-node cluster)
+    pub under_replicated_shards: Vec<ShardId>,
     /// systems with records on this node
     pub systems: usize,
     /// the hot index's counters
@@ -510,6 +513,11 @@ impl Node {
             shards: SHARD_COUNT,
             shards_up: SHARD_COUNT - missing.len(),
             missing_shards: missing,
+            under_replicated_shards: self
+                .shards
+                .cluster()
+                .map(|routes| routes.under_replicated())
+                .unwrap_or_default(),
             systems,
             index: self.index.stats(),
             ready: self.is_ready(),

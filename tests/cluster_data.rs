@@ -49,6 +49,7 @@ async fn start_with(
         ("AKOSHA__UPLOADS__ENABLED", uploads),
         ("AKOSHA__UPLOADS__POLL_INTERVAL_MS", "100"),
         ("AKOSHA__AGING__ENABLED", "false"),
+        ("AKOSHA__CLUSTER__LEAVE_TIMEOUT_SECS", "60"),
     ];
     NodeProcess::start_with(dir, &args, &env).await
 }
@@ -71,7 +72,8 @@ async fn wait_formed(nodes: &[&NodeProcess]) {
         // and every node's shards are whole: every shard answers on every node
         for n in nodes {
             let (_, stats) = n.get("/api/v1/stats").await;
-            formed &= stats["missing_shards"] == json!([]);
+            formed &= stats["missing_shards"] == json!([])
+                && stats["under_replicated_shards"] == json!([]);
         }
         if formed && versions.windows(2).all(|w| w[0] == w[1]) {
             return;
@@ -199,6 +201,18 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         assert_eq!(answer["partial"], false, "{answer}");
     }
 
+    // every shard gets its second replica back on the two left: each copies what it is now
+    // given from the other
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = n1.get("/api/v1/stats").await;
+        if stats["under_replicated_shards"] == json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas not restored: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // writes while it is gone reach the live replicas; restarted, it catches up from them
     // before answering for its shards, and then every node counts exactly again
     // twelve systems, so that some land on shards whose primary is the restarted node
@@ -233,40 +247,28 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         "at least two copies of everything: {held}"
     );
 
-    // a fourth node joins: placement moves shards to it at once and it copies them; an
-    // answer that lacks a shard meanwhile says so (`partial`, `missing_shards`), never a
-    // short count or a missing record without it; once it has caught up, all is exact
+    // a fourth node joins: placement moves shards to it at once and it copies them; the
+    // nodes placement took shards from keep answering for them until it has, so no answer
+    // meanwhile is partial, short or missing a record
     let p4 = free_port();
     let n4 = start(&dir.path().join("n4"), "n4", p4, &[ports[0]]).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut polls = 0u64;
-    loop {
-        polls += 1;
-        let i = (polls % SYSTEMS) * PER_SYSTEM + 11;
-        let global = json!({"embedding": unit_vector(i), "limit": 3});
-        let (ids, answer) = search_ids(&n1, &global).await;
-        if answer["partial"] == false {
-            assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
-        }
-        let (_, stats) = n1.get("/api/v1/stats").await;
-        if stats["missing_shards"] == json!([]) {
-            assert_eq!(stats["records"]["total"], total - 1 + total_late, "{stats}");
-        }
+    let everything = total - 1 + total_late;
+    let polls = watch_without_gap(&[&n1, &n3], everything, Duration::from_secs(60), || async {
         let (_, view) = n4.get("/api/v1/cluster").await;
         let members = view["members"].as_array().map_or(0, Vec::len);
         let mut whole = members == 4;
         for n in [&n1, &n2, &n3, &n4] {
             let (_, stats) = n.get("/api/v1/stats").await;
-            whole &= stats["missing_shards"] == json!([]);
+            whole &= stats["missing_shards"] == json!([])
+                && stats["under_replicated_shards"] == json!([]);
         }
-        if whole {
-            break;
-        }
-        assert!(Instant::now() < deadline, "n4 did not catch up");
-    }
+        whole
+    })
+    .await;
+    eprintln!("n4 joined: {polls} polls without a gap");
     for n in [&n1, &n2, &n3, &n4] {
         let (_, stats) = n.get("/api/v1/stats").await;
-        assert_eq!(stats["records"]["total"], total - 1 + total_late, "{stats}");
+        assert_eq!(stats["records"]["total"], everything, "{stats}");
     }
     for s in 0..SYSTEMS {
         let i = s * PER_SYSTEM + 23;
@@ -274,6 +276,61 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         let (ids, answer) = search_ids(&n4, &global).await;
         assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
         assert_eq!(answer["partial"], false, "{answer}");
+    }
+
+    // SIGTERM on a member: it says it leaves, keeps answering while its shards are copied to
+    // their new replicas, and exits 0 once they are whole; no answer meanwhile has a gap
+    let mut n2 = n2;
+    n2.send_term();
+    let polls = watch_without_gap(&[&n1, &n4], everything, Duration::from_secs(60), || {
+        let exited = n2.exited();
+        async move {
+            if let Some(status) = exited {
+                assert!(status.success(), "n2 left with {status}");
+            }
+            exited.is_some()
+        }
+    })
+    .await;
+    eprintln!("n2 left: {polls} polls without a gap");
+    for n in [&n1, &n3, &n4] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], everything, "{stats}");
+        assert_eq!(stats["under_replicated_shards"], json!([]), "{stats}");
+    }
+}
+
+/// Searches and counts through `nodes` until `done` says so: every answer is whole, finds
+/// its record first and counts `total`. Returns how many rounds were watched.
+async fn watch_without_gap<F, Fut>(
+    nodes: &[&NodeProcess],
+    total: u64,
+    within: Duration,
+    mut done: F,
+) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        for n in nodes {
+            let i = (polls % SYSTEMS) * PER_SYSTEM + 11;
+            let global = json!({"embedding": unit_vector(i), "limit": 3});
+            let (ids, answer) = search_ids(n, &global).await;
+            assert_eq!(answer["partial"], false, "poll {polls}: {answer}");
+            assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
+            let (_, stats) = n.get("/api/v1/stats").await;
+            assert_eq!(stats["missing_shards"], json!([]), "poll {polls}: {stats}");
+            assert_eq!(stats["records"]["total"], total, "poll {polls}: {stats}");
+        }
+        if done().await {
+            return polls;
+        }
+        assert!(Instant::now() < deadline, "not done after {polls} polls");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

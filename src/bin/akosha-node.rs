@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use akosha::cluster::fanout;
 use akosha::cluster::routes::{ClusterRoutes, ShardSync};
+use akosha::cluster::{catch_up, fanout};
 use akosha::cluster::{ClusterHandle, ClusterSettings};
 use akosha::config::Config;
 use akosha::node::Node;
@@ -208,6 +208,9 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
         .clone()
         .unwrap_or_else(|| SINGLE_NODE_ID.to_string());
     let replication_factor = config.cluster.replication_factor;
+    let leave_timeout = config.cluster.leave_timeout();
+    // about how long gossip takes to tell every member something: five rounds and some
+    let settle = config.cluster.gossip_interval() * 5 + Duration::from_secs(2);
     let node = Node::open(config)
         .await
         .with_context(|| format!("cannot open node in {}", data_dir.display()))?;
@@ -224,12 +227,12 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
             let host = fanout::start_host(&node, &node_id, Arc::clone(&sync))
                 .await
                 .map_err(anyhow::Error::msg)?;
-            let settle = settings.config.gossip_interval() * 5 + Duration::from_secs(2);
             let cluster = ClusterHandle::start(settings)
                 .await
                 .context("cannot join the cluster")?;
             let routes = ClusterRoutes::new(&node_id, cluster.watcher(), sync);
-            fanout::route(&node, routes, settle).map_err(anyhow::Error::msg)?;
+            fanout::route(&node, routes, settle, cluster.synced_publisher())
+                .map_err(anyhow::Error::msg)?;
             (cluster, Some(host))
         }
         None => (
@@ -258,7 +261,20 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
         }
         _ = shutdown_signal() => {}
     }
-    // peers hear that this node leaves before it stops answering
+    // peers hear that this node leaves; it keeps answering while they copy its shards
+    if host.is_some() && cluster.announce_leaving().await {
+        let left = catch_up::hand_off(&node, leave_timeout, settle).await;
+        if left > 0 {
+            tracing::warn!(
+                shards = left,
+                waited_secs = leave_timeout.as_secs(),
+                "leaving before every shard is whole on its new replicas; with replication \
+                 factor 1 they answer partial until this node is back"
+            );
+        } else {
+            tracing::info!("every shard of this node is whole on its new replicas");
+        }
+    }
     cluster.leave().await;
     if let Some(host) = host {
         host.stop(None);

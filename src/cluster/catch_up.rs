@@ -1,12 +1,17 @@
-//! Catching up: every shard placement gives this node is copied from another live replica
-//! (paged, by version, while writes keep arriving) before this node answers for it; a shard
-//! placement takes away is forgotten as whole, so that it is copied again if it comes back.
+//! Catching up: every shard placement gives this node is copied from a live copy that is
+//! whole (paged, by version, while writes keep arriving) before this node answers for it. A
+//! shard placement takes away keeps answering (lingering) until its new replicas say they
+//! are whole, so a joining or leaving node leaves no gap in answers.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::membership::mask_hex;
+use super::routes::{ClusterRoutes, CopyState};
 use super::shard_host::{self, ExportRequest, ShardHostMsg};
 use super::wire::Payload;
+use super::SyncedPublisher;
 use crate::node::Node;
 use crate::record::{ShardId, SHARD_COUNT};
 use crate::router::{replica_answer, ShardError, ShardRouter};
@@ -17,8 +22,12 @@ const PAGE: usize = 500;
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Starts following the view: once it has settled (another member seen, or `settle`
-/// passed), every shard of this node not yet whole is copied from another replica.
-pub fn spawn(node: Arc<Node>, settle: Duration) {
+/// passed), every shard of this node not yet whole is copied from another replica, and
+/// which shards are whole here is gossiped.
+pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublisher>) {
+    // a lingering copy answers until the new replicas have said they are whole for `settle`:
+    // by then every node's view has heard it and reads there
+    let mut handed: HashMap<ShardId, Instant> = HashMap::new();
     tokio::spawn(async move {
         let Some(routes) = node.shards.cluster() else {
             return;
@@ -30,14 +39,21 @@ pub fn spawn(node: Arc<Node>, settle: Duration) {
         while view.borrow().members.len() < 2 && started.elapsed() < settle {
             let _ = tokio::time::timeout(RETRY, view.changed()).await;
         }
-        let mut said = 0;
+        let mut said = (0, String::new());
         loop {
-            let left = catch_up_once(&node).await;
-            if left != said {
-                tracing::info!(shards = left, "shards of this node still catching up");
-                said = left;
+            let (left, lingering) =
+                catch_up_once(&node, publisher.as_ref(), &mut handed, settle).await;
+            let mask = mask_hex(|s| routes.sync().is_synced(s));
+            if let Some(p) = &publisher {
+                if mask != said.1 {
+                    p.publish(mask.clone());
+                }
             }
-            if left > 0 {
+            if left != said.0 {
+                tracing::info!(shards = left, "shards of this node still catching up");
+            }
+            said = (left, mask);
+            if left > 0 || lingering > 0 {
                 tokio::time::sleep(RETRY).await;
             } else if view.changed().await.is_err() {
                 return;
@@ -46,42 +62,56 @@ pub fn spawn(node: Arc<Node>, settle: Duration) {
     });
 }
 
-/// One pass over every shard; returns how many of this node's shards are still not whole.
-async fn catch_up_once(node: &Node) -> usize {
+/// One pass over every shard; returns how many of this node's shards are still not whole,
+/// and how many it holds that placement took away.
+async fn catch_up_once(
+    node: &Node,
+    publisher: Option<&SyncedPublisher>,
+    handed: &mut HashMap<ShardId, Instant>,
+    grace: Duration,
+) -> (usize, usize) {
     let Some(routes) = node.shards.cluster() else {
-        return 0;
+        return (0, 0);
     };
     let me = routes.self_id().to_string();
     let sync = Arc::clone(routes.sync());
     let placement = routes.placement();
-    let local = &node.shards;
     let timeout = Duration::from_millis(node.config.ingest.timeout_ms);
-    let mut left = 0;
-    let mut failed = std::collections::HashSet::new();
+    let (mut left, mut lingers) = (0, 0);
+    // a source that failed once in this pass (gone, or silent until the timeout) is not asked
+    // again for every other shard: the pass would stall on it
+    let mut failed = HashSet::new();
     for shard in 0..SHARD_COUNT as ShardId {
-        let replicas = placement.replicas(shard);
-        if !replicas.contains(&me.as_str()) {
-            sync.set(shard, false);
+        let placed = placement.replicas(shard);
+        let state = sync.state(shard);
+        if !placed.contains(&me.as_str()) {
+            let next = lingering(routes, shard, state, &placed, handed, grace);
+            if next != state {
+                sync.set(shard, next);
+            }
+            lingers += usize::from(next == CopyState::Lingering);
             continue;
         }
-        if sync.is_synced(shard) {
+        handed.remove(&shard);
+        if state == CopyState::Whole {
             continue;
         }
-        let others: Vec<&str> = replicas.into_iter().filter(|r| *r != me).collect();
-        if others.is_empty() {
-            // the only replica: nothing to copy from
-            sync.set(shard, true);
+        let Some(sources) = sources(routes, shard, &placed) else {
+            // the only replica, and no other copy anywhere: nothing to copy from
+            sync.set(shard, CopyState::Whole);
             continue;
+        };
+        if state == CopyState::Lingering {
+            // placed here again after missing writes: read elsewhere until copied again
+            sync.set(shard, CopyState::Partial);
         }
         let mut copied = false;
-        // a source that failed once in this pass (gone, or silent until the timeout) is not
-        // asked again for every other shard: the pass would stall on it
-        let fresh: Vec<&str> = others
+        let fresh: Vec<String> = sources
             .into_iter()
-            .filter(|o| !failed.contains(*o))
+            .filter(|s| !failed.contains(s))
             .collect();
         for source in fresh {
-            match copy(local, source, shard, timeout).await {
+            match copy(&node.shards, &source, shard, timeout).await {
                 Ok(items) => {
                     tracing::debug!(shard, source, items, "shard caught up");
                     copied = true;
@@ -90,20 +120,124 @@ async fn catch_up_once(node: &Node) -> usize {
                 Err(e) => {
                     // the pass says how many shards are left; each failure is a detail
                     tracing::debug!(shard, source, error = %e, "cannot copy a shard from a replica");
-                    failed.insert(source.to_string());
+                    failed.insert(source);
                 }
             }
         }
         if copied && node.store.flush().await.is_ok() {
-            sync.set(shard, true);
+            sync.set(shard, CopyState::Whole);
+            if let Some(p) = publisher {
+                // said at once: a leaving node waits for it
+                p.publish(mask_hex(|s| sync.is_synced(s)));
+            }
         } else {
             left += 1;
         }
     }
-    left
+    (left, lingers)
 }
 
-/// Copies a shard from another node's replica into this node's; returns the items read.
+/// Where a shard placement no longer gives this node goes next: a whole copy lingers until
+/// every new replica has said it is whole for `grace`, then stops answering.
+fn lingering(
+    routes: &ClusterRoutes,
+    shard: ShardId,
+    state: CopyState,
+    placed: &[&str],
+    handed: &mut HashMap<ShardId, Instant>,
+    grace: Duration,
+) -> CopyState {
+    match state {
+        CopyState::Whole => CopyState::Lingering,
+        CopyState::Lingering => {
+            let readable = routes.readable(shard);
+            let whole =
+                !placed.is_empty() && placed.iter().all(|p| readable.iter().any(|r| r == p));
+            if !whole {
+                handed.remove(&shard);
+                return CopyState::Lingering;
+            }
+            let since = *handed.entry(shard).or_insert_with(Instant::now);
+            if since.elapsed() >= grace {
+                handed.remove(&shard);
+                CopyState::Partial
+            } else {
+                CopyState::Lingering
+            }
+        }
+        CopyState::Partial => CopyState::Partial,
+    }
+}
+
+/// The nodes to copy a shard from: those whose copy is whole; when no copy anywhere says it
+/// is (the whole cluster starting), the other placed replicas, merged; `None` when this
+/// node is the only replica.
+fn sources(routes: &ClusterRoutes, shard: ShardId, placed: &[&str]) -> Option<Vec<String>> {
+    let me = routes.self_id();
+    let whole: Vec<String> = routes
+        .readable(shard)
+        .into_iter()
+        .filter(|r| r != me)
+        .collect();
+    if !whole.is_empty() {
+        return Some(whole);
+    }
+    let others: Vec<String> = placed
+        .iter()
+        .filter(|p| **p != me)
+        .map(|p| p.to_string())
+        .collect();
+    (!others.is_empty()).then_some(others)
+}
+
+/// Waits until every shard this node could be read for is whole on its new replicas (this
+/// node, leaving, is no longer placed), then `grace` more so that every view hears it;
+/// returns how many were not whole when `within` ran out.
+pub async fn hand_off(node: &Node, within: Duration, grace: Duration) -> usize {
+    let Some(routes) = node.shards.cluster() else {
+        return 0;
+    };
+    let held: Vec<ShardId> = (0..SHARD_COUNT as ShardId)
+        .filter(|s| routes.sync().is_synced(*s))
+        .collect();
+    let mut view = routes.watcher();
+    let deadline = Instant::now() + within;
+    let mut said = usize::MAX;
+    loop {
+        let placement = routes.placement();
+        let pending = held
+            .iter()
+            .filter(|s| {
+                let placed = placement.replicas(**s);
+                let readable = routes.readable(**s);
+                placed
+                    .iter()
+                    .any(|p| *p == routes.self_id() || !readable.iter().any(|r| r == p))
+            })
+            .count();
+        if pending == 0 {
+            if !held.is_empty() {
+                tokio::time::sleep(grace).await;
+            }
+            return 0;
+        }
+        if pending != said {
+            tracing::info!(
+                shards = pending,
+                "leaving: shards not yet whole on their new replicas"
+            );
+            said = pending;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return pending;
+        }
+        let wait = (deadline - now).min(RETRY);
+        let _ = tokio::time::timeout(wait, view.changed()).await;
+    }
+}
+
+/// Copies a shard from another node's copy into this node's; returns the items read.
 async fn copy(
     local: &ShardRouter,
     source: &str,

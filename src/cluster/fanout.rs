@@ -1,5 +1,7 @@
 //! Answers that span the cluster: a search and the record counts, each shard asked of one
-//! replica (its primary, which holds everything the shard was given), one request per node.
+//! whole copy (this node's when it holds one, else the first placed replica that says its
+//! copy is whole, else a node placement took the shard from that still holds it), one
+//! request per node.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,34 +42,39 @@ pub async fn start_host(
 }
 
 /// From now on the node sends writes and deletions to every replica, and answers searches
-/// and counts from each shard's primary.
-pub fn route(node: &Arc<Node>, routes: ClusterRoutes, settle: Duration) -> Result<(), String> {
+/// and counts from one whole copy of each shard.
+pub fn route(
+    node: &Arc<Node>,
+    routes: ClusterRoutes,
+    settle: Duration,
+    publisher: Option<super::SyncedPublisher>,
+) -> Result<(), String> {
     node.cold.join_cluster(routes.self_id());
     if !node.shards.join(routes) {
         return Err("the node has joined a cluster already".to_string());
     }
-    super::catch_up::spawn(Arc::clone(node), settle);
+    super::catch_up::spawn(Arc::clone(node), settle, publisher);
     Ok(())
 }
 
-/// The primary of each shard, by node: the shards each node answers for.
-fn by_primary(
+/// The member each shard is read from (see [`ClusterRoutes::readers`]), by node: the
+/// shards each node answers for; and the shards with no replica.
+fn by_reader(
     routes: &ClusterRoutes,
     shards: &[ShardId],
 ) -> (BTreeMap<String, Vec<ShardId>>, Vec<ShardId>) {
-    let placement = routes.placement();
     let mut by_node: BTreeMap<String, Vec<ShardId>> = BTreeMap::new();
     let mut unplaced = Vec::new();
-    for &s in shards {
-        match placement.replicas(s).first() {
-            Some(node) => by_node.entry(node.to_string()).or_default().push(s),
+    for (s, reader) in routes.readers(shards) {
+        match reader {
+            Some(node) => by_node.entry(node).or_default().push(s),
             None => unplaced.push(s),
         }
     }
     (by_node, unplaced)
 }
 
-/// Searches the cluster: each shard on its primary, one request per node, merged.
+/// Searches the cluster: each shard on one whole copy, one request per node, merged.
 pub async fn search(
     node: &Node,
     routes: &ClusterRoutes,
@@ -91,7 +98,7 @@ pub async fn search(
         }
         None => (0..SHARD_COUNT as ShardId).collect(),
     };
-    let (by_node, mut missing) = by_primary(routes, &asked);
+    let (by_node, mut missing) = by_reader(routes, &asked);
     let mut reasons = Vec::new();
     if !missing.is_empty() {
         reasons.push(format!("{} shards have no live replica", missing.len()));
@@ -172,11 +179,11 @@ pub async fn search(
     })
 }
 
-/// Counts each shard's records on its primary; returns the counts of the shards that
+/// Counts each shard's records on one whole copy; returns the counts of the shards that
 /// answered (the others are missing).
 pub async fn counts(node: &Node, routes: &ClusterRoutes) -> Vec<(ShardId, ShardCounts)> {
     let all: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
-    let (by_node, _) = by_primary(routes, &all);
+    let (by_node, _) = by_reader(routes, &all);
     let timeout = Duration::from_millis(node.config.search.timeout_ms);
     let me = routes.self_id();
     let local = &node.shards;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::placement::Placement;
-use crate::record::ShardId;
+use crate::record::{ShardId, SHARD_COUNT};
 
 /// Gossip key: the wire version the node speaks.
 pub const KEY_WIRE: &str = "wire";
@@ -25,6 +25,8 @@ pub const KEY_HTTP: &str = "http";
 pub const KEY_READY: &str = "ready";
 /// Gossip key: the node's own lifecycle, `alive` or `leaving`.
 pub const KEY_STATE: &str = "state";
+/// Gossip key: which shards of the node are whole (caught up), as hex of a 256-bit mask.
+pub const KEY_SYNCED: &str = "synced";
 /// Value of [`KEY_STATE`] of a node that is serving.
 pub const STATE_ALIVE: &str = "alive";
 /// Value of [`KEY_STATE`] of a node shutting down (SIGTERM).
@@ -67,6 +69,50 @@ pub struct Member {
     pub shards: Vec<ShardId>,
     /// round trip of its last ping over the transport, in milliseconds (none for this node)
     pub rtt_ms: Option<f64>,
+    /// its whole shards, as it gossips them (hex of a 256-bit mask); `whole_shards` in the
+    /// JSON counts them
+    #[serde(rename = "whole_shards", serialize_with = "count_mask")]
+    pub synced: String,
+}
+
+/// Serializes a shard mask as the number of shards it holds.
+fn count_mask<S: serde::Serializer>(mask: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(
+        (0..SHARD_COUNT as ShardId)
+            .filter(|x| mask_has(mask, *x))
+            .count() as u64,
+    )
+}
+
+impl Member {
+    /// Whether the member says its copy of a shard is whole.
+    pub fn is_synced(&self, shard: ShardId) -> bool {
+        mask_has(&self.synced, shard)
+    }
+}
+
+/// The hex mask of a set of shards, as [`KEY_SYNCED`] carries it.
+pub fn mask_hex(has: impl Fn(ShardId) -> bool) -> String {
+    let mut out = String::with_capacity(64);
+    for nibble in 0..64u16 {
+        let mut v = 0u8;
+        for bit in 0..4u16 {
+            if has(nibble * 4 + bit) {
+                v |= 1 << bit;
+            }
+        }
+        out.push(char::from_digit(u32::from(v), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// Whether a hex mask holds a shard.
+pub fn mask_has(mask: &str, shard: ShardId) -> bool {
+    let (nibble, bit) = (usize::from(shard / 4), shard % 4);
+    mask.as_bytes()
+        .get(nibble)
+        .and_then(|c| char::from(*c).to_digit(16))
+        .is_some_and(|v| v & (1 << bit) != 0)
 }
 
 /// The cluster as one node sees it: members, and the placement computed from them.
@@ -101,6 +147,8 @@ pub struct SelfInfo {
     pub ready: bool,
     /// whether it is shutting down
     pub leaving: bool,
+    /// its whole shards, as [`KEY_SYNCED`] gossips them
+    pub synced: String,
 }
 
 /// What gossip says about another node (one generation of one id).
@@ -196,6 +244,7 @@ pub fn compute_view(
                 ready: node.ready(),
                 shards: Vec::new(),
                 rtt_ms: None,
+                synced: node.keys.get(KEY_SYNCED).cloned().unwrap_or_default(),
             }
         })
         .collect();
@@ -212,6 +261,7 @@ pub fn compute_view(
         ready: me.ready,
         shards: Vec::new(),
         rtt_ms: None,
+        synced: me.synced.clone(),
     });
     members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     let placement = Placement::compute(
@@ -241,6 +291,7 @@ pub fn initial_keys(me: &SelfInfo, wire_version: u32) -> Vec<(String, String)> {
         (KEY_HTTP.to_string(), me.http.clone()),
         (KEY_READY.to_string(), me.ready.to_string()),
         (KEY_STATE.to_string(), self_state(me).to_string()),
+        (KEY_SYNCED.to_string(), me.synced.clone()),
     ]
 }
 
@@ -265,7 +316,18 @@ mod tests {
             http: "127.0.0.1:8001".into(),
             ready: true,
             leaving: false,
+            synced: String::new(),
         }
+    }
+
+    #[test]
+    fn a_shard_mask_round_trips_through_its_hex() {
+        let mask = mask_hex(|s| s % 3 == 0 || s == 255);
+        assert_eq!(mask.len(), 64);
+        for s in 0..=255u16 {
+            assert_eq!(mask_has(&mask, s), s % 3 == 0 || s == 255, "shard {s}");
+        }
+        assert!(!mask_has("", 0), "no mask: nothing whole");
     }
 
     fn peer(id: &str, generation: u64, port: u16, live: bool) -> GossipNode {

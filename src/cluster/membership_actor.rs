@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::membership::{
     compute_view, self_state, ClusterView, GossipNode, NodeKey, SelfInfo, KEY_READY, KEY_STATE,
-    STATE_LEAVING,
+    KEY_SYNCED, STATE_LEAVING,
 };
 use super::peer::{PingError, Pong};
 use super::sessions::Sessions;
@@ -52,6 +52,8 @@ pub enum MembershipMsg {
     },
     /// This node's shards are loaded (or not): gossiped and used for placement.
     SetReady(bool),
+    /// Says which shards of this node are whole (see [`super::membership::KEY_SYNCED`]).
+    SetSynced(String),
     /// This node is shutting down: gossips `leaving` and replies.
     Leave(RpcReplyPort<()>),
 }
@@ -238,6 +240,11 @@ impl Actor for MembershipActor {
                 state.gossip_self().await;
                 state.publish();
             }
+            MembershipMsg::SetSynced(mask) => {
+                state.me.synced = mask;
+                state.gossip_self().await;
+                state.publish();
+            }
             MembershipMsg::Leave(reply) => {
                 state.me.leaving = true;
                 state.gossip_self().await;
@@ -270,6 +277,7 @@ impl MembershipState {
         let node = guard.self_node_state();
         node.set(KEY_READY, self.me.ready);
         node.set(KEY_STATE, self_state(&self.me));
+        node.set(KEY_SYNCED, self.me.synced.clone());
     }
 
     /// Copies what gossip knows of the other nodes.

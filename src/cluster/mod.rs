@@ -3,8 +3,9 @@
 //! A node started with `--listen` gossips (chitchat over UDP) and runs a ractor_cluster node
 //! server (TCP) on the same port; [`membership_actor`] admits the gossiping nodes that pass
 //! the transport handshake and publishes the [`ClusterView`]. Without `--listen` a node is a
-//! one-node cluster of itself and starts none of this. Records are not replicated yet: the
-//! view and placement say where shards *should* live; every node still serves only its own.
+//! one-node cluster of itself and starts none of this. [`fanout`] routes writes to every
+//! replica and reads to one whole copy of each shard; [`catch_up`] fills shards placement
+//! gives a node and hands them over when it leaves.
 
 pub mod catch_up;
 pub mod fanout;
@@ -71,6 +72,17 @@ pub enum ClusterError {
     Actor(String),
 }
 
+/// Says which shards of this node are whole, through the membership actor.
+#[derive(Clone)]
+pub struct SyncedPublisher(ActorRef<MembershipMsg>);
+
+impl SyncedPublisher {
+    /// Gossips the mask (see [`membership::KEY_SYNCED`]).
+    pub fn publish(&self, mask: String) {
+        let _ = self.0.cast(MembershipMsg::SetSynced(mask));
+    }
+}
+
 /// What a clustered node starts with.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
@@ -121,6 +133,7 @@ impl ClusterHandle {
             http: http.to_string(),
             ready: false,
             leaving: false,
+            synced: String::new(),
         };
         let first = compute_view(
             &me,
@@ -150,6 +163,7 @@ impl ClusterHandle {
             http: settings.http.clone(),
             ready: false,
             leaving: false,
+            synced: String::new(),
         };
         let chitchat_config = ChitchatConfig {
             chitchat_id: ChitchatId::new(me.node_id.clone(), me.generation, settings.listen),
@@ -299,9 +313,44 @@ impl ClusterHandle {
         }
     }
 
-    /// Announces that this node leaves, waits a little for peers to hear it, and stops gossip
-    /// and the transport.
+    /// Says which shards of this node are whole, so that others read them here.
+    pub fn set_synced(&self, mask: String) {
+        match &self.inner {
+            Inner::Single { .. } => {}
+            Inner::Gossip { actor, .. } => {
+                let _ = actor.cast(MembershipMsg::SetSynced(mask));
+            }
+        }
+    }
+
+    /// A cheap handle that says which shards of this node are whole (see
+    /// [`ClusterHandle::set_synced`]).
+    pub fn synced_publisher(&self) -> Option<SyncedPublisher> {
+        match &self.inner {
+            Inner::Single { .. } => None,
+            Inner::Gossip { actor, .. } => Some(SyncedPublisher(actor.clone())),
+        }
+    }
+
+    /// Announces that this node leaves: placement stops giving it shards, and the others
+    /// start copying them; it keeps answering meanwhile. False when membership did not
+    /// confirm it.
+    pub async fn announce_leaving(&self) -> bool {
+        let Inner::Gossip { actor, .. } = &self.inner else {
+            return true;
+        };
+        matches!(
+            actor.call(MembershipMsg::Leave, Some(CALL_TIMEOUT)).await,
+            Ok(ractor::rpc::CallResult::Success(()))
+        )
+    }
+
+    /// Announces that this node leaves (again: cheap), waits a little for peers to hear it,
+    /// and stops gossip and the transport.
     pub async fn leave(self) {
+        if !self.announce_leaving().await {
+            tracing::warn!("membership did not confirm leaving; stopping anyway");
+        }
         let Inner::Gossip {
             actor,
             peer,
@@ -312,12 +361,7 @@ impl ClusterHandle {
         else {
             return;
         };
-        match actor.call(MembershipMsg::Leave, Some(CALL_TIMEOUT)).await {
-            Ok(ractor::rpc::CallResult::Success(())) => {
-                tokio::time::sleep((gossip_interval * 2).min(MAX_LEAVE_WAIT)).await;
-            }
-            Ok(_) | Err(_) => tracing::warn!("membership did not confirm leaving; stopping anyway"),
-        }
+        tokio::time::sleep((gossip_interval * 2).min(MAX_LEAVE_WAIT)).await;
         stopping.store(true, Ordering::Release);
         if let Err(e) = actor.stop_and_wait(None, Some(CALL_TIMEOUT)).await {
             tracing::warn!(error = %e, "membership did not stop in time");

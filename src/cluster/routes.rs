@@ -1,46 +1,69 @@
 //! Where each shard lives now, as this node's view of the cluster says: the placement the
-//! view was computed with.
+//! view was computed with, and which copies are whole enough to read.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::membership::ClusterView;
+use super::membership::{ClusterView, Member, MemberState};
 use super::placement::Placement;
 use crate::record::{ShardId, SHARD_COUNT};
+
+/// Where this node's copy of a shard stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyState {
+    /// not whole: being copied, or not held; answers as missing
+    Partial = 0,
+    /// placed here and whole: copied from another replica, or the only replica
+    Whole = 1,
+    /// whole when placement took it away; read by nodes whose view still places it here,
+    /// and a source for the new replicas, until those are whole
+    Lingering = 2,
+}
 
 /// Which shards of this node are whole: copied from another replica since this node was
 /// given them (or had no other replica to copy from). A shard that is not answers as
 /// missing, never with less than it holds elsewhere.
 pub struct ShardSync {
-    synced: Vec<AtomicBool>,
+    states: Vec<AtomicU8>,
 }
 
 impl Default for ShardSync {
     fn default() -> Self {
         ShardSync {
-            synced: (0..SHARD_COUNT).map(|_| AtomicBool::new(false)).collect(),
+            states: (0..SHARD_COUNT).map(|_| AtomicU8::new(0)).collect(),
         }
     }
 }
 
 impl ShardSync {
-    /// Whether this node's copy of a shard is whole.
-    pub fn is_synced(&self, shard: ShardId) -> bool {
-        self.synced
+    /// Where this node's copy of a shard stands.
+    pub fn state(&self, shard: ShardId) -> CopyState {
+        match self
+            .states
             .get(shard as usize)
-            .is_some_and(|s| s.load(Ordering::Acquire))
-    }
-
-    /// Records whether this node's copy of a shard is whole.
-    pub fn set(&self, shard: ShardId, synced: bool) {
-        if let Some(s) = self.synced.get(shard as usize) {
-            s.store(synced, Ordering::Release);
+            .map(|s| s.load(Ordering::Acquire))
+        {
+            Some(1) => CopyState::Whole,
+            Some(2) => CopyState::Lingering,
+            _ => CopyState::Partial,
         }
     }
 
-    /// Splits shards into those whose copy here is whole and those still catching up.
+    /// Whether this node's copy of a shard may be read: whole, or lingering.
+    pub fn is_synced(&self, shard: ShardId) -> bool {
+        self.state(shard) != CopyState::Partial
+    }
+
+    /// Records where this node's copy of a shard stands.
+    pub fn set(&self, shard: ShardId, state: CopyState) {
+        if let Some(s) = self.states.get(shard as usize) {
+            s.store(state as u8, Ordering::Release);
+        }
+    }
+
+    /// Splits shards into those whose copy here may be read and those that may not.
     pub fn split(&self, shards: &[ShardId]) -> (Vec<ShardId>, Vec<ShardId>) {
         shards.iter().partition(|s| self.is_synced(**s))
     }
@@ -77,6 +100,11 @@ impl ClusterRoutes {
         self.view.clone()
     }
 
+    /// The current view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        Arc::clone(&self.view.borrow())
+    }
+
     /// This node's id.
     pub fn self_id(&self) -> &str {
         &self.self_id
@@ -95,4 +123,90 @@ impl ClusterRoutes {
             .map(str::to_string)
             .collect()
     }
+
+    /// The members whose copy of a shard may be read, in the order to try them: placed
+    /// replicas first (placement order), then members placement no longer gives it that
+    /// still hold it whole (a joining or leaving node's old shards).
+    pub fn readable(&self, shard: ShardId) -> Vec<String> {
+        self.readable_in(&self.view(), shard)
+    }
+
+    /// [`ClusterRoutes::readable`] in a given view.
+    fn readable_in(&self, view: &ClusterView, shard: ShardId) -> Vec<String> {
+        let placed: Vec<&str> = view.placement.replicas(shard);
+        let holds = |m: &Member| {
+            if m.node_id == self.self_id {
+                self.sync.is_synced(shard)
+            } else {
+                reachable(m) && m.is_synced(shard)
+            }
+        };
+        let mut out: Vec<String> = placed
+            .iter()
+            .filter(|id| view.members.iter().any(|m| m.node_id == **id && holds(m)))
+            .map(|id| id.to_string())
+            .collect();
+        out.extend(
+            view.members
+                .iter()
+                .filter(|m| !placed.contains(&m.node_id.as_str()) && holds(m))
+                .map(|m| m.node_id.clone()),
+        );
+        out
+    }
+
+    /// The member each read of a shard goes to: this node when it is placed and whole, else
+    /// the first readable copy, else the primary (which answers it as missing); `None` for a shard
+    /// with no replica at all.
+    pub fn readers(&self, shards: &[ShardId]) -> Vec<(ShardId, Option<String>)> {
+        let view = self.view();
+        shards
+            .iter()
+            .map(|&shard| {
+                let readable = self.readable_in(&view, shard);
+                // this node's own copy first, when it is placed here: a lingering copy misses
+                // the writes since placement moved, so it is read only when nothing placed is
+                let placed_here = view
+                    .placement
+                    .replicas(shard)
+                    .contains(&self.self_id.as_str());
+                let reader = if placed_here && self.sync.state(shard) == CopyState::Whole {
+                    Some(self.self_id.clone())
+                } else {
+                    readable.into_iter().next().or_else(|| {
+                        view.placement
+                            .replicas(shard)
+                            .first()
+                            .map(|p| p.to_string())
+                    })
+                };
+                (shard, reader)
+            })
+            .collect()
+    }
+
+    /// Shards with fewer readable placed copies than the replication factor asks.
+    pub fn under_replicated(&self) -> Vec<ShardId> {
+        let view = self.view();
+        let factor = view.replication_factor.max(1);
+        (0..SHARD_COUNT as ShardId)
+            .filter(|s| {
+                let placed = view.placement.replicas(*s);
+                let readable = self.readable_in(&view, *s);
+                placed
+                    .iter()
+                    .filter(|p| readable.iter().any(|r| r == *p))
+                    .count()
+                    < factor
+            })
+            .collect()
+    }
+}
+
+/// Whether a member may be asked for anything: not declared dead.
+fn reachable(m: &Member) -> bool {
+    matches!(
+        m.state,
+        MemberState::Alive | MemberState::Suspect | MemberState::Leaving
+    )
 }

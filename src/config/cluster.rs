@@ -42,6 +42,9 @@ pub struct ClusterConfig {
     pub dial_timeout_ms: u64,
     /// pause before a peer that could not be reached is dialled again, in milliseconds
     pub redial_interval_ms: u64,
+    /// how long a node told to stop (SIGTERM) waits for its shards' new replicas to be
+    /// whole before it exits anyway, in seconds
+    pub leave_timeout_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -59,6 +62,7 @@ impl Default for ClusterConfig {
             dead_grace_secs: 3_600,
             dial_timeout_ms: 3_000,
             redial_interval_ms: 2_000,
+            leave_timeout_secs: 300,
         }
     }
 }
@@ -111,7 +115,7 @@ impl ClusterConfig {
                 &format!("expected a number from 1, got {}", self.phi_threshold),
             ));
         }
-        let ranges: [(&str, u64, u64, u64); 7] = [
+        let ranges: [(&str, u64, u64, u64); 8] = [
             (
                 "cluster.replication_factor",
                 self.replication_factor as u64,
@@ -144,6 +148,12 @@ impl ClusterConfig {
                 10,
                 3_600_000,
             ),
+            (
+                "cluster.leave_timeout_secs",
+                self.leave_timeout_secs,
+                0,
+                86_400,
+            ),
         ];
         for (key, value, min, max) in ranges {
             check_range(key, value as usize, min as usize, max as usize)?;
@@ -164,6 +174,11 @@ impl ClusterConfig {
     /// How long connecting to a peer and its handshake may take.
     pub fn dial_timeout(&self) -> Duration {
         Duration::from_millis(self.dial_timeout_ms)
+    }
+
+    /// How long a leaving node waits for its shards to be handed over.
+    pub fn leave_timeout(&self) -> Duration {
+        Duration::from_secs(self.leave_timeout_secs)
     }
 
     /// Pause before an unreachable peer is dialled again.
