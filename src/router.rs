@@ -44,26 +44,16 @@ pub(crate) fn replica_answer<T>(
     }
 }
 
-/// Every replica must have answered; the answer is this node's, else the primary's.
-fn pick_answer<T>(
-    replicas: &[String],
-    me: &str,
-    answers: Vec<Result<T, ShardError>>,
-) -> Result<T, ShardError> {
-    let mut mine = None;
+/// The answer of this node's copy, else the primary's.
+fn mine_or_first<T>(answers: Vec<(bool, T)>) -> Option<T> {
     let mut first = None;
-    for (node, answer) in replicas.iter().zip(answers) {
-        let answer = answer?;
-        if node == me {
-            mine = Some(answer);
-        } else if first.is_none() {
-            first = Some(answer);
+    for (mine, answer) in answers {
+        if mine {
+            return Some(answer);
         }
+        first = first.or(Some(answer));
     }
-    match mine.or(first) {
-        Some(a) => Ok(a),
-        None => Err(ShardError::Down(0)),
-    }
+    first
 }
 
 /// Why a shard call did not do what it was asked.
@@ -169,19 +159,21 @@ impl ShardRouter {
             return self.upsert(shard, records, timeout).await;
         }
         let stored: Vec<StoredRecord> = records.iter().map(StoredRecord::from).collect();
-        self.on_every_replica(
-            shard,
-            timeout,
-            || self.upsert(shard, records.clone(), timeout),
-            |reply| {
-                let request = UpsertRequest {
-                    shard,
-                    records: stored.clone(),
-                };
-                ShardHostMsg::Upsert(Payload::Value(request), reply)
-            },
-        )
-        .await
+        let answers = self
+            .on_every_replica(
+                shard,
+                timeout,
+                || self.upsert(shard, records.clone(), timeout),
+                |reply| {
+                    let request = UpsertRequest {
+                        shard,
+                        records: stored.clone(),
+                    };
+                    ShardHostMsg::Upsert(Payload::Value(request), reply)
+                },
+            )
+            .await?;
+        mine_or_first(answers).ok_or(ShardError::Down(shard))
     }
 
     /// Deletes on every replica of the shard (see [`ShardRouter::upsert_replicated`]).
@@ -193,55 +185,77 @@ impl ShardRouter {
         version: Version,
         timeout: Duration,
     ) -> Result<DeleteCounts, ShardError> {
-        self.on_every_replica(
-            shard,
-            timeout,
-            || self.delete(shard, system_id, conversation_id, version, timeout),
-            |reply| {
-                let request = DeleteRequest {
-                    shard,
-                    system_id: system_id.to_string(),
-                    conversation_id: conversation_id.map(str::to_string),
-                    version,
-                };
-                ShardHostMsg::Delete(Payload::Value(request), reply)
-            },
-        )
-        .await
+        let answers = self
+            .on_every_replica(
+                shard,
+                timeout,
+                || self.delete(shard, system_id, conversation_id, version, timeout),
+                |reply| {
+                    let request = DeleteRequest {
+                        shard,
+                        system_id: system_id.to_string(),
+                        conversation_id: conversation_id.map(str::to_string),
+                        version,
+                    };
+                    ShardHostMsg::Delete(Payload::Value(request), reply)
+                },
+            )
+            .await?;
+        // each replica counts what its own copy held: the fullest copy says it best
+        answers
+            .into_iter()
+            .map(|(_, counts)| counts)
+            .max_by_key(DeleteCounts::total)
+            .ok_or(ShardError::Down(shard))
     }
 
     /// Runs a call on every replica of a shard at once: this node's through `local`, the
-    /// others' through their shard host with `remote`; every one must succeed. Outside a
-    /// cluster, only `local`.
+    /// others' through their shard host with `remote`; every one must succeed. Answers
+    /// each replica's result, marked `true` for this node's. Outside a cluster, only `local`.
+    /// Refused while this node has not heard of the cluster, or while the members do not
+    /// agree on placement yet: the write could miss a replica that others see.
     async fn on_every_replica<T, F>(
         &self,
         shard: ShardId,
         timeout: Duration,
         local: impl Fn() -> F,
         remote: impl Fn(RpcReplyPort<Payload<Result<T, String>>>) -> ShardHostMsg,
-    ) -> Result<T, ShardError>
+    ) -> Result<Vec<(bool, T)>, ShardError>
     where
         T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
         F: std::future::Future<Output = Result<T, ShardError>>,
     {
         let Some(routes) = self.cluster.get() else {
-            return local().await;
+            return Ok(vec![(true, local().await?)]);
         };
+        let me = routes.self_id();
+        let unsettled = if !routes.is_settled() {
+            Some("this node has not heard of the other members yet")
+        } else if !routes.converged() {
+            Some("members do not agree on placement yet (one joined, left or failed)")
+        } else {
+            None
+        };
+        if let Some(why) = unsettled {
+            return Err(ShardError::Replica {
+                shard,
+                node: me.to_string(),
+                message: format!("{why}; try again shortly"),
+            });
+        }
         let replicas = routes.replicas(shard);
         if replicas.is_empty() {
             return Err(ShardError::Down(shard));
         }
-        let me = routes.self_id();
         let (local, remote) = (&local, &remote);
         let calls = replicas.iter().map(|node| async move {
             if node == me {
-                return local().await;
+                return local().await.map(|a| (true, a));
             }
             let answer = shard_host::call(node, remote, timeout).await;
-            replica_answer(shard, node, answer)
+            replica_answer(shard, node, answer).map(|a| (false, a))
         });
-        let answers = futures::future::join_all(calls).await;
-        pick_answer(&replicas, me, answers)
+        futures::future::join_all(calls).await.into_iter().collect()
     }
 
     /// Calls a shard with a message whose answer is the shard's store result, waiting through

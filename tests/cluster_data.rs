@@ -10,92 +10,18 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::cluster::{search_ids, start_member, wait_dead, wait_formed, wait_replicated};
 use common::uploads::put_memory_upload;
 use common::{batch, free_port, unit_vector, NodeProcess};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
-use serde_json::{json, Value};
+use serde_json::json;
 
-const COOKIE: &str = "data-cookie-19c2";
 const SYSTEMS: u64 = 12;
 const PER_SYSTEM: u64 = 100;
 
 async fn start(dir: &Path, id: &str, listen: u16, join: &[u16]) -> NodeProcess {
-    start_with(dir, id, listen, join, &[], "false").await
-}
-
-async fn start_with(
-    dir: &Path,
-    id: &str,
-    listen: u16,
-    join: &[u16],
-    extra: &[&str],
-    uploads: &str,
-) -> NodeProcess {
-    let listen_arg = format!("127.0.0.1:{listen}");
-    let joins: Vec<String> = join.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut args = vec!["--listen", listen_arg.as_str(), "--node-id", id];
-    args.extend_from_slice(extra);
-    for j in &joins {
-        args.push("--join");
-        args.push(j);
-    }
-    let env = [
-        ("AKOSHA_COOKIE", COOKIE),
-        ("AKOSHA__CLUSTER__GOSSIP_INTERVAL_MS", "200"),
-        ("AKOSHA__CLUSTER__FAILURE_INITIAL_INTERVAL_MS", "200"),
-        ("AKOSHA__CLUSTER__REDIAL_INTERVAL_MS", "300"),
-        ("AKOSHA__CLUSTER__REPLICATION_FACTOR", "2"),
-        ("AKOSHA__UPLOADS__ENABLED", uploads),
-        ("AKOSHA__UPLOADS__POLL_INTERVAL_MS", "100"),
-        ("AKOSHA__AGING__ENABLED", "false"),
-        ("AKOSHA__CLUSTER__LEAVE_TIMEOUT_SECS", "60"),
-    ];
-    NodeProcess::start_with(dir, &args, &env).await
-}
-
-/// Waits until every node sees three alive, ready members with the same placement.
-async fn wait_formed(nodes: &[&NodeProcess]) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut versions = Vec::new();
-        let mut formed = true;
-        for n in nodes {
-            let (_, view) = n.get("/api/v1/cluster").await;
-            let members = view["members"].as_array().cloned().unwrap_or_default();
-            formed &= members.len() == 3
-                && members
-                    .iter()
-                    .all(|m| m["state"] == "alive" && m["ready"] == true);
-            versions.push(view["placement_version"].clone());
-        }
-        // and every node's shards are whole: every shard answers on every node
-        for n in nodes {
-            let (_, stats) = n.get("/api/v1/stats").await;
-            formed &= stats["missing_shards"] == json!([])
-                && stats["under_replicated_shards"] == json!([]);
-        }
-        if formed && versions.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the cluster did not form");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The conversation ids of a search's results.
-async fn search_ids(node: &NodeProcess, body: &Value) -> (Vec<String>, Value) {
-    let (status, answer) = node.post("/api/v1/search", body).await;
-    assert_eq!(status, 200, "{answer}");
-    let ids = answer["results"]
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .filter_map(|h| h["conversation_id"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    (ids, answer)
+    start_member(dir, id, listen, join, &[], &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +31,7 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
     let n1 = start(&dir.path().join("n1"), "n1", ports[0], &[]).await;
     let n2 = start(&dir.path().join("n2"), "n2", ports[1], &[ports[0]]).await;
     let n3 = start(&dir.path().join("n3"), "n3", ports[2], &[ports[0]]).await;
-    wait_formed(&[&n1, &n2, &n3]).await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
 
     for s in 0..SYSTEMS {
         let system = format!("sys{s}");
@@ -169,25 +95,7 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
     // SIGKILL one node: once the others declare it dead, each of its shards is answered by
     // its other replica, so nothing acknowledged is missing and the count is exact
     let n2_dir = n2.kill9();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, view) = n1.get("/api/v1/cluster").await;
-        let (_, view3) = n3.get("/api/v1/cluster").await;
-        let gone = |v: &Value| {
-            v["members"].as_array().is_some_and(|ms| {
-                ms.iter()
-                    .any(|m| m["node_id"] == "n2" && m["state"] == "dead")
-            })
-        };
-        if gone(&view) && gone(&view3) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "n2 was not declared dead: {view}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_dead(&[&n1, &n3], "n2", Duration::from_secs(30)).await;
     for n in [&n1, &n3] {
         let (_, stats) = n.get("/api/v1/stats").await;
         assert_eq!(stats["records"]["total"], total - 1, "{stats}");
@@ -203,15 +111,7 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
 
     // every shard gets its second replica back on the two left: each copies what it is now
     // given from the other
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, stats) = n1.get("/api/v1/stats").await;
-        if stats["under_replicated_shards"] == json!([]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replicas not restored: {stats}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_replicated(&n1, Duration::from_secs(60)).await;
 
     // writes while it is gone reach the live replicas; restarted, it catches up from them
     // before answering for its shards, and then every node counts exactly again
@@ -225,7 +125,7 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
     }
     let total_late = 120;
     let n2 = start(&n2_dir, "n2", ports[1], &[ports[0]]).await;
-    wait_formed(&[&n1, &n2, &n3]).await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
     for n in [&n1, &n2, &n3] {
         let (_, stats) = n.get("/api/v1/stats").await;
         assert_eq!(stats["records"]["total"], total - 1 + total_late, "{stats}");
@@ -342,26 +242,27 @@ async fn each_upload_on_a_shared_store_is_read_once_in_the_cluster_and_its_recor
     let url = format!("file://{}", objects.display());
     let extra = ["--object-store", url.as_str()];
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let n1 = start_with(&dir.path().join("n1"), "n1", ports[0], &[], &extra, "true").await;
-    let n2 = start_with(
+    let pull = [("AKOSHA__UPLOADS__ENABLED", "true")];
+    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &extra, &pull).await;
+    let n2 = start_member(
         &dir.path().join("n2"),
         "n2",
         ports[1],
         &[ports[0]],
         &extra,
-        "true",
+        &pull,
     )
     .await;
-    let n3 = start_with(
+    let n3 = start_member(
         &dir.path().join("n3"),
         "n3",
         ports[2],
         &[ports[0]],
         &extra,
-        "true",
+        &pull,
     )
     .await;
-    wait_formed(&[&n1, &n2, &n3]).await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
 
     let store: std::sync::Arc<dyn ObjectStore> =
         std::sync::Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());

@@ -39,6 +39,7 @@ pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublishe
         while view.borrow().members.len() < 2 && started.elapsed() < settle {
             let _ = tokio::time::timeout(RETRY, view.changed()).await;
         }
+        routes.settle();
         let mut said = (0, String::new());
         loop {
             let (left, lingering) =
@@ -77,6 +78,9 @@ async fn catch_up_once(
     let sync = Arc::clone(routes.sync());
     let placement = routes.placement();
     let timeout = Duration::from_millis(node.config.ingest.timeout_ms);
+    // a copy taken while some writer still routes by another placement could miss its
+    // writes: copies wait until every member computes the same one
+    let converged = routes.converged();
     let (mut left, mut lingers) = (0, 0);
     // a source that failed once in this pass (gone, or silent until the timeout) is not asked
     // again for every other shard: the pass would stall on it
@@ -94,6 +98,10 @@ async fn catch_up_once(
         }
         handed.remove(&shard);
         if state == CopyState::Whole {
+            continue;
+        }
+        if !converged {
+            left += 1;
             continue;
         }
         let Some(sources) = sources(routes, shard, &placed) else {

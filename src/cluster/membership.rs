@@ -27,6 +27,9 @@ pub const KEY_READY: &str = "ready";
 pub const KEY_STATE: &str = "state";
 /// Gossip key: which shards of the node are whole (caught up), as hex of a 256-bit mask.
 pub const KEY_SYNCED: &str = "synced";
+/// Gossip key: the fingerprint of the placement the node computed (see
+/// [`ClusterView::placement_version`]); members agree on placement when these are equal.
+pub const KEY_PLACEMENT: &str = "placement";
 /// Value of [`KEY_STATE`] of a node that is serving.
 pub const STATE_ALIVE: &str = "alive";
 /// Value of [`KEY_STATE`] of a node shutting down (SIGTERM).
@@ -73,6 +76,8 @@ pub struct Member {
     /// JSON counts them
     #[serde(rename = "whole_shards", serialize_with = "count_mask")]
     pub synced: String,
+    /// the placement fingerprint it computed, as it gossips it (none heard yet)
+    pub placement_version: Option<u64>,
 }
 
 /// Serializes a shard mask as the number of shards it holds.
@@ -245,6 +250,7 @@ pub fn compute_view(
                 shards: Vec::new(),
                 rtt_ms: None,
                 synced: node.keys.get(KEY_SYNCED).cloned().unwrap_or_default(),
+                placement_version: node.keys.get(KEY_PLACEMENT).and_then(|v| v.parse().ok()),
             }
         })
         .collect();
@@ -262,6 +268,7 @@ pub fn compute_view(
         shards: Vec::new(),
         rtt_ms: None,
         synced: me.synced.clone(),
+        placement_version: None,
     });
     members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     let placement = Placement::compute(
@@ -273,6 +280,9 @@ pub fn compute_view(
     );
     for m in &mut members {
         m.shards = placement.shards_of(&m.node_id);
+        if m.node_id == me.node_id {
+            m.placement_version = Some(placement.version());
+        }
     }
     ClusterView {
         self_id: me.node_id.clone(),

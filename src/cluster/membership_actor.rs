@@ -15,8 +15,8 @@ use ractor_cluster::NodeServerMessage;
 use tokio::sync::watch;
 
 use super::membership::{
-    compute_view, self_state, ClusterView, GossipNode, NodeKey, SelfInfo, KEY_READY, KEY_STATE,
-    KEY_SYNCED, STATE_LEAVING,
+    compute_view, self_state, ClusterView, GossipNode, NodeKey, SelfInfo, KEY_PLACEMENT, KEY_READY,
+    KEY_STATE, KEY_SYNCED, STATE_LEAVING,
 };
 use super::peer::{PingError, Pong};
 use super::sessions::Sessions;
@@ -265,6 +265,8 @@ impl MembershipState {
         self.dial(myself);
         self.sessions.ping(myself);
         self.publish();
+        // the placement this node now computes, for the others to see that all agree
+        self.gossip_self().await;
     }
 
     /// Sets this node's own keys (only changed values cost a gossip version).
@@ -278,6 +280,7 @@ impl MembershipState {
         node.set(KEY_READY, self.me.ready);
         node.set(KEY_STATE, self_state(&self.me));
         node.set(KEY_SYNCED, self.me.synced.clone());
+        node.set(KEY_PLACEMENT, self.view.borrow().placement_version);
     }
 
     /// Copies what gossip knows of the other nodes.

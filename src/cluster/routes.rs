@@ -1,7 +1,7 @@
 //! Where each shard lives now, as this node's view of the cluster says: the placement the
 //! view was computed with, and which copies are whole enough to read.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -74,6 +74,8 @@ pub struct ClusterRoutes {
     self_id: String,
     sync: Arc<ShardSync>,
     view: watch::Receiver<Arc<ClusterView>>,
+    /// whether this node has heard of the cluster (or waited long enough to know it is alone)
+    settled: AtomicBool,
 }
 
 impl ClusterRoutes {
@@ -87,7 +89,30 @@ impl ClusterRoutes {
             self_id: self_id.to_string(),
             sync,
             view,
+            settled: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this node has heard of the other members (or waited long enough to know it is
+    /// alone); before that it takes no writes: it would take itself for every shard's only
+    /// replica.
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// Records that this node has heard of the cluster.
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::Release);
+    }
+
+    /// Whether every member that is not dead gossips the placement this node computed: then
+    /// every writer sends each shard's writes to the replicas this node sees.
+    pub fn converged(&self) -> bool {
+        let view = self.view();
+        view.members
+            .iter()
+            .filter(|m| m.node_id != self.self_id && reachable(m))
+            .all(|m| m.placement_version == Some(view.placement_version))
     }
 
     /// Which of this node's shards are whole.

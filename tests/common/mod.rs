@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `akosha-node` binary.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod s3;
 pub mod uploads;
 

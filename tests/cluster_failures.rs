@@ -1,0 +1,275 @@
+//! Failures of a cluster of real `akosha-node` processes on loopback (replication factor
+//! 2): a node SIGKILLed while records stream in loses none that was acknowledged, and its
+//! shards get their second replica back; a system deleted while a returning node is being
+//! repaired never comes back on any node; text search finds records through any node.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{search_ids, start_member, wait_dead, wait_formed, wait_replicated};
+use common::{batch, free_port, unit_vector, NodeProcess};
+use serde_json::{json, Value};
+
+const SYSTEMS: u64 = 20;
+const BATCHES: u64 = 40;
+const PER_BATCH: u64 = 100;
+
+/// Posts a batch until the cluster acknowledges it (a write that reached not every replica
+/// fails and is retried: it is idempotent by identity); returns how many tries it took.
+async fn ingest_until_acknowledged(node: &NodeProcess, body: &Value) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (status, answer) = node.post("/api/v1/ingest", body).await;
+        if status == 200 {
+            return tries;
+        }
+        assert!(
+            status == 503 || status == 504 || status == 500,
+            "a failed write says so with a server error: {status} {answer}"
+        );
+        assert!(Instant::now() < deadline, "never acknowledged: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Record `i` of the stream: its system and a search for it scoped there.
+fn probe(i: u64) -> (String, Value) {
+    let system = format!("sys{}", (i / PER_BATCH) % SYSTEMS);
+    let body = json!({"embedding": unit_vector(i), "limit": 1, "system_id": system});
+    (format!("conv-{i}"), body)
+}
+
+/// Every record acknowledged is found through `node`, and it counts them exactly.
+async fn all_found(node: &NodeProcess, acknowledged: u64) {
+    let (_, stats) = node.get("/api/v1/stats").await;
+    assert_eq!(stats["records"]["total"], acknowledged, "{stats}");
+    assert_eq!(stats["missing_shards"], json!([]), "{stats}");
+    for b in 0..acknowledged / PER_BATCH {
+        let (id, body) = probe(b * PER_BATCH + 7);
+        let (ids, answer) = search_ids(node, &body).await;
+        assert_eq!(ids.first(), Some(&id), "{answer}");
+        assert_eq!(answer["partial"], false, "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_ingestion_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &[], &[]).await;
+    let n2 = start_member(
+        &dir.path().join("n2"),
+        "n2",
+        ports[1],
+        &[ports[0]],
+        &[],
+        &[],
+    )
+    .await;
+    let n3 = start_member(
+        &dir.path().join("n3"),
+        "n3",
+        ports[2],
+        &[ports[0]],
+        &[],
+        &[],
+    )
+    .await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
+
+    // records stream in through n1; a quarter of the way in, n3 is SIGKILLed
+    let (killed_at, stream) = (BATCHES / 4, &n1);
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel();
+    let ingest = async move {
+        let mut retried = 0;
+        let mut kill_tx = Some(kill_tx);
+        for b in 0..BATCHES {
+            if b == killed_at {
+                if let Some(tx) = kill_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            let system = format!("sys{}", b % SYSTEMS);
+            let tries =
+                ingest_until_acknowledged(stream, &batch(&system, b * PER_BATCH, PER_BATCH)).await;
+            retried += tries - 1;
+        }
+        retried
+    };
+    let kill = async move {
+        let _ = kill_rx.await;
+        // mid-batch: the batch in flight may be half written; it is retried until whole
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        (n3.kill9(), Instant::now())
+    };
+    let (retried, (n3_dir, killed)) = tokio::join!(ingest, kill);
+    eprintln!("{retried} batch writes were retried while n3 was being declared dead");
+    let acknowledged = BATCHES * PER_BATCH;
+
+    wait_dead(&[&n1, &n2], "n3", Duration::from_secs(30)).await;
+    eprintln!("n3 declared dead {:?} after the kill", killed.elapsed());
+    // every shard gets its second replica back on the two left
+    wait_replicated(&n1, Duration::from_secs(60)).await;
+    wait_replicated(&n2, Duration::from_secs(60)).await;
+    eprintln!(
+        "every shard has two replicas again {:?} after the kill",
+        killed.elapsed()
+    );
+    all_found(&n1, acknowledged).await;
+    all_found(&n2, acknowledged).await;
+
+    // back: it rejoins, catches up, and every node counts exactly
+    let n3 = start_member(&n3_dir, "n3", ports[2], &[ports[0]], &[], &[]).await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
+    for n in [&n1, &n2, &n3] {
+        all_found(n, acknowledged).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_deleted_while_a_replica_is_repaired_never_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &[], &[]).await;
+    let n2 = start_member(
+        &dir.path().join("n2"),
+        "n2",
+        ports[1],
+        &[ports[0]],
+        &[],
+        &[],
+    )
+    .await;
+    let n3 = start_member(
+        &dir.path().join("n3"),
+        "n3",
+        ports[2],
+        &[ports[0]],
+        &[],
+        &[],
+    )
+    .await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
+    for b in 0..SYSTEMS {
+        let body = batch(&format!("sys{b}"), b * PER_BATCH, PER_BATCH);
+        ingest_until_acknowledged(&n1, &body).await;
+    }
+
+    // n2 goes away; every system gets more records it does not have
+    let n2_dir = n2.kill9();
+    wait_dead(&[&n1, &n3], "n2", Duration::from_secs(30)).await;
+    for b in 0..SYSTEMS {
+        let body = batch(&format!("sys{b}"), 100_000 + b * 10, 10);
+        ingest_until_acknowledged(&n3, &body).await;
+    }
+
+    // it comes back and is repaired from the others; meanwhile half the systems are deleted,
+    // some through it, some through the others
+    let n2 = start_member(&n2_dir, "n2", ports[1], &[ports[0]], &[], &[]).await;
+    let (_, stats) = n2.get("/api/v1/stats").await;
+    let repairing = stats["missing_shards"].as_array().map_or(0, Vec::len);
+    eprintln!("deleting while {repairing} shards of n2 are not whole yet");
+    let deleted: Vec<u64> = (0..SYSTEMS).filter(|s| s % 2 == 0).collect();
+    for (k, s) in deleted.iter().enumerate() {
+        let through = [&n1, &n2, &n3][k % 3];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = through.delete(&format!("/api/v1/systems/sys{s}")).await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delete never acknowledged: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    wait_formed(&[&n1, &n2, &n3], 3).await;
+
+    // on every node (each reads its own copies first): the deleted systems are gone, the
+    // others whole, and the count exact
+    let kept = (SYSTEMS - deleted.len() as u64) * (PER_BATCH + 10);
+    for n in [&n1, &n2, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], kept, "{stats}");
+        for s in 0..SYSTEMS {
+            for i in [s * PER_BATCH + 3, 100_000 + s * 10 + 3] {
+                let body = json!({"embedding": unit_vector(i), "limit": 3, "system_id": format!("sys{s}")});
+                let (ids, answer) = search_ids(n, &body).await;
+                if s % 2 == 0 {
+                    assert!(ids.is_empty(), "sys{s} was deleted: {answer}");
+                } else {
+                    assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_search_through_any_node_finds_records_embedded_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &[], &[]).await;
+    let n2 = start_member(
+        &dir.path().join("n2"),
+        "n2",
+        ports[1],
+        &[ports[0]],
+        &[],
+        &[],
+    )
+    .await;
+    let n3 = start_member(
+        &dir.path().join("n3"),
+        "n3",
+        ports[2],
+        &[ports[0]],
+        &[],
+        &[],
+    )
+    .await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
+    let topics = [
+        (
+            "laptop",
+            "pin the S3 server version so that CI is reproducible",
+        ),
+        (
+            "desktop",
+            "the borrow checker rejects two mutable references to one vector",
+        ),
+        (
+            "server",
+            "rotate the TLS certificates of the ingress before they expire",
+        ),
+        ("tablet", "a sourdough starter needs feeding twice a day"),
+    ];
+    for (k, (system, text)) in topics.iter().enumerate() {
+        // no embedding: the node that takes the write embeds the text
+        let body = json!({"system_id": system, "conversations": [
+            {"id": format!("t{k}"), "content": text, "timestamp": "2026-11-20T10:00:00Z"}
+        ]});
+        ingest_until_acknowledged(&n1, &body).await;
+    }
+    let queries = [
+        ("reproducible builds in continuous integration", "t0"),
+        ("rust ownership and mutable borrows", "t1"),
+        ("expiring certificates", "t2"),
+        ("baking bread", "t3"),
+    ];
+    for (query, want) in queries {
+        for n in [&n2, &n3] {
+            let (ids, answer) = search_ids(n, &json!({"query": query, "limit": 1})).await;
+            assert_eq!(
+                ids.first().map(String::as_str),
+                Some(want),
+                "{query}: {answer}"
+            );
+        }
+    }
+}

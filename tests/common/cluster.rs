@@ -1,0 +1,119 @@
+//! Helpers for tests that run a cluster of real `akosha-node` processes on loopback.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::NodeProcess;
+
+/// The cookie every member of a test cluster shares.
+pub const COOKIE: &str = "data-cookie-19c2";
+
+/// Starts a member listening on `listen` and joining `join`, with fast gossip, replication
+/// factor 2, no pulling and no aging; `extra` flags and `env` overrides come on top.
+pub async fn start_member(
+    dir: &Path,
+    id: &str,
+    listen: u16,
+    join: &[u16],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> NodeProcess {
+    let listen_arg = format!("127.0.0.1:{listen}");
+    let joins: Vec<String> = join.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["--listen", listen_arg.as_str(), "--node-id", id];
+    args.extend_from_slice(extra);
+    for j in &joins {
+        args.push("--join");
+        args.push(j);
+    }
+    let mut all = vec![
+        ("AKOSHA_COOKIE", COOKIE),
+        ("AKOSHA__CLUSTER__GOSSIP_INTERVAL_MS", "200"),
+        ("AKOSHA__CLUSTER__FAILURE_INITIAL_INTERVAL_MS", "200"),
+        ("AKOSHA__CLUSTER__REDIAL_INTERVAL_MS", "300"),
+        ("AKOSHA__CLUSTER__REPLICATION_FACTOR", "2"),
+        ("AKOSHA__CLUSTER__LEAVE_TIMEOUT_SECS", "60"),
+        ("AKOSHA__UPLOADS__ENABLED", "false"),
+        ("AKOSHA__UPLOADS__POLL_INTERVAL_MS", "100"),
+        ("AKOSHA__AGING__ENABLED", "false"),
+    ];
+    all.extend_from_slice(env);
+    NodeProcess::start_with(dir, &args, &all).await
+}
+
+/// Waits until every node sees `members` alive, ready members with the same placement, and
+/// every shard answers whole with all its replicas on every node.
+pub async fn wait_formed(nodes: &[&NodeProcess], members: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut versions = Vec::new();
+        let mut formed = true;
+        for n in nodes {
+            let (_, view) = n.get("/api/v1/cluster").await;
+            let listed = view["members"].as_array().cloned().unwrap_or_default();
+            formed &= listed.len() == members
+                && listed
+                    .iter()
+                    .all(|m| m["state"] == "alive" && m["ready"] == true);
+            versions.push(view["placement_version"].clone());
+            let (_, stats) = n.get("/api/v1/stats").await;
+            formed &= stats["missing_shards"] == json!([])
+                && stats["under_replicated_shards"] == json!([]);
+        }
+        if formed && versions.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not form");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every observer lists `id` as dead.
+pub async fn wait_dead(observers: &[&NodeProcess], id: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut dead = true;
+        for n in observers {
+            let (_, view) = n.get("/api/v1/cluster").await;
+            dead &= view["members"].as_array().is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["node_id"] == id && m["state"] == "dead")
+            });
+        }
+        if dead {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} was not declared dead");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every shard has all its replicas whole again, as `node` sees it.
+pub async fn wait_replicated(node: &NodeProcess, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, stats) = node.get("/api/v1/stats").await;
+        if stats["under_replicated_shards"] == json!([]) && stats["missing_shards"] == json!([]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replicas not restored: {stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The conversation ids of a search's results, and the whole answer.
+pub async fn search_ids(node: &NodeProcess, body: &Value) -> (Vec<String>, Value) {
+    let (status, answer) = node.post("/api/v1/search", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let ids = answer["results"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|h| h["conversation_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    (ids, answer)
+}
