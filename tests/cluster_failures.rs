@@ -1,14 +1,18 @@
 //! Failures of a cluster of real `akosha-node` processes on loopback (replication factor
 //! 2): a node SIGKILLed while records stream in loses none that was acknowledged, and its
 //! shards get their second replica back; a system deleted while a returning node is being
-//! repaired never comes back on any node; text search finds records through any node.
+//! repaired never comes back on any node; text search finds records through any node; with
+//! one replica, a lost node's shards are rebuilt from object storage, saying partial until
+//! they are, and its pushes come back with it.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::cluster::{search_ids, start_member, wait_dead, wait_formed, wait_replicated};
+use common::uploads::put_memory_upload;
 use common::{batch, free_port, unit_vector, NodeProcess};
+use object_store::local::LocalFileSystem;
 use serde_json::{json, Value};
 
 const SYSTEMS: u64 = 20;
@@ -271,5 +275,122 @@ async fn text_search_through_any_node_finds_records_embedded_on_another() {
                 "{query}: {answer}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pushes_return_with_it()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let url = format!("file://{}", objects.display());
+    let extra = ["--object-store", url.as_str()];
+    let env = [
+        ("AKOSHA__CLUSTER__REPLICATION_FACTOR", "1"),
+        ("AKOSHA__UPLOADS__ENABLED", "true"),
+    ];
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let dirs: Vec<_> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| dir.path().join(n))
+        .collect();
+    let n1 = start_member(&dirs[0], "n1", ports[0], &[], &extra, &env).await;
+    let n2 = start_member(&dirs[1], "n2", ports[1], &[ports[0]], &extra, &env).await;
+    let n3 = start_member(&dirs[2], "n3", ports[2], &[ports[0]], &extra, &env).await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
+
+    // uploads of twelve systems, read once in the cluster by each system's primary
+    let store = LocalFileSystem::new_with_prefix(&objects).unwrap();
+    const UPLOADS: u64 = 36;
+    const PER_UPLOAD: u64 = 5;
+    for u in 0..UPLOADS {
+        let items: Vec<(String, String, u64)> = (0..PER_UPLOAD)
+            .map(|k| {
+                let i = 20_000 + u * PER_UPLOAD + k;
+                (format!("m{i}"), format!("memory {i}"), i)
+            })
+            .collect();
+        let items: Vec<(&str, &str, u64)> = items
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), *c))
+            .collect();
+        let system = format!("pulled{}", u % 12);
+        put_memory_upload(
+            &store,
+            &system,
+            &format!("u{u:03}"),
+            "2026-11-20T10:00:00+00:00",
+            &items,
+        )
+        .await;
+    }
+    let pulled = UPLOADS * PER_UPLOAD;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = n1.get("/api/v1/stats").await;
+        if stats["records"]["total"] == pulled {
+            break;
+        }
+        assert!(Instant::now() < deadline, "uploads not read: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // pushes: with one replica each lives on one node's disk only
+    let (_, view) = n1.get("/api/v1/cluster").await;
+    let on_n3: Vec<u64> = view["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["node_id"] == "n3"))
+        .and_then(|m| m["shards"].as_array())
+        .map(|s| s.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let mut pushed_elsewhere = 0;
+    for k in 0..12u64 {
+        let system = format!("pushed{k}");
+        ingest_until_acknowledged(&n1, &batch(&system, 30_000 + k * 10, 10)).await;
+        if !on_n3.contains(&u64::from(akosha::record::shard_for(&system))) {
+            pushed_elsewhere += 10;
+        }
+    }
+    assert!(pushed_elsewhere < 120, "some pushes live on n3 only");
+
+    // n3 is gone for good: its shards move to the others, which read their systems' uploads
+    // again and answer partial until they have; its pushes are missing meanwhile
+    let n3_dir = n3.kill9();
+    wait_dead(&[&n1, &n2], "n3", Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut partial_polls = 0;
+    loop {
+        let (_, stats) = n2.get("/api/v1/stats").await;
+        if stats["missing_shards"] == json!([]) {
+            assert_eq!(
+                stats["records"]["total"],
+                pulled + pushed_elsewhere,
+                "{stats}"
+            );
+            break;
+        }
+        partial_polls += 1;
+        assert!(
+            Instant::now() < deadline,
+            "n3's shards not rebuilt: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("n3's shards rebuilt from object storage; {partial_polls} polls said partial");
+    for u in 0..UPLOADS {
+        let i = 20_000 + u * PER_UPLOAD + 2;
+        let body = json!({"embedding": unit_vector(i), "limit": 1, "system_id": format!("pulled{}", u % 12)});
+        let (ids, answer) = search_ids(&n1, &body).await;
+        assert_eq!(ids.first(), Some(&format!("m{i}")), "{answer}");
+        assert_eq!(answer["partial"], false, "{answer}");
+    }
+
+    // it comes back after all: its pushes come back with it
+    let n3 = start_member(&n3_dir, "n3", ports[2], &[ports[0]], &extra, &env).await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
+    for n in [&n1, &n2, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], pulled + 120, "{stats}");
     }
 }

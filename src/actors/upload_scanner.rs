@@ -130,8 +130,11 @@ impl Actor for UploadScanner {
                 if !state.args.store.is_open() {
                     let full = state.last_full_scan.elapsed() >= state.args.rescan_interval;
                     match state.scan(full).await {
-                        Ok(()) => {
+                        Ok(complete) => {
                             state.args.status.scanned();
+                            if complete && state.unfinished() == 0 {
+                                state.args.status.caught_up();
+                            }
                             if full {
                                 state.last_full_scan = Instant::now();
                                 state.forget_old_uploads().await;
@@ -211,12 +214,15 @@ impl ScannerState {
         }
     }
 
-    /// Lists every system from its checkpoint (or from its start on a full scan).
-    async fn scan(&mut self, full: bool) -> Result<(), StoreError> {
+    /// Lists every system from its checkpoint (or from its start on a full scan); answers
+    /// whether every system was listed to its end.
+    async fn scan(&mut self, full: bool) -> Result<bool, StoreError> {
+        let mut complete = true;
         let forget_before = self.forget_before();
         let systems = self.args.store.list_children(SYSTEMS_PREFIX).await?;
         for system in systems {
             if self.unfinished() >= self.args.max_pending {
+                complete = false;
                 break;
             }
             // each upload is read once in a cluster: by the primary of its system's shard
@@ -233,11 +239,13 @@ impl ScannerState {
                 self.checkpoints.get(&system).cloned()
             };
             let prefix = format!("{SYSTEMS_PREFIX}/{system}");
+            let limit = self.args.max_pending * 4;
             let listed = self
                 .args
                 .store
-                .list_after(&prefix, from.as_deref(), self.args.max_pending * 4)
+                .list_after(&prefix, from.as_deref(), limit)
                 .await?;
+            complete &= listed.len() < limit;
             // every upload's files as this listing saw them, so workers need not list again
             let mut files: HashMap<&str, Vec<String>> = HashMap::new();
             for meta in &listed {
@@ -282,7 +290,7 @@ impl ScannerState {
             }
             self.advance_checkpoint(&system);
         }
-        Ok(())
+        Ok(complete)
     }
 
     /// Hands queued uploads to idle workers, unless draining or the store is down.

@@ -25,9 +25,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// passed), every shard of this node not yet whole is copied from another replica, and
 /// which shards are whole here is gossiped.
 pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublisher>) {
-    // a lingering copy answers until the new replicas have said they are whole for `settle`:
-    // by then every node's view has heard it and reads there
-    let mut handed: HashMap<ShardId, Instant> = HashMap::new();
+    let mut progress = Progress::default();
     tokio::spawn(async move {
         let Some(routes) = node.shards.cluster() else {
             return;
@@ -43,7 +41,7 @@ pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublishe
         let mut said = (0, String::new());
         loop {
             let (left, lingering) =
-                catch_up_once(&node, publisher.as_ref(), &mut handed, settle).await;
+                catch_up_once(&node, publisher.as_ref(), &mut progress, settle).await;
             let mask = mask_hex(|s| routes.sync().is_synced(s));
             if let Some(p) = &publisher {
                 if mask != said.1 {
@@ -63,12 +61,23 @@ pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublishe
     });
 }
 
+/// What catching up remembers from one pass to the next.
+#[derive(Default)]
+struct Progress {
+    /// since when each lingering shard's new replicas have all said they are whole: it
+    /// answers until that has lasted the settle time, when every view has heard it
+    handed: HashMap<ShardId, Instant>,
+    /// shards whose only copy was on a member that is gone, being read again from object
+    /// storage: the scanner's caught-up count when that began
+    rebuilding: HashMap<ShardId, u64>,
+}
+
 /// One pass over every shard; returns how many of this node's shards are still not whole,
 /// and how many it holds that placement took away.
 async fn catch_up_once(
     node: &Node,
     publisher: Option<&SyncedPublisher>,
-    handed: &mut HashMap<ShardId, Instant>,
+    progress: &mut Progress,
     grace: Duration,
 ) -> (usize, usize) {
     let Some(routes) = node.shards.cluster() else {
@@ -89,14 +98,14 @@ async fn catch_up_once(
         let placed = placement.replicas(shard);
         let state = sync.state(shard);
         if !placed.contains(&me.as_str()) {
-            let next = lingering(routes, shard, state, &placed, handed, grace);
+            let next = lingering(routes, shard, state, &placed, &mut progress.handed, grace);
             if next != state {
                 sync.set(shard, next);
             }
             lingers += usize::from(next == CopyState::Lingering);
             continue;
         }
-        handed.remove(&shard);
+        progress.handed.remove(&shard);
         if state == CopyState::Whole {
             continue;
         }
@@ -105,10 +114,16 @@ async fn catch_up_once(
             continue;
         }
         let Some(sources) = sources(routes, shard, &placed) else {
-            // the only replica, and no other copy anywhere: nothing to copy from
-            sync.set(shard, CopyState::Whole);
+            // the only replica: whole, unless the copy it should have is on a member that is
+            // gone; then it is read again from object storage first
+            if rebuilt(node, routes, shard, &mut progress.rebuilding) {
+                sync.set(shard, CopyState::Whole);
+            } else {
+                left += 1;
+            }
             continue;
         };
+        progress.rebuilding.remove(&shard);
         if state == CopyState::Lingering {
             // placed here again after missing writes: read elsewhere until copied again
             sync.set(shard, CopyState::Partial);
@@ -175,6 +190,57 @@ fn lingering(
         }
         CopyState::Partial => CopyState::Partial,
     }
+}
+
+/// Whether this node, the only replica of a shard, holds all it can: true unless another
+/// member (gone, since its copy is not readable) last said it held the shard whole; then
+/// once the uploads of the shard's systems are all read again, which this node does now as
+/// the primary of that shard. Without pull ingestion that never happens: the shard answers
+/// as missing until its member is back.
+fn rebuilt(
+    node: &Node,
+    routes: &ClusterRoutes,
+    shard: ShardId,
+    rebuilding: &mut HashMap<ShardId, u64>,
+) -> bool {
+    let view = routes.view();
+    let Some(gone) = view
+        .members
+        .iter()
+        .find(|m| m.node_id != routes.self_id() && m.is_synced(shard))
+    else {
+        rebuilding.remove(&shard);
+        return true;
+    };
+    let Some(uploads) = &node.uploads else {
+        if rebuilding.insert(shard, u64::MAX).is_none() {
+            tracing::warn!(
+                shard,
+                holder = %gone.node_id,
+                "the only copy of a shard is on a member that is gone and pull ingestion is \
+                 off: it answers as missing until that member is back"
+            );
+        }
+        return false;
+    };
+    let scans = uploads.status.caught_up_scans();
+    let since = *rebuilding.entry(shard).or_insert_with(|| {
+        tracing::info!(
+            shard,
+            holder = %gone.node_id,
+            "the only copy of a shard is on a member that is gone: reading its systems' \
+             uploads again; it answers as missing until they are read"
+        );
+        scans
+    });
+    // a scan under way when this began may have skipped the shard's systems; the next one
+    // lists them all
+    if since != u64::MAX && scans >= since + 2 {
+        tracing::info!(shard, holder = %gone.node_id, "shard rebuilt from object storage");
+        rebuilding.remove(&shard);
+        return true;
+    }
+    false
 }
 
 /// The nodes to copy a shard from: those whose copy is whole; when no copy anywhere says it

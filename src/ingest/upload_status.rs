@@ -26,6 +26,8 @@ pub struct UploadStatus {
     quarantined: parking_lot::Mutex<VecDeque<QuarantinedUpload>>,
     last_error: parking_lot::Mutex<Option<String>>,
     last_scan: parking_lot::Mutex<Option<DateTime<Utc>>>,
+    /// scans that listed everything and found nothing left to read
+    caught_up: AtomicU64,
 }
 
 /// What `GET /api/v1/uploads` answers.
@@ -126,6 +128,17 @@ impl UploadStatus {
     /// Marks that a scan has completed.
     pub fn scanned(&self) {
         *self.last_scan.lock() = Some(Utc::now());
+    }
+
+    /// Counts a scan that listed every system it reads to the end and left nothing unread.
+    pub fn caught_up(&self) {
+        self.caught_up.fetch_add(1, Ordering::Release);
+    }
+
+    /// How many scans have listed everything and left nothing unread: two more than at some
+    /// moment means every upload of the systems this node reads at that moment is read.
+    pub fn caught_up_scans(&self) -> u64 {
+        self.caught_up.load(Ordering::Acquire)
     }
 
     /// Stops new uploads from being taken.
