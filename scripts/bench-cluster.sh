@@ -2,7 +2,9 @@
 # One node against a three-node cluster (replication factor 2, scripts/cluster.sh) on the same
 # release binary and the same shared vectors (../shared/bench/vectors.py): ingest records/s
 # pushed over HTTP through one node, and global top-10 search through another (p50/p99 on
-# one client, QPS on four, recall@10 against the exact top-10).
+# one client, QPS on four, recall@10 against the exact top-10). Then SIGKILLs n2 and times,
+# from the kill, n3 declaring it dead, answering whole again, and every shard having two
+# whole replicas again (the records counted exactly).
 #   scripts/bench-cluster.sh [N]        # N records, default 20000
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +36,8 @@ single=""
 echo "three nodes, replication factor 2 ..." >&2
 AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA_CLUSTER_FETCH_MODEL=0 \
   AKOSHA_CLUSTER_STATE="$work/cluster" scripts/cluster.sh up >&2
-three="$(python3 scripts/bench_cluster.py "$data" http://127.0.0.1:8691 http://127.0.0.1:8693)"
+three="$(python3 scripts/bench_cluster.py "$data" http://127.0.0.1:8691 http://127.0.0.1:8693 \
+  --kill-pid-file "$work/cluster/n2.pid")"
 
 echo "one node:                  $one"
-echo "three nodes (RF 2, push through n1, search through n3): $three"
+echo "three nodes (RF 2, push through n1, search through n3, then SIGKILL n2): $three"

@@ -3,9 +3,13 @@
 ingest records/s and global top-10 search (p50/p99 on one client, QPS on four, recall@10).
 
 usage: bench_cluster.py DATA_DIR INGEST_URL SEARCH_URL [--queries 500] [--batch 500]
-Prints one JSON line of figures.
+                        [--kill-pid-file FILE]
+Prints one JSON line of figures. With --kill-pid-file, then SIGKILLs that process (a member
+of the cluster SEARCH_URL belongs to) and adds how long, from the kill, SEARCH_URL took to
+declare it dead, to answer whole again (no shard missing: each has a live replica) and to
+have every shard at its replication factor again (no shard under-replicated).
 """
-import argparse, json, os, threading, time, urllib.request
+import argparse, json, os, signal, threading, time, urllib.request
 
 import numpy as np
 
@@ -25,6 +29,7 @@ def main():
     ap.add_argument("search_url")
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--kill-pid-file")
     a = ap.parse_args()
     meta = json.load(open(os.path.join(a.data, "meta.json")))
     n = meta["n"] if "n" in meta else meta["base"][0]
@@ -97,14 +102,51 @@ def main():
     [x.start() for x in threads]
     [x.join() for x in threads]
     qps = done[0] / (time.time() - t)
-    print(json.dumps({
+    figures = {
         "records": int(n),
         "ingest_records_per_s": round(n / ingest_s),
         "search_p50_ms": round(lat[len(lat) // 2], 2),
         "search_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2),
         "search_qps_4_clients": round(qps),
         "recall_at_10": round(hits / (nq * 10), 4),
-    }))
+    }
+    if a.kill_pid_file:
+        figures.update(failover(a.search_url, a.kill_pid_file, queries, n))
+    print(json.dumps(figures))
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def failover(url, pid_file, queries, n):
+    """SIGKILLs a member and times the survivor's view of it (seconds from the kill)."""
+    pid = int(open(pid_file).read().strip())
+    victim = os.path.basename(pid_file).rsplit(".", 1)[0]
+    killed = time.time()
+    os.kill(pid, signal.SIGKILL)
+    times, q = {}, 0
+    while len(times) < 3:
+        now = time.time() - killed
+        if now > 600:
+            raise SystemExit(f"bench: the cluster did not recover from the kill in 600 s: {times}")
+        if "declared_dead_s" not in times:
+            members = get(url + "/api/v1/cluster")["members"]
+            if any(m["node_id"] == victim and m["state"] == "dead" for m in members):
+                times["declared_dead_s"] = round(now, 2)
+        stats = get(url + "/api/v1/stats")
+        answer = post(url + "/api/v1/search", {"embedding": queries[q % len(queries)].tolist(), "limit": 10})
+        q += 1
+        if "whole_answers_s" not in times and stats["missing_shards"] == [] and not answer["partial"]:
+            times["whole_answers_s"] = round(now, 2)
+        if "replicated_s" not in times and "declared_dead_s" in times \
+                and stats["under_replicated_shards"] == [] and stats["missing_shards"] == []:
+            times["replicated_s"] = round(now, 2)
+            if stats["records"]["total"] != n:
+                raise SystemExit(f"bench: {stats['records']['total']} records after the kill, {n} pushed")
+        time.sleep(0.05)
+    return {"killed": victim, **times}
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ async fn try_start(
     let child = cmd.spawn().expect("cannot start akosha-node");
     let mut node = NodeProcess {
         child,
+        host: "127.0.0.1".to_string(),
         port: http,
         data_dir: dir.to_path_buf(),
         client,

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::heal::Healing;
 use super::membership::mask_hex;
 use super::routes::{ClusterRoutes, CopyState};
 use super::shard_host::{self, ExportRequest, ShardHostMsg};
@@ -26,7 +27,16 @@ const RETRY: Duration = Duration::from_secs(1);
 /// which shards are whole here is gossiped.
 pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublisher>) {
     let mut progress = Progress::default();
-    tokio::spawn(async move {
+    let mut healing = Healing::default();
+    let span = tracing::info_span!(
+        "catch_up",
+        node = node
+            .shards
+            .cluster()
+            .map_or("", |r| r.self_id())
+            .to_string()
+    );
+    let task = async move {
         let Some(routes) = node.shards.cluster() else {
             return;
         };
@@ -42,6 +52,7 @@ pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublishe
         loop {
             let (left, lingering) =
                 catch_up_once(&node, publisher.as_ref(), &mut progress, settle).await;
+            let merging = healing.pass(&node).await;
             let mask = mask_hex(|s| routes.sync().is_synced(s));
             if let Some(p) = &publisher {
                 if mask != said.1 {
@@ -52,13 +63,14 @@ pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublishe
                 tracing::info!(shards = left, "shards of this node still catching up");
             }
             said = (left, mask);
-            if left > 0 || lingering > 0 {
+            if left > 0 || lingering > 0 || merging > 0 {
                 tokio::time::sleep(RETRY).await;
             } else if view.changed().await.is_err() {
                 return;
             }
         }
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
 }
 
 /// What catching up remembers from one pass to the next.
@@ -290,7 +302,10 @@ pub async fn hand_off(node: &Node, within: Duration, grace: Duration) -> usize {
             })
             .count();
         if pending == 0 {
-            if !held.is_empty() {
+            // the others must hear that the new replicas are whole before this node stops
+            // answering; with no member left to take them, there is nobody to tell
+            let taken = held.iter().any(|s| !placement.replicas(*s).is_empty());
+            if taken {
                 tokio::time::sleep(grace).await;
             }
             return 0;
@@ -312,7 +327,7 @@ pub async fn hand_off(node: &Node, within: Duration, grace: Duration) -> usize {
 }
 
 /// Copies a shard from another node's copy into this node's; returns the items read.
-async fn copy(
+pub(super) async fn copy(
     local: &ShardRouter,
     source: &str,
     shard: ShardId,

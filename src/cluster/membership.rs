@@ -78,6 +78,9 @@ pub struct Member {
     pub synced: String,
     /// the placement fingerprint it computed, as it gossips it (none heard yet)
     pub placement_version: Option<u64>,
+    /// how many times this run came back after this node declared it dead (a healed
+    /// partition, a resumed process)
+    pub revivals: u32,
 }
 
 /// Serializes a shard mask as the number of shards it holds.
@@ -251,6 +254,7 @@ pub fn compute_view(
                 rtt_ms: None,
                 synced: node.keys.get(KEY_SYNCED).cloned().unwrap_or_default(),
                 placement_version: node.keys.get(KEY_PLACEMENT).and_then(|v| v.parse().ok()),
+                revivals: 0,
             }
         })
         .collect();
@@ -269,6 +273,7 @@ pub fn compute_view(
         rtt_ms: None,
         synced: me.synced.clone(),
         placement_version: None,
+        revivals: 0,
     });
     members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     let placement = Placement::compute(

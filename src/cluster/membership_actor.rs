@@ -134,6 +134,8 @@ pub struct MembershipState {
     gossip: Vec<GossipNode>,
     /// identities declared dead since they were last alive, to log their return once
     declared_dead: HashSet<NodeKey>,
+    /// how many times each run came back after being declared dead
+    revivals: HashMap<NodeKey, u32>,
     /// log lines already written once (repeated failures go to debug)
     warned: HashSet<String>,
     /// where views are published; the API reads the latest without waiting on the actor
@@ -177,6 +179,7 @@ impl Actor for MembershipActor {
             live: HashMap::new(),
             gossip: Vec::new(),
             declared_dead: HashSet::new(),
+            revivals: HashMap::new(),
             warned: HashSet::new(),
             view: args.view,
             counters: args.counters,
@@ -335,6 +338,7 @@ impl MembershipState {
                     to_drop.push(key);
                 }
                 (Some(false), true) if self.declared_dead.remove(&key) => {
+                    *self.revivals.entry(key.clone()).or_default() += 1;
                     tracing::info!(member = %key.0, generation = key.1, "member alive again");
                 }
                 _ => {}
@@ -365,6 +369,7 @@ impl MembershipState {
             tracing::info!(member = %key.0, generation = key.1, "forgetting member gone from gossip");
             self.live.remove(&key);
             self.declared_dead.remove(&key);
+            self.revivals.remove(&key);
             self.last_dial.remove(&key);
             self.sessions.forget(&key);
         }
@@ -433,6 +438,7 @@ impl MembershipState {
                 .sessions
                 .rtt(&key)
                 .map(|rtt| (rtt.as_secs_f64() * 1e5).round() / 100.0);
+            member.revivals = self.revivals.get(&key).copied().unwrap_or(0);
         }
         let current = self.view.borrow().clone();
         if *current == view {

@@ -9,6 +9,7 @@
 
 pub mod catch_up;
 pub mod fanout;
+pub mod heal;
 pub mod membership;
 pub mod membership_actor;
 pub mod peer;

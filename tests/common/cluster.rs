@@ -20,11 +20,41 @@ pub async fn start_member(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> NodeProcess {
-    let listen_arg = format!("127.0.0.1:{listen}");
     let joins: Vec<String> = join.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut args = vec!["--listen", listen_arg.as_str(), "--node-id", id];
+    let http = format!("127.0.0.1:{}", super::free_port());
+    let listen = format!("127.0.0.1:{listen}");
+    start_at(None, &http, dir, id, &listen, &joins, extra, env).await
+}
+
+/// Starts a member in network namespace `netns` at address `addr` (cluster port 7600, HTTP
+/// port 8080), joining the members at `join` (addresses), as [`start_member`] does.
+pub async fn start_member_in(
+    netns: &str,
+    addr: &str,
+    dir: &Path,
+    id: &str,
+    join: &[String],
+    env: &[(&str, &str)],
+) -> NodeProcess {
+    let joins: Vec<String> = join.iter().map(|a| format!("{a}:7600")).collect();
+    let (listen, http) = (format!("{addr}:7600"), format!("{addr}:8080"));
+    start_at(Some(netns), &http, dir, id, &listen, &joins, &[], env).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_at(
+    netns: Option<&str>,
+    http: &str,
+    dir: &Path,
+    id: &str,
+    listen: &str,
+    joins: &[String],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> NodeProcess {
+    let mut args = vec!["--listen", listen, "--node-id", id];
     args.extend_from_slice(extra);
-    for j in &joins {
+    for j in joins {
         args.push("--join");
         args.push(j);
     }
@@ -40,7 +70,7 @@ pub async fn start_member(
         ("AKOSHA__AGING__ENABLED", "false"),
     ];
     all.extend_from_slice(env);
-    NodeProcess::start_with(dir, &args, &all).await
+    NodeProcess::start_in(netns, http, dir, &args, &all).await
 }
 
 /// Waits until every node sees `members` alive, ready members with the same placement, and

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod netns;
 pub mod s3;
 pub mod uploads;
 
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 /// A running `akosha-node` process on a loopback port.
 pub struct NodeProcess {
     pub child: Child,
+    pub host: String,
     pub port: u16,
     pub data_dir: PathBuf,
     pub client: reqwest::Client,
@@ -40,14 +42,34 @@ impl NodeProcess {
 
     /// Starts a node with extra flags and environment, and waits until /ready says 200.
     pub async fn start_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> NodeProcess {
+        let http = format!("127.0.0.1:{}", free_port());
+        Self::start_in(None, &http, data_dir, args, env).await
+    }
+
+    /// Starts a node serving HTTP on `http`, inside network namespace `netns` when given
+    /// (`ip netns exec`), and waits until /ready says 200.
+    pub async fn start_in(
+        netns: Option<&str>,
+        http: &str,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         akosha::storage::objects::install_crypto_provider();
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_akosha-node"));
+        let binary = env!("CARGO_BIN_EXE_akosha-node");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, binary]);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.args(args);
         cmd.arg("--data-dir")
             .arg(data_dir)
             .arg("--http")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(http)
             .env("AKOSHA__EMBEDDING__MODEL_DIR", model_dir())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -56,9 +78,11 @@ impl NodeProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("cannot start akosha-node");
+        let (host, port) = http.rsplit_once(':').expect("http is HOST:PORT");
         let node = NodeProcess {
             child,
-            port,
+            host: host.to_string(),
+            port: port.parse().expect("http port is a number"),
             data_dir: data_dir.to_path_buf(),
             client: reqwest::Client::new(),
         };
@@ -67,7 +91,7 @@ impl NodeProcess {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        format!("http://{}:{}{}", self.host, self.port, path)
     }
 
     /// Polls /ready until 200 or the deadline.
