@@ -3,7 +3,7 @@
 //! copy is whole, else a node placement took the shard from that still holds it), one
 //! request per node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,15 +57,17 @@ pub fn route(
     Ok(())
 }
 
-/// The member each shard is read from (see [`ClusterRoutes::readers`]), by node: the
-/// shards each node answers for; and the shards with no replica.
+/// The member each shard is read from (see [`ClusterRoutes::readers`]), avoiding members
+/// that just failed, by node: the shards each node answers for; and the shards with no
+/// replica to ask.
 fn by_reader(
     routes: &ClusterRoutes,
     shards: &[ShardId],
+    avoid: &HashSet<String>,
 ) -> (BTreeMap<String, Vec<ShardId>>, Vec<ShardId>) {
     let mut by_node: BTreeMap<String, Vec<ShardId>> = BTreeMap::new();
     let mut unplaced = Vec::new();
-    for (s, reader) in routes.readers(shards) {
+    for (s, reader) in routes.readers(shards, avoid) {
         match reader {
             Some(node) => by_node.entry(node).or_default().push(s),
             None => unplaced.push(s),
@@ -98,73 +100,48 @@ pub async fn search(
         }
         None => (0..SHARD_COUNT as ShardId).collect(),
     };
-    let (by_node, mut missing) = by_reader(routes, &asked);
+    let mut avoid = HashSet::new();
+    let (mut by_node, mut missing) = by_reader(routes, &asked, &avoid);
     let mut reasons = Vec::new();
     if !missing.is_empty() {
         reasons.push(format!("{} shards have no live replica", missing.len()));
     }
     let timeout = Duration::from_millis(node.config.search.timeout_ms);
-    let me = routes.self_id();
-    let parts = by_node.into_iter().map(|(member, shards)| {
-        let (query, vector) = (query.clone(), vector.clone());
-        async move {
-            let answer = if member == me {
-                let mut local = query;
-                local.target = QueryTarget::Embedding(vector);
-                search_here(&node.searcher, routes.sync(), me, &shards, local).await
-            } else {
-                let remote = RemoteQuery {
-                    shards: shards.clone(),
-                    vector,
-                    limit: query.limit,
-                    threshold: query.threshold,
-                    system_id: query.system_id.clone(),
-                    since: query.since.map(|t| t.timestamp_micros()),
-                    until: query.until.map(|t| t.timestamp_micros()),
-                    tiers: (query.tiers.hot, query.tiers.warm, query.tiers.cold),
-                    metadata_json: query
-                        .metadata
-                        .as_ref()
-                        .map(|m| serde_json::Value::Object(m.clone()).to_string()),
-                };
-                let called = shard_host::call(
-                    &member,
-                    |reply| ShardHostMsg::Search(Payload::Value(remote), reply),
-                    timeout,
-                )
-                .await;
-                match called {
-                    Ok(Ok(a)) => Ok((
-                        a.hits.into_iter().map(SearchHit::from).collect(),
-                        a.missing_shards,
-                        a.partial_reason,
-                    )),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(e.to_string()),
-                }
-            };
-            (member, shards, answer)
-        }
-    });
     let mut hits: Vec<SearchHit> = Vec::new();
-    for (member, shards, answer) in futures::future::join_all(parts).await {
-        match answer {
-            Ok((h, m, reason)) => {
-                hits.extend(h);
-                missing.extend(m);
-                reasons.extend(reason);
-            }
-            Err(e) => {
-                reasons.push(format!(
-                    "node {member} did not answer for {} shards: {e}",
-                    shards.len()
-                ));
-                missing.extend(shards);
+    // a node that does not answer (it died, and gossip has not said so yet) has its shards
+    // asked once more of their other copies
+    for round in 0..2 {
+        let parts = by_node.into_iter().map(|(member, shards)| {
+            ask_node(node, routes, member, shards, &query, &vector, timeout)
+        });
+        let mut again = Vec::new();
+        for (member, shards, answer) in futures::future::join_all(parts).await {
+            match answer {
+                Ok((h, m, reason)) => {
+                    hits.extend(h);
+                    missing.extend(m);
+                    reasons.extend(reason);
+                }
+                Err(e) => {
+                    reasons.push(format!(
+                        "node {member} did not answer for {} shards: {e}",
+                        shards.len()
+                    ));
+                    avoid.insert(member);
+                    again.extend(shards);
+                }
             }
         }
+        if again.is_empty() || round == 1 {
+            missing.extend(again);
+            break;
+        }
+        let (next, none) = by_reader(routes, &again, &avoid);
+        missing.extend(none);
+        by_node = next;
     }
     hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     hits.retain(|h| seen.insert((h.system_id.clone(), h.conversation_id.clone())));
     hits.truncate(query.limit);
     missing.sort_unstable();
@@ -179,31 +156,101 @@ pub async fn search(
     })
 }
 
-/// Counts each shard's records on one whole copy; returns the counts of the shards that
-/// answered (the others are missing).
-pub async fn counts(node: &Node, routes: &ClusterRoutes) -> Vec<(ShardId, ShardCounts)> {
-    let all: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
-    let (by_node, _) = by_reader(routes, &all);
-    let timeout = Duration::from_millis(node.config.search.timeout_ms);
+/// A node's part of a search: its hits, the shards it could not answer, and why.
+type NodeAnswer = (Vec<SearchHit>, Vec<ShardId>, Option<String>);
+
+/// One node's part of a search: its hits, the shards it could not answer, and why.
+async fn ask_node(
+    node: &Node,
+    routes: &ClusterRoutes,
+    member: String,
+    shards: Vec<ShardId>,
+    query: &SearchQuery,
+    vector: &[f32],
+    timeout: Duration,
+) -> (String, Vec<ShardId>, Result<NodeAnswer, String>) {
     let me = routes.self_id();
-    let local = &node.shards;
-    let parts = by_node.into_iter().map(|(member, shards)| async move {
-        if member == me {
-            return counts_here(local, routes.sync(), &shards, timeout).await;
-        }
-        let asked = shards.clone();
+    let answer = if member == me {
+        let mut local = query.clone();
+        local.target = QueryTarget::Embedding(vector.to_vec());
+        search_here(&node.searcher, routes.sync(), me, &shards, local).await
+    } else {
+        let remote = RemoteQuery {
+            shards: shards.clone(),
+            vector: vector.to_vec(),
+            limit: query.limit,
+            threshold: query.threshold,
+            system_id: query.system_id.clone(),
+            since: query.since.map(|t| t.timestamp_micros()),
+            until: query.until.map(|t| t.timestamp_micros()),
+            tiers: (query.tiers.hot, query.tiers.warm, query.tiers.cold),
+            metadata_json: query
+                .metadata
+                .as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+        };
         let called = shard_host::call(
             &member,
-            |reply| ShardHostMsg::Counts(Payload::Value(asked), reply),
+            |reply| ShardHostMsg::Search(Payload::Value(remote), reply),
             timeout,
         )
         .await;
-        called.unwrap_or_else(|_| shards.into_iter().map(|s| (s, None)).collect())
-    });
-    futures::future::join_all(parts)
-        .await
+        match called {
+            Ok(Ok(a)) => Ok((
+                a.hits.into_iter().map(SearchHit::from).collect(),
+                a.missing_shards,
+                a.partial_reason,
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    (member, shards, answer)
+}
+
+/// Counts each shard's records on one whole copy (a node that does not answer has its
+/// shards counted once more on their other copies); returns the counts of the shards that
+/// answered (the others are missing).
+pub async fn counts(node: &Node, routes: &ClusterRoutes) -> Vec<(ShardId, ShardCounts)> {
+    let all: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
+    let mut avoid = HashSet::new();
+    let (mut by_node, _) = by_reader(routes, &all, &avoid);
+    let timeout = Duration::from_millis(node.config.search.timeout_ms);
+    let me = routes.self_id();
+    let local = &node.shards;
+    let mut counted = Vec::new();
+    for round in 0..2 {
+        let parts = by_node.into_iter().map(|(member, shards)| async move {
+            if member == me {
+                let here = counts_here(local, routes.sync(), &shards, timeout).await;
+                return (member, Ok(here));
+            }
+            let asked = shards.clone();
+            let called = shard_host::call(
+                &member,
+                |reply| ShardHostMsg::Counts(Payload::Value(asked), reply),
+                timeout,
+            )
+            .await;
+            (member, called.map_err(|_| shards))
+        });
+        let mut again = Vec::new();
+        for (member, answer) in futures::future::join_all(parts).await {
+            match answer {
+                Ok(counts) => counted.extend(counts),
+                Err(shards) => {
+                    avoid.insert(member);
+                    again.extend(shards);
+                }
+            }
+        }
+        if again.is_empty() || round == 1 {
+            break;
+        }
+        by_node = by_reader(routes, &again, &avoid).0;
+    }
+    counted
         .into_iter()
-        .flatten()
         .filter_map(|(s, c)| c.map(|c| (s, c)))
         .collect()
 }

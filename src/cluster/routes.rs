@@ -1,6 +1,7 @@
 //! Where each shard lives now, as this node's view of the cluster says: the placement the
 //! view was computed with, and which copies are whole enough to read.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -181,9 +182,14 @@ impl ClusterRoutes {
     }
 
     /// The member each read of a shard goes to: this node when it is placed and whole, else
-    /// the first readable copy, else the primary (which answers it as missing); `None` for a shard
-    /// with no replica at all.
-    pub fn readers(&self, shards: &[ShardId]) -> Vec<(ShardId, Option<String>)> {
+    /// the first readable copy, else the primary (which answers it as missing); `None` for a
+    /// shard with no replica at all. Members in `avoid` (they just failed to answer) are
+    /// skipped, and then a shard with no other readable copy gets `None`.
+    pub fn readers(
+        &self,
+        shards: &[ShardId],
+        avoid: &HashSet<String>,
+    ) -> Vec<(ShardId, Option<String>)> {
         let view = self.view();
         shards
             .iter()
@@ -195,15 +201,20 @@ impl ClusterRoutes {
                     .placement
                     .replicas(shard)
                     .contains(&self.self_id.as_str());
-                let reader = if placed_here && self.sync.state(shard) == CopyState::Whole {
+                let reader = if placed_here
+                    && self.sync.state(shard) == CopyState::Whole
+                    && !avoid.contains(&self.self_id)
+                {
                     Some(self.self_id.clone())
-                } else {
+                } else if avoid.is_empty() {
                     readable.into_iter().next().or_else(|| {
                         view.placement
                             .replicas(shard)
                             .first()
                             .map(|p| p.to_string())
                     })
+                } else {
+                    readable.into_iter().find(|r| !avoid.contains(r))
                 };
                 (shard, reader)
             })
