@@ -11,8 +11,10 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::cluster::{search_ids, start_member, wait_dead, wait_formed, wait_replicated};
-use common::uploads::put_memory_upload;
+use common::cluster::{
+    search_ids, start_member, start_three, wait_dead, wait_formed, wait_replicated,
+};
+use common::uploads::put_numbered_uploads;
 use common::{batch, free_port, unit_vector, NodeProcess};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
@@ -256,54 +258,14 @@ async fn thirty_thousand_pushes_and_three_hundred_uploads_each_read_once_are_cou
     std::fs::create_dir_all(&objects).unwrap();
     let url = format!("file://{}", objects.display());
     let extra = ["--object-store", url.as_str()];
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let pull = [("AKOSHA__UPLOADS__ENABLED", "true")];
-    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &extra, &pull).await;
-    let n2 = start_member(
-        &dir.path().join("n2"),
-        "n2",
-        ports[1],
-        &[ports[0]],
-        &extra,
-        &pull,
-    )
-    .await;
-    let n3 = start_member(
-        &dir.path().join("n3"),
-        "n3",
-        ports[2],
-        &[ports[0]],
-        &extra,
-        &pull,
-    )
-    .await;
-    wait_formed(&[&n1, &n2, &n3], 3).await;
+    let (_, n1, n2, n3) = start_three(dir.path(), &extra, &pull).await;
 
     let store: std::sync::Arc<dyn ObjectStore> =
         std::sync::Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());
     const UPLOADS: u64 = 300;
     const PULLED_SYSTEMS: u64 = 30;
-    for u in 0..UPLOADS {
-        let system = format!("pulled{}", u % PULLED_SYSTEMS);
-        let items: Vec<(String, String, u64)> = (0..5)
-            .map(|k| {
-                let i = 10_000 + u * 5 + k;
-                (format!("m{i}"), format!("memory {i}"), i)
-            })
-            .collect();
-        let items: Vec<(&str, &str, u64)> = items
-            .iter()
-            .map(|(a, b, c)| (a.as_str(), b.as_str(), *c))
-            .collect();
-        put_memory_upload(
-            &*store,
-            &system,
-            &format!("u{u:03}"),
-            "2026-11-20T10:00:00+00:00",
-            &items,
-        )
-        .await;
-    }
+    put_numbered_uploads(&*store, "pulled", UPLOADS, PULLED_SYSTEMS, 5, 10_000).await;
     // meanwhile 30,000 records are pushed through n1, into as many systems again
     const PUSHED: u64 = 30_000;
     const PUSH_BATCH: u64 = 500;

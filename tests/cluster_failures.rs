@@ -9,9 +9,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{search_ids, start_member, wait_dead, wait_formed, wait_replicated};
-use common::uploads::put_memory_upload;
-use common::{batch, free_port, unit_vector, NodeProcess};
+use common::cluster::{
+    search_ids, start_member, start_three, wait_dead, wait_formed, wait_replicated,
+};
+use common::uploads::put_numbered_uploads;
+use common::{batch, unit_vector, NodeProcess};
 use object_store::local::LocalFileSystem;
 use serde_json::{json, Value};
 
@@ -62,27 +64,7 @@ async fn all_found(node: &NodeProcess, acknowledged: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_during_ingestion_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &[], &[]).await;
-    let n2 = start_member(
-        &dir.path().join("n2"),
-        "n2",
-        ports[1],
-        &[ports[0]],
-        &[],
-        &[],
-    )
-    .await;
-    let n3 = start_member(
-        &dir.path().join("n3"),
-        "n3",
-        ports[2],
-        &[ports[0]],
-        &[],
-        &[],
-    )
-    .await;
-    wait_formed(&[&n1, &n2, &n3], 3).await;
+    let (ports, n1, n2, n3) = start_three(dir.path(), &[], &[]).await;
 
     // records stream in through n1; a quarter of the way in, n3 is SIGKILLed
     let (killed_at, stream) = (BATCHES / 4, &n1);
@@ -136,27 +118,7 @@ async fn a_node_killed_during_ingestion_loses_no_acknowledged_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_deleted_while_a_replica_is_repaired_never_comes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &[], &[]).await;
-    let n2 = start_member(
-        &dir.path().join("n2"),
-        "n2",
-        ports[1],
-        &[ports[0]],
-        &[],
-        &[],
-    )
-    .await;
-    let n3 = start_member(
-        &dir.path().join("n3"),
-        "n3",
-        ports[2],
-        &[ports[0]],
-        &[],
-        &[],
-    )
-    .await;
-    wait_formed(&[&n1, &n2, &n3], 3).await;
+    let (ports, n1, n2, n3) = start_three(dir.path(), &[], &[]).await;
     for b in 0..SYSTEMS {
         let body = batch(&format!("sys{b}"), b * PER_BATCH, PER_BATCH);
         ingest_until_acknowledged(&n1, &body).await;
@@ -217,27 +179,7 @@ async fn a_system_deleted_while_a_replica_is_repaired_never_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_search_through_any_node_finds_records_embedded_on_another() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &[], &[]).await;
-    let n2 = start_member(
-        &dir.path().join("n2"),
-        "n2",
-        ports[1],
-        &[ports[0]],
-        &[],
-        &[],
-    )
-    .await;
-    let n3 = start_member(
-        &dir.path().join("n3"),
-        "n3",
-        ports[2],
-        &[ports[0]],
-        &[],
-        &[],
-    )
-    .await;
-    wait_formed(&[&n1, &n2, &n3], 3).await;
+    let (_, n1, n2, n3) = start_three(dir.path(), &[], &[]).await;
     let topics = [
         (
             "laptop",
@@ -290,41 +232,13 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
         ("AKOSHA__CLUSTER__REPLICATION_FACTOR", "1"),
         ("AKOSHA__UPLOADS__ENABLED", "true"),
     ];
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let dirs: Vec<_> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| dir.path().join(n))
-        .collect();
-    let n1 = start_member(&dirs[0], "n1", ports[0], &[], &extra, &env).await;
-    let n2 = start_member(&dirs[1], "n2", ports[1], &[ports[0]], &extra, &env).await;
-    let n3 = start_member(&dirs[2], "n3", ports[2], &[ports[0]], &extra, &env).await;
-    wait_formed(&[&n1, &n2, &n3], 3).await;
+    let (ports, n1, n2, n3) = start_three(dir.path(), &extra, &env).await;
 
     // uploads of twelve systems, read once in the cluster by each system's primary
     let store = LocalFileSystem::new_with_prefix(&objects).unwrap();
     const UPLOADS: u64 = 36;
     const PER_UPLOAD: u64 = 5;
-    for u in 0..UPLOADS {
-        let items: Vec<(String, String, u64)> = (0..PER_UPLOAD)
-            .map(|k| {
-                let i = 20_000 + u * PER_UPLOAD + k;
-                (format!("m{i}"), format!("memory {i}"), i)
-            })
-            .collect();
-        let items: Vec<(&str, &str, u64)> = items
-            .iter()
-            .map(|(a, b, c)| (a.as_str(), b.as_str(), *c))
-            .collect();
-        let system = format!("pulled{}", u % 12);
-        put_memory_upload(
-            &store,
-            &system,
-            &format!("u{u:03}"),
-            "2026-11-20T10:00:00+00:00",
-            &items,
-        )
-        .await;
-    }
+    put_numbered_uploads(&store, "pulled", UPLOADS, 12, PER_UPLOAD, 20_000).await;
     let pulled = UPLOADS * PER_UPLOAD;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

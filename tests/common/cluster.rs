@@ -26,6 +26,21 @@ pub async fn start_member(
     start_at(None, &http, dir, id, &listen, &joins, extra, env).await
 }
 
+/// Starts members n1, n2 and n3 on free ports (n2 and n3 joining n1), as [`start_member`]
+/// does, and waits until they have formed; answers their cluster ports too.
+pub async fn start_three(
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Vec<u16>, NodeProcess, NodeProcess, NodeProcess) {
+    let ports: Vec<u16> = (0..3).map(|_| super::free_port()).collect();
+    let n1 = start_member(&dir.join("n1"), "n1", ports[0], &[], extra, env).await;
+    let n2 = start_member(&dir.join("n2"), "n2", ports[1], &[ports[0]], extra, env).await;
+    let n3 = start_member(&dir.join("n3"), "n3", ports[2], &[ports[0]], extra, env).await;
+    wait_formed(&[&n1, &n2, &n3], 3).await;
+    (ports, n1, n2, n3)
+}
+
 /// Starts a member in network namespace `netns` at address `addr` (cluster port 7600, HTTP
 /// port 8080), joining the members at `join` (addresses), as [`start_member`] does.
 pub async fn start_member_in(

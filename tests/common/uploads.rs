@@ -150,3 +150,37 @@ pub async fn put_memory_upload(
     )
     .await;
 }
+
+/// Writes `count` uploads `u000`, `u001`, ... spread over `systems` systems `{prefix}0`,
+/// `{prefix}1`, ...; upload `u` holds `per_upload` memories `m{i}` (content `memory {i}`,
+/// vector `unit_vector(i)`) for `i` from `first + u * per_upload`.
+pub async fn put_numbered_uploads(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    count: u64,
+    systems: u64,
+    per_upload: u64,
+    first: u64,
+) {
+    for u in 0..count {
+        let items: Vec<(String, String, u64)> = (0..per_upload)
+            .map(|k| {
+                let i = first + u * per_upload + k;
+                (format!("m{i}"), format!("memory {i}"), i)
+            })
+            .collect();
+        let items: Vec<(&str, &str, u64)> = items
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), *c))
+            .collect();
+        let system = format!("{prefix}{}", u % systems);
+        put_memory_upload(
+            store,
+            &system,
+            &format!("u{u:03}"),
+            "2026-11-20T10:00:00+00:00",
+            &items,
+        )
+        .await;
+    }
+}
