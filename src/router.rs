@@ -14,7 +14,9 @@ use crate::actors::shard::ShardMsg;
 pub use crate::actors::shard::{Candidates, DeleteCounts, ShardCounts};
 pub use crate::actors::shard_import::ImportCounts;
 use crate::cluster::routes::ClusterRoutes;
-use crate::cluster::shard_host::{self, DeleteRequest, RemoteError, ShardHostMsg, UpsertRequest};
+use crate::cluster::shard_host::{
+    self, DeleteRequest, LedgerRequest, RemoteError, ShardHostMsg, UpsertRequest,
+};
 use crate::cluster::wire::Payload;
 use crate::record::{MemoryRecord, ShardId, StoredRecord, SHARD_COUNT};
 pub use crate::storage::shard_export::{ExportCursor, ShardPage};
@@ -207,6 +209,45 @@ impl ShardRouter {
             .map(|(_, counts)| counts)
             .max_by_key(DeleteCounts::total)
             .ok_or(ShardError::Down(shard))
+    }
+
+    /// Tells the other replicas of a shard what became of an upload of one of its systems
+    /// (its ledger entry, as JSON), so that whichever becomes the shard's primary does not
+    /// read it again; answers how many replicas recorded it. Nothing outside a cluster.
+    pub async fn share_upload_outcome(
+        &self,
+        shard: ShardId,
+        key: &str,
+        entry_json: &str,
+        timeout: Duration,
+    ) -> Result<usize, ShardError> {
+        let Some(routes) = self.cluster.get() else {
+            return Ok(0);
+        };
+        let me = routes.self_id();
+        let others: Vec<String> = routes
+            .replicas(shard)
+            .into_iter()
+            .filter(|r| r != me)
+            .collect();
+        let calls = others.iter().map(|node| async move {
+            let request = LedgerRequest {
+                key: key.to_string(),
+                entry_json: entry_json.to_string(),
+            };
+            let answer = shard_host::call(
+                node,
+                |reply| ShardHostMsg::Ledger(Payload::Value(request), reply),
+                timeout,
+            )
+            .await;
+            replica_answer(shard, node, answer)
+        });
+        let mut recorded = 0;
+        for answer in futures::future::join_all(calls).await {
+            recorded += usize::from(answer?);
+        }
+        Ok(recorded)
     }
 
     /// Runs a call on every replica of a shard at once: this node's through `local`, the

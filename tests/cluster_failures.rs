@@ -3,7 +3,8 @@
 //! shards get their second replica back; a system deleted while a returning node is being
 //! repaired never comes back on any node; text search finds records through any node; with
 //! one replica, a lost node's shards are rebuilt from object storage, saying partial until
-//! they are, and its pushes come back with it.
+//! they are, and its pushes come back with it; a new primary does not read again the uploads
+//! its dead predecessor read.
 
 mod common;
 
@@ -306,5 +307,76 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
     for n in [&n1, &n2, &n3] {
         let (_, stats) = n.get("/api/v1/stats").await;
         assert_eq!(stats["records"]["total"], pulled + 120, "{stats}");
+    }
+}
+
+/// How many uploads each node has read.
+async fn done_by(nodes: &[&NodeProcess]) -> Vec<u64> {
+    let mut each = Vec::new();
+    for n in nodes {
+        let (_, u) = n.get("/api/v1/uploads").await;
+        each.push(u["done"].as_u64().unwrap_or(0));
+    }
+    each
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_primary_does_not_read_again_the_uploads_its_dead_predecessor_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let url = format!("file://{}", objects.display());
+    let extra = ["--object-store", url.as_str()];
+    let env = [("AKOSHA__UPLOADS__ENABLED", "true")];
+    let (_, n1, n2, n3) = start_three(dir.path(), &extra, &env).await;
+    let store = LocalFileSystem::new_with_prefix(&objects).unwrap();
+    const UPLOADS: u64 = 60;
+    put_numbered_uploads(&store, "pulled", UPLOADS, 12, 5, 40_000).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read = loop {
+        let each = done_by(&[&n1, &n2, &n3]).await;
+        if each.iter().sum::<u64>() == UPLOADS {
+            break each;
+        }
+        assert!(Instant::now() < deadline, "uploads not read: {each:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // the node that read the most dies; the survivors become the primaries of its systems
+    // and find what it read already in their ledgers
+    let mut nodes = vec![n1, n2, n3];
+    let busiest = (0..3).max_by_key(|k| read[*k]).unwrap_or(0);
+    let victim = nodes.remove(busiest);
+    let victim_id = format!("n{}", busiest + 1);
+    let survivors_read: u64 = (0..3).filter(|k| *k != busiest).map(|k| read[k]).sum();
+    let _ = victim.kill9();
+    wait_dead(&[&nodes[0], &nodes[1]], &victim_id, Duration::from_secs(30)).await;
+    wait_replicated(&nodes[0], Duration::from_secs(60)).await;
+    // a few scans by the new primaries
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = done_by(&[&nodes[0], &nodes[1]]).await;
+    assert_eq!(
+        after.iter().sum::<u64>(),
+        survivors_read,
+        "the {} uploads {victim_id} read were read again by the survivors",
+        read[busiest]
+    );
+    // and they do read what comes next, once
+    put_numbered_uploads(&store, "later", 12, 12, 5, 50_000).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let each = done_by(&[&nodes[0], &nodes[1]]).await;
+        if each.iter().sum::<u64>() == survivors_read + 12 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new uploads not read once: {each:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in &nodes {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], (UPLOADS + 12) * 5, "{stats}");
     }
 }

@@ -33,6 +33,7 @@ pub async fn start_host(
         store: node.store.clone(),
         searcher: (*node.searcher).clone(),
         timeout: Duration::from_millis(node.config.ingest.timeout_ms),
+        ledger: node.uploads.as_ref().map(|u| u.ledger.clone()),
     };
     let (host, _) = ractor::Actor::spawn(None, ShardHost, args)
         .await

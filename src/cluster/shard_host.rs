@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::routes::ShardSync;
 use super::wire::{Payload, WireError};
 use crate::actors::shard::{DeleteCounts, ShardCounts};
+use crate::ingest::ledger::{LedgerEntry, UploadLedger};
 use crate::record::{MemoryRecord, ShardId, StoredRecord};
 use crate::router::ShardRouter;
 use crate::search::{QueryTarget, SearchHit, SearchQuery, Searcher, Tiers};
@@ -67,6 +68,22 @@ pub enum ShardHostMsg {
         Payload<ExportRequest>,
         RpcReplyPort<Payload<Result<ShardPage, String>>>,
     ),
+    /// Records what became of an upload another replica of its system's shard read, so that
+    /// this node does not read it again should it become that shard's primary (wire 2).
+    #[rpc]
+    Ledger(
+        Payload<LedgerRequest>,
+        RpcReplyPort<Payload<Result<bool, String>>>,
+    ),
+}
+
+/// What became of one upload, for the other replicas of its system's shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerRequest {
+    /// the upload's manifest key
+    pub key: String,
+    /// its ledger entry, as JSON (the ledger's own format)
+    pub entry_json: String,
 }
 
 /// A page of a shard asked for by a replica catching up.
@@ -233,6 +250,8 @@ pub struct ShardHostArgs {
     pub timeout: Duration,
     /// which of this node's shards are whole
     pub sync: Arc<ShardSync>,
+    /// this node's upload ledger, when it pulls uploads
+    pub ledger: Option<UploadLedger>,
 }
 
 /// The shard host actor.
@@ -272,6 +291,7 @@ impl Actor for ShardHost {
                 ShardHostMsg::Delete(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Search(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Export(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::Ledger(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Counts(shards, reply) => {
                     let none = shards
                         .into_result()
@@ -307,6 +327,14 @@ impl Actor for ShardHost {
                     request,
                     reply,
                     |r| async move { host.export(r).await },
+                );
+            }
+            ShardHostMsg::Ledger(request, reply) => {
+                serve(
+                    permit,
+                    request,
+                    reply,
+                    |r| async move { host.ledger(r).await },
                 );
             }
             ShardHostMsg::Search(query, reply) => {
@@ -354,6 +382,21 @@ fn serve<Q, A, F, W>(
 }
 
 impl ShardHostArgs {
+    /// Records an upload's outcome unless the ledger has one; answers whether it did. A node
+    /// without pull ingestion keeps no ledger and records nothing.
+    async fn ledger(&self, r: LedgerRequest) -> Result<bool, String> {
+        let Some(ledger) = &self.ledger else {
+            return Ok(false);
+        };
+        let entry: LedgerEntry = serde_json::from_str(&r.entry_json)
+            .map_err(|e| format!("expected a ledger entry for {}, got: {e}", r.key))?;
+        if ledger.get(&r.key).map_err(|e| e.to_string())?.is_some() {
+            return Ok(false);
+        }
+        ledger.record(&r.key, &entry).map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+
     async fn export(&self, r: ExportRequest) -> Result<ShardPage, String> {
         self.shards
             .export(r.shard, r.cursor, r.max, self.timeout)

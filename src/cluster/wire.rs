@@ -48,7 +48,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Version of the wire format; nodes speaking different versions never form a session.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// First part of every Akosha node's transport name.
 pub const NAME_PREFIX: &str = "akosha";
@@ -260,7 +260,10 @@ mod tests {
     fn names_round_trip_and_carry_the_version() {
         let me = PeerName::new("node-1.eu_west", 1_764_000_000_123);
         let full = format!("{}@127.0.0.1", me.node_name());
-        assert_eq!(full, "akosha/w1/1764000000123/node-1.eu_west@127.0.0.1");
+        assert_eq!(
+            full,
+            format!("akosha/w{WIRE_VERSION}/1764000000123/node-1.eu_west@127.0.0.1")
+        );
         let parsed = PeerName::parse(&full).unwrap();
         assert_eq!(parsed, me);
         parsed.check_version(WIRE_VERSION).unwrap();
@@ -274,7 +277,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "expected wire version 1, peer node-1.eu_west speaks 2"
+            format!(
+                "expected wire version {WIRE_VERSION}, peer node-1.eu_west speaks {}",
+                WIRE_VERSION + 1
+            )
         );
     }
 

@@ -101,9 +101,31 @@ impl UploadProcessor {
             }
             Outcome::Incomplete(_) | Outcome::Retry(_) => return outcome,
         };
-        match self.ledger.record(&job.key, &entry) {
-            Ok(()) => outcome,
-            Err(e) => Outcome::Retry(format!("cannot record the upload's outcome: {e}")),
+        if let Err(e) = self.ledger.record(&job.key, &entry) {
+            return Outcome::Retry(format!("cannot record the upload's outcome: {e}"));
+        }
+        self.share(&job.key, &entry).await;
+        outcome
+    }
+
+    /// Tells the other replicas of the upload's shard its outcome, so that a new primary of
+    /// that shard does not read it again. Best effort: one that missed it reads the upload
+    /// again, which changes nothing.
+    async fn share(&self, key: &str, entry: &LedgerEntry) {
+        let Ok(upload) = UploadKey::parse(key) else {
+            return;
+        };
+        let Ok(json) = serde_json::to_string(entry) else {
+            return;
+        };
+        let shard = crate::record::shard_for(&upload.system_id);
+        let shared = self
+            .writer
+            .shards
+            .share_upload_outcome(shard, key, &json, self.writer.timeout)
+            .await;
+        if let Err(e) = shared {
+            tracing::debug!(upload = %key, error = %e, "a replica did not record the upload's outcome");
         }
     }
 
