@@ -380,3 +380,89 @@ async fn a_new_primary_does_not_read_again_the_uploads_its_dead_predecessor_read
         assert_eq!(stats["records"]["total"], (UPLOADS + 12) * 5, "{stats}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_whose_every_copy_is_lost_say_partial_and_come_back_with_the_nodes_that_held_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, n1, n2, n3) = start_three(dir.path(), &[], &[]).await;
+    let p4 = common::free_port();
+    let n4 = start_member(&dir.path().join("n4"), "n4", p4, &[ports[0]], &[], &[]).await;
+    wait_formed(&[&n1, &n2, &n3, &n4], 4).await;
+    const PER: u64 = 50;
+    for s in 0..SYSTEMS {
+        let body = batch(&format!("sys{s}"), s * PER, PER);
+        ingest_until_acknowledged(&n1, &body).await;
+    }
+    // the shards held by n3 and n4 only
+    let (_, view) = n1.get("/api/v1/cluster").await;
+    let shards_of = |id: &str| -> Vec<u64> {
+        view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["node_id"] == id))
+            .and_then(|m| m["shards"].as_array())
+            .map(|s| s.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    let (on3, on4) = (shards_of("n3"), shards_of("n4"));
+    let lost: Vec<u64> = on3.iter().copied().filter(|s| on4.contains(s)).collect();
+    assert!(!lost.is_empty(), "some shards are on n3 and n4 only");
+    let lost_records = (0..SYSTEMS)
+        .filter(|s| lost.contains(&u64::from(akosha::record::shard_for(&format!("sys{s}")))))
+        .count() as u64
+        * PER;
+
+    // both die at once: those shards have no copy left, and every answer says so; the
+    // others never take their own empty copies for whole ones
+    let n3_dir = n3.kill9();
+    let n4_dir = n4.kill9();
+    wait_dead(&[&n1, &n2], "n3", Duration::from_secs(30)).await;
+    wait_dead(&[&n1, &n2], "n4", Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut settled_at = None;
+    loop {
+        let (_, stats) = n1.get("/api/v1/stats").await;
+        let missing: Vec<u64> = stats["missing_shards"]
+            .as_array()
+            .map(|m| m.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
+        assert!(
+            lost.iter().all(|s| missing.contains(s)),
+            "a shard with no copy left answered as whole: {stats}"
+        );
+        if missing == lost {
+            assert_eq!(
+                stats["records"]["total"],
+                SYSTEMS * PER - lost_records,
+                "{stats}"
+            );
+            let since = *settled_at.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other shards were not whole: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, answer) = search_ids(&n2, &json!({"embedding": unit_vector(7), "limit": 3})).await;
+    assert_eq!(answer["partial"], true, "{answer}");
+
+    // both come back: their copies were whole when they died, so those shards are whole
+    // again, merged with what the others took since
+    let _n3 = start_member(&n3_dir, "n3", ports[2], &[ports[0]], &[], &[]).await;
+    let _n4 = start_member(&n4_dir, "n4", p4, &[ports[0]], &[], &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = n1.get("/api/v1/stats").await;
+        if stats["missing_shards"] == json!([]) && stats["records"]["total"] == SYSTEMS * PER {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "their copies did not come back: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

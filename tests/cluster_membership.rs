@@ -163,7 +163,10 @@ fn without_rtt(view: &Value) -> Value {
     if let Some(ms) = members.as_array_mut() {
         for m in ms {
             if let Some(o) = m.as_object_mut() {
-                o.remove("rtt_ms");
+                // each node's own measure, or what gossip has told it so far
+                for key in ["rtt_ms", "whole_shards", "placement_version", "revivals"] {
+                    o.remove(key);
+                }
             }
         }
     }

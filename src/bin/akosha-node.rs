@@ -224,7 +224,7 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
             // other nodes reach this node's shards through its host, advertised by every
             // session from its start
             let sync = Arc::new(ShardSync::default());
-            let host = fanout::start_host(&node, &node_id, Arc::clone(&sync))
+            let host = fanout::start_host(&node, &node_id)
                 .await
                 .map_err(anyhow::Error::msg)?;
             let cluster = ClusterHandle::start(settings)

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::heal::Healing;
-use super::membership::mask_hex;
+use super::membership::MemberState;
 use super::routes::{ClusterRoutes, CopyState};
 use super::shard_host::{self, ExportRequest, ShardHostMsg};
+use super::whole_marks::WholeMarks;
 use super::wire::Payload;
 use super::SyncedPublisher;
 use crate::node::Node;
@@ -26,7 +27,10 @@ const RETRY: Duration = Duration::from_secs(1);
 /// passed), every shard of this node not yet whole is copied from another replica, and
 /// which shards are whole here is gossiped.
 pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublisher>) {
-    let mut progress = Progress::default();
+    let mut progress = Progress {
+        marks: Some(WholeMarks::open(&node.store)),
+        ..Progress::default()
+    };
     let mut healing = Healing::default();
     let span = tracing::info_span!(
         "catch_up",
@@ -53,7 +57,7 @@ pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublishe
             let (left, lingering) =
                 catch_up_once(&node, publisher.as_ref(), &mut progress, settle).await;
             let merging = healing.pass(&node).await;
-            let mask = mask_hex(|s| routes.sync().is_synced(s));
+            let mask = routes.sync().masks();
             if let Some(p) = &publisher {
                 if mask != said.1 {
                     p.publish(mask.clone());
@@ -82,6 +86,17 @@ struct Progress {
     /// shards whose only copy was on a member that is gone, being read again from object
     /// storage: the scanner's caught-up count when that began
     rebuilding: HashMap<ShardId, u64>,
+    /// the shards whose copy here was whole, on disk across restarts
+    marks: Option<WholeMarks>,
+}
+
+impl Progress {
+    /// Records on disk whether this node's copy of a shard is whole.
+    fn mark(&mut self, shard: ShardId, whole: bool) {
+        if let Some(marks) = &mut self.marks {
+            marks.set(shard, whole);
+        }
+    }
 }
 
 /// One pass over every shard; returns how many of this node's shards are still not whole,
@@ -113,6 +128,7 @@ async fn catch_up_once(
             let next = lingering(routes, shard, state, &placed, &mut progress.handed, grace);
             if next != state {
                 sync.set(shard, next);
+                progress.mark(shard, false);
             }
             lingers += usize::from(next == CopyState::Lingering);
             continue;
@@ -121,25 +137,38 @@ async fn catch_up_once(
         if state == CopyState::Whole {
             continue;
         }
+        if state == CopyState::Lingering {
+            // placed here again after missing writes: read elsewhere until copied again
+            sync.set(shard, CopyState::Partial);
+            progress.mark(shard, false);
+        }
         if !converged {
             left += 1;
             continue;
         }
-        let Some(sources) = sources(routes, shard, &placed) else {
-            // the only replica: whole, unless the copy it should have is on a member that is
-            // gone; then it is read again from object storage first
-            if rebuilt(node, routes, shard, &mut progress.rebuilding) {
+        let was_whole = progress.marks.as_ref().is_some_and(|m| m.was_whole(shard));
+        let sources = match plan(routes, shard, &placed, was_whole) {
+            Plan::Copy(sources) => sources,
+            Plan::Alone => {
                 sync.set(shard, CopyState::Whole);
-            } else {
-                left += 1;
+                progress.mark(shard, true);
+                continue;
             }
-            continue;
+            Plan::Rebuild(holder) => {
+                if rebuilt(node, shard, &holder, &mut progress.rebuilding) {
+                    sync.set(shard, CopyState::Whole);
+                    progress.mark(shard, true);
+                } else {
+                    left += 1;
+                }
+                continue;
+            }
+            Plan::AwaitPrimary => {
+                left += 1;
+                continue;
+            }
         };
         progress.rebuilding.remove(&shard);
-        if state == CopyState::Lingering {
-            // placed here again after missing writes: read elsewhere until copied again
-            sync.set(shard, CopyState::Partial);
-        }
         let mut copied = false;
         let fresh: Vec<String> = sources
             .into_iter()
@@ -161,9 +190,10 @@ async fn catch_up_once(
         }
         if copied && node.store.flush().await.is_ok() {
             sync.set(shard, CopyState::Whole);
+            progress.mark(shard, true);
             if let Some(p) = publisher {
                 // said at once: a leaving node waits for it
-                p.publish(mask_hex(|s| sync.is_synced(s)));
+                p.publish(sync.masks());
             }
         } else {
             left += 1;
@@ -204,33 +234,85 @@ fn lingering(
     }
 }
 
-/// Whether this node, the only replica of a shard, holds all it can: true unless another
-/// member (gone, since its copy is not readable) last said it held the shard whole; then
-/// once the uploads of the shard's systems are all read again, which this node does now as
-/// the primary of that shard. Without pull ingestion that never happens: the shard answers
-/// as missing until its member is back.
-fn rebuilt(
-    node: &Node,
-    routes: &ClusterRoutes,
-    shard: ShardId,
-    rebuilding: &mut HashMap<ShardId, u64>,
-) -> bool {
+/// Where a shard placed here and not whole yet comes from.
+enum Plan {
+    /// copied from these members, whose copies are whole (or, when no copy anywhere was
+    /// ever said to be whole, the whole cluster starting, merged from the placed replicas)
+    Copy(Vec<String>),
+    /// nothing to copy and nothing lost: this node is the only replica
+    Alone,
+    /// every copy was on members that are gone (this one last said so): this node, the
+    /// primary, reads the uploads of the shard's systems again
+    Rebuild(String),
+    /// as for `Rebuild`, on another placed replica: copied from the primary once it has
+    AwaitPrimary,
+}
+
+/// How this node fills a shard placed on it; `was_whole`: its own copy was whole before it
+/// last stopped.
+fn plan(routes: &ClusterRoutes, shard: ShardId, placed: &[&str], was_whole: bool) -> Plan {
+    let me = routes.self_id();
+    let readable: Vec<String> = routes
+        .readable(shard)
+        .into_iter()
+        .filter(|r| r != me)
+        .collect();
+    let (whole, lingering): (Vec<String>, Vec<String>) = readable
+        .into_iter()
+        .partition(|r| placed.contains(&r.as_str()));
+    if !whole.is_empty() {
+        return Plan::Copy(whole);
+    }
+    // no placed copy to read: was there one on a member now gone? Then a lingering copy
+    // (placement moved the shard away from it) may lack what that member took since, and
+    // only this node's own copy, whole when it stopped and merged with what the placed
+    // replicas took since, is as good
     let view = routes.view();
-    let Some(gone) = view
+    let gone = view
         .members
         .iter()
-        .find(|m| m.node_id != routes.self_id() && m.is_synced(shard))
-    else {
-        rebuilding.remove(&shard);
-        return true;
-    };
+        .find(|m| m.node_id != me && m.state == MemberState::Dead && m.is_synced(shard));
+    if let Some(gone) = gone.filter(|_| !was_whole) {
+        return if placed.first() == Some(&me) {
+            Plan::Rebuild(gone.node_id.clone())
+        } else {
+            Plan::AwaitPrimary
+        };
+    }
+    if !lingering.is_empty() {
+        // a join or a leave: the old holder's copy, and the writes this node took since
+        return Plan::Copy(lingering);
+    }
+    let others: Vec<String> = placed
+        .iter()
+        .filter(|p| **p != me)
+        .map(|p| p.to_string())
+        .collect();
+    if others.is_empty() {
+        Plan::Alone
+    } else {
+        Plan::Copy(others)
+    }
+}
+
+/// Whether the primary of a shard whose every copy was on members that are gone (`holder`
+/// last said it held it) has read the uploads of the shard's systems again: once the
+/// scanner has listed everything and left nothing unread twice since this began. Without
+/// pull ingestion that never happens: the shard answers as missing until its member is
+/// back.
+fn rebuilt(
+    node: &Node,
+    shard: ShardId,
+    holder: &str,
+    rebuilding: &mut HashMap<ShardId, u64>,
+) -> bool {
     let Some(uploads) = &node.uploads else {
         if rebuilding.insert(shard, u64::MAX).is_none() {
             tracing::warn!(
                 shard,
-                holder = %gone.node_id,
-                "the only copy of a shard is on a member that is gone and pull ingestion is \
-                 off: it answers as missing until that member is back"
+                holder,
+                "every copy of a shard is on members that are gone and pull ingestion is off: \
+                 it answers as missing until one is back"
             );
         }
         return false;
@@ -239,41 +321,20 @@ fn rebuilt(
     let since = *rebuilding.entry(shard).or_insert_with(|| {
         tracing::info!(
             shard,
-            holder = %gone.node_id,
-            "the only copy of a shard is on a member that is gone: reading its systems' \
-             uploads again; it answers as missing until they are read"
+            holder,
+            "every copy of a shard is on members that are gone: reading its systems' uploads \
+             again; it answers as missing until they are read"
         );
         scans
     });
     // a scan under way when this began may have skipped the shard's systems; the next one
     // lists them all
     if since != u64::MAX && scans >= since + 2 {
-        tracing::info!(shard, holder = %gone.node_id, "shard rebuilt from object storage");
+        tracing::info!(shard, holder, "shard rebuilt from object storage");
         rebuilding.remove(&shard);
         return true;
     }
     false
-}
-
-/// The nodes to copy a shard from: those whose copy is whole; when no copy anywhere says it
-/// is (the whole cluster starting), the other placed replicas, merged; `None` when this
-/// node is the only replica.
-fn sources(routes: &ClusterRoutes, shard: ShardId, placed: &[&str]) -> Option<Vec<String>> {
-    let me = routes.self_id();
-    let whole: Vec<String> = routes
-        .readable(shard)
-        .into_iter()
-        .filter(|r| r != me)
-        .collect();
-    if !whole.is_empty() {
-        return Some(whole);
-    }
-    let others: Vec<String> = placed
-        .iter()
-        .filter(|p| **p != me)
-        .map(|p| p.to_string())
-        .collect();
-    (!others.is_empty()).then_some(others)
 }
 
 /// Waits until every shard this node could be read for is whole on its new replicas (this

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 
-use super::routes::{ClusterRoutes, ShardSync};
+use super::routes::ClusterRoutes;
 use super::shard_host::{
     self, counts_here, group_of, search_here, RemoteQuery, ShardHost, ShardHostArgs, ShardHostMsg,
 };
@@ -21,13 +21,8 @@ use crate::search::{QueryTarget, SearchError, SearchHit, SearchQuery, SearchResp
 
 /// Starts this node's shard host, through which other nodes reach its shards. Start it
 /// before the transport, so that every session advertises it from its start.
-pub async fn start_host(
-    node: &Arc<Node>,
-    node_id: &str,
-    sync: Arc<ShardSync>,
-) -> Result<ActorRef<ShardHostMsg>, String> {
+pub async fn start_host(node: &Arc<Node>, node_id: &str) -> Result<ActorRef<ShardHostMsg>, String> {
     let args = ShardHostArgs {
-        sync,
         node_id: node_id.to_string(),
         shards: node.shards.clone(),
         store: node.store.clone(),
@@ -174,7 +169,7 @@ async fn ask_node(
     let answer = if member == me {
         let mut local = query.clone();
         local.target = QueryTarget::Embedding(vector.to_vec());
-        search_here(&node.searcher, routes.sync(), me, &shards, local).await
+        search_here(&node.searcher, Some(routes), me, &shards, local).await
     } else {
         let remote = RemoteQuery {
             shards: shards.clone(),
@@ -223,7 +218,7 @@ pub async fn counts(node: &Node, routes: &ClusterRoutes) -> Vec<(ShardId, ShardC
     for round in 0..2 {
         let parts = by_node.into_iter().map(|(member, shards)| async move {
             if member == me {
-                let here = counts_here(local, routes.sync(), &shards, timeout).await;
+                let here = counts_here(local, &shards, timeout).await;
                 return (member, Ok(here));
             }
             let asked = shards.clone();

@@ -25,7 +25,8 @@ pub const KEY_HTTP: &str = "http";
 pub const KEY_READY: &str = "ready";
 /// Gossip key: the node's own lifecycle, `alive` or `leaving`.
 pub const KEY_STATE: &str = "state";
-/// Gossip key: which shards of the node are whole (caught up), as hex of a 256-bit mask.
+/// Gossip key: which shards of the node are whole (caught up), as hex of a 256-bit mask,
+/// then `:` and the mask of those it holds lingering (placement moved them away).
 pub const KEY_SYNCED: &str = "synced";
 /// Gossip key: the fingerprint of the placement the node computed (see
 /// [`ClusterView::placement_version`]); members agree on placement when these are equal.
@@ -84,18 +85,27 @@ pub struct Member {
 }
 
 /// Serializes a shard mask as the number of shards it holds.
-fn count_mask<S: serde::Serializer>(mask: &str, s: S) -> Result<S::Ok, S::Error> {
+fn count_mask<S: serde::Serializer>(masks: &str, s: S) -> Result<S::Ok, S::Error> {
+    let whole = masks.split(':').next().unwrap_or_default();
     s.serialize_u64(
         (0..SHARD_COUNT as ShardId)
-            .filter(|x| mask_has(mask, *x))
+            .filter(|x| mask_has(whole, *x))
             .count() as u64,
     )
 }
 
 impl Member {
-    /// Whether the member says its copy of a shard is whole.
+    /// Whether the member says its copy of a shard is whole (placed there and copied).
     pub fn is_synced(&self, shard: ShardId) -> bool {
-        mask_has(&self.synced, shard)
+        mask_has(self.synced.split(':').next().unwrap_or_default(), shard)
+    }
+
+    /// Whether the member says it holds a shard lingering: whole when placement moved it
+    /// away, answering until the new replicas are whole.
+    pub fn is_lingering(&self, shard: ShardId) -> bool {
+        self.synced
+            .split_once(':')
+            .is_some_and(|(_, lingering)| mask_has(lingering, shard))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod routes;
 pub mod sessions;
 pub mod shard_host;
 pub mod transport;
+pub mod whole_marks;
 pub mod wire;
 
 use std::net::SocketAddr;

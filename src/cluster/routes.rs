@@ -64,9 +64,10 @@ impl ShardSync {
         }
     }
 
-    /// Splits shards into those whose copy here may be read and those that may not.
-    pub fn split(&self, shards: &[ShardId]) -> (Vec<ShardId>, Vec<ShardId>) {
-        shards.iter().partition(|s| self.is_synced(**s))
+    /// The masks this node gossips: its whole shards, `:`, its lingering ones.
+    pub fn masks(&self) -> String {
+        let of = |state: CopyState| super::membership::mask_hex(|s| self.state(s) == state);
+        format!("{}:{}", of(CopyState::Whole), of(CopyState::Lingering))
     }
 }
 
@@ -150,9 +151,24 @@ impl ClusterRoutes {
             .collect()
     }
 
+    /// Whether this node answers for a shard: its copy is whole, or lingering where
+    /// placement no longer puts the shard here (placed here again, a lingering copy has
+    /// missed writes and waits to be copied again).
+    pub fn answers(&self, shard: ShardId) -> bool {
+        match self.sync.state(shard) {
+            CopyState::Whole => true,
+            CopyState::Lingering => !self
+                .placement()
+                .replicas(shard)
+                .contains(&self.self_id.as_str()),
+            CopyState::Partial => false,
+        }
+    }
+
     /// The members whose copy of a shard may be read, in the order to try them: placed
     /// replicas first (placement order), then members placement no longer gives it that
-    /// still hold it whole (a joining or leaving node's old shards).
+    /// still hold it whole (a joining or leaving node's old shards), unless a member now
+    /// dead held it whole.
     pub fn readable(&self, shard: ShardId) -> Vec<String> {
         self.readable_in(&self.view(), shard)
     }
@@ -160,24 +176,40 @@ impl ClusterRoutes {
     /// [`ClusterRoutes::readable`] in a given view.
     fn readable_in(&self, view: &ClusterView, shard: ShardId) -> Vec<String> {
         let placed: Vec<&str> = view.placement.replicas(shard);
-        let holds = |m: &Member| {
+        // placed: only a whole copy; a placed member still lingering has missed writes
+        let whole = |m: &Member| {
             if m.node_id == self.self_id {
-                self.sync.is_synced(shard)
+                self.sync.state(shard) == CopyState::Whole
             } else {
                 reachable(m) && m.is_synced(shard)
             }
         };
+        let holds = |m: &Member| {
+            if m.node_id == self.self_id {
+                self.sync.is_synced(shard)
+            } else {
+                reachable(m) && (m.is_synced(shard) || m.is_lingering(shard))
+            }
+        };
         let mut out: Vec<String> = placed
             .iter()
-            .filter(|id| view.members.iter().any(|m| m.node_id == **id && holds(m)))
+            .filter(|id| view.members.iter().any(|m| m.node_id == **id && whole(m)))
             .map(|id| id.to_string())
             .collect();
-        out.extend(
-            view.members
-                .iter()
-                .filter(|m| !placed.contains(&m.node_id.as_str()) && holds(m))
-                .map(|m| m.node_id.clone()),
-        );
+        // a copy placement moved away lacks what was written since; when a member now dead
+        // held the shard whole, that may be more than the copy knows: it is not read then
+        let lost_holder = view
+            .members
+            .iter()
+            .any(|m| m.state == MemberState::Dead && m.is_synced(shard));
+        if !lost_holder {
+            out.extend(
+                view.members
+                    .iter()
+                    .filter(|m| !placed.contains(&m.node_id.as_str()) && holds(m))
+                    .map(|m| m.node_id.clone()),
+            );
+        }
         out
     }
 

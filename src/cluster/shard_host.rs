@@ -14,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use super::routes::ShardSync;
+use super::routes::ClusterRoutes;
 use super::wire::{Payload, WireError};
 use crate::actors::shard::{DeleteCounts, ShardCounts};
 use crate::ingest::ledger::{LedgerEntry, UploadLedger};
@@ -248,8 +248,6 @@ pub struct ShardHostArgs {
     pub searcher: Searcher,
     /// how long one shard call may take
     pub timeout: Duration,
-    /// which of this node's shards are whole
-    pub sync: Arc<ShardSync>,
     /// this node's upload ledger, when it pulls uploads
     pub ledger: Option<UploadLedger>,
 }
@@ -349,7 +347,7 @@ impl Actor for ShardHost {
                 tokio::spawn(async move {
                     let _permit = permit;
                     let shards = shards.into_result().unwrap_or_default();
-                    let out = counts_here(&host.shards, &host.sync, &shards, host.timeout).await;
+                    let out = counts_here(&host.shards, &shards, host.timeout).await;
                     let _ = reply.send(Payload::Value(out));
                 });
             }
@@ -433,8 +431,14 @@ impl ShardHostArgs {
 
     async fn search(&self, q: RemoteQuery) -> Result<RemoteAnswer, String> {
         let query = q.to_query();
-        let (hits, missing_shards, partial_reason) =
-            search_here(&self.searcher, &self.sync, &self.node_id, &q.shards, query).await?;
+        let (hits, missing_shards, partial_reason) = search_here(
+            &self.searcher,
+            self.shards.cluster(),
+            &self.node_id,
+            &q.shards,
+            query,
+        )
+        .await?;
         Ok(RemoteAnswer {
             hits: hits.into_iter().map(RemoteHit::from).collect(),
             missing_shards,
@@ -447,13 +451,13 @@ impl ShardHostArgs {
 /// here is still catching up (it would count less than the shard holds).
 pub async fn counts_here(
     router: &ShardRouter,
-    sync: &ShardSync,
     shards: &[ShardId],
     timeout: Duration,
 ) -> ShardCountsAnswer {
+    let routes = router.cluster();
     let mut out = Vec::with_capacity(shards.len());
     for &s in shards {
-        let counts = if sync.is_synced(s) {
+        let counts = if routes.is_some_and(|r| r.answers(s)) {
             router.counts(s, timeout).await.ok()
         } else {
             None
@@ -467,12 +471,14 @@ pub async fn counts_here(
 /// catching up answered as missing (with the reason); returns hits, missing shards, reason.
 pub async fn search_here(
     searcher: &Searcher,
-    sync: &ShardSync,
+    routes: Option<&ClusterRoutes>,
     node_id: &str,
     shards: &[ShardId],
     query: SearchQuery,
 ) -> Result<(Vec<SearchHit>, Vec<ShardId>, Option<String>), String> {
-    let (whole, catching_up) = sync.split(shards);
+    let (whole, catching_up): (Vec<ShardId>, Vec<ShardId>) = shards
+        .iter()
+        .partition(|s| routes.is_some_and(|r| r.answers(**s)));
     let answer = searcher
         .for_shards(&whole)
         .search(query)
