@@ -15,6 +15,7 @@ use crate::actors::directory::ShardDirectory;
 use crate::actors::forgetter::{ForgetStatus, LastForget};
 use crate::actors::node_supervisor::{ActorSlots, NodeArgs, NodeMsg, NodeSupervisor};
 use crate::actors::query_coordinator::CoordinatorMsg;
+use crate::actors::search_admission::SearchAdmission;
 use crate::actors::shard::DeleteCounts;
 use crate::config::Config;
 use crate::embedding::Embedder;
@@ -116,6 +117,8 @@ pub struct Node {
     pub writer: Arc<Writer>,
     /// runs searches
     pub searcher: Arc<Searcher>,
+    /// how many searches this node coordinates at once, and how many more wait
+    pub search_admission: Arc<SearchAdmission>,
     /// pull ingestion from the object store, when enabled
     pub uploads: Option<Arc<PullIngestion>>,
     /// the cold tier: Parquet files on the object store
@@ -237,6 +240,8 @@ impl Node {
         } else {
             None
         };
+        let search_admission =
+            SearchAdmission::new(config.search.max_concurrent, config.search.max_queued);
         Ok(Arc::new(Node {
             config,
             store,
@@ -244,6 +249,7 @@ impl Node {
             shards: router,
             directory,
             writer,
+            search_admission,
             searcher,
             uploads,
             cold,
@@ -266,8 +272,7 @@ impl Node {
             index: Arc::clone(&self.index),
             directory: Arc::clone(&self.directory),
             searcher: Arc::clone(&self.searcher),
-            max_concurrent_searches: self.config.search.max_concurrent,
-            max_queued_searches: self.config.search.max_queued,
+            search_admission: Arc::clone(&self.search_admission),
             exact_system_limit: self.config.index.exact_system_limit,
             slots: Arc::clone(&self.slots),
             ingestion: self.uploads.as_ref().map(|u| u.actor_args()),
@@ -451,6 +456,15 @@ impl Node {
             ));
         }
         if let Some(routes) = self.shards.cluster() {
+            // the same bounds as a search of this node alone: shed at once when too many
+            // wait, else wait for a turn within the search's time
+            let timeout = Duration::from_millis(self.config.search.timeout_ms) * 2;
+            let admitted = self.search_admission.admit()?;
+            let _turn = tokio::time::timeout(timeout, admitted.turn())
+                .await
+                .map_err(|_| {
+                    SearchError::Unavailable(format!("no turn to search within {timeout:?}"))
+                })??;
             return crate::cluster::fanout::search(self, routes, query).await;
         }
         let coordinator: ActorRef<CoordinatorMsg> =

@@ -18,7 +18,7 @@ use common::uploads::put_numbered_uploads;
 use common::{batch, free_port, unit_vector, NodeProcess};
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const SYSTEMS: u64 = 12;
 const PER_SYSTEM: u64 = 100;
@@ -329,4 +329,44 @@ async fn thirty_thousand_pushes_and_three_hundred_uploads_each_read_once_are_cou
         assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
         assert_eq!(answer["partial"], false, "{answer}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_a_cluster_node_coordinates_are_bounded_like_a_single_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bounds = [
+        ("AKOSHA__SEARCH__MAX_CONCURRENT", "1"),
+        ("AKOSHA__SEARCH__MAX_QUEUED", "0"),
+    ];
+    let (_, n1, _n2, _n3) = start_three(dir.path(), &[], &bounds).await;
+    let (status, body) = n1.post("/api/v1/ingest", &batch("sys0", 0, 100)).await;
+    assert_eq!(status, 200, "{body}");
+    // one runs, none may wait: of many at once, some are refused with 503, none fail else
+    let asks = (0..24u64).map(|i| {
+        let node = &n1;
+        async move {
+            let body = json!({"embedding": unit_vector(i), "limit": 10});
+            node.post("/api/v1/search", &body).await
+        }
+    });
+    let answers = futures::future::join_all(asks).await;
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 503)
+        .map(|(_, b)| b)
+        .collect();
+    let answered = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(answered + refused.len(), answers.len(), "{answers:?}");
+    assert!(answered >= 1, "{answers:?}");
+    assert!(
+        !refused.is_empty(),
+        "with one turn and no waiting, a burst is shed"
+    );
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("wait")),
+        "{}",
+        refused[0]
+    );
 }

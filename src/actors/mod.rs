@@ -7,6 +7,7 @@ pub mod forgetter;
 pub mod ingestion_supervisor;
 pub mod node_supervisor;
 pub mod query_coordinator;
+pub mod search_admission;
 pub mod shard;
 pub mod shard_import;
 pub mod shard_state;

@@ -10,6 +10,7 @@ use crate::actors::directory::ShardDirectory;
 use crate::actors::forgetter::{Forgetter, ForgetterArgs, ForgetterMsg, LastForget};
 use crate::actors::ingestion_supervisor::{IngestionArgs, IngestionMsg, IngestionSupervisor};
 use crate::actors::query_coordinator::{CoordinatorArgs, CoordinatorMsg, QueryCoordinator};
+use crate::actors::search_admission::SearchAdmission;
 use crate::actors::shard_supervisor::{ShardSupervisor, ShardSupervisorArgs, ShardSupervisorMsg};
 use crate::search::Searcher;
 use crate::storage::cold_tier::ColdTier;
@@ -45,10 +46,8 @@ pub struct NodeArgs {
     pub directory: Arc<ShardDirectory>,
     /// the search engine
     pub searcher: Arc<Searcher>,
-    /// searches computed at once
-    pub max_concurrent_searches: usize,
-    /// searches waiting for a turn; more are refused
-    pub max_queued_searches: usize,
+    /// how many searches run and wait at once, for the coordinator
+    pub search_admission: Arc<SearchAdmission>,
     /// see [`crate::actors::shard::ShardArgs::exact_system_limit`]
     pub exact_system_limit: usize,
     /// where children are published
@@ -93,8 +92,7 @@ impl NodeSupervisor {
             QueryCoordinator,
             CoordinatorArgs {
                 searcher: Arc::clone(&args.searcher),
-                max_concurrent: args.max_concurrent_searches,
-                max_queued: args.max_queued_searches,
+                admission: Arc::clone(&args.search_admission),
             },
             myself.get_cell(),
         )

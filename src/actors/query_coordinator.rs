@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
-use tokio::sync::Semaphore;
 
+use super::search_admission::SearchAdmission;
 use crate::search::{SearchError, SearchQuery, SearchResponse, Searcher};
 
 /// How often a waiting or running search checks whether its caller is still there.
@@ -28,10 +28,9 @@ impl Message for CoordinatorMsg {}
 pub struct CoordinatorArgs {
     /// the search engine over this node's shards
     pub searcher: Arc<Searcher>,
-    /// searches computed at once
-    pub max_concurrent: usize,
-    /// searches waiting for a turn; more are refused with [`SearchError::Overloaded`]
-    pub max_queued: usize,
+    /// how many searches run and wait at once (shared with the cluster's fan-out, and kept
+    /// across restarts of the coordinator)
+    pub admission: Arc<SearchAdmission>,
 }
 
 /// What the coordinator has done since it started.
@@ -48,12 +47,7 @@ pub struct CoordinatorCounters {
 /// The coordinator's state.
 pub struct CoordinatorState {
     searcher: Arc<Searcher>,
-    /// one permit per running search
-    running: Arc<Semaphore>,
-    /// one permit per search admitted (running or waiting): `max_concurrent + max_queued`
-    admitted: Arc<Semaphore>,
-    /// how many may wait, for the refusal's message
-    max_queued: usize,
+    admission: Arc<SearchAdmission>,
     counters: Arc<CoordinatorCounters>,
 }
 
@@ -75,9 +69,7 @@ impl Actor for QueryCoordinator {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(CoordinatorState {
             searcher: args.searcher,
-            running: Arc::new(Semaphore::new(args.max_concurrent)),
-            admitted: Arc::new(Semaphore::new(args.max_concurrent + args.max_queued)),
-            max_queued: args.max_queued,
+            admission: args.admission,
             counters: Arc::new(CoordinatorCounters::default()),
         })
     }
@@ -102,21 +94,19 @@ impl CoordinatorState {
             self.counters.abandoned.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let Ok(slot) = Arc::clone(&self.admitted).try_acquire_owned() else {
-            self.counters.shed.fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(Err(SearchError::Overloaded {
-                waiting: self.max_queued,
-            }));
-            return;
+        let admitted = match self.admission.admit() {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                self.counters.shed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(Err(refused));
+                return;
+            }
         };
-        let (searcher, running) = (Arc::clone(&self.searcher), Arc::clone(&self.running));
+        let searcher = Arc::clone(&self.searcher);
         let counters = Arc::clone(&self.counters);
         tokio::spawn(async move {
-            let _slot = slot;
             let work = async {
-                let _turn = running.acquire_owned().await.map_err(|_| {
-                    SearchError::Unavailable("query coordinator is stopping".to_string())
-                })?;
+                let _turn = admitted.turn().await?;
                 searcher.search(query).await
             };
             // the search stops (its future is dropped) as soon as its caller is gone
