@@ -131,15 +131,21 @@ impl ShardRouter {
         self.cluster.set(routes).is_ok()
     }
 
-    /// Whether this node is the primary of a shard (always, outside a cluster): the one node
-    /// that reads the uploads of the shard's systems.
+    /// Whether this node reads the uploads of a shard's systems: always outside a cluster;
+    /// in one, when it is the shard's primary, has heard of the other members, and its copy
+    /// is whole or being rebuilt from those uploads (a copy still catching up waits: it also
+    /// brings the ledger of what was read).
     pub fn is_primary_here(&self, shard: ShardId) -> bool {
         match self.cluster.get() {
             None => true,
-            Some(routes) => routes
-                .replicas(shard)
-                .first()
-                .is_some_and(|p| p == routes.self_id()),
+            Some(routes) => {
+                routes.is_settled()
+                    && routes.reads_uploads(shard)
+                    && routes
+                        .replicas(shard)
+                        .first()
+                        .is_some_and(|p| p == routes.self_id())
+            }
         }
     }
 

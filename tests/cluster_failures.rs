@@ -466,3 +466,45 @@ async fn shards_whose_every_copy_is_lost_say_partial_and_come_back_with_the_node
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_copies_the_upload_ledger_of_its_shards_and_reads_none_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let url = format!("file://{}", objects.display());
+    let extra = ["--object-store", url.as_str()];
+    let env = [("AKOSHA__UPLOADS__ENABLED", "true")];
+    let (ports, n1, n2, n3) = start_three(dir.path(), &extra, &env).await;
+    let store = LocalFileSystem::new_with_prefix(&objects).unwrap();
+    const UPLOADS: u64 = 60;
+    put_numbered_uploads(&store, "pulled", UPLOADS, 24, 5, 60_000).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done_by(&[&n1, &n2, &n3]).await.iter().sum::<u64>() < UPLOADS {
+        assert!(Instant::now() < deadline, "uploads not read");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // n4 joins and becomes the primary of some of those systems: it copied their ledger
+    // with their shards, so it reads none of their uploads again
+    let p4 = common::free_port();
+    let n4 = start_member(&dir.path().join("n4"), "n4", p4, &[ports[0]], &extra, &env).await;
+    wait_formed(&[&n1, &n2, &n3, &n4], 4).await;
+    let (_, view) = n4.get("/api/v1/cluster").await;
+    let primaries = view["members"]
+        .as_array()
+        .and_then(|ms| ms.iter().find(|m| m["node_id"] == "n4"))
+        .and_then(|m| m["shards"].as_array())
+        .map_or(0, Vec::len);
+    assert!(primaries > 0, "n4 holds shards: {view}");
+    // a few scans by n4
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let each = done_by(&[&n1, &n2, &n3, &n4]).await;
+    assert_eq!(
+        each[3], 0,
+        "n4 read uploads its shards' ledger had: {each:?}"
+    );
+    assert_eq!(each.iter().sum::<u64>(), UPLOADS, "{each:?}");
+    let (_, stats) = n4.get("/api/v1/stats").await;
+    assert_eq!(stats["records"]["total"], UPLOADS * 5, "{stats}");
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::heal::Healing;
 use super::membership::MemberState;
 use super::routes::{ClusterRoutes, CopyState};
-use super::shard_host::{self, ExportRequest, ShardHostMsg};
+use super::shard_host::{self, ExportRequest, LedgerPageRequest, ShardHostMsg};
 use super::whole_marks::WholeMarks;
 use super::wire::Payload;
 use super::SyncedPublisher;
@@ -159,6 +159,7 @@ async fn catch_up_once(
                     sync.set(shard, CopyState::Whole);
                     progress.mark(shard, true);
                 } else {
+                    sync.set(shard, CopyState::Rebuilding);
                     left += 1;
                 }
                 continue;
@@ -170,6 +171,7 @@ async fn catch_up_once(
         };
         progress.rebuilding.remove(&shard);
         let mut copied = false;
+        let mut copied_from = String::new();
         let fresh: Vec<String> = sources
             .into_iter()
             .filter(|s| !failed.contains(s))
@@ -179,6 +181,7 @@ async fn catch_up_once(
                 Ok(items) => {
                     tracing::debug!(shard, source, items, "shard caught up");
                     copied = true;
+                    copied_from = source;
                     break;
                 }
                 Err(e) => {
@@ -187,6 +190,9 @@ async fn catch_up_once(
                     failed.insert(source);
                 }
             }
+        }
+        if copied {
+            copy_ledger(node, &copied_from, shard, timeout).await;
         }
         if copied && node.store.flush().await.is_ok() {
             sync.set(shard, CopyState::Whole);
@@ -230,7 +236,8 @@ fn lingering(
                 CopyState::Lingering
             }
         }
-        CopyState::Partial => CopyState::Partial,
+        // a rebuild placement took away is left to the new primary
+        CopyState::Partial | CopyState::Rebuilding => CopyState::Partial,
     }
 }
 
@@ -384,6 +391,57 @@ pub async fn hand_off(node: &Node, within: Duration, grace: Duration) -> usize {
         }
         let wait = (deadline - now).min(RETRY);
         let _ = tokio::time::timeout(wait, view.changed()).await;
+    }
+}
+
+/// Copies what `source` knows of the uploads of a shard's systems into this node's ledger,
+/// so that, should this node become the shard's primary, it does not read them again. Best
+/// effort: an upload missed is read again, which changes nothing.
+async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duration) {
+    let Some(uploads) = &node.uploads else {
+        return;
+    };
+    let mut after = None;
+    let mut recorded = 0;
+    loop {
+        let request = LedgerPageRequest {
+            shard,
+            after: after.take(),
+            max: PAGE,
+        };
+        let page = shard_host::call(
+            source,
+            |reply| ShardHostMsg::LedgerPage(Payload::Value(request), reply),
+            timeout,
+        )
+        .await;
+        let page = match page {
+            Ok(Ok(page)) => page,
+            Ok(Err(e)) => {
+                tracing::debug!(shard, source, error = %e, "cannot copy the shard's upload ledger");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(shard, source, error = %e, "cannot copy the shard's upload ledger");
+                return;
+            }
+        };
+        for (key, entry) in &page.entries {
+            match uploads.ledger.record_if_absent(key, entry) {
+                Ok(true) => recorded += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(shard, upload = %key, error = %e, "cannot record a copied ledger entry")
+                }
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    if recorded > 0 {
+        tracing::debug!(shard, source, recorded, "copied the shard's upload ledger");
     }
 }
 

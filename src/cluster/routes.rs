@@ -21,6 +21,9 @@ pub enum CopyState {
     /// whole when placement took it away; read by nodes whose view still places it here,
     /// and a source for the new replicas, until those are whole
     Lingering = 2,
+    /// placed here with every other copy lost: answers as missing while this node, its
+    /// primary, reads the uploads of its systems again
+    Rebuilding = 3,
 }
 
 /// Which shards of this node are whole: copied from another replica since this node was
@@ -48,13 +51,14 @@ impl ShardSync {
         {
             Some(1) => CopyState::Whole,
             Some(2) => CopyState::Lingering,
+            Some(3) => CopyState::Rebuilding,
             _ => CopyState::Partial,
         }
     }
 
     /// Whether this node's copy of a shard may be read: whole, or lingering.
     pub fn is_synced(&self, shard: ShardId) -> bool {
-        self.state(shard) != CopyState::Partial
+        matches!(self.state(shard), CopyState::Whole | CopyState::Lingering)
     }
 
     /// Records where this node's copy of a shard stands.
@@ -161,8 +165,17 @@ impl ClusterRoutes {
                 .placement()
                 .replicas(shard)
                 .contains(&self.self_id.as_str()),
-            CopyState::Partial => false,
+            CopyState::Partial | CopyState::Rebuilding => false,
         }
+    }
+
+    /// Whether this node's copy of a shard takes the uploads of its systems: whole, or
+    /// being rebuilt from them.
+    pub fn reads_uploads(&self, shard: ShardId) -> bool {
+        matches!(
+            self.sync.state(shard),
+            CopyState::Whole | CopyState::Rebuilding
+        )
     }
 
     /// The members whose copy of a shard may be read, in the order to try them: placed

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::routes::ClusterRoutes;
 use super::wire::{Payload, WireError};
 use crate::actors::shard::{DeleteCounts, ShardCounts};
-use crate::ingest::ledger::{LedgerEntry, UploadLedger};
+use crate::ingest::ledger::UploadLedger;
 use crate::record::{MemoryRecord, ShardId, StoredRecord};
 use crate::router::ShardRouter;
 use crate::search::{QueryTarget, SearchHit, SearchQuery, Searcher, Tiers};
@@ -75,6 +75,33 @@ pub enum ShardHostMsg {
         Payload<LedgerRequest>,
         RpcReplyPort<Payload<Result<bool, String>>>,
     ),
+    /// Reads a page of the upload ledger of one shard's systems, for a replica that copied
+    /// the shard (wire 3).
+    #[rpc]
+    LedgerPage(
+        Payload<LedgerPageRequest>,
+        RpcReplyPort<Payload<Result<LedgerPage, String>>>,
+    ),
+}
+
+/// A page of the upload ledger of one shard's systems, asked for by a replica.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerPageRequest {
+    /// the shard
+    pub shard: ShardId,
+    /// the last upload key of the previous page
+    pub after: Option<String>,
+    /// entries per page at most
+    pub max: usize,
+}
+
+/// Finished uploads of one shard's systems: each manifest key with its entry (JSON).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LedgerPage {
+    /// upload keys and entries
+    pub entries: Vec<(String, String)>,
+    /// where the next page starts; `None` once all is read
+    pub next: Option<String>,
 }
 
 /// What became of one upload, for the other replicas of its system's shard.
@@ -290,6 +317,7 @@ impl Actor for ShardHost {
                 ShardHostMsg::Search(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Export(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Ledger(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::LedgerPage(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Counts(shards, reply) => {
                     let none = shards
                         .into_result()
@@ -334,6 +362,11 @@ impl Actor for ShardHost {
                     reply,
                     |r| async move { host.ledger(r).await },
                 );
+            }
+            ShardHostMsg::LedgerPage(request, reply) => {
+                serve(permit, request, reply, |r| async move {
+                    host.ledger_page(r).await
+                });
             }
             ShardHostMsg::Search(query, reply) => {
                 serve(
@@ -386,13 +419,23 @@ impl ShardHostArgs {
         let Some(ledger) = &self.ledger else {
             return Ok(false);
         };
-        let entry: LedgerEntry = serde_json::from_str(&r.entry_json)
-            .map_err(|e| format!("expected a ledger entry for {}, got: {e}", r.key))?;
-        if ledger.get(&r.key).map_err(|e| e.to_string())?.is_some() {
-            return Ok(false);
-        }
-        ledger.record(&r.key, &entry).map_err(|e| e.to_string())?;
-        Ok(true)
+        ledger
+            .record_if_absent(&r.key, &r.entry_json)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A page of the ledger of one shard's systems (empty without pull ingestion).
+    async fn ledger_page(&self, r: LedgerPageRequest) -> Result<LedgerPage, String> {
+        let Some(ledger) = self.ledger.clone() else {
+            return Ok(LedgerPage::default());
+        };
+        let read = tokio::task::spawn_blocking(move || {
+            ledger.shard_page(r.shard, r.after.as_deref(), r.max)
+        })
+        .await
+        .map_err(|e| format!("the ledger read failed: {e}"))?;
+        let (entries, next) = read.map_err(|e| e.to_string())?;
+        Ok(LedgerPage { entries, next })
     }
 
     async fn export(&self, r: ExportRequest) -> Result<ShardPage, String> {

@@ -1,11 +1,16 @@
 //! The durable record of which uploads are done or quarantined, and the scanner's checkpoints.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::record::{shard_for, ShardId};
 use crate::storage::{HotStore, StorageError};
+
+/// Upload keys with their entries as stored (JSON), and where the next page starts.
+pub type LedgerShardPage = (Vec<(String, String)>, Option<String>);
 
 /// What became of one upload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +93,50 @@ impl UploadLedger {
         let bytes = serde_json::to_vec(entry).map_err(|e| StorageError::Encode(e.to_string()))?;
         self.uploads.insert(key.as_bytes(), bytes)?;
         Ok(())
+    }
+
+    /// A page of the finished uploads of the systems of one shard, in key order after
+    /// `after`: each key with its entry as stored (JSON), and where the next page starts
+    /// (`None` once the ledger is all read). At most `max` entries and `4 * max` keys looked
+    /// at per page. Blocking.
+    pub fn shard_page(
+        &self,
+        shard: ShardId,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<LedgerShardPage, StorageError> {
+        let start = match after {
+            Some(a) => Bound::Excluded(a.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut entries = Vec::new();
+        let mut last = None;
+        for (seen, kv) in self.uploads.range((start, Bound::Unbounded)).enumerate() {
+            if entries.len() >= max || seen >= max.saturating_mul(4).max(1) {
+                return Ok((entries, last));
+            }
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let system = key.split('/').nth(1).unwrap_or_default();
+            if shard_for(system) == shard {
+                entries.push((key.clone(), String::from_utf8_lossy(&v).into_owned()));
+            }
+            last = Some(key);
+        }
+        Ok((entries, None))
+    }
+
+    /// Records an upload's outcome, given as stored (JSON), unless one is recorded already;
+    /// answers whether it was recorded.
+    pub fn record_if_absent(&self, key: &str, entry_json: &str) -> Result<bool, StorageError> {
+        let entry: LedgerEntry = serde_json::from_str(entry_json).map_err(|e| {
+            StorageError::Encode(format!("expected a ledger entry for {key}, got: {e}"))
+        })?;
+        if self.get(key)?.is_some() {
+            return Ok(false);
+        }
+        self.record(key, &entry)?;
+        Ok(true)
     }
 
     /// The key up to which every upload of `system` has finished.
