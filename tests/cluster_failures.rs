@@ -225,10 +225,8 @@ async fn text_search_through_any_node_finds_records_embedded_on_another() {
 async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pushes_return_with_it()
 {
     let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects");
-    std::fs::create_dir_all(&objects).unwrap();
-    let url = format!("file://{}", objects.display());
-    let extra = ["--object-store", url.as_str()];
+    let shared = SharedStore::new(dir.path());
+    let extra = shared.extra();
     let env = [
         ("AKOSHA__CLUSTER__REPLICATION_FACTOR", "1"),
         ("AKOSHA__UPLOADS__ENABLED", "true"),
@@ -236,10 +234,9 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
     let (ports, n1, n2, n3) = start_three(dir.path(), &extra, &env).await;
 
     // uploads of twelve systems, read once in the cluster by each system's primary
-    let store = LocalFileSystem::new_with_prefix(&objects).unwrap();
     const UPLOADS: u64 = 36;
     const PER_UPLOAD: u64 = 5;
-    put_numbered_uploads(&store, "pulled", UPLOADS, 12, PER_UPLOAD, 20_000).await;
+    put_numbered_uploads(&shared.store, "pulled", UPLOADS, 12, PER_UPLOAD, 20_000).await;
     let pulled = UPLOADS * PER_UPLOAD;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -310,6 +307,31 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
     }
 }
 
+/// Pull ingestion on, for members of a shared store.
+const PULL: [(&str, &str); 1] = [("AKOSHA__UPLOADS__ENABLED", "true")];
+
+/// A local directory that every member uses as its object store.
+struct SharedStore {
+    url: String,
+    store: LocalFileSystem,
+}
+
+impl SharedStore {
+    fn new(dir: &std::path::Path) -> SharedStore {
+        let objects = dir.join("objects");
+        std::fs::create_dir_all(&objects).unwrap();
+        SharedStore {
+            url: format!("file://{}", objects.display()),
+            store: LocalFileSystem::new_with_prefix(&objects).unwrap(),
+        }
+    }
+
+    /// The flags that point a member at it.
+    fn extra(&self) -> [&str; 2] {
+        ["--object-store", self.url.as_str()]
+    }
+}
+
 /// How many uploads each node has read.
 async fn done_by(nodes: &[&NodeProcess]) -> Vec<u64> {
     let mut each = Vec::new();
@@ -323,15 +345,10 @@ async fn done_by(nodes: &[&NodeProcess]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_primary_does_not_read_again_the_uploads_its_dead_predecessor_read() {
     let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects");
-    std::fs::create_dir_all(&objects).unwrap();
-    let url = format!("file://{}", objects.display());
-    let extra = ["--object-store", url.as_str()];
-    let env = [("AKOSHA__UPLOADS__ENABLED", "true")];
-    let (_, n1, n2, n3) = start_three(dir.path(), &extra, &env).await;
-    let store = LocalFileSystem::new_with_prefix(&objects).unwrap();
+    let shared = SharedStore::new(dir.path());
+    let (_, n1, n2, n3) = start_three(dir.path(), &shared.extra(), &PULL).await;
     const UPLOADS: u64 = 60;
-    put_numbered_uploads(&store, "pulled", UPLOADS, 12, 5, 40_000).await;
+    put_numbered_uploads(&shared.store, "pulled", UPLOADS, 12, 5, 40_000).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let read = loop {
         let each = done_by(&[&n1, &n2, &n3]).await;
@@ -362,7 +379,7 @@ async fn a_new_primary_does_not_read_again_the_uploads_its_dead_predecessor_read
         read[busiest]
     );
     // and they do read what comes next, once
-    put_numbered_uploads(&store, "later", 12, 12, 5, 50_000).await;
+    put_numbered_uploads(&shared.store, "later", 12, 12, 5, 50_000).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let each = done_by(&[&nodes[0], &nodes[1]]).await;
@@ -470,15 +487,10 @@ async fn shards_whose_every_copy_is_lost_say_partial_and_come_back_with_the_node
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_copies_the_upload_ledger_of_its_shards_and_reads_none_again() {
     let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects");
-    std::fs::create_dir_all(&objects).unwrap();
-    let url = format!("file://{}", objects.display());
-    let extra = ["--object-store", url.as_str()];
-    let env = [("AKOSHA__UPLOADS__ENABLED", "true")];
-    let (ports, n1, n2, n3) = start_three(dir.path(), &extra, &env).await;
-    let store = LocalFileSystem::new_with_prefix(&objects).unwrap();
+    let shared = SharedStore::new(dir.path());
+    let (ports, n1, n2, n3) = start_three(dir.path(), &shared.extra(), &PULL).await;
     const UPLOADS: u64 = 60;
-    put_numbered_uploads(&store, "pulled", UPLOADS, 24, 5, 60_000).await;
+    put_numbered_uploads(&shared.store, "pulled", UPLOADS, 24, 5, 60_000).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while done_by(&[&n1, &n2, &n3]).await.iter().sum::<u64>() < UPLOADS {
         assert!(Instant::now() < deadline, "uploads not read");
@@ -488,7 +500,15 @@ async fn a_joining_node_copies_the_upload_ledger_of_its_shards_and_reads_none_ag
     // n4 joins and becomes the primary of some of those systems: it copied their ledger
     // with their shards, so it reads none of their uploads again
     let p4 = common::free_port();
-    let n4 = start_member(&dir.path().join("n4"), "n4", p4, &[ports[0]], &extra, &env).await;
+    let n4 = start_member(
+        &dir.path().join("n4"),
+        "n4",
+        p4,
+        &[ports[0]],
+        &shared.extra(),
+        &PULL,
+    )
+    .await;
     wait_formed(&[&n1, &n2, &n3, &n4], 4).await;
     let (_, view) = n4.get("/api/v1/cluster").await;
     let primaries = view["members"]
