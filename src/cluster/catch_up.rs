@@ -170,8 +170,7 @@ async fn catch_up_once(
             }
         };
         progress.rebuilding.remove(&shard);
-        let mut copied = false;
-        let mut copied_from = String::new();
+        let mut copied_from = None;
         let fresh: Vec<String> = sources
             .into_iter()
             .filter(|s| !failed.contains(s))
@@ -180,8 +179,7 @@ async fn catch_up_once(
             match copy(&node.shards, &source, shard, timeout).await {
                 Ok(items) => {
                     tracing::debug!(shard, source, items, "shard caught up");
-                    copied = true;
-                    copied_from = source;
+                    copied_from = Some(source);
                     break;
                 }
                 Err(e) => {
@@ -191,10 +189,10 @@ async fn catch_up_once(
                 }
             }
         }
-        if copied {
-            copy_ledger(node, &copied_from, shard, timeout).await;
+        if let Some(source) = &copied_from {
+            copy_ledger(node, source, shard, timeout).await;
         }
-        if copied && node.store.flush().await.is_ok() {
+        if copied_from.is_some() && node.store.flush().await.is_ok() {
             sync.set(shard, CopyState::Whole);
             progress.mark(shard, true);
             if let Some(p) = publisher {
@@ -278,7 +276,7 @@ fn plan(routes: &ClusterRoutes, shard: ShardId, placed: &[&str], was_whole: bool
     let gone = view
         .members
         .iter()
-        .find(|m| m.node_id != me && m.state == MemberState::Dead && m.is_synced(shard));
+        .find(|m| m.node_id != me && m.state == MemberState::Dead && m.is_whole(shard));
     if let Some(gone) = gone.filter(|_| !was_whole) {
         return if placed.first() == Some(&me) {
             Plan::Rebuild(gone.node_id.clone())
@@ -415,12 +413,8 @@ async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duratio
             timeout,
         )
         .await;
-        let page = match page {
-            Ok(Ok(page)) => page,
-            Ok(Err(e)) => {
-                tracing::debug!(shard, source, error = %e, "cannot copy the shard's upload ledger");
-                return;
-            }
+        let page = match replica_answer(shard, source, page) {
+            Ok(page) => page,
             Err(e) => {
                 tracing::debug!(shard, source, error = %e, "cannot copy the shard's upload ledger");
                 return;

@@ -88,7 +88,7 @@ pub async fn search(
             v
         }
     };
-    let asked: Vec<ShardId> = match &query.system_id {
+    let shards: Vec<ShardId> = match &query.system_id {
         Some(system) => {
             crate::record::validate_system_id(system)
                 .map_err(|e| SearchError::Invalid(e.to_string()))?;
@@ -96,46 +96,28 @@ pub async fn search(
         }
         None => (0..SHARD_COUNT as ShardId).collect(),
     };
-    let mut avoid = HashSet::new();
-    let (mut by_node, mut missing) = by_reader(routes, &asked, &avoid);
+    let timeout = Duration::from_millis(node.config.search.timeout_ms);
+    let asked = ask_readers(routes, &shards, |member, shards| {
+        ask_node(node, routes, member, shards, &query, &vector, timeout)
+    })
+    .await;
+    let mut missing = asked.unplaced;
     let mut reasons = Vec::new();
     if !missing.is_empty() {
         reasons.push(format!("{} shards have no live replica", missing.len()));
     }
-    let timeout = Duration::from_millis(node.config.search.timeout_ms);
     let mut hits: Vec<SearchHit> = Vec::new();
-    // a node that does not answer (it died, and gossip has not said so yet) has its shards
-    // asked once more of their other copies
-    for round in 0..2 {
-        let parts = by_node.into_iter().map(|(member, shards)| {
-            ask_node(node, routes, member, shards, &query, &vector, timeout)
-        });
-        let mut again = Vec::new();
-        for (member, shards, answer) in futures::future::join_all(parts).await {
-            match answer {
-                Ok((h, m, reason)) => {
-                    hits.extend(h);
-                    missing.extend(m);
-                    reasons.extend(reason);
-                }
-                Err(e) => {
-                    reasons.push(format!(
-                        "node {member} did not answer for {} shards: {e}",
-                        shards.len()
-                    ));
-                    avoid.insert(member);
-                    again.extend(shards);
-                }
-            }
-        }
-        if again.is_empty() || round == 1 {
-            missing.extend(again);
-            break;
-        }
-        let (next, none) = by_reader(routes, &again, &avoid);
-        missing.extend(none);
-        by_node = next;
+    for (h, m, reason) in asked.answers {
+        hits.extend(h);
+        missing.extend(m);
+        reasons.extend(reason);
     }
+    for (member, shards, e) in asked.failures {
+        reasons.push(format!(
+            "node {member} did not answer for {shards} shards: {e}"
+        ));
+    }
+    missing.extend(asked.unanswered);
     hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
     let mut seen = HashSet::new();
     hits.retain(|h| seen.insert((h.system_id.clone(), h.conversation_id.clone())));
@@ -155,6 +137,61 @@ pub async fn search(
 /// A node's part of a search: its hits, the shards it could not answer, and why.
 type NodeAnswer = (Vec<SearchHit>, Vec<ShardId>, Option<String>);
 
+/// What asking each shard's reader gave.
+struct Asked<T> {
+    /// one answer per node that answered
+    answers: Vec<T>,
+    /// the nodes that did not: which, how many shards they were asked for, and why
+    failures: Vec<(String, usize, String)>,
+    /// the shards with no replica to ask at all
+    unplaced: Vec<ShardId>,
+    /// the shards no node answered for, their other copies asked too
+    unanswered: Vec<ShardId>,
+}
+
+/// Asks each shard's reader (see [`ClusterRoutes::readers`]) with `ask`, one request per
+/// node, all at once; the shards of a node that does not answer (it died, and gossip has
+/// not said so yet) are asked once more of their other copies.
+async fn ask_readers<T, F, Fut>(routes: &ClusterRoutes, shards: &[ShardId], ask: F) -> Asked<T>
+where
+    F: Fn(String, Vec<ShardId>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut avoid = HashSet::new();
+    let (mut by_node, unplaced) = by_reader(routes, shards, &avoid);
+    let mut asked = Asked {
+        answers: Vec::new(),
+        failures: Vec::new(),
+        unplaced,
+        unanswered: Vec::new(),
+    };
+    for round in 0..2 {
+        let parts = by_node.into_iter().map(|(member, shards)| {
+            let answer = ask(member.clone(), shards.clone());
+            async move { (member, shards, answer.await) }
+        });
+        let mut again = Vec::new();
+        for (member, shards, answer) in futures::future::join_all(parts).await {
+            match answer {
+                Ok(a) => asked.answers.push(a),
+                Err(e) => {
+                    asked.failures.push((member.clone(), shards.len(), e));
+                    avoid.insert(member);
+                    again.extend(shards);
+                }
+            }
+        }
+        if again.is_empty() || round == 1 {
+            asked.unanswered.extend(again);
+            break;
+        }
+        let (next, none) = by_reader(routes, &again, &avoid);
+        asked.unanswered.extend(none);
+        by_node = next;
+    }
+    asked
+}
+
 /// One node's part of a search: its hits, the shards it could not answer, and why.
 async fn ask_node(
     node: &Node,
@@ -164,44 +201,42 @@ async fn ask_node(
     query: &SearchQuery,
     vector: &[f32],
     timeout: Duration,
-) -> (String, Vec<ShardId>, Result<NodeAnswer, String>) {
+) -> Result<NodeAnswer, String> {
     let me = routes.self_id();
-    let answer = if member == me {
+    if member == me {
         let mut local = query.clone();
         local.target = QueryTarget::Embedding(vector.to_vec());
-        search_here(&node.searcher, Some(routes), me, &shards, local).await
-    } else {
-        let remote = RemoteQuery {
-            shards: shards.clone(),
-            vector: vector.to_vec(),
-            limit: query.limit,
-            threshold: query.threshold,
-            system_id: query.system_id.clone(),
-            since: query.since.map(|t| t.timestamp_micros()),
-            until: query.until.map(|t| t.timestamp_micros()),
-            tiers: (query.tiers.hot, query.tiers.warm, query.tiers.cold),
-            metadata_json: query
-                .metadata
-                .as_ref()
-                .map(|m| serde_json::Value::Object(m.clone()).to_string()),
-        };
-        let called = shard_host::call(
-            &member,
-            |reply| ShardHostMsg::Search(Payload::Value(remote), reply),
-            timeout,
-        )
-        .await;
-        match called {
-            Ok(Ok(a)) => Ok((
-                a.hits.into_iter().map(SearchHit::from).collect(),
-                a.missing_shards,
-                a.partial_reason,
-            )),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(e.to_string()),
-        }
+        return search_here(&node.searcher, Some(routes), me, &shards, local).await;
+    }
+    let remote = RemoteQuery {
+        shards,
+        vector: vector.to_vec(),
+        limit: query.limit,
+        threshold: query.threshold,
+        system_id: query.system_id.clone(),
+        since: query.since.map(|t| t.timestamp_micros()),
+        until: query.until.map(|t| t.timestamp_micros()),
+        tiers: (query.tiers.hot, query.tiers.warm, query.tiers.cold),
+        metadata_json: query
+            .metadata
+            .as_ref()
+            .map(|m| serde_json::Value::Object(m.clone()).to_string()),
     };
-    (member, shards, answer)
+    let called = shard_host::call(
+        &member,
+        |reply| ShardHostMsg::Search(Payload::Value(remote), reply),
+        timeout,
+    )
+    .await;
+    match called {
+        Ok(Ok(a)) => Ok((
+            a.hits.into_iter().map(SearchHit::from).collect(),
+            a.missing_shards,
+            a.partial_reason,
+        )),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Counts each shard's records on one whole copy (a node that does not answer has its
@@ -209,44 +244,26 @@ async fn ask_node(
 /// answered (the others are missing).
 pub async fn counts(node: &Node, routes: &ClusterRoutes) -> Vec<(ShardId, ShardCounts)> {
     let all: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
-    let mut avoid = HashSet::new();
-    let (mut by_node, _) = by_reader(routes, &all, &avoid);
     let timeout = Duration::from_millis(node.config.search.timeout_ms);
     let me = routes.self_id();
     let local = &node.shards;
-    let mut counted = Vec::new();
-    for round in 0..2 {
-        let parts = by_node.into_iter().map(|(member, shards)| async move {
-            if member == me {
-                let here = counts_here(local, &shards, timeout).await;
-                return (member, Ok(here));
-            }
-            let asked = shards.clone();
-            let called = shard_host::call(
-                &member,
-                |reply| ShardHostMsg::Counts(Payload::Value(asked), reply),
-                timeout,
-            )
-            .await;
-            (member, called.map_err(|_| shards))
-        });
-        let mut again = Vec::new();
-        for (member, answer) in futures::future::join_all(parts).await {
-            match answer {
-                Ok(counts) => counted.extend(counts),
-                Err(shards) => {
-                    avoid.insert(member);
-                    again.extend(shards);
-                }
-            }
+    let asked = ask_readers(routes, &all, |member, shards| async move {
+        if member == me {
+            return Ok(counts_here(local, &shards, timeout).await);
         }
-        if again.is_empty() || round == 1 {
-            break;
-        }
-        by_node = by_reader(routes, &again, &avoid).0;
-    }
-    counted
+        shard_host::call(
+            &member,
+            |reply| ShardHostMsg::Counts(Payload::Value(shards), reply),
+            timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    })
+    .await;
+    asked
+        .answers
         .into_iter()
+        .flatten()
         .filter_map(|(s, c)| c.map(|c| (s, c)))
         .collect()
 }

@@ -96,7 +96,7 @@ fn count_mask<S: serde::Serializer>(masks: &str, s: S) -> Result<S::Ok, S::Error
 
 impl Member {
     /// Whether the member says its copy of a shard is whole (placed there and copied).
-    pub fn is_synced(&self, shard: ShardId) -> bool {
+    pub fn is_whole(&self, shard: ShardId) -> bool {
         mask_has(self.synced.split(':').next().unwrap_or_default(), shard)
     }
 

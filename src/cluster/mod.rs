@@ -74,12 +74,12 @@ pub enum ClusterError {
     Actor(String),
 }
 
-/// Says which shards of this node are whole, through the membership actor.
+/// Says which shards of this node are whole and lingering, through the membership actor.
 #[derive(Clone)]
 pub struct SyncedPublisher(ActorRef<MembershipMsg>);
 
 impl SyncedPublisher {
-    /// Gossips the mask (see [`membership::KEY_SYNCED`]).
+    /// Gossips the masks (see [`membership::KEY_SYNCED`]).
     pub fn publish(&self, mask: String) {
         let _ = self.0.cast(MembershipMsg::SetSynced(mask));
     }
@@ -315,18 +315,7 @@ impl ClusterHandle {
         }
     }
 
-    /// Says which shards of this node are whole, so that others read them here.
-    pub fn set_synced(&self, mask: String) {
-        match &self.inner {
-            Inner::Single { .. } => {}
-            Inner::Gossip { actor, .. } => {
-                let _ = actor.cast(MembershipMsg::SetSynced(mask));
-            }
-        }
-    }
-
-    /// A cheap handle that says which shards of this node are whole (see
-    /// [`ClusterHandle::set_synced`]).
+    /// A cheap handle that says which shards of this node are whole and lingering.
     pub fn synced_publisher(&self) -> Option<SyncedPublisher> {
         match &self.inner {
             Inner::Single { .. } => None,

@@ -159,12 +159,22 @@ impl ClusterRoutes {
     /// placement no longer puts the shard here (placed here again, a lingering copy has
     /// missed writes and waits to be copied again).
     pub fn answers(&self, shard: ShardId) -> bool {
+        self.answers_in(&self.placement(), shard)
+    }
+
+    /// Splits shards into those this node answers for (see [`ClusterRoutes::answers`]) and
+    /// the others, in one placement.
+    pub fn answering(&self, shards: &[ShardId]) -> (Vec<ShardId>, Vec<ShardId>) {
+        let placement = self.placement();
+        shards
+            .iter()
+            .partition(|s| self.answers_in(&placement, **s))
+    }
+
+    fn answers_in(&self, placement: &Placement, shard: ShardId) -> bool {
         match self.sync.state(shard) {
             CopyState::Whole => true,
-            CopyState::Lingering => !self
-                .placement()
-                .replicas(shard)
-                .contains(&self.self_id.as_str()),
+            CopyState::Lingering => !placement.replicas(shard).contains(&self.self_id.as_str()),
             CopyState::Partial | CopyState::Rebuilding => false,
         }
     }
@@ -183,25 +193,25 @@ impl ClusterRoutes {
     /// still hold it whole (a joining or leaving node's old shards), unless a member now
     /// dead held it whole.
     pub fn readable(&self, shard: ShardId) -> Vec<String> {
-        self.readable_in(&self.view(), shard)
+        let view = self.view();
+        self.readable_in(&view, shard, &view.placement.replicas(shard))
     }
 
-    /// [`ClusterRoutes::readable`] in a given view.
-    fn readable_in(&self, view: &ClusterView, shard: ShardId) -> Vec<String> {
-        let placed: Vec<&str> = view.placement.replicas(shard);
+    /// [`ClusterRoutes::readable`] in a given view, where `placed` are the shard's replicas.
+    fn readable_in(&self, view: &ClusterView, shard: ShardId, placed: &[&str]) -> Vec<String> {
         // placed: only a whole copy; a placed member still lingering has missed writes
         let whole = |m: &Member| {
             if m.node_id == self.self_id {
                 self.sync.state(shard) == CopyState::Whole
             } else {
-                reachable(m) && m.is_synced(shard)
+                reachable(m) && m.is_whole(shard)
             }
         };
         let holds = |m: &Member| {
             if m.node_id == self.self_id {
                 self.sync.is_synced(shard)
             } else {
-                reachable(m) && (m.is_synced(shard) || m.is_lingering(shard))
+                reachable(m) && (m.is_whole(shard) || m.is_lingering(shard))
             }
         };
         let mut out: Vec<String> = placed
@@ -214,7 +224,7 @@ impl ClusterRoutes {
         let lost_holder = view
             .members
             .iter()
-            .any(|m| m.state == MemberState::Dead && m.is_synced(shard));
+            .any(|m| m.state == MemberState::Dead && m.is_whole(shard));
         if !lost_holder {
             out.extend(
                 view.members
@@ -236,28 +246,25 @@ impl ClusterRoutes {
         avoid: &HashSet<String>,
     ) -> Vec<(ShardId, Option<String>)> {
         let view = self.view();
+        let me = self.self_id.as_str();
         shards
             .iter()
             .map(|&shard| {
-                let readable = self.readable_in(&view, shard);
-                // this node's own copy first, when it is placed here: a lingering copy misses
-                // the writes since placement moved, so it is read only when nothing placed is
-                let placed_here = view
-                    .placement
-                    .replicas(shard)
-                    .contains(&self.self_id.as_str());
-                let reader = if placed_here
+                let placed = view.placement.replicas(shard);
+                // this node's own copy first, when it is placed here (a lingering copy misses
+                // the writes since placement moved): then the others need not be looked at
+                if placed.contains(&me)
                     && self.sync.state(shard) == CopyState::Whole
-                    && !avoid.contains(&self.self_id)
+                    && !avoid.contains(me)
                 {
-                    Some(self.self_id.clone())
-                } else if avoid.is_empty() {
-                    readable.into_iter().next().or_else(|| {
-                        view.placement
-                            .replicas(shard)
-                            .first()
-                            .map(|p| p.to_string())
-                    })
+                    return (shard, Some(me.to_string()));
+                }
+                let readable = self.readable_in(&view, shard, &placed);
+                let reader = if avoid.is_empty() {
+                    readable
+                        .into_iter()
+                        .next()
+                        .or_else(|| placed.first().map(|p| p.to_string()))
                 } else {
                     readable.into_iter().find(|r| !avoid.contains(r))
                 };
@@ -273,7 +280,7 @@ impl ClusterRoutes {
         (0..SHARD_COUNT as ShardId)
             .filter(|s| {
                 let placed = view.placement.replicas(*s);
-                let readable = self.readable_in(&view, *s);
+                let readable = self.readable_in(&view, *s, &placed);
                 placed
                     .iter()
                     .filter(|p| readable.iter().any(|r| r == *p))

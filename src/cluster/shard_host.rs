@@ -519,9 +519,8 @@ pub async fn search_here(
     shards: &[ShardId],
     query: SearchQuery,
 ) -> Result<(Vec<SearchHit>, Vec<ShardId>, Option<String>), String> {
-    let (whole, catching_up): (Vec<ShardId>, Vec<ShardId>) = shards
-        .iter()
-        .partition(|s| routes.is_some_and(|r| r.answers(**s)));
+    let (whole, catching_up) =
+        routes.map_or_else(|| (Vec::new(), shards.to_vec()), |r| r.answering(shards));
     let answer = searcher
         .for_shards(&whole)
         .search(query)
