@@ -85,7 +85,7 @@ async fn age_now(node: &Node, aging: &akosha::config::AgingConfig) -> (AgingRepo
         .expect("no other aging run in the benchmark");
     let report = age_all(
         &run,
-        &node.directory,
+        &node.shards,
         &node.cold,
         aging,
         Duration::from_secs(600),

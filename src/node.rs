@@ -271,6 +271,7 @@ impl Node {
             store: self.store.clone(),
             index: Arc::clone(&self.index),
             directory: Arc::clone(&self.directory),
+            shards: self.shards.clone(),
             searcher: Arc::clone(&self.searcher),
             search_admission: Arc::clone(&self.search_admission),
             exact_system_limit: self.config.index.exact_system_limit,
@@ -424,9 +425,9 @@ impl Node {
             .aging_gate
             .try_start("request")
             .map_err(AgeError::Running)?;
-        let (directory, cold) = (Arc::clone(&self.directory), Arc::clone(&self.cold));
+        let (shards, cold) = (self.shards.clone(), Arc::clone(&self.cold));
         let (config, timeout) = (self.config.aging.clone(), self.aging_timeout());
-        tokio::spawn(async move { age_all(&run, &directory, &cold, &config, timeout).await })
+        tokio::spawn(async move { age_all(&run, &shards, &cold, &config, timeout).await })
             .await
             .map_err(|e| {
                 AgeError::Failed(NodeIngestError::Write(WriteError::Internal(format!(

@@ -11,11 +11,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    search_ids, start_member, start_three, wait_dead, wait_formed, wait_replicated,
+    search_ids, start_member, start_three, wait_dead, wait_formed, wait_replicated, SharedStore,
 };
 use common::uploads::put_numbered_uploads;
 use common::{batch, unit_vector, NodeProcess};
-use object_store::local::LocalFileSystem;
 use serde_json::{json, Value};
 
 const SYSTEMS: u64 = 20;
@@ -310,28 +309,6 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
 /// Pull ingestion on, for members of a shared store.
 const PULL: [(&str, &str); 1] = [("AKOSHA__UPLOADS__ENABLED", "true")];
 
-/// A local directory that every member uses as its object store.
-struct SharedStore {
-    url: String,
-    store: LocalFileSystem,
-}
-
-impl SharedStore {
-    fn new(dir: &std::path::Path) -> SharedStore {
-        let objects = dir.join("objects");
-        std::fs::create_dir_all(&objects).unwrap();
-        SharedStore {
-            url: format!("file://{}", objects.display()),
-            store: LocalFileSystem::new_with_prefix(&objects).unwrap(),
-        }
-    }
-
-    /// The flags that point a member at it.
-    fn extra(&self) -> [&str; 2] {
-        ["--object-store", self.url.as_str()]
-    }
-}
-
 /// How many uploads each node has read.
 async fn done_by(nodes: &[&NodeProcess]) -> Vec<u64> {
     let mut each = Vec::new();
@@ -525,6 +502,58 @@ async fn a_joining_node_copies_the_upload_ledger_of_its_shards_and_reads_none_ag
         "n4 read uploads its shards' ledger had: {each:?}"
     );
     assert_eq!(each.iter().sum::<u64>(), UPLOADS, "{each:?}");
+    let (_, stats) = n4.get("/api/v1/stats").await;
+    assert_eq!(stats["records"]["total"], UPLOADS * 5, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_takes_the_scan_checkpoints_of_its_shards_and_reads_no_forgotten_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedStore::new(dir.path());
+    // one replica (the owner forgets its ledger entries, no other copy keeps them), and
+    // finished uploads forgotten a second after they are read
+    let env = [
+        ("AKOSHA__UPLOADS__ENABLED", "true"),
+        ("AKOSHA__CLUSTER__REPLICATION_FACTOR", "1"),
+        ("AKOSHA__STORAGE__FORGET_AFTER_DAYS", "0.00001"),
+        ("AKOSHA__UPLOADS__RESCAN_INTERVAL_SECS", "1"),
+    ];
+    let (ports, n1, n2, n3) = start_three(dir.path(), &shared.extra(), &env).await;
+    const UPLOADS: u64 = 48;
+    put_numbered_uploads(&shared.store, "pulled", UPLOADS, 24, 5, 70_000).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut forgotten = 0;
+        for n in [&n1, &n2, &n3] {
+            let (_, u) = n.get("/api/v1/uploads").await;
+            forgotten += u["forgotten"].as_u64().unwrap_or(0);
+        }
+        if forgotten == UPLOADS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uploads not forgotten: {forgotten}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // n4 joins and becomes the owner of some of those systems: their uploads are in no
+    // ledger any more, but the checkpoints it copied with the shards are past them
+    let n4 = start_member(
+        &dir.path().join("n4"),
+        "n4",
+        common::free_port(),
+        &[ports[0]],
+        &shared.extra(),
+        &env,
+    )
+    .await;
+    wait_formed(&[&n1, &n2, &n3, &n4], 4).await;
+    // scans and full rescans by n4
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let each = done_by(&[&n1, &n2, &n3, &n4]).await;
+    assert_eq!(each[3], 0, "n4 read uploads again: {each:?}");
     let (_, stats) = n4.get("/api/v1/stats").await;
     assert_eq!(stats["records"]["total"], UPLOADS * 5, "{stats}");
 }

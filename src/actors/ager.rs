@@ -11,10 +11,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use crate::actors::aging_gate::{AgingGate, AgingRun};
-use crate::actors::directory::ShardDirectory;
-use crate::actors::shard::ShardMsg;
 use crate::config::AgingConfig;
 use crate::record::{ShardId, SHARD_COUNT};
+use crate::router::{ShardError, ShardRouter};
 use crate::storage::cold_log::{self, ColdEvent};
 use crate::storage::cold_tier::{ColdKey, ColdTier};
 use crate::storage::cold_writer::{by_bytes, write_verified, MAX_FILE_TEXT_BYTES};
@@ -29,6 +28,10 @@ pub struct AgingReport {
     pub warm_to_cold: usize,
     /// cold files written
     pub cold_files: usize,
+    /// cold files a replica of their shard did not take (it keeps those records warm)
+    pub cold_files_unshared: usize,
+    /// shards whose warm records another node moves to cold (their primary)
+    pub cold_left_to_primary: usize,
     /// shards that were down or failed, whose records wait for the next run
     pub missing_shards: Vec<ShardId>,
     /// time taken, in milliseconds
@@ -36,10 +39,12 @@ pub struct AgingReport {
 }
 
 /// Ages every shard that is up: repeated bounded steps until a shard has nothing left to move.
+/// Hot to warm is each copy's own; warm to cold only where this node writes the shard's cold
+/// files ([`ShardRouter::ages_cold_here`]), which it then gives the shard's other replicas.
 /// Only the holder of the node's [`AgingRun`] may call it, so no two runs race.
 pub async fn age_all(
     run: &AgingRun,
-    directory: &ShardDirectory,
+    shards: &ShardRouter,
     cold: &ColdTier,
     config: &AgingConfig,
     timeout: Duration,
@@ -49,53 +54,38 @@ pub async fn age_all(
     let cutoff = now - (config.hot_days * 86_400e6) as i64;
     let cold_cutoff = now - (config.warm_days * 86_400e6) as i64;
     let mut report = AgingReport::default();
-    let up = directory.up();
+    let up = shards.up();
     run.report(|p| p.shards_total = up.len());
     let mut answered = [false; SHARD_COUNT];
-    for (done, (shard, _)) in up.into_iter().enumerate() {
+    for (done, shard) in up.into_iter().enumerate() {
         run.report(|p| {
             p.shards_done = done;
             p.shard = Some(shard);
             p.hot_to_warm = report.hot_to_warm;
             p.warm_to_cold = report.warm_to_cold;
         });
-        loop {
-            let asked = directory
-                .call(
-                    shard,
-                    |reply| ShardMsg::Age {
-                        cutoff_micros: cutoff,
-                        max: config.batch,
-                        reply,
-                    },
-                    timeout,
-                )
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|moved| moved.map_err(|e| e.to_string()));
-            match asked {
-                Ok(n) => {
-                    report.hot_to_warm += n;
-                    if n < config.batch {
-                        let to_cold =
-                            age_to_cold(directory, shard, cold, cold_cutoff, config.batch, timeout);
-                        match to_cold.await {
-                            Ok((moved, files)) => {
-                                report.warm_to_cold += moved;
-                                report.cold_files += files;
-                                answered[shard as usize] = true;
-                            }
-                            Err(error) => {
-                                tracing::warn!(shard, %error, "moving warm records to cold failed; they stay warm until the next run");
-                            }
-                        }
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(shard, %error, "aging a shard failed; it is tried again next run");
-                    break;
-                }
+        let to_warm = age_to_warm(shards, shard, cutoff, config.batch, timeout).await;
+        match to_warm {
+            Ok(n) => report.hot_to_warm += n,
+            Err(error) => {
+                tracing::warn!(shard, %error, "aging a shard failed; it is tried again next run");
+                continue;
+            }
+        }
+        if !shards.ages_cold_here(shard) {
+            report.cold_left_to_primary += 1;
+            answered[shard as usize] = true;
+            continue;
+        }
+        match age_to_cold(shards, shard, cold, cold_cutoff, config.batch, timeout).await {
+            Ok(moved) => {
+                report.warm_to_cold += moved.records;
+                report.cold_files += moved.files;
+                report.cold_files_unshared += moved.unshared;
+                answered[shard as usize] = true;
+            }
+            Err(error) => {
+                tracing::warn!(shard, %error, "moving warm records to cold failed; they stay warm until the next run");
             }
         }
     }
@@ -113,38 +103,52 @@ pub async fn age_all(
     report
 }
 
+/// Moves a shard's hot records past the cutoff to warm, a batch at a time; returns how many.
+async fn age_to_warm(
+    shards: &ShardRouter,
+    shard: ShardId,
+    cutoff_micros: i64,
+    batch: usize,
+    timeout: Duration,
+) -> Result<usize, ShardError> {
+    let mut moved = 0;
+    loop {
+        let n = shards.age_hot(shard, cutoff_micros, batch, timeout).await?;
+        moved += n;
+        if n < batch {
+            return Ok(moved);
+        }
+    }
+}
+
+/// What moving one shard's warm records to cold did.
+#[derive(Debug, Default)]
+struct ColdMoves {
+    records: usize,
+    files: usize,
+    unshared: usize,
+}
+
 /// Moves a shard's warm records past the cutoff into cold files: each file is written,
-/// read back and checked, then committed (catalog in, warm out, in one transaction).
-/// Returns records moved and files written.
+/// read back and checked, named in the shard's cold log, then committed (catalog in, warm
+/// out, in one transaction) and given to the shard's other replicas.
 async fn age_to_cold(
-    directory: &ShardDirectory,
+    shards: &ShardRouter,
     shard: ShardId,
     cold: &ColdTier,
     cutoff_micros: i64,
     batch: usize,
     timeout: Duration,
-) -> Result<(usize, usize), String> {
-    let (mut moved, mut files) = (0, 0);
+) -> Result<ColdMoves, String> {
+    let mut moves = ColdMoves::default();
     loop {
-        let asked = directory
-            .call(
-                shard,
-                |reply| ShardMsg::ColdCandidates {
-                    cutoff_micros,
-                    max: batch,
-                    reply,
-                },
-                timeout,
-            )
-            .await;
-        let due = match asked {
-            Ok(Ok(due)) => due,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(e) => return Err(e.to_string()),
-        };
+        let due = shards
+            .cold_due(shard, cutoff_micros, batch, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
         let n_due = due.len();
         if n_due == 0 {
-            return Ok((moved, files));
+            return Ok(moves);
         }
         let mut months: BTreeMap<String, Vec<WarmRecord>> = BTreeMap::new();
         for r in due {
@@ -164,26 +168,22 @@ async fn age_to_cold(
                     .await
                     .map_err(|e| e.to_string())?;
                 let rows = records.iter().map(ColdKey::of).collect();
-                let committed = directory
-                    .call(
-                        shard,
-                        |reply| ShardMsg::CommitCold { file, rows, reply },
-                        timeout,
-                    )
-                    .await;
-                match committed {
-                    Ok(Ok(n)) => {
-                        moved += n;
-                        files += 1;
-                        compact_log(cold, shard).await;
-                    }
-                    Ok(Err(e)) => return Err(e.to_string()),
-                    Err(e) => return Err(format!("commit: {e}")),
+                let live = shards
+                    .commit_cold(file.clone(), rows, timeout)
+                    .await
+                    .map_err(|e| format!("commit: {e}"))?;
+                moves.records += live.len();
+                moves.files += 1;
+                if let Err(error) = shards.share_cold_commit(&file, &live, timeout).await {
+                    // the replica keeps those records warm, whole, until it copies the shard
+                    tracing::warn!(shard, seq = file.seq, %error, "a replica did not take a cold file; it keeps those records warm");
+                    moves.unshared += 1;
                 }
+                compact_log(cold, shard).await;
             }
         }
         if n_due < batch {
-            return Ok((moved, files));
+            return Ok(moves);
         }
     }
 }
@@ -222,8 +222,8 @@ impl Message for AgerMsg {}
 
 /// What the ager needs to start.
 pub struct AgerArgs {
-    /// live shard actors
-    pub directory: Arc<ShardDirectory>,
+    /// the node's shards
+    pub shards: ShardRouter,
     /// the cold tier
     pub cold: Arc<ColdTier>,
     /// ages, schedule and step size
@@ -267,7 +267,7 @@ impl Actor for Ager {
                 Ok(run) => {
                     let report = age_all(
                         &run,
-                        &state.directory,
+                        &state.shards,
                         &state.cold,
                         &state.config,
                         state.timeout,

@@ -44,6 +44,8 @@ pub struct NodeArgs {
     pub index: Arc<HotIndex>,
     /// live shard actors
     pub directory: Arc<ShardDirectory>,
+    /// the node's shards, wherever their replicas are
+    pub shards: crate::router::ShardRouter,
     /// the search engine
     pub searcher: Arc<Searcher>,
     /// how many searches run and wait at once, for the coordinator
@@ -110,7 +112,7 @@ impl NodeSupervisor {
                 None,
                 Ager,
                 AgerArgs {
-                    directory: Arc::clone(&args.directory),
+                    shards: args.shards.clone(),
                     cold: Arc::clone(&args.cold),
                     config: config.clone(),
                     timeout: *timeout,

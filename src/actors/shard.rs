@@ -16,6 +16,7 @@ use crate::actors::shard_state::Held;
 pub use crate::actors::shard_state::ShardState;
 use crate::record::{split_key, MemoryRecord, ShardId};
 use crate::storage::aging::{age_to_warm, settle_interrupted};
+use crate::storage::cold_copy::ColdLive;
 use crate::storage::cold_tier::{ColdFile, ColdKey, ColdTier};
 use crate::storage::hot_index::PointMeta;
 use crate::storage::shard_export::{ExportCursor, ShardPage};
@@ -66,13 +67,25 @@ pub enum ShardMsg {
         /// the due records
         reply: RpcReplyPort<Result<Vec<WarmRecord>, StorageError>>,
     },
-    /// Commits a written and verified cold file; replies with how many records moved.
+    /// Commits a written and verified cold file; replies with the keys of the records that
+    /// moved out of warm.
     CommitCold {
         /// the file's catalog entry
         file: ColdFile,
         /// its rows' keys and versions
         rows: Vec<ColdKey>,
-        /// records moved out of warm
+        /// keys of the records moved out of warm
+        reply: RpcReplyPort<Result<Vec<Vec<u8>>, StorageError>>,
+    },
+    /// Takes a cold file the shard's primary committed: its catalog entry, and its rows as
+    /// the visible copies of their records wherever nothing newer is here, in place of the
+    /// hot and warm copies of the same version; replies with how many rows it took.
+    TakeCold {
+        /// the file's catalog entry
+        file: ColdFile,
+        /// the rows that became visible on the primary
+        live: Vec<ColdLive>,
+        /// rows taken
         reply: RpcReplyPort<Result<usize, StorageError>>,
     },
     /// Forgets record tombstones older than `before`, folding them into their systems'
@@ -260,6 +273,10 @@ impl Actor for ShardActor {
                 let result = state.commit_cold(file, rows).await;
                 let _ = reply.send(result);
             }
+            ShardMsg::TakeCold { file, live, reply } => {
+                let result = state.take_cold(file, live).await;
+                let _ = reply.send(result);
+            }
             ShardMsg::Forget { before, reply } => {
                 let _ = reply.send(state.forget(before).await);
             }
@@ -444,7 +461,7 @@ impl ShardState {
         &mut self,
         file: ColdFile,
         rows: Vec<ColdKey>,
-    ) -> Result<usize, StorageError> {
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
         let cold = Arc::clone(&self.cold);
         let warm = self.store.warm_tree(self.shard).clone();
         let moved = tokio::task::spawn_blocking(move || cold.commit(&warm, file, &rows))
@@ -460,7 +477,7 @@ impl ShardState {
             self.forget_warm_points(&system_id, &conversations);
         }
         self.cold_records += moved.len();
-        Ok(moved.len())
+        Ok(moved)
     }
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::actors::shard_state::ShardState;
 use crate::record::{split_key, MemoryRecord};
 use crate::storage::cold_copy::ColdLive;
+use crate::storage::cold_tier::ColdFile;
 use crate::storage::shard_export::{export_page, ExportCursor, ShardPage};
 use crate::storage::upsert::WriteCounts;
 use crate::storage::StorageError;
@@ -24,6 +25,15 @@ pub struct ImportCounts {
     pub written: usize,
     /// hot and warm records already here at that version, or older than what is here
     pub unchanged: usize,
+}
+
+/// Which copies here an incoming cold copy replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// older ones only (another replica's copy of the shard)
+    Older,
+    /// older ones and the same version (the primary aged that version to cold)
+    NotNewer,
 }
 
 impl ShardState {
@@ -50,7 +60,9 @@ impl ShardState {
     pub(super) async fn import(&mut self, page: ShardPage) -> Result<ImportCounts, StorageError> {
         let mut counts = ImportCounts::default();
         if !page.cold_files.is_empty() || !page.cold_live.is_empty() {
-            counts.cold = self.import_cold(&page.cold_files, page.cold_live).await?;
+            counts.cold = self
+                .import_cold(&page.cold_files, page.cold_live, Replace::Older)
+                .await?;
         }
         for d in &page.deletions {
             self.delete(&d.system_id, d.conversation_id.as_deref(), d.version)
@@ -71,12 +83,24 @@ impl ShardState {
         Ok(counts)
     }
 
-    /// Takes the cold copies newer than every copy and deletion of their record here; the
-    /// older hot or warm copies they replace leave. Returns how many were taken.
+    /// Takes a cold file the shard's primary committed: its rows replace the copies of the
+    /// same version here (the primary aged them), and older ones. Returns rows taken.
+    pub(super) async fn take_cold(
+        &mut self,
+        file: ColdFile,
+        live: Vec<ColdLive>,
+    ) -> Result<usize, StorageError> {
+        self.import_cold(&[file], live, Replace::NotNewer).await
+    }
+
+    /// Takes the cold copies that `replace` lets replace every copy of their record here and
+    /// that no deletion covers; the hot or warm copies they replace leave. Returns how many
+    /// were taken.
     async fn import_cold(
         &mut self,
-        files: &[crate::storage::cold_tier::ColdFile],
+        files: &[ColdFile],
         live: Vec<ColdLive>,
+        replace: Replace,
     ) -> Result<usize, StorageError> {
         // what the shard knows in memory: its hot and warm versions and system deletions
         let mut taken = Vec::with_capacity(live.len());
@@ -89,7 +113,9 @@ impl ShardState {
                 continue;
             }
             match self.tier_version(s, c) {
-                Some(v) if v >= l.version => continue,
+                Some(v) if v > l.version || (v == l.version && replace == Replace::Older) => {
+                    continue
+                }
                 Some(v) => older_here.push((s.to_string(), c.to_string(), v)),
                 None => {}
             }
@@ -260,6 +286,54 @@ mod tests {
             found(&b, "rep", 10).await.map(|f| f.0),
             Some("c10 written on b after the copy".to_string())
         );
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_takes_the_primarys_cold_file_in_place_of_its_same_version_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        std::fs::create_dir_all(&objects).unwrap();
+        let a = node(&dir.path().join("a"), &objects).await;
+        let b = node(&dir.path().join("b"), &objects).await;
+        let batch = (0..40)
+            .map(|i| record("aged", i, 200, &format!("c{i}")))
+            .collect();
+        assert_eq!(a.write(batch).await.unwrap().stored, 40);
+        let (shard, t) = (shard_for("aged"), Duration::from_secs(10));
+        b.shards
+            .copy_shard_from(&a.shards, shard, 100, t)
+            .await
+            .unwrap();
+        // b's copy moves on meanwhile: one record written again, one deleted
+        let newer = vec![record("aged", 3, 200, "c3 written again on b")];
+        assert_eq!(b.write(newer).await.unwrap().replaced, 1);
+        assert_eq!(b.delete("aged", Some("c4")).await.unwrap().total(), 1);
+
+        let aged = a.age().await.unwrap();
+        assert_eq!(aged.warm_to_cold, 40, "{aged:?}");
+        let live = a.cold.live_page(shard, None, 1000).unwrap();
+        let files = a.cold.files_of(shard);
+        assert_eq!((live.len(), files.len()), (40, 1));
+        let file = files.into_iter().next().unwrap();
+        let took = b.shards.take_cold(file.clone(), live.clone(), t).await;
+        assert_eq!(took.unwrap(), 38, "all but the newer and the deleted");
+        // taking it again changes nothing
+        assert_eq!(b.shards.take_cold(file, live, t).await.unwrap(), 0);
+
+        let counts = b.shards.counts(shard, t).await.unwrap();
+        assert_eq!(
+            (counts.hot, counts.warm, counts.cold),
+            (1, 0, 38),
+            "{counts:?}"
+        );
+        assert_eq!(found(&b, "aged", 7).await, Some(("c7".to_string(), "cold")));
+        assert_eq!(
+            found(&b, "aged", 3).await,
+            Some(("c3 written again on b".to_string(), "hot"))
+        );
+        assert_eq!(found(&b, "aged", 4).await, None, "c4 was deleted");
         a.shutdown().await;
         b.shutdown().await;
     }

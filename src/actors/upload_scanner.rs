@@ -233,11 +233,7 @@ impl ScannerState {
             {
                 continue;
             }
-            let from = if full {
-                None
-            } else {
-                self.checkpoints.get(&system).cloned()
-            };
+            let from = if full { None } else { self.checkpoint(&system) };
             let prefix = format!("{SYSTEMS_PREFIX}/{system}");
             let limit = self.args.max_pending * 4;
             let listed = self
@@ -370,6 +366,23 @@ impl ScannerState {
         }
     }
 
+    /// A system's checkpoint: the ledger's when it is ahead of this scanner's (copied from
+    /// the node that was the primary of the system's shard before this one).
+    fn checkpoint(&mut self, system: &str) -> Option<String> {
+        let stored = match self.args.ledger.checkpoint(system) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(system, error = %e, "cannot read the scan checkpoint");
+                None
+            }
+        };
+        let known = self.checkpoints.get(system);
+        if let Some(stored) = stored.filter(|s| known.is_none_or(|k| s > k)) {
+            self.checkpoints.insert(system.to_string(), stored);
+        }
+        self.checkpoints.get(system).cloned()
+    }
+
     /// Moves a system's checkpoint over the uploads at its front that have finished.
     fn advance_checkpoint(&mut self, system: &str) {
         let prefix = format!("{SYSTEMS_PREFIX}/{system}/");
@@ -389,7 +402,9 @@ impl ScannerState {
                 _ => break,
             }
         }
-        if let Some(key) = last {
+        // a checkpoint copied from another node may be ahead already: it never moves back
+        let behind = |key: &String| self.checkpoints.get(system).is_some_and(|c| c >= key);
+        if let Some(key) = last.filter(|k| !behind(k)) {
             if let Err(e) = self.args.ledger.set_checkpoint(system, &key) {
                 tracing::error!(system, error = %e, "cannot store the scan checkpoint");
             }

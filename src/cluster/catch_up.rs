@@ -393,14 +393,17 @@ pub async fn hand_off(node: &Node, within: Duration, grace: Duration) -> usize {
 }
 
 /// Copies what `source` knows of the uploads of a shard's systems into this node's ledger,
-/// so that, should this node become the shard's primary, it does not read them again. Best
-/// effort: an upload missed is read again, which changes nothing.
+/// then, once every page is in, its scan checkpoints of those systems (where ahead of this
+/// node's), so that, should this node become the shard's primary, it neither reads them
+/// again nor lists them from the start. Best effort: an upload missed is read again, which
+/// changes nothing.
 async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duration) {
     let Some(uploads) = &node.uploads else {
         return;
     };
     let mut after = None;
     let mut recorded = 0;
+    let mut checkpoints = Vec::new();
     loop {
         let request = LedgerPageRequest {
             shard,
@@ -420,6 +423,7 @@ async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duratio
                 return;
             }
         };
+        checkpoints.extend(page.checkpoints);
         for (key, entry) in &page.entries {
             match uploads.ledger.record_if_absent(key, entry) {
                 Ok(true) => recorded += 1,
@@ -434,8 +438,23 @@ async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duratio
             None => break,
         }
     }
-    if recorded > 0 {
-        tracing::debug!(shard, source, recorded, "copied the shard's upload ledger");
+    let mut raised = 0;
+    for (system, key) in &checkpoints {
+        match uploads.ledger.raise_checkpoint(system, key) {
+            Ok(up) => raised += usize::from(up),
+            Err(e) => {
+                tracing::debug!(shard, system, error = %e, "cannot take a copied scan checkpoint")
+            }
+        }
+    }
+    if recorded > 0 || raised > 0 {
+        tracing::debug!(
+            shard,
+            source,
+            recorded,
+            raised,
+            "copied the shard's upload ledger and checkpoints"
+        );
     }
 }
 

@@ -21,6 +21,8 @@ use crate::ingest::ledger::UploadLedger;
 use crate::record::{MemoryRecord, ShardId, StoredRecord};
 use crate::router::ShardRouter;
 use crate::search::{QueryTarget, SearchHit, SearchQuery, Searcher, Tiers};
+use crate::storage::cold_copy::ColdLive;
+use crate::storage::cold_tier::ColdFile;
 use crate::storage::shard_export::{ExportCursor, ShardPage};
 use crate::storage::upsert::WriteCounts;
 use crate::storage::HotStore;
@@ -82,6 +84,22 @@ pub enum ShardHostMsg {
         Payload<LedgerPageRequest>,
         RpcReplyPort<Payload<Result<LedgerPage, String>>>,
     ),
+    /// Takes a cold file the primary of its shard committed, durably; answers how many of its
+    /// rows became visible copies here (wire 4).
+    #[rpc]
+    ColdCommit(
+        Payload<ColdCommitRequest>,
+        RpcReplyPort<Payload<Result<usize, String>>>,
+    ),
+}
+
+/// A cold file a shard's primary wrote and committed, for the shard's other replicas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColdCommitRequest {
+    /// its catalog entry (the file itself is on the object store every member shares)
+    pub file: ColdFile,
+    /// the rows that became their records' visible copies on the primary
+    pub live: Vec<ColdLive>,
 }
 
 /// A page of the upload ledger of one shard's systems, asked for by a replica.
@@ -102,6 +120,9 @@ pub struct LedgerPage {
     pub entries: Vec<(String, String)>,
     /// where the next page starts; `None` once all is read
     pub next: Option<String>,
+    /// the scan checkpoints of the shard's systems, as (system, upload key): every upload of
+    /// the system up to that key is finished (first page only; wire 4)
+    pub checkpoints: Vec<(String, String)>,
 }
 
 /// What became of one upload, for the other replicas of its system's shard.
@@ -318,6 +339,7 @@ impl Actor for ShardHost {
                 ShardHostMsg::Export(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Ledger(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::LedgerPage(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::ColdCommit(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Counts(shards, reply) => {
                     let none = shards
                         .into_result()
@@ -366,6 +388,11 @@ impl Actor for ShardHost {
             ShardHostMsg::LedgerPage(request, reply) => {
                 serve(permit, request, reply, |r| async move {
                     host.ledger_page(r).await
+                });
+            }
+            ShardHostMsg::ColdCommit(request, reply) => {
+                serve(permit, request, reply, |r| async move {
+                    host.cold_commit(r).await
                 });
             }
             ShardHostMsg::Search(query, reply) => {
@@ -430,12 +457,30 @@ impl ShardHostArgs {
             return Ok(LedgerPage::default());
         };
         let read = tokio::task::spawn_blocking(move || {
-            ledger.shard_page(r.shard, r.after.as_deref(), r.max)
+            let checkpoints = match r.after {
+                None => ledger.shard_checkpoints(r.shard)?,
+                Some(_) => Vec::new(),
+            };
+            let (entries, next) = ledger.shard_page(r.shard, r.after.as_deref(), r.max)?;
+            Ok::<_, crate::storage::StorageError>(LedgerPage {
+                entries,
+                next,
+                checkpoints,
+            })
         })
         .await
         .map_err(|e| format!("the ledger read failed: {e}"))?;
-        let (entries, next) = read.map_err(|e| e.to_string())?;
-        Ok(LedgerPage { entries, next })
+        read.map_err(|e| e.to_string())
+    }
+
+    async fn cold_commit(&self, r: ColdCommitRequest) -> Result<usize, String> {
+        let took = self
+            .shards
+            .take_cold(r.file, r.live, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store.flush().await.map_err(|e| e.to_string())?;
+        Ok(took)
     }
 
     async fn export(&self, r: ExportRequest) -> Result<ShardPage, String> {

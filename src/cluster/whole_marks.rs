@@ -85,7 +85,7 @@ mod tests {
             marks.set(255, true);
             store.flush_blocking().unwrap();
         }
-        let store = HotStore::open(dir.path(), 8).unwrap();
+        let store = HotStore::reopen(dir.path());
         let marks = WholeMarks::open(&store);
         assert!(marks.was_whole(7) && marks.was_whole(255));
         assert!(!marks.was_whole(200) && !marks.was_whole(0));

@@ -153,6 +153,33 @@ impl UploadLedger {
         Ok(())
     }
 
+    /// Moves a system's checkpoint to `key` if that is past where it is; answers whether it
+    /// moved.
+    pub fn raise_checkpoint(&self, system: &str, key: &str) -> Result<bool, StorageError> {
+        let mut raised = false;
+        self.checkpoints
+            .fetch_and_update(system.as_bytes(), |old| match old {
+                Some(old) if old >= key.as_bytes() => {
+                    raised = false;
+                    Some(old.to_vec())
+                }
+                _ => {
+                    raised = true;
+                    Some(key.as_bytes().to_vec())
+                }
+            })?;
+        Ok(raised)
+    }
+
+    /// The checkpoints of the systems of one shard, as (system, key); blocking.
+    pub fn shard_checkpoints(&self, shard: ShardId) -> Result<Vec<(String, String)>, StorageError> {
+        Ok(self
+            .checkpoints()?
+            .into_iter()
+            .filter(|(system, _)| shard_for(system) == shard)
+            .collect())
+    }
+
     /// Every system's checkpoint.
     pub fn checkpoints(&self) -> Result<HashMap<String, String>, StorageError> {
         self.checkpoints
@@ -258,6 +285,27 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_checkpoint_copied_from_another_node_only_moves_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HotStore::open(dir.path(), 8).unwrap();
+        let ledger = UploadLedger::open(&store).unwrap();
+        let (u1, u2) = ("systems/a/u1/manifest.json", "systems/a/u2/manifest.json");
+        assert!(ledger.raise_checkpoint("a", u2).unwrap());
+        assert!(!ledger.raise_checkpoint("a", u1).unwrap(), "never back");
+        assert!(!ledger.raise_checkpoint("a", u2).unwrap());
+        assert_eq!(ledger.checkpoint("a").unwrap().as_deref(), Some(u2));
+        ledger
+            .set_checkpoint("b", "systems/b/u9/manifest.json")
+            .unwrap();
+        let of_a = ledger.shard_checkpoints(shard_for("a")).unwrap();
+        assert!(
+            of_a.contains(&("a".to_string(), u2.to_string())),
+            "{of_a:?}"
+        );
+        assert!(of_a.iter().all(|(s, _)| shard_for(s) == shard_for("a")));
+    }
+
+    #[tokio::test]
     async fn entries_and_checkpoints_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -284,19 +332,7 @@ mod tests {
                 .unwrap();
             store.flush().await.unwrap();
         }
-        // sled's flusher thread lets go of the lock file a moment after the last handle drops
-        let mut tries = 0;
-        let store = loop {
-            match HotStore::open(dir.path(), 8) {
-                Ok(store) => break store,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    eprintln!("reopen: {e}; retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("cannot reopen the store: {e}"),
-            }
-        };
+        let store = HotStore::reopen(dir.path());
         let ledger = UploadLedger::open(&store).unwrap();
         let s = ledger.summary().unwrap();
         assert_eq!((s.done, s.records), (1, 5));

@@ -79,6 +79,24 @@ impl HotStore {
         Ok(())
     }
 
+    /// Opens a store just closed in this process, waiting for sled's flusher thread to let go
+    /// of the lock file (a moment after the last handle drops); for tests.
+    #[cfg(test)]
+    pub fn reopen(dir: &Path) -> HotStore {
+        let mut tries = 0;
+        loop {
+            match HotStore::open(dir, 8) {
+                Ok(store) => return store,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    eprintln!("reopen: {e}; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => panic!("cannot reopen the store: {e}"),
+            }
+        }
+    }
+
     /// Opens (or creates) a named tree of the same database, flushed with the shards' trees.
     pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
         Ok(self.db.open_tree(name)?)

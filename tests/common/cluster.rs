@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use object_store::local::LocalFileSystem;
 use serde_json::{json, Value};
 
 use super::NodeProcess;
@@ -161,4 +162,32 @@ pub async fn search_ids(node: &NodeProcess, body: &Value) -> (Vec<String>, Value
         })
         .unwrap_or_default();
     (ids, answer)
+}
+
+/// A local directory that every member uses as its object store.
+pub struct SharedStore {
+    /// its directory
+    pub dir: std::path::PathBuf,
+    /// its `file://` URL
+    pub url: String,
+    /// the store, for putting uploads
+    pub store: LocalFileSystem,
+}
+
+impl SharedStore {
+    /// A store in `dir/objects`.
+    pub fn new(dir: &Path) -> SharedStore {
+        let objects = dir.join("objects");
+        std::fs::create_dir_all(&objects).unwrap();
+        SharedStore {
+            url: format!("file://{}", objects.display()),
+            store: LocalFileSystem::new_with_prefix(&objects).unwrap(),
+            dir: objects,
+        }
+    }
+
+    /// The flags that point a member at it.
+    pub fn extra(&self) -> [&str; 2] {
+        ["--object-store", self.url.as_str()]
+    }
 }

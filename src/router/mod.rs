@@ -1,8 +1,10 @@
 //! The one way ingest, search and the API reach shards: typed calls by shard number, each
 //! bounded by a timeout, wherever the shard's actor lives. A shard that restarts is waited
 //! for and a call it cut short is sent again (every call here is safe to receive twice), so
-//! callers never see the restart. Only the actor tree itself (aging, forgetting,
-//! supervision) talks to shard actors directly.
+//! callers never see the restart. Only the actor tree itself (forgetting, supervision)
+//! talks to shard actors directly.
+
+mod aging;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -1,0 +1,178 @@
+//! Aging through the router: moving a shard's records between tiers on this node and, in a
+//! cluster, which node writes a shard's cold files and how its other replicas take them.
+
+use std::time::Duration;
+
+use crate::actors::shard::ShardMsg;
+use crate::cluster::routes::CopyState;
+use crate::cluster::shard_host::{self, ColdCommitRequest, ShardHostMsg};
+use crate::cluster::wire::Payload;
+use crate::record::ShardId;
+use crate::storage::cold_copy::ColdLive;
+use crate::storage::cold_tier::{ColdFile, ColdKey};
+use crate::storage::warm::WarmRecord;
+
+use super::{replica_answer, ShardError, ShardRouter};
+
+/// Visible copies sent to a replica in one request at most (about 70 bytes each).
+const COLD_ROWS_PER_REQUEST: usize = 20_000;
+
+impl ShardRouter {
+    /// Moves up to `max` hot records of a shard older than the cutoff to warm, on this node;
+    /// answers how many moved.
+    pub async fn age_hot(
+        &self,
+        shard: ShardId,
+        cutoff_micros: i64,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, ShardError> {
+        self.call_store(
+            shard,
+            |reply| ShardMsg::Age {
+                cutoff_micros,
+                max,
+                reply,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Up to `max` warm records of a shard older than the cutoff, on this node.
+    pub async fn cold_due(
+        &self,
+        shard: ShardId,
+        cutoff_micros: i64,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<WarmRecord>, ShardError> {
+        self.call_store(
+            shard,
+            |reply| ShardMsg::ColdCandidates {
+                cutoff_micros,
+                max,
+                reply,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Commits a written and verified cold file on this node's copy of its shard; answers
+    /// the rows that became their records' visible copies. Sent once, not through a restart:
+    /// a second commit of one file would count its rows hidden.
+    pub async fn commit_cold(
+        &self,
+        file: ColdFile,
+        rows: Vec<ColdKey>,
+        timeout: Duration,
+    ) -> Result<Vec<ColdLive>, ShardError> {
+        let (shard, seq) = (file.shard, file.seq);
+        let versions: std::collections::HashMap<Vec<u8>, crate::version::Version> =
+            rows.iter().map(|r| (r.key.clone(), r.version)).collect();
+        let moved = self
+            .directory
+            .call(
+                shard,
+                |reply| ShardMsg::CommitCold { file, rows, reply },
+                timeout,
+            )
+            .await?
+            .map_err(|e| ShardError::Failed(shard, e))?;
+        Ok(moved
+            .into_iter()
+            .filter_map(|key| {
+                let version = *versions.get(&key)?;
+                Some(ColdLive { key, version, seq })
+            })
+            .collect())
+    }
+
+    /// Gives this node's copy of a shard a cold file the shard's primary committed; answers
+    /// how many of its rows became visible copies here.
+    pub async fn take_cold(
+        &self,
+        file: ColdFile,
+        live: Vec<ColdLive>,
+        timeout: Duration,
+    ) -> Result<usize, ShardError> {
+        self.call_store(
+            file.shard,
+            |reply| ShardMsg::TakeCold {
+                file: file.clone(),
+                live: live.clone(),
+                reply,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Whether this node moves a shard's warm records to cold: always outside a cluster; in
+    /// one, only the shard's primary does, once its copy is whole and the members agree on
+    /// placement, so that each record's cold file is written once.
+    pub fn ages_cold_here(&self, shard: ShardId) -> bool {
+        match self.cluster.get() {
+            None => true,
+            Some(routes) => {
+                routes.is_settled()
+                    && routes.converged()
+                    && routes.sync().state(shard) == CopyState::Whole
+                    && routes
+                        .replicas(shard)
+                        .first()
+                        .is_some_and(|p| p == routes.self_id())
+            }
+        }
+    }
+
+    /// Gives a shard's other replicas a cold file this node committed, with the rows that
+    /// became visible here (in requests of at most 20,000 rows); answers how many replicas
+    /// took it, or the first replica's failure. Nothing outside a cluster.
+    pub async fn share_cold_commit(
+        &self,
+        file: &ColdFile,
+        live: &[ColdLive],
+        timeout: Duration,
+    ) -> Result<usize, ShardError> {
+        let Some(routes) = self.cluster.get() else {
+            return Ok(0);
+        };
+        let shard = file.shard;
+        let me = routes.self_id();
+        let others: Vec<String> = routes
+            .replicas(shard)
+            .into_iter()
+            .filter(|r| r != me)
+            .collect();
+        let calls = others.iter().map(|node| async move {
+            // an empty commit still carries the catalog entry
+            let pages: Vec<&[ColdLive]> = if live.is_empty() {
+                vec![&[]]
+            } else {
+                live.chunks(COLD_ROWS_PER_REQUEST).collect()
+            };
+            for rows in pages {
+                let request = ColdCommitRequest {
+                    file: file.clone(),
+                    live: rows.to_vec(),
+                };
+                let answer = shard_host::call(
+                    node,
+                    |reply| ShardHostMsg::ColdCommit(Payload::Value(request), reply),
+                    timeout,
+                )
+                .await;
+                replica_answer(shard, node, answer)?;
+            }
+            Ok::<(), ShardError>(())
+        });
+        let mut took = 0;
+        for answer in futures::future::join_all(calls).await {
+            answer?;
+            took += 1;
+        }
+        Ok(took)
+    }
+}
