@@ -1,12 +1,15 @@
 //! Aging in a cluster of real `akosha-node` processes (replication factor 2, one object
 //! store shared by the members): every node ages at once while two nodes delete the same
 //! system, and still each record goes into a cold file once, written by its shard's primary
-//! and taken by the shard's other replica; after a SIGKILL the shards' new replicas hold
-//! the same cold copies, and nothing is aged to cold again.
+//! and taken by the shard's other replica; a system deleted afterwards leaves files with no
+//! visible row, which go from every catalog and the object store once, and every shard's
+//! cold log is folded by one node; after a SIGKILL the shards' new replicas hold the same
+//! cold copies, and nothing is aged to cold again.
 
 mod common;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use common::cluster::{start_three, wait_dead, wait_replicated, SharedStore};
 use common::{hits, old_conversations, NodeProcess};
@@ -29,35 +32,85 @@ async fn write(node: &NodeProcess, system: &str, from: u64, n: u64, days_ago: i6
     assert_eq!(status, 200, "{answer}");
 }
 
-/// Rows per system named in the cold log's commit events on the shared store.
-fn committed_rows(objects: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
-    let mut rows = std::collections::BTreeMap::new();
+/// The cold files the shared store's cold logs name (snapshots and commit events, less
+/// dropped files), by seq, and how many log objects are events not yet folded.
+fn logged_files(objects: &std::path::Path) -> (BTreeMap<u64, Value>, usize) {
+    let (mut files, mut dropped, mut events) = (BTreeMap::new(), Vec::new(), 0);
     let Ok(shards) = std::fs::read_dir(objects.join("cold-log")) else {
-        return rows;
+        return (files, 0);
     };
     for shard in shards {
-        for event in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-            let bytes = std::fs::read(event.unwrap().path()).unwrap();
-            let event: Value = serde_json::from_slice(&bytes).unwrap();
-            if event["event"] != "commit" {
+        for object in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let path = object.unwrap().path();
+            // a fold may remove an object between the listing and the read
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let json: Value = serde_json::from_slice(&bytes).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".snapshot.json") {
+                for f in json["files"].as_array().unwrap() {
+                    files.insert(f["seq"].as_u64().unwrap(), f.clone());
+                }
                 continue;
             }
-            for s in event["file"]["systems"].as_array().unwrap() {
-                *rows
-                    .entry(s["system_id"].as_str().unwrap().to_string())
-                    .or_default() += s["rows"].as_u64().unwrap();
+            events += 1;
+            match json["event"].as_str() {
+                Some("commit") => {
+                    let f = &json["file"];
+                    files.insert(f["seq"].as_u64().unwrap(), f.clone());
+                }
+                Some("drop") => dropped.push(json["seq"].as_u64().unwrap()),
+                _ => {}
             }
+        }
+    }
+    for seq in dropped {
+        files.remove(&seq);
+    }
+    (files, events)
+}
+
+/// Rows per system in the logged cold files.
+fn logged_rows(objects: &std::path::Path) -> BTreeMap<String, u64> {
+    let mut rows = BTreeMap::new();
+    for f in logged_files(objects).0.values() {
+        for s in f["systems"].as_array().unwrap() {
+            *rows
+                .entry(s["system_id"].as_str().unwrap().to_string())
+                .or_default() += s["rows"].as_u64().unwrap();
         }
     }
     rows
 }
 
+/// Runs aging on `node` now, waiting out a pass of the forgetter (they take turns).
+async fn age_now(node: &NodeProcess) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, report) = node.post("/api/v1/admin/age", &json!({})).await;
+        if status == 200 {
+            return report;
+        }
+        assert_eq!(status, 409, "{report}");
+        assert!(
+            Instant::now() < deadline,
+            "aging never got its turn: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Counts on `node` are exact per tier, and sampled records of every aged system are found
 /// through it in the cold tier; the deleted system is found nowhere.
-async fn cold_everywhere(node: &NodeProcess) {
+async fn cold_everywhere(node: &NodeProcess, deleted: u64) {
     let (_, stats) = node.get("/api/v1/stats").await;
     let records = &stats["records"];
-    assert_eq!(records["cold"], COLD_SYSTEMS * COLD_EACH, "{stats}");
+    assert_eq!(
+        records["cold"],
+        (COLD_SYSTEMS - deleted) * COLD_EACH,
+        "{stats}"
+    );
     assert_eq!(records["warm"], WARM_SYSTEMS * WARM_EACH, "{stats}");
     assert_eq!(records["hot"], 0, "{stats}");
     assert_eq!(stats["missing_shards"], json!([]), "{stats}");
@@ -67,7 +120,11 @@ async fn cold_everywhere(node: &NodeProcess) {
             let first = found
                 .first()
                 .map(|(id, tier, _)| (id.as_str(), tier.as_str()));
-            assert_eq!(first, Some((format!("c{i}").as_str(), "cold")), "{found:?}");
+            if s < deleted {
+                assert_eq!(first, None, "a deleted record came back: {found:?}");
+            } else {
+                assert_eq!(first, Some((format!("c{i}").as_str(), "cold")), "{found:?}");
+            }
         }
     }
     for i in [90_000, 90_000 + GONE - 1] {
@@ -79,7 +136,9 @@ async fn cold_everywhere(node: &NodeProcess) {
 async fn each_record_goes_cold_once_written_by_its_primary_and_taken_by_its_replica() {
     let dir = tempfile::tempdir().unwrap();
     let shared = SharedStore::new(dir.path());
-    let (_, n1, n2, n3) = start_three(dir.path(), &shared.extra(), &[]).await;
+    // the forgetter passes every second
+    let env = [("AKOSHA__STORAGE__FORGET_INTERVAL_SECS", "1")];
+    let (_, n1, n2, n3) = start_three(dir.path(), &shared.extra(), &env).await;
 
     for s in 0..COLD_SYSTEMS {
         write(&n1, &format!("cold{s}"), s * 1000, COLD_EACH, 200).await;
@@ -90,11 +149,10 @@ async fn each_record_goes_cold_once_written_by_its_primary_and_taken_by_its_repl
     write(&n3, "gone", 90_000, GONE, 200).await;
 
     // every node ages at once, while two nodes delete the same system
-    let empty = json!({});
     let (a1, a2, a3, d2, d3) = tokio::join!(
-        n1.post("/api/v1/admin/age", &empty),
-        n2.post("/api/v1/admin/age", &empty),
-        n3.post("/api/v1/admin/age", &empty),
+        age_now(&n1),
+        age_now(&n2),
+        age_now(&n3),
         n2.delete("/api/v1/systems/gone"),
         n3.delete("/api/v1/systems/gone"),
     );
@@ -103,8 +161,7 @@ async fn each_record_goes_cold_once_written_by_its_primary_and_taken_by_its_repl
     }
     let mut to_cold = 0;
     let mut aged_here = 0;
-    for (status, report) in [&a1, &a2, &a3] {
-        assert_eq!(*status, 200, "{report}");
+    for report in [&a1, &a2, &a3] {
         assert_eq!(report["missing_shards"], json!([]), "{report}");
         assert_eq!(report["cold_files_unshared"], 0, "{report}");
         to_cold += report["warm_to_cold"].as_u64().unwrap();
@@ -116,13 +173,57 @@ async fn each_record_goes_cold_once_written_by_its_primary_and_taken_by_its_repl
         (cold..=cold + GONE).contains(&to_cold),
         "records moved to cold once in the cluster: {to_cold}"
     );
-    let rows = committed_rows(&shared.dir);
+    let rows = logged_rows(&shared.dir);
     for s in 0..COLD_SYSTEMS {
         assert_eq!(rows.get(&format!("cold{s}")), Some(&COLD_EACH), "{rows:?}");
     }
     for n in [&n1, &n2, &n3] {
-        cold_everywhere(n).await;
+        cold_everywhere(n, 0).await;
     }
+
+    // a deleted system's files hold no visible row: they leave every catalog and the store
+    // once, and each shard's log is folded by one node
+    let (status, answer) = n1.delete("/api/v1/systems/cold0").await;
+    assert_eq!(status, 200, "{answer}");
+    let only_deleted = |f: &Value| {
+        f["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["system_id"] == "cold0" || s["system_id"] == "gone")
+    };
+    let (before, _) = logged_files(&shared.dir);
+    let doomed: Vec<String> = before
+        .values()
+        .filter(|f| only_deleted(f))
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!doomed.is_empty(), "cold0 has files of its own: {before:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (files, events) = logged_files(&shared.dir);
+        let left = doomed
+            .iter()
+            .filter(|p| shared.dir.join(p).exists())
+            .count();
+        if left == 0 && events == 0 && !files.values().any(only_deleted) {
+            assert_eq!(files.len(), before.len() - doomed.len(), "{files:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dead files left: {left}, events not folded: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut removed = 0;
+    for n in [&n1, &n2, &n3] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        removed += stats["forgotten"]["cold_files"].as_u64().unwrap();
+        cold_everywhere(n, 1).await;
+    }
+    assert_eq!(removed, doomed.len() as u64, "each dead file removed once");
+    let rows = logged_rows(&shared.dir);
 
     // the shards of a node killed now get their second replica, cold copies and all
     drop(n3.kill9());
@@ -130,12 +231,11 @@ async fn each_record_goes_cold_once_written_by_its_primary_and_taken_by_its_repl
     wait_replicated(&n1, Duration::from_secs(60)).await;
     for n in [&n1, &n2] {
         // a copy takes warm records in hot; aging puts them back, and moves nothing to cold
-        let (status, report) = n.post("/api/v1/admin/age", &json!({})).await;
-        assert_eq!(status, 200, "{report}");
+        let report = age_now(n).await;
         assert_eq!(report["warm_to_cold"], 0, "aged again: {report}");
     }
     for n in [&n1, &n2] {
-        cold_everywhere(n).await;
+        cold_everywhere(n, 1).await;
     }
-    assert_eq!(committed_rows(&shared.dir), rows, "no file written again");
+    assert_eq!(logged_rows(&shared.dir), rows, "no file written again");
 }

@@ -179,7 +179,9 @@ async fn age_to_cold(
                     tracing::warn!(shard, seq = file.seq, %error, "a replica did not take a cold file; it keeps those records warm");
                     moves.unshared += 1;
                 }
-                compact_log(cold, shard).await;
+                if shards.tends_cold_log_here(shard) {
+                    compact_log(cold, shard).await;
+                }
             }
         }
         if n_due < batch {
@@ -189,13 +191,9 @@ async fn age_to_cold(
 }
 
 /// Folds the shard's cold log into a snapshot when it has grown long; a failure only waits
-/// for the next commit.
+/// for the next commit. Only where the node tends the shard's log: two nodes folding one
+/// log at once could each remove an event the other's snapshot lacks.
 async fn compact_log(cold: &ColdTier, shard: ShardId) {
-    if cold.is_clustered() {
-        // two nodes folding one shard's log at once could each delete an event the other's
-        // snapshot lacks; in a cluster the log is left whole until each shard has one folder
-        return;
-    }
     let seq = match cold.next_seq() {
         Ok(seq) => seq,
         Err(e) => {

@@ -2,7 +2,9 @@
 //! Record tombstones older than `storage.forget_after_days` fold into their systems'; cold
 //! files with no visible row leave the catalog, the shard's log and the object store; each
 //! shard's cold log with new events is folded into a snapshot that keeps only the deletions
-//! a file still needs.
+//! a file still needs. In a cluster each node forgets its own tombstones, and a shard's
+//! primary alone (while every member is alive) removes its dead files, once every other
+//! replica has let go of them too, and folds its log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +13,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, Message};
 use serde::Serialize;
 
 use crate::actors::aging_gate::AgingGate;
-use crate::actors::directory::ShardDirectory;
-use crate::actors::shard::ShardMsg;
 use crate::record::ShardId;
+use crate::router::ShardRouter;
 use crate::storage::cold_log::{self, ColdEvent};
 use crate::storage::cold_tier::ColdTier;
 use crate::storage::StorageError;
@@ -62,8 +63,8 @@ pub type LastForget = Arc<parking_lot::Mutex<ForgetStatus>>;
 
 /// What the forgetter needs to start.
 pub struct ForgetterArgs {
-    /// live shard actors
-    pub directory: Arc<ShardDirectory>,
+    /// the node's shards
+    pub shards: ShardRouter,
     /// the cold tier
     pub cold: Arc<ColdTier>,
     /// what older than this is forgotten
@@ -137,7 +138,7 @@ async fn forget_all(args: &ForgetterArgs) -> ForgetReport {
     let horizon_ms = chrono::Utc::now().timestamp_millis() - args.after.as_millis() as i64;
     let before = Version::of_upload(horizon_ms.max(0) * 1000);
     let mut report = ForgetReport::default();
-    for (shard, _) in args.directory.up() {
+    for shard in args.shards.up() {
         match forget_shard(args, shard, before).await {
             Ok((tombstones, files, folded)) => {
                 report.tombstones += tombstones;
@@ -163,18 +164,12 @@ async fn forget_shard(
     before: Version,
 ) -> Result<(usize, usize, bool), String> {
     let tombstones = args
-        .directory
-        .call(
-            shard,
-            |reply| ShardMsg::Forget { before, reply },
-            args.timeout,
-        )
+        .shards
+        .forget_tombstones(shard, before, args.timeout)
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    if args.cold.is_clustered() {
-        // another replica may still show a file this one no longer does, and two nodes must
-        // not fold one shard's log at once: both wait for one writer per shard
+    if !args.shards.tends_cold_log_here(shard) {
+        // another node writes this shard's cold files and folds its log
         return Ok((tombstones, 0, false));
     }
     let cold = Arc::clone(&args.cold);
@@ -182,6 +177,20 @@ async fn forget_shard(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    // a file goes only once no replica shows a row of it
+    let seqs: Vec<u64> = dead.iter().map(|f| f.seq).collect();
+    let agreed = if seqs.is_empty() {
+        Vec::new()
+    } else {
+        args.shards
+            .drop_dead_cold_elsewhere(shard, &seqs, args.timeout)
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let dead: Vec<_> = dead
+        .into_iter()
+        .filter(|f| agreed.contains(&f.seq))
+        .collect();
     let store = args.cold.store();
     for file in &dead {
         // the log says the file is gone before the catalog forgets it and its object goes:

@@ -135,7 +135,7 @@ impl NodeSupervisor {
             None,
             Forgetter,
             ForgetterArgs {
-                directory: Arc::clone(&args.directory),
+                shards: args.shards.clone(),
                 cold: Arc::clone(&args.cold),
                 after,
                 every,

@@ -88,6 +88,14 @@ pub enum ShardMsg {
         /// rows taken
         reply: RpcReplyPort<Result<usize, StorageError>>,
     },
+    /// Takes out of the catalog the shard's cold files of `seqs` that hold no visible row
+    /// here; replies with the seqs no longer in it.
+    DropDeadCold {
+        /// the files' sequence numbers
+        seqs: Vec<u64>,
+        /// the seqs the catalog no longer holds
+        reply: RpcReplyPort<Result<Vec<u64>, StorageError>>,
+    },
     /// Forgets record tombstones older than `before`, folding them into their systems'
     /// tombstones; replies with how many were forgotten.
     Forget {
@@ -275,6 +283,14 @@ impl Actor for ShardActor {
             }
             ShardMsg::TakeCold { file, live, reply } => {
                 let result = state.take_cold(file, live).await;
+                let _ = reply.send(result);
+            }
+            ShardMsg::DropDeadCold { seqs, reply } => {
+                let (cold, shard) = (Arc::clone(&state.cold), state.shard);
+                let result = tokio::task::spawn_blocking(move || cold.drop_dead(shard, &seqs))
+                    .await
+                    .map_err(|e| StorageError::Task(e.to_string()))
+                    .and_then(|r| r);
                 let _ = reply.send(result);
             }
             ShardMsg::Forget { before, reply } => {

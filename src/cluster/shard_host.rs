@@ -91,6 +91,22 @@ pub enum ShardHostMsg {
         Payload<ColdCommitRequest>,
         RpcReplyPort<Payload<Result<usize, String>>>,
     ),
+    /// Takes out of the catalog the shard's cold files of these seqs that hold no visible
+    /// row here, durably; answers the seqs no longer in it (wire 4).
+    #[rpc]
+    ColdDrop(
+        Payload<ColdDropRequest>,
+        RpcReplyPort<Payload<Result<Vec<u64>, String>>>,
+    ),
+}
+
+/// Cold files of a shard with no visible row on its primary, whose objects it would remove.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColdDropRequest {
+    /// the shard
+    pub shard: ShardId,
+    /// the files' sequence numbers
+    pub seqs: Vec<u64>,
 }
 
 /// A cold file a shard's primary wrote and committed, for the shard's other replicas.
@@ -340,6 +356,7 @@ impl Actor for ShardHost {
                 ShardHostMsg::Ledger(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::LedgerPage(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::ColdCommit(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::ColdDrop(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Counts(shards, reply) => {
                     let none = shards
                         .into_result()
@@ -393,6 +410,11 @@ impl Actor for ShardHost {
             ShardHostMsg::ColdCommit(request, reply) => {
                 serve(permit, request, reply, |r| async move {
                     host.cold_commit(r).await
+                });
+            }
+            ShardHostMsg::ColdDrop(request, reply) => {
+                serve(permit, request, reply, |r| async move {
+                    host.cold_drop(r).await
                 });
             }
             ShardHostMsg::Search(query, reply) => {
@@ -481,6 +503,16 @@ impl ShardHostArgs {
             .map_err(|e| e.to_string())?;
         self.store.flush().await.map_err(|e| e.to_string())?;
         Ok(took)
+    }
+
+    async fn cold_drop(&self, r: ColdDropRequest) -> Result<Vec<u64>, String> {
+        let gone = self
+            .shards
+            .drop_dead_cold(r.shard, r.seqs, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store.flush().await.map_err(|e| e.to_string())?;
+        Ok(gone)
     }
 
     async fn export(&self, r: ExportRequest) -> Result<ShardPage, String> {

@@ -1,16 +1,19 @@
-//! Aging through the router: moving a shard's records between tiers on this node and, in a
-//! cluster, which node writes a shard's cold files and how its other replicas take them.
+//! Aging and forgetting through the router: moving a shard's records between tiers on this
+//! node and, in a cluster, which node writes a shard's cold files and tends its cold log,
+//! and how its other replicas take a new file and let go of a dead one.
 
 use std::time::Duration;
 
 use crate::actors::shard::ShardMsg;
+use crate::cluster::membership::MemberState;
 use crate::cluster::routes::CopyState;
-use crate::cluster::shard_host::{self, ColdCommitRequest, ShardHostMsg};
+use crate::cluster::shard_host::{self, ColdCommitRequest, ColdDropRequest, ShardHostMsg};
 use crate::cluster::wire::Payload;
 use crate::record::ShardId;
 use crate::storage::cold_copy::ColdLive;
 use crate::storage::cold_tier::{ColdFile, ColdKey};
 use crate::storage::warm::WarmRecord;
+use crate::version::Version;
 
 use super::{replica_answer, ShardError, ShardRouter};
 
@@ -174,5 +177,92 @@ impl ShardRouter {
             took += 1;
         }
         Ok(took)
+    }
+
+    /// Whether this node folds a shard's cold log and removes its dead cold files: outside a
+    /// cluster always; in one, where it writes the shard's cold files and every member is
+    /// alive (in a partition each side takes the other for dead, and both would).
+    pub fn tends_cold_log_here(&self, shard: ShardId) -> bool {
+        match self.cluster.get() {
+            None => true,
+            Some(routes) => {
+                self.ages_cold_here(shard)
+                    && routes
+                        .view()
+                        .members
+                        .iter()
+                        .all(|m| m.state == MemberState::Alive)
+            }
+        }
+    }
+
+    /// Forgets record tombstones of a shard older than `before` on this node's copy; answers
+    /// how many.
+    pub async fn forget_tombstones(
+        &self,
+        shard: ShardId,
+        before: Version,
+        timeout: Duration,
+    ) -> Result<usize, ShardError> {
+        self.call_store(shard, |reply| ShardMsg::Forget { before, reply }, timeout)
+            .await
+    }
+
+    /// Takes out of this node's catalog the shard's cold files of `seqs` that hold no
+    /// visible row here; answers the seqs it no longer holds.
+    pub async fn drop_dead_cold(
+        &self,
+        shard: ShardId,
+        seqs: Vec<u64>,
+        timeout: Duration,
+    ) -> Result<Vec<u64>, ShardError> {
+        self.call_store(
+            shard,
+            |reply| ShardMsg::DropDeadCold {
+                seqs: seqs.clone(),
+                reply,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Asks a shard's other replicas to take out of their catalogs the files of `seqs` that
+    /// hold no visible row there either; answers the seqs every one of them let go (all of
+    /// them outside a cluster), whose objects may then be removed.
+    pub async fn drop_dead_cold_elsewhere(
+        &self,
+        shard: ShardId,
+        seqs: &[u64],
+        timeout: Duration,
+    ) -> Result<Vec<u64>, ShardError> {
+        let Some(routes) = self.cluster.get() else {
+            return Ok(seqs.to_vec());
+        };
+        let me = routes.self_id();
+        let others: Vec<String> = routes
+            .replicas(shard)
+            .into_iter()
+            .filter(|r| r != me)
+            .collect();
+        let calls = others.iter().map(|node| async move {
+            let request = ColdDropRequest {
+                shard,
+                seqs: seqs.to_vec(),
+            };
+            let answer = shard_host::call(
+                node,
+                |reply| ShardHostMsg::ColdDrop(Payload::Value(request), reply),
+                timeout,
+            )
+            .await;
+            replica_answer(shard, node, answer)
+        });
+        let mut agreed: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+        for answer in futures::future::join_all(calls).await {
+            let gone: std::collections::BTreeSet<u64> = answer?.into_iter().collect();
+            agreed.retain(|s| gone.contains(s));
+        }
+        Ok(agreed.into_iter().collect())
     }
 }

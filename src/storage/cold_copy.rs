@@ -1,5 +1,6 @@
-//! Copying a shard's cold tier to another replica: the files stay where they are on the
-//! object store; their catalog entries and the live map's entries are what moves.
+//! Keeping a shard's cold tier the same on its replicas: the files stay where they are on
+//! the object store; their catalog entries and the live map's entries are what moves, and
+//! a file with no visible row leaves every replica's catalog before its object goes.
 
 use std::collections::HashMap;
 
@@ -87,6 +88,32 @@ impl ColdTier {
         self.live.apply_batch(batch)?;
         self.recount(shard)?;
         Ok((n, new))
+    }
+
+    /// Takes out of the catalog the shard's files of `seqs` that hold no visible row here;
+    /// blocking. Answers the seqs the catalog no longer holds (taken out now, or never
+    /// there); a file with a visible row stays.
+    pub fn drop_dead(&self, shard: ShardId, seqs: &[u64]) -> Result<Vec<u64>, StorageError> {
+        let dead: HashMap<u64, ColdFile> = self
+            .dead_files(shard)?
+            .into_iter()
+            .map(|f| (f.seq, f))
+            .collect();
+        let mut gone = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let held = self
+                .catalog
+                .read()
+                .get(seq)
+                .is_some_and(|f| f.shard == shard);
+            if let Some(file) = dead.get(seq) {
+                self.forget_file(file)?;
+                gone.push(*seq);
+            } else if !held {
+                gone.push(*seq);
+            }
+        }
+        Ok(gone)
     }
 
     /// Sets each file's hidden rows of a shard from the live map; blocking.

@@ -11,9 +11,14 @@
 //!
 //! Once a shard's log holds [`COMPACT_AFTER`] events, they are folded into one snapshot,
 //! `cold-log/shard=NNN/<seq>.snapshot.json` (every committed file and the newest deletion
-//! of each record and system), and the events it holds are removed. A rebuild reads the
-//! newest snapshot and every event still there; reading an event twice changes nothing, so
-//! an event written while a snapshot was made is never lost.
+//! of each record and system), and the snapshots and events it holds are removed, the
+//! snapshots first. A rebuild reads the last snapshot by key and every event still there;
+//! reading an event twice changes nothing, so an event written while a snapshot was made
+//! (by another node, in a cluster) is never lost. Because every snapshot a fold read goes
+//! before any of its events, any snapshot left beside another (a fold cut short) read with
+//! the events still there adds up to the whole log, whichever node's tag orders the keys.
+//! Only one node folds a shard's log at a time (outside a cluster the node; in one, the
+//! shard's primary while every member is alive).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -248,7 +253,8 @@ pub async fn compact(
     })?;
     let key = format!("cold-log/shard={shard:03}/{seq:020}.snapshot.json");
     store.put(&key, Bytes::from(bytes)).await?;
-    for old in log.events.iter().chain(&log.snapshots) {
+    // the snapshots first: until the events go, any snapshot left read with them is whole
+    for old in log.snapshots.iter().chain(&log.events) {
         store.delete(old).await?;
     }
     Ok(true)

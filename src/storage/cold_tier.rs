@@ -167,8 +167,6 @@ pub struct ColdTier {
     pub(super) catalog: parking_lot::RwLock<BTreeMap<u64, ColdFile>>,
     /// the node's tag in the high bits of its sequence numbers (zero alone)
     seq_tag: std::sync::atomic::AtomicU64,
-    /// whether the node is a member of a cluster
-    clustered: std::sync::atomic::AtomicBool,
     cache: ColdCache,
 }
 
@@ -207,7 +205,6 @@ impl ColdTier {
             catalog: parking_lot::RwLock::new(catalog),
             cache: ColdCache::new(CACHE_BYTES),
             seq_tag: std::sync::atomic::AtomicU64::new(0),
-            clustered: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -241,8 +238,8 @@ impl ColdTier {
     }
 
     /// Marks this node as a member of a cluster: its sequence numbers carry its tag from now
-    /// on, and what only one writer of a shard's log may do (folding the log, removing files
-    /// no longer visible) is left undone until the cluster gives each shard one such writer.
+    /// on, so two nodes writing files and log events of one shard to one object store never
+    /// take the same key.
     pub fn join_cluster(&self, node_id: &str) {
         // FNV-1a of the node id, into the bits above the local sequence; never zero
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -252,13 +249,6 @@ impl ColdTier {
         let tag = (h % ((1 << (64 - LOCAL_SEQ_BITS)) - 1) + 1) << LOCAL_SEQ_BITS;
         self.seq_tag
             .store(tag, std::sync::atomic::Ordering::Release);
-        self.clustered
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Whether this node is a member of a cluster (see [`ColdTier::join_cluster`]).
-    pub fn is_clustered(&self) -> bool {
-        self.clustered.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The version of a record's visible cold copy, if it has one.
@@ -692,6 +682,26 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_lets_go_only_of_files_with_no_visible_row_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_hot, cold) = tier(dir.path());
+        let v = Version { hlc: 10, node: 1 };
+        let c1 = crate::record::record_key("sys", "c1");
+        let live = [(c1.clone(), v, 1, "sys".to_string())];
+        cold.restore(7, vec![file(1, 2), file(2, 1)], &live)
+            .unwrap();
+        assert_eq!(cold.drop_dead(7, &[1, 2, 3]).unwrap(), vec![2, 3]);
+        let seqs: Vec<u64> = cold.files().iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, vec![1], "file 1 still shows c1");
+        // seq 1 is no file of shard 8: nothing of shard 7 goes
+        assert_eq!(cold.drop_dead(8, &[1]).unwrap(), vec![1]);
+        assert_eq!(cold.files().len(), 1);
+        cold.unlink(7, &[c1], v).unwrap();
+        assert_eq!(cold.drop_dead(7, &[1]).unwrap(), vec![1]);
+        assert!(cold.files().is_empty());
+    }
+
+    #[test]
     fn a_clustered_node_numbers_files_apart_from_every_other_node() {
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (_ha, a) = tier(dir_a.path());
@@ -701,11 +711,9 @@ mod tests {
             alone < 1 << LOCAL_SEQ_BITS,
             "a node alone keeps its plain numbers"
         );
-        assert!(!a.is_clustered());
         a.join_cluster("n1");
         b.join_cluster("n2");
         let (sa, sb) = (a.next_seq().unwrap(), b.next_seq().unwrap());
-        assert!(a.is_clustered());
         assert_ne!(sa >> LOCAL_SEQ_BITS, 0);
         assert_ne!(
             sa >> LOCAL_SEQ_BITS,
