@@ -4,14 +4,17 @@
 //! and taken by the shard's other replica; a system deleted afterwards leaves files with no
 //! visible row, which go from every catalog and the object store once, and every shard's
 //! cold log is folded by one node; after a SIGKILL the shards' new replicas hold the same
-//! cold copies, and nothing is aged to cold again.
+//! cold copies, and nothing is aged to cold again. Aging and forgetting on their schedule
+//! race a join, a deletion and a SIGKILL while records stream in, and lose nothing.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::cluster::{start_three, wait_dead, wait_replicated, SharedStore};
+use common::cluster::{
+    ingest_until_acknowledged, start_member, start_three, wait_dead, wait_replicated, SharedStore,
+};
 use common::{hits, old_conversations, NodeProcess};
 use serde_json::{json, Value};
 
@@ -238,4 +241,114 @@ async fn each_record_goes_cold_once_written_by_its_primary_and_taken_by_its_repl
         cold_everywhere(n, 1).await;
     }
     assert_eq!(logged_rows(&shared.dir), rows, "no file written again");
+}
+
+/// Records of the race test: batches of this many, each of one system and one age.
+const RACE_BATCHES: u64 = 48;
+const RACE_EACH: u64 = 20;
+/// Ages of the race test's batches, in days, in turn: cold, warm, hot.
+const RACE_AGES: [i64; 3] = [200, 20, 0];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aging_on_schedule_races_a_join_a_deletion_and_a_sigkill_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedStore::new(dir.path());
+    // aging and forgetting every second, on every node
+    let env = [
+        ("AKOSHA__AGING__ENABLED", "true"),
+        ("AKOSHA__AGING__INTERVAL_SECS", "1"),
+        ("AKOSHA__STORAGE__FORGET_INTERVAL_SECS", "1"),
+    ];
+    let (ports, n1, n2, n3) = start_three(dir.path(), &shared.extra(), &env).await;
+    let doomed = json!({"system_id": "doomed",
+                        "conversations": old_conversations("doomed", 80_000, 40, 200)});
+    ingest_until_acknowledged(&n1, &doomed).await;
+
+    // records stream in through n1 while a fourth node joins, n3 deletes a system and n2 is
+    // killed, all while every node ages and forgets on its own schedule
+    let batch = |b: u64| {
+        let system = format!("race{}", b % 12);
+        let days = RACE_AGES[(b % 3) as usize];
+        let conversations = old_conversations(&system, 100_000 + b * 100, RACE_EACH, days);
+        json!({"system_id": system, "conversations": conversations})
+    };
+    let mut n2 = Some(n2);
+    let mut n4 = None;
+    for b in 0..RACE_BATCHES {
+        ingest_until_acknowledged(&n1, &batch(b)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if b == 12 {
+            n4 = Some(
+                start_member(
+                    &dir.path().join("n4"),
+                    "n4",
+                    common::free_port(),
+                    &[ports[0]],
+                    &shared.extra(),
+                    &env,
+                )
+                .await,
+            );
+            // n4 has met every member before writes go on: its shards are copied while they
+            // stream in and age
+            let n4 = n4.as_ref().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (_, view) = n4.get("/api/v1/cluster").await;
+                let members = view["members"].as_array().cloned().unwrap_or_default();
+                if members.len() == 4 && members.iter().all(|m| m["state"] == "alive") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "n4 did not join: {view}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if b == 20 {
+            let (status, answer) = n3.delete("/api/v1/systems/doomed").await;
+            assert_eq!(status, 200, "{answer}");
+        }
+        if b == 30 {
+            drop(n2.take().map(NodeProcess::kill9));
+        }
+    }
+    let n4 = n4.unwrap();
+    wait_dead(&[&n1, &n3, &n4], "n2", Duration::from_secs(30)).await;
+    wait_replicated(&n1, Duration::from_secs(90)).await;
+
+    // once aging has caught up, every node counts each tier exactly and finds every record
+    let per_age = RACE_BATCHES / 3 * RACE_EACH;
+    let want = json!({"hot": per_age, "warm": per_age, "cold": per_age, "total": 3 * per_age});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'settle: loop {
+        let mut seen = Vec::new();
+        for n in [&n1, &n3, &n4] {
+            let (_, stats) = n.get("/api/v1/stats").await;
+            if stats["records"] != want || stats["missing_shards"] != json!([]) {
+                seen.push(stats["records"].clone());
+            }
+        }
+        if seen.is_empty() {
+            break 'settle;
+        }
+        assert!(Instant::now() < deadline, "tiers not settled: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for n in [&n1, &n3, &n4] {
+        for b in 0..RACE_BATCHES {
+            let system = format!("race{}", b % 12);
+            let i = 100_000 + b * 100 + b % RACE_EACH;
+            let found = hits(n, i, &system).await;
+            let tier = ["cold", "warm", "hot"][(b % 3) as usize];
+            let first = found
+                .first()
+                .map(|(id, tier, _)| (id.as_str(), tier.as_str()));
+            assert_eq!(first, Some((format!("c{i}").as_str(), tier)), "{found:?}");
+        }
+        for i in [80_000, 80_039] {
+            assert!(
+                hits(n, i, "doomed").await.is_empty(),
+                "a deleted record came back"
+            );
+        }
+    }
 }

@@ -11,7 +11,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    search_ids, start_member, start_three, wait_dead, wait_formed, wait_replicated, SharedStore,
+    ingest_until_acknowledged, search_ids, start_member, start_three, wait_dead, wait_formed,
+    wait_replicated, SharedStore,
 };
 use common::uploads::put_numbered_uploads;
 use common::{batch, unit_vector, NodeProcess};
@@ -20,26 +21,6 @@ use serde_json::{json, Value};
 const SYSTEMS: u64 = 20;
 const BATCHES: u64 = 40;
 const PER_BATCH: u64 = 100;
-
-/// Posts a batch until the cluster acknowledges it (a write that reached not every replica
-/// fails and is retried: it is idempotent by identity); returns how many tries it took.
-async fn ingest_until_acknowledged(node: &NodeProcess, body: &Value) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let (status, answer) = node.post("/api/v1/ingest", body).await;
-        if status == 200 {
-            return tries;
-        }
-        assert!(
-            status == 503 || status == 504 || status == 500,
-            "a failed write says so with a server error: {status} {answer}"
-        );
-        assert!(Instant::now() < deadline, "never acknowledged: {answer}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Record `i` of the stream: its system and a search for it scoped there.
 fn probe(i: u64) -> (String, Value) {

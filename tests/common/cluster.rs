@@ -121,17 +121,22 @@ pub async fn wait_dead(observers: &[&NodeProcess], id: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let mut dead = true;
+        let mut views = Vec::new();
         for n in observers {
             let (_, view) = n.get("/api/v1/cluster").await;
             dead &= view["members"].as_array().is_some_and(|ms| {
                 ms.iter()
                     .any(|m| m["node_id"] == id && m["state"] == "dead")
             });
+            views.push(view);
         }
         if dead {
             return;
         }
-        assert!(Instant::now() < deadline, "{id} was not declared dead");
+        assert!(
+            Instant::now() < deadline,
+            "{id} was not declared dead: {views:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -189,5 +194,25 @@ impl SharedStore {
     /// The flags that point a member at it.
     pub fn extra(&self) -> [&str; 2] {
         ["--object-store", self.url.as_str()]
+    }
+}
+
+/// Posts a batch until the cluster acknowledges it (a write that reached not every replica
+/// fails and is retried: it is idempotent by identity); returns how many tries it took.
+pub async fn ingest_until_acknowledged(node: &NodeProcess, body: &Value) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (status, answer) = node.post("/api/v1/ingest", body).await;
+        if status == 200 {
+            return tries;
+        }
+        assert!(
+            status == 503 || status == 504 || status == 500,
+            "a failed write says so with a server error: {status} {answer}"
+        );
+        assert!(Instant::now() < deadline, "never acknowledged: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
