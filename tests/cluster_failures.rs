@@ -245,6 +245,17 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
         }
     }
     assert!(pushed_elsewhere < 120, "some pushes live on n3 only");
+    // a pulled system of n3's is deleted: read again, its uploads must not bring it back
+    let deleted_system = (0..12)
+        .map(|k| format!("pulled{k}"))
+        .find(|s| on_n3.contains(&u64::from(akosha::record::shard_for(s))))
+        .expect("a pulled system lives on n3");
+    let (status, answer) = n1
+        .delete(&format!("/api/v1/systems/{deleted_system}"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let deleted = UPLOADS / 12 * PER_UPLOAD;
+    assert_eq!(answer["deleted"], deleted, "{answer}");
 
     // n3 is gone for good: its shards move to the others, which read their systems' uploads
     // again and answer partial until they have; its pushes are missing meanwhile
@@ -257,7 +268,7 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
         if stats["missing_shards"] == json!([]) {
             assert_eq!(
                 stats["records"]["total"],
-                pulled + pushed_elsewhere,
+                pulled - deleted + pushed_elsewhere,
                 "{stats}"
             );
             break;
@@ -272,10 +283,15 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
     eprintln!("n3's shards rebuilt from object storage; {partial_polls} polls said partial");
     for u in 0..UPLOADS {
         let i = 20_000 + u * PER_UPLOAD + 2;
-        let body = json!({"embedding": unit_vector(i), "limit": 1, "system_id": format!("pulled{}", u % 12)});
+        let system = format!("pulled{}", u % 12);
+        let body = json!({"embedding": unit_vector(i), "limit": 1, "system_id": system});
         let (ids, answer) = search_ids(&n1, &body).await;
-        assert_eq!(ids.first(), Some(&format!("m{i}")), "{answer}");
         assert_eq!(answer["partial"], false, "{answer}");
+        if system == deleted_system {
+            assert!(ids.is_empty(), "a deleted record came back: {answer}");
+        } else {
+            assert_eq!(ids.first(), Some(&format!("m{i}")), "{answer}");
+        }
     }
 
     // it comes back after all: its pushes come back with it
@@ -283,7 +299,7 @@ async fn with_one_replica_a_lost_node_is_rebuilt_from_object_storage_and_its_pus
     wait_formed(&[&n1, &n2, &n3], 3).await;
     for n in [&n1, &n2, &n3] {
         let (_, stats) = n.get("/api/v1/stats").await;
-        assert_eq!(stats["records"]["total"], pulled + 120, "{stats}");
+        assert_eq!(stats["records"]["total"], pulled - deleted + 120, "{stats}");
     }
 }
 

@@ -32,6 +32,9 @@ pub struct AgingReport {
     pub cold_files_unshared: usize,
     /// shards whose warm records another node moves to cold (their primary)
     pub cold_left_to_primary: usize,
+    /// records this replica held warm past the cold age whose cold copy it took from their
+    /// shard's primary (a cold commit it missed)
+    pub cold_taken_from_primary: usize,
     /// shards that were down or failed, whose records wait for the next run
     pub missing_shards: Vec<ShardId>,
     /// time taken, in milliseconds
@@ -75,6 +78,16 @@ pub async fn age_all(
         if !shards.ages_cold_here(shard) {
             report.cold_left_to_primary += 1;
             answered[shard as usize] = true;
+            if let Some(primary) = shards.takes_cold_from_primary(shard) {
+                let missed =
+                    take_missed_cold(shards, shard, &primary, cold_cutoff, config.batch, timeout);
+                match missed.await {
+                    Ok(n) => report.cold_taken_from_primary += n,
+                    Err(error) => {
+                        tracing::debug!(shard, primary, %error, "cannot ask the primary for cold copies missed here")
+                    }
+                }
+            }
             continue;
         }
         match age_to_cold(shards, shard, cold, cold_cutoff, config.batch, timeout).await {
@@ -119,6 +132,26 @@ async fn age_to_warm(
             return Ok(moved);
         }
     }
+}
+
+/// Takes from the shard's primary the cold copies of the records this replica still holds
+/// warm past the cold age (a batch per run); answers how many it took.
+async fn take_missed_cold(
+    shards: &ShardRouter,
+    shard: ShardId,
+    primary: &str,
+    cutoff_micros: i64,
+    batch: usize,
+    timeout: Duration,
+) -> Result<usize, ShardError> {
+    let due = shards
+        .cold_due(shard, cutoff_micros, batch, timeout)
+        .await?;
+    let keys = due
+        .iter()
+        .map(|r| crate::record::record_key(&r.system_id, &r.conversation_id))
+        .collect();
+    shards.take_missed_cold(shard, primary, keys, timeout).await
 }
 
 /// What moving one shard's warm records to cold did.

@@ -14,9 +14,10 @@ use serde::Serialize;
 use crate::actors::shard_import::ImportCounts;
 use crate::actors::shard_state::Held;
 pub use crate::actors::shard_state::ShardState;
+use crate::actors::shard_writes::Gate;
 use crate::record::{split_key, MemoryRecord, ShardId};
 use crate::storage::aging::{age_to_warm, settle_interrupted};
-use crate::storage::cold_copy::ColdLive;
+use crate::storage::cold_copy::{ColdLive, FilesAndCopies};
 use crate::storage::cold_tier::{ColdFile, ColdKey, ColdTier};
 use crate::storage::hot_index::PointMeta;
 use crate::storage::shard_export::{ExportCursor, ShardPage};
@@ -95,6 +96,13 @@ pub enum ShardMsg {
         seqs: Vec<u64>,
         /// the seqs the catalog no longer holds
         reply: RpcReplyPort<Result<Vec<u64>, StorageError>>,
+    },
+    /// The visible cold copies of these records, with the files holding them.
+    VisibleCold {
+        /// the records' storage keys
+        keys: Vec<Vec<u8>>,
+        /// the files and the copies
+        reply: RpcReplyPort<Result<FilesAndCopies, StorageError>>,
     },
     /// Forgets record tombstones older than `before`, folding them into their systems'
     /// tombstones; replies with how many were forgotten.
@@ -222,6 +230,7 @@ impl Actor for ShardActor {
             cold_records: 0,
             tombstones: args.tombstones,
             deleted_systems: HashMap::new(),
+            floors: HashMap::new(),
             record_tombstones: false,
             clock: args.clock,
         };
@@ -241,7 +250,7 @@ impl Actor for ShardActor {
                     // the caller gave up before the write began: it was told it failed
                     return Ok(());
                 }
-                let result = state.upsert(records).await;
+                let result = state.upsert(records, Gate::Writes).await;
                 let _ = reply.send(result);
             }
             ShardMsg::Delete {
@@ -283,6 +292,14 @@ impl Actor for ShardActor {
             }
             ShardMsg::TakeCold { file, live, reply } => {
                 let result = state.take_cold(file, live).await;
+                let _ = reply.send(result);
+            }
+            ShardMsg::VisibleCold { keys, reply } => {
+                let (cold, shard) = (Arc::clone(&state.cold), state.shard);
+                let result = tokio::task::spawn_blocking(move || cold.visible_of(shard, &keys))
+                    .await
+                    .map_err(|e| StorageError::Task(e.to_string()))
+                    .and_then(|r| r);
                 let _ = reply.send(result);
             }
             ShardMsg::DropDeadCold { seqs, reply } => {
@@ -330,7 +347,7 @@ impl ShardState {
         let index = Arc::clone(&self.index);
         let cold = Arc::clone(&self.cold);
         let tombstones = self.tombstones.clone();
-        let (loaded, warm, cold_live, deleted, record_tombstones) =
+        let (loaded, warm, cold_live, (deleted, floors), record_tombstones) =
             tokio::task::spawn_blocking(move || {
                 let settled = settle_interrupted(&store, shard)?;
                 if settled > 0 {
@@ -344,8 +361,9 @@ impl ShardState {
                 let warm = load_warm_tree(store.warm_tree(shard), shard, &index)?;
                 let cold_live = cold.live_of_shard(shard)?;
                 let deleted = tombstones.systems_of(shard)?;
+                let floors = tombstones.floors_of(shard)?;
                 let record_tombstones = tombstones.any_records(shard)?;
-                Ok::<_, StorageError>((hot, warm, cold_live, deleted, record_tombstones))
+                Ok::<_, StorageError>((hot, warm, cold_live, (deleted, floors), record_tombstones))
             })
             .await
             .map_err(|e| StorageError::Task(e.to_string()))??;
@@ -380,10 +398,11 @@ impl ShardState {
             let n = self.unlink_cold(superseded, None, Version::MAX).await?;
             self.cold_records = self.cold_records.saturating_sub(n);
         }
-        for (_, v) in &deleted {
+        for (_, v) in deleted.iter().chain(&floors) {
             newest = newest.max(*v);
         }
         self.deleted_systems = deleted.into_iter().collect();
+        self.floors = floors.into_iter().collect();
         self.record_tombstones = record_tombstones;
         self.clock.observe(newest);
         self.loaded_records = self.records + self.warm_records + self.cold_records;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::shard_state::ShardState;
+use crate::actors::shard_writes::Gate;
 use crate::record::{split_key, MemoryRecord};
 use crate::storage::cold_copy::ColdLive;
 use crate::storage::cold_tier::ColdFile;
@@ -69,6 +70,9 @@ impl ShardState {
                 .await?;
             counts.deletions += 1;
         }
+        for f in &page.floors {
+            self.raise_floor(&f.system_id, f.version)?;
+        }
         let records: Vec<MemoryRecord> = page
             .warm
             .iter()
@@ -76,7 +80,7 @@ impl ShardState {
             .chain(page.hot.into_iter().map(MemoryRecord::from))
             .collect();
         if !records.is_empty() {
-            let w: WriteCounts = self.upsert(records).await?;
+            let w: WriteCounts = self.upsert(records, Gate::Copies).await?;
             counts.written = w.stored + w.replaced;
             counts.unchanged = w.unchanged + w.stale + w.duplicates;
         }
@@ -334,6 +338,45 @@ mod tests {
             Some(("c3 written again on b".to_string(), "hot"))
         );
         assert_eq!(found(&b, "aged", 4).await, None, "c4 was deleted");
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_keeps_the_records_of_a_system_whose_old_deletions_were_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        std::fs::create_dir_all(&objects).unwrap();
+        let a = node(&dir.path().join("a"), &objects).await;
+        let b = node(&dir.path().join("b"), &objects).await;
+        let batch = (0..10)
+            .map(|i| record("kept", i, 0, &format!("c{i}")))
+            .collect();
+        assert_eq!(a.write(batch).await.unwrap().stored, 10);
+        assert_eq!(a.delete("kept", Some("c3")).await.unwrap().total(), 1);
+        // the deletion is forgotten: it becomes the system's floor, newer than every record
+        let (shard, t) = (shard_for("kept"), Duration::from_secs(10));
+        let forgotten = a
+            .shards
+            .forget_tombstones(shard, crate::version::Version::MAX, t);
+        assert_eq!(forgotten.await.unwrap(), 1);
+
+        let copied = b
+            .shards
+            .copy_shard_from(&a.shards, shard, 100, t)
+            .await
+            .unwrap();
+        assert_eq!(copied.written, 9, "{copied:?}");
+        assert_eq!(b.shards.counts(shard, t).await.unwrap().hot, 9);
+        assert_eq!(found(&b, "kept", 5).await, Some(("c5".to_string(), "hot")));
+        assert_eq!(found(&b, "kept", 3).await, None);
+        let floors = b.tombstones.floors_of(shard).unwrap();
+        assert_eq!(
+            floors.len(),
+            1,
+            "the floor is copied as a floor: {floors:?}"
+        );
+        assert!(b.tombstones.systems_of(shard).unwrap().is_empty());
         a.shutdown().await;
         b.shutdown().await;
     }

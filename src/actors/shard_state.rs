@@ -64,6 +64,8 @@ pub struct ShardState {
     pub(super) tombstones: Tombstones,
     /// versions of this shard's system deletions
     pub(super) deleted_systems: HashMap<String, Version>,
+    /// its systems' floors: new writes not newer are kept out (see [`Tombstones`])
+    pub(super) floors: HashMap<String, Version>,
     /// whether any record of this shard was deleted by itself
     pub(super) record_tombstones: bool,
     pub(super) clock: Arc<Clock>,
@@ -71,7 +73,7 @@ pub struct ShardState {
 
 impl ShardState {
     /// Forgets the shard's record tombstones older than `before`, folding them into their
-    /// systems' tombstones, on a blocking thread; returns how many went.
+    /// systems' floors, on a blocking thread; returns how many went.
     pub(super) async fn forget(&mut self, before: Version) -> Result<usize, StorageError> {
         if !self.record_tombstones {
             return Ok(0);
@@ -85,11 +87,27 @@ impl ShardState {
         .await
         .map_err(|e| StorageError::Task(e.to_string()))??;
         for (system, version) in raised {
-            let v = self.deleted_systems.entry(system).or_default();
-            *v = (*v).max(version);
+            self.raise_floor_in_memory(system, version);
         }
         self.record_tombstones = left;
         Ok(n)
+    }
+
+    /// Raises a system's floor, durably; nothing stored is removed.
+    pub(super) fn raise_floor(
+        &mut self,
+        system_id: &str,
+        version: Version,
+    ) -> Result<(), StorageError> {
+        self.clock.observe(version);
+        self.tombstones.put_floor(self.shard, system_id, version)?;
+        self.raise_floor_in_memory(system_id.to_string(), version);
+        Ok(())
+    }
+
+    fn raise_floor_in_memory(&mut self, system_id: String, version: Version) {
+        let v = self.floors.entry(system_id).or_default();
+        *v = (*v).max(version);
     }
 
     /// The version of a record's hot or warm copy.

@@ -14,12 +14,22 @@ use crate::storage::upsert::{dedupe, Decision, Known, Tier, UpsertJob, WriteCoun
 use crate::storage::StorageError;
 use crate::version::Version;
 
+/// What keeps a write out besides newer copies and deletions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gate {
+    /// a new write: its system's floor too
+    Writes,
+    /// another replica's stored copy: deletions only (a floor removes nothing stored)
+    Copies,
+}
+
 impl ShardState {
     /// Writes the records newer than every copy and deletion of theirs; the copies they
     /// replace leave their tiers.
     pub(super) async fn upsert(
         &mut self,
         records: Vec<MemoryRecord>,
+        gate: Gate,
     ) -> Result<WriteCounts, StorageError> {
         let mut counts = WriteCounts::default();
         let (records, duplicates) = dedupe(records);
@@ -40,7 +50,13 @@ impl ShardState {
                 Known {
                     hot,
                     warm,
-                    system_deleted: self.deleted_systems.get(&r.system_id).copied(),
+                    system_deleted: {
+                        let deleted = self.deleted_systems.get(&r.system_id).copied();
+                        match gate {
+                            Gate::Writes => deleted.max(self.floors.get(&r.system_id).copied()),
+                            Gate::Copies => deleted,
+                        }
+                    },
                 }
             })
             .collect();

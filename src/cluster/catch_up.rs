@@ -16,7 +16,9 @@ use super::wire::Payload;
 use super::SyncedPublisher;
 use crate::node::Node;
 use crate::record::{ShardId, SHARD_COUNT};
-use crate::router::{replica_answer, ShardError, ShardRouter};
+use crate::router::{replica_answer, ShardError, ShardPage, ShardRouter};
+use crate::storage::cold_copy::ColdLive;
+use crate::storage::cold_log;
 
 /// Items per page of a copy.
 const PAGE: usize = 500;
@@ -86,6 +88,8 @@ struct Progress {
     /// shards whose only copy was on a member that is gone, being read again from object
     /// storage: the scanner's caught-up count when that began
     rebuilding: HashMap<ShardId, u64>,
+    /// shards being rebuilt whose cold files and deletions are back from the object store
+    restored: HashSet<ShardId>,
     /// the shards whose copy here was whole, on disk across restarts
     marks: Option<WholeMarks>,
 }
@@ -155,7 +159,22 @@ async fn catch_up_once(
                 continue;
             }
             Plan::Rebuild(holder) => {
+                if !progress.restored.contains(&shard) {
+                    // before any upload is read again: none may bring a deleted record back
+                    match restore_from_log(node, shard, timeout).await {
+                        Ok(cold) => {
+                            tracing::info!(shard, holder, cold, "restored a lost shard's cold files and deletions from the object store");
+                            progress.restored.insert(shard);
+                        }
+                        Err(error) => {
+                            tracing::warn!(shard, %error, "cannot read a lost shard's cold log; tried again next pass");
+                            left += 1;
+                            continue;
+                        }
+                    }
+                }
                 if rebuilt(node, shard, &holder, &mut progress.rebuilding) {
+                    progress.restored.remove(&shard);
                     sync.set(shard, CopyState::Whole);
                     progress.mark(shard, true);
                 } else {
@@ -170,6 +189,7 @@ async fn catch_up_once(
             }
         };
         progress.rebuilding.remove(&shard);
+        progress.restored.remove(&shard);
         let mut copied_from = None;
         let fresh: Vec<String> = sources
             .into_iter()
@@ -298,6 +318,36 @@ fn plan(routes: &ClusterRoutes, shard: ShardId, placed: &[&str], was_whole: bool
     } else {
         Plan::Copy(others)
     }
+}
+
+/// Puts back, by version, what the object store keeps of a shard whose every copy is lost:
+/// its cold files with the visible copy of each record in them, its deletions and its
+/// systems' floors; answers how many cold copies were taken.
+async fn restore_from_log(node: &Node, shard: ShardId, timeout: Duration) -> Result<usize, String> {
+    let Some(log) = cold_log::read_shard(&node.cold, shard)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(0);
+    };
+    let page = ShardPage {
+        cold_files: log.files,
+        cold_live: log
+            .live
+            .into_iter()
+            .map(|(key, version, seq, _)| ColdLive { key, version, seq })
+            .collect(),
+        deletions: log.deletions,
+        floors: log.floors,
+        ..ShardPage::default()
+    };
+    let counts = node
+        .shards
+        .import(shard, page, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    node.store.flush().await.map_err(|e| e.to_string())?;
+    Ok(counts.cold)
 }
 
 /// Whether the primary of a shard whose every copy was on members that are gone (`holder`

@@ -98,6 +98,31 @@ pub enum ShardHostMsg {
         Payload<ColdDropRequest>,
         RpcReplyPort<Payload<Result<Vec<u64>, String>>>,
     ),
+    /// The visible cold copies of these records of a shard here, with their files' catalog
+    /// entries, for a replica whose copies of them are still warm (wire 4).
+    #[rpc]
+    ColdLookup(
+        Payload<ColdLookupRequest>,
+        RpcReplyPort<Payload<Result<ColdFound, String>>>,
+    ),
+}
+
+/// Records of a shard a replica holds warm past the cold age, asked of the shard's primary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColdLookupRequest {
+    /// the shard
+    pub shard: ShardId,
+    /// the records' storage keys
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// The visible cold copies of records asked for, and the files holding them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ColdFound {
+    /// the files' catalog entries
+    pub files: Vec<ColdFile>,
+    /// the copies (a record with none here is left out)
+    pub live: Vec<ColdLive>,
 }
 
 /// Cold files of a shard with no visible row on its primary, whose objects it would remove.
@@ -357,6 +382,7 @@ impl Actor for ShardHost {
                 ShardHostMsg::LedgerPage(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::ColdCommit(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::ColdDrop(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::ColdLookup(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Counts(shards, reply) => {
                     let none = shards
                         .into_result()
@@ -415,6 +441,11 @@ impl Actor for ShardHost {
             ShardHostMsg::ColdDrop(request, reply) => {
                 serve(permit, request, reply, |r| async move {
                     host.cold_drop(r).await
+                });
+            }
+            ShardHostMsg::ColdLookup(request, reply) => {
+                serve(permit, request, reply, |r| async move {
+                    host.cold_lookup(r).await
                 });
             }
             ShardHostMsg::Search(query, reply) => {
@@ -513,6 +544,15 @@ impl ShardHostArgs {
             .map_err(|e| e.to_string())?;
         self.store.flush().await.map_err(|e| e.to_string())?;
         Ok(gone)
+    }
+
+    async fn cold_lookup(&self, r: ColdLookupRequest) -> Result<ColdFound, String> {
+        let (files, live) = self
+            .shards
+            .visible_cold(r.shard, r.keys, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ColdFound { files, live })
     }
 
     async fn export(&self, r: ExportRequest) -> Result<ShardPage, String> {

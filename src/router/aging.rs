@@ -7,10 +7,12 @@ use std::time::Duration;
 use crate::actors::shard::ShardMsg;
 use crate::cluster::membership::MemberState;
 use crate::cluster::routes::CopyState;
-use crate::cluster::shard_host::{self, ColdCommitRequest, ColdDropRequest, ShardHostMsg};
+use crate::cluster::shard_host::{
+    self, ColdCommitRequest, ColdDropRequest, ColdLookupRequest, ShardHostMsg,
+};
 use crate::cluster::wire::Payload;
 use crate::record::ShardId;
-use crate::storage::cold_copy::ColdLive;
+use crate::storage::cold_copy::{ColdLive, FilesAndCopies};
 use crate::storage::cold_tier::{ColdFile, ColdKey};
 use crate::storage::warm::WarmRecord;
 use crate::version::Version;
@@ -264,5 +266,76 @@ impl ShardRouter {
             agreed.retain(|s| gone.contains(s));
         }
         Ok(agreed.into_iter().collect())
+    }
+
+    /// The visible cold copies of these records of a shard on this node, with the files
+    /// holding them.
+    pub async fn visible_cold(
+        &self,
+        shard: ShardId,
+        keys: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<FilesAndCopies, ShardError> {
+        self.call_store(
+            shard,
+            |reply| ShardMsg::VisibleCold {
+                keys: keys.clone(),
+                reply,
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Whether this node's copy of a shard takes its cold files from the shard's primary: in
+    /// a cluster, where this node is a placed replica, not the primary, and its copy is
+    /// whole.
+    pub fn takes_cold_from_primary(&self, shard: ShardId) -> Option<String> {
+        let routes = self.cluster.get()?;
+        if routes.sync().state(shard) != CopyState::Whole || !routes.is_settled() {
+            return None;
+        }
+        let placed = routes.replicas(shard);
+        let me = routes.self_id();
+        match placed.first() {
+            Some(primary) if primary != me && placed.iter().any(|r| r == me) => {
+                Some(primary.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Gives this node's copy of a shard the primary's cold copies of records it still
+    /// holds warm past the cold age (a cold commit it missed: it was unreachable, or not
+    /// yet a replica when the commit was shared); answers how many it took.
+    pub async fn take_missed_cold(
+        &self,
+        shard: ShardId,
+        primary: &str,
+        keys: Vec<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<usize, ShardError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let request = ColdLookupRequest { shard, keys };
+        let answer = shard_host::call(
+            primary,
+            |reply| ShardHostMsg::ColdLookup(Payload::Value(request), reply),
+            timeout,
+        )
+        .await;
+        let found = replica_answer(shard, primary, answer)?;
+        let mut took = 0;
+        for file in found.files {
+            let live: Vec<ColdLive> = found
+                .live
+                .iter()
+                .filter(|l| l.seq == file.seq)
+                .cloned()
+                .collect();
+            took += self.take_cold(file, live, timeout).await?;
+        }
+        Ok(took)
     }
 }

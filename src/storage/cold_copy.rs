@@ -12,6 +12,9 @@ use crate::storage::tombstones::{shard_key, shard_page};
 use crate::storage::StorageError;
 use crate::version::Version;
 
+/// Visible cold copies with the catalog entries of the files holding them.
+pub type FilesAndCopies = (Vec<ColdFile>, Vec<ColdLive>);
+
 /// A record's visible cold copy: which file holds it, at which version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColdLive {
@@ -88,6 +91,36 @@ impl ColdTier {
         self.live.apply_batch(batch)?;
         self.recount(shard)?;
         Ok((n, new))
+    }
+
+    /// The visible cold copies of these records of a shard, with the catalog entries of
+    /// the files holding them (a record without one is left out); blocking.
+    pub fn visible_of(
+        &self,
+        shard: ShardId,
+        keys: &[Vec<u8>],
+    ) -> Result<FilesAndCopies, StorageError> {
+        let mut live = Vec::new();
+        for key in keys {
+            if let Some((version, seq)) = self
+                .live
+                .get(shard_key(shard, key))?
+                .and_then(|v| read_live(&v))
+            {
+                live.push(ColdLive {
+                    key: key.clone(),
+                    version,
+                    seq,
+                });
+            }
+        }
+        let seqs: std::collections::BTreeSet<u64> = live.iter().map(|l| l.seq).collect();
+        let catalog = self.catalog.read();
+        let files = seqs
+            .iter()
+            .filter_map(|s| catalog.get(s).cloned())
+            .collect();
+        Ok((files, live))
     }
 
     /// Takes out of the catalog the shard's files of `seqs` that hold no visible row here;

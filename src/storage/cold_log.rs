@@ -340,75 +340,101 @@ pub enum RebuildError {
     },
 }
 
+/// What one shard's log adds up to.
+#[derive(Debug, Clone, Default)]
+pub struct ShardLog {
+    /// every committed file not dropped
+    pub files: Vec<ColdFile>,
+    /// the visible copy of each record among them, not covered by a deletion: (record key,
+    /// version, seq of its file, system)
+    pub live: Vec<(Vec<u8>, Version, u64, String)>,
+    /// the newest deletion of each record and system
+    pub deletions: Vec<Deletion>,
+    /// systems' floors (forgotten record deletions)
+    pub floors: Vec<Deletion>,
+}
+
+/// Reads a shard's log from the object store, and the key and version columns of every file
+/// it names; `None` for a shard without a log.
+pub async fn read_shard(cold: &ColdTier, shard: ShardId) -> Result<Option<ShardLog>, RebuildError> {
+    let store = cold.store();
+    let log = list_log(store, shard).await?;
+    if log.is_empty() {
+        return Ok(None);
+    }
+    let contents = read_log(store, &log).await?.into_snapshot();
+    // the newest row of each record, among every committed file
+    let mut newest: HashMap<Vec<u8>, (Version, u64, String)> = HashMap::new();
+    for f in &contents.files {
+        let columns = cold.columns(f).await?;
+        let seq = f.seq;
+        columns.scan_versions(|_, system, conversation, version| {
+            let key = record_key(system, conversation);
+            let better = newest
+                .get(&key)
+                .is_none_or(|(v, s, _)| (version, seq) > (*v, *s));
+            if better {
+                newest.insert(key, (version, seq, system.to_string()));
+            }
+        });
+    }
+    let mut deleted_systems: HashMap<&str, Version> = HashMap::new();
+    let mut deleted_records: HashMap<Vec<u8>, Version> = HashMap::new();
+    for d in &contents.deletions {
+        match &d.conversation_id {
+            None => {
+                let v = deleted_systems.entry(&d.system_id).or_default();
+                *v = (*v).max(d.version);
+            }
+            Some(c) => {
+                let v = deleted_records
+                    .entry(record_key(&d.system_id, c))
+                    .or_default();
+                *v = (*v).max(d.version);
+            }
+        }
+    }
+    // floors only keep old copies out of new writes; they hide no row of a file
+    newest.retain(|key, (version, _, system)| {
+        let by_system = deleted_systems.get(system.as_str()).copied();
+        let by_record = deleted_records.get(key).copied();
+        by_system.max(by_record).is_none_or(|d| *version > d)
+    });
+    let live = newest
+        .into_iter()
+        .map(|(k, (v, seq, system))| (k, v, seq, system))
+        .collect();
+    Ok(Some(ShardLog {
+        files: contents.files,
+        live,
+        deletions: contents.deletions,
+        floors: contents.floors,
+    }))
+}
+
 /// Rebuilds the cold tier and the tombstones of every shard from the logs on the object
 /// store (into an empty local store).
 pub async fn rebuild(
     cold: &Arc<ColdTier>,
     tombstones: &Tombstones,
 ) -> Result<Rebuilt, RebuildError> {
-    let store = Arc::clone(cold.store());
     let mut total = Rebuilt::default();
     for shard in 0..SHARD_COUNT as ShardId {
-        let log = list_log(&store, shard).await?;
-        if log.is_empty() {
+        let Some(log) = read_shard(cold, shard).await? else {
             continue;
-        }
+        };
         total.shards += 1;
-        let contents = read_log(&store, &log).await?.into_snapshot();
-        let files = contents.files;
-        // floors only keep old copies out of writes; they hide no row of a file
-        for floor in &contents.floors {
-            tombstones.put(shard, &floor.system_id, None, floor.version)?;
+        for floor in &log.floors {
+            tombstones.put_floor(shard, &floor.system_id, floor.version)?;
         }
-        let deletions: Vec<(String, Option<String>, Version)> = contents
-            .deletions
-            .into_iter()
-            .map(|d| (d.system_id, d.conversation_id, d.version))
-            .collect();
-        // the newest row of each record, among every committed file
-        let mut newest: HashMap<Vec<u8>, (Version, u64, String)> = HashMap::new();
-        for f in &files {
-            let columns = cold.columns(f).await?;
-            let seq = f.seq;
-            columns.scan_versions(|_, system, conversation, version| {
-                let key = record_key(system, conversation);
-                let better = newest
-                    .get(&key)
-                    .is_none_or(|(v, s, _)| (version, seq) > (*v, *s));
-                if better {
-                    newest.insert(key, (version, seq, system.to_string()));
-                }
-            });
+        for d in &log.deletions {
+            tombstones.put(shard, &d.system_id, d.conversation_id.as_deref(), d.version)?;
         }
-        let mut deleted_systems: HashMap<&str, Version> = HashMap::new();
-        let mut deleted_records: HashMap<Vec<u8>, Version> = HashMap::new();
-        for (system, conversation, version) in &deletions {
-            tombstones.put(shard, system, conversation.as_deref(), *version)?;
-            match conversation {
-                None => {
-                    let v = deleted_systems.entry(system).or_default();
-                    *v = (*v).max(*version);
-                }
-                Some(c) => {
-                    let v = deleted_records.entry(record_key(system, c)).or_default();
-                    *v = (*v).max(*version);
-                }
-            }
-        }
-        newest.retain(|key, (version, _, system)| {
-            let by_system = deleted_systems.get(system.as_str()).copied();
-            let by_record = deleted_records.get(key).copied();
-            by_system.max(by_record).is_none_or(|d| *version > d)
-        });
-        let live: Vec<(Vec<u8>, Version, u64, String)> = newest
-            .into_iter()
-            .map(|(k, (v, seq, system))| (k, v, seq, system))
-            .collect();
-        total.records += live.len();
-        total.files += files.len();
-        total.deletions += deletions.len();
+        total.records += log.live.len();
+        total.files += log.files.len();
+        total.deletions += log.deletions.len();
         let cold = Arc::clone(cold);
-        tokio::task::spawn_blocking(move || cold.restore(shard, files, &live))
+        tokio::task::spawn_blocking(move || cold.restore(shard, log.files, &log.live))
             .await
             .map_err(|e| StorageError::Task(e.to_string()))??;
     }

@@ -22,7 +22,7 @@ pub enum ExportPart {
     Cold,
     /// deletions of single records
     RecordTombstones,
-    /// deletions of whole systems (and forgotten deletions' floors)
+    /// deletions of whole systems, and systems' floors
     SystemTombstones,
     /// warm records
     Warm,
@@ -75,6 +75,8 @@ pub struct ShardPage {
     pub hot: Vec<StoredRecord>,
     /// where the next page starts; `None` once the shard is all sent
     pub next: Option<ExportCursor>,
+    /// systems' floors (their forgotten record deletions: a gate for new writes only)
+    pub floors: Vec<Deletion>,
 }
 
 impl ShardPage {
@@ -85,6 +87,7 @@ impl ShardPage {
             + self.deletions.len()
             + self.warm.len()
             + self.hot.len()
+            + self.floors.len()
     }
 
     /// Whether the page holds nothing.
@@ -131,6 +134,13 @@ pub fn export_page(
         ExportPart::SystemTombstones => {
             for (system_id, version) in tombstones.systems_of(shard)? {
                 page.deletions.push(Deletion {
+                    system_id,
+                    conversation_id: None,
+                    version,
+                });
+            }
+            for (system_id, version) in tombstones.floors_of(shard)? {
+                page.floors.push(Deletion {
                     system_id,
                     conversation_id: None,
                     version,

@@ -1,6 +1,8 @@
 //! Versioned tombstones: a deleted record, or a deleted system, with the version of its
 //! deletion. A copy whose version is not newer than a tombstone covering it is never
-//! written, so a late copy (a retried upload, an older replica) cannot bring it back.
+//! written, so a late copy (a retried upload, an older replica) cannot bring it back. A
+//! system's *floor* stands for its forgotten record deletions: a write gate for new writes
+//! only, which removes nothing stored and keeps out no copy of another replica's records.
 
 use crate::record::{record_key, ShardId};
 use crate::storage::StorageError;
@@ -44,22 +46,72 @@ pub fn shard_page<T>(
     Ok(out)
 }
 
-/// The node's tombstones, kept per shard in two sled trees of the node's database.
+/// Sets the version at `key` unless a newer one is there.
+fn raise(tree: &sled::Tree, key: Vec<u8>, version: Version) -> Result<(), StorageError> {
+    tree.fetch_and_update(key, |old| {
+        let keep = old
+            .and_then(Version::from_bytes)
+            .is_some_and(|o| o >= version);
+        if keep {
+            old.map(<[u8]>::to_vec)
+        } else {
+            Some(version.to_bytes().to_vec())
+        }
+    })?;
+    Ok(())
+}
+
+/// Every (system id, version) of a shard in a tree keyed by shard and system.
+fn by_system(tree: &sled::Tree, shard: ShardId) -> Result<Vec<(String, Version)>, StorageError> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix(shard.to_be_bytes()) {
+        let (k, v) = item?;
+        let system = String::from_utf8_lossy(&k[2..]).into_owned();
+        if let Some(v) = Version::from_bytes(&v) {
+            out.push((system, v));
+        }
+    }
+    Ok(out)
+}
+
+/// The node's tombstones, kept per shard in three sled trees of the node's database.
 #[derive(Clone)]
 pub struct Tombstones {
     /// shard + record key → version of the record's deletion
     records: sled::Tree,
     /// shard + system id → version of the system's deletion
     systems: sled::Tree,
+    /// shard + system id → the newest of the system's forgotten record deletions
+    floors: sled::Tree,
 }
 
 impl Tombstones {
-    /// Opens the trees (`tombstones/records`, `tombstones/systems`).
+    /// Opens the trees (`tombstones/records`, `tombstones/systems`, `tombstones/floors`).
     pub fn open(db: &crate::storage::HotStore) -> Result<Tombstones, StorageError> {
         Ok(Tombstones {
             records: db.open_tree("tombstones/records")?,
             systems: db.open_tree("tombstones/systems")?,
+            floors: db.open_tree("tombstones/floors")?,
         })
+    }
+
+    /// Raises a system's floor to `version` (a lower one is kept as it is).
+    pub fn put_floor(
+        &self,
+        shard: ShardId,
+        system_id: &str,
+        version: Version,
+    ) -> Result<(), StorageError> {
+        raise(
+            &self.floors,
+            shard_key(shard, system_id.as_bytes()),
+            version,
+        )
+    }
+
+    /// Every system floor of a shard.
+    pub fn floors_of(&self, shard: ShardId) -> Result<Vec<(String, Version)>, StorageError> {
+        by_system(&self.floors, shard)
     }
 
     /// Records a deletion of one record (or, without a conversation, of a whole system).
@@ -75,17 +127,7 @@ impl Tombstones {
             Some(c) => (&self.records, shard_key(shard, &record_key(system_id, c))),
             None => (&self.systems, shard_key(shard, system_id.as_bytes())),
         };
-        tree.fetch_and_update(key, |old| {
-            let keep = old
-                .and_then(Version::from_bytes)
-                .is_some_and(|o| o >= version);
-            if keep {
-                old.map(<[u8]>::to_vec)
-            } else {
-                Some(version.to_bytes().to_vec())
-            }
-        })?;
-        Ok(())
+        raise(tree, key, version)
     }
 
     /// The version of the deletion of one record, if it was deleted by itself.
@@ -101,21 +143,13 @@ impl Tombstones {
 
     /// Every system deletion of a shard.
     pub fn systems_of(&self, shard: ShardId) -> Result<Vec<(String, Version)>, StorageError> {
-        let mut out = Vec::new();
-        for item in self.systems.scan_prefix(shard.to_be_bytes()) {
-            let (k, v) = item?;
-            let system = String::from_utf8_lossy(&k[2..]).into_owned();
-            if let Some(v) = Version::from_bytes(&v) {
-                out.push((system, v));
-            }
-        }
-        Ok(out)
+        by_system(&self.systems, shard)
     }
 
     /// Forgets the record tombstones of a shard older than `before`, each folded first into
-    /// its system's tombstone, which from then on keeps out every copy of the system not
+    /// its system's floor, which from then on keeps out every new write of the system not
     /// newer than it (a write gate only: nothing stored is removed by it); blocking. Returns
-    /// how many were forgotten and the new system tombstones.
+    /// how many were forgotten and the raised floors.
     pub fn forget(
         &self,
         shard: ShardId,
@@ -141,7 +175,7 @@ impl Tombstones {
         // the floors are written before the tombstones they stand for go: a crash between
         // leaves both, which keeps out the same copies
         for (system, version) in &floors {
-            self.put(shard, system, None, *version)?;
+            self.put_floor(shard, system, *version)?;
         }
         for k in &old {
             self.records.remove(k)?;
@@ -149,7 +183,7 @@ impl Tombstones {
         let mut raised = Vec::with_capacity(floors.len());
         for (system, _) in floors {
             let key = shard_key(shard, system.as_bytes());
-            if let Some(v) = self.systems.get(key)?.and_then(|v| Version::from_bytes(&v)) {
+            if let Some(v) = self.floors.get(key)?.and_then(|v| Version::from_bytes(&v)) {
                 raised.push((system, v));
             }
         }
@@ -202,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn old_record_tombstones_fold_into_their_system() {
+    fn old_record_tombstones_fold_into_their_systems_floor() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::storage::HotStore::open(dir.path(), 8).unwrap();
         let t = Tombstones::open(&store).unwrap();
@@ -216,14 +250,15 @@ mod tests {
         let (n, mut raised) = t.forget(3, v(40)).unwrap();
         raised.sort();
         assert_eq!(n, 3);
-        // b's own deletion (25) is newer than its forgotten record tombstone (20)
-        assert_eq!(raised, vec![("a".into(), v(30)), ("b".into(), v(25))]);
+        // floors stand apart from b's own deletion (25): they remove nothing stored
+        assert_eq!(raised, vec![("a".into(), v(30)), ("b".into(), v(20))]);
         assert_eq!(t.of_record(3, "a", "c1").unwrap(), None);
         assert_eq!(t.of_record(3, "a", "c3").unwrap(), Some(v(50)));
         assert_eq!(t.of_record(4, "a", "c1").unwrap(), Some(v(5)));
-        let mut systems = t.systems_of(3).unwrap();
-        systems.sort();
-        assert_eq!(systems, vec![("a".into(), v(30)), ("b".into(), v(25))]);
+        assert_eq!(t.systems_of(3).unwrap(), vec![("b".into(), v(25))]);
+        let mut floors = t.floors_of(3).unwrap();
+        floors.sort();
+        assert_eq!(floors, vec![("a".into(), v(30)), ("b".into(), v(20))]);
         // nothing older is left: a second pass forgets nothing
         assert_eq!(t.forget(3, v(40)).unwrap().0, 0);
     }
