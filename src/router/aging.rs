@@ -141,42 +141,30 @@ impl ShardRouter {
         live: &[ColdLive],
         timeout: Duration,
     ) -> Result<usize, ShardError> {
-        let Some(routes) = self.cluster.get() else {
+        if self.cluster.get().is_none() {
             return Ok(0);
+        }
+        // an empty commit still carries the catalog entry
+        let pages: Vec<&[ColdLive]> = if live.is_empty() {
+            vec![&[]]
+        } else {
+            live.chunks(COLD_ROWS_PER_REQUEST).collect()
         };
-        let shard = file.shard;
-        let me = routes.self_id();
-        let others: Vec<String> = routes
-            .replicas(shard)
-            .into_iter()
-            .filter(|r| r != me)
-            .collect();
-        let calls = others.iter().map(|node| async move {
-            // an empty commit still carries the catalog entry
-            let pages: Vec<&[ColdLive]> = if live.is_empty() {
-                vec![&[]]
-            } else {
-                live.chunks(COLD_ROWS_PER_REQUEST).collect()
-            };
-            for rows in pages {
-                let request = ColdCommitRequest {
-                    file: file.clone(),
-                    live: rows.to_vec(),
-                };
-                let answer = shard_host::call(
-                    node,
-                    |reply| ShardHostMsg::ColdCommit(Payload::Value(request), reply),
-                    timeout,
-                )
-                .await;
-                replica_answer(shard, node, answer)?;
-            }
-            Ok::<(), ShardError>(())
-        });
         let mut took = 0;
-        for answer in futures::future::join_all(calls).await {
-            answer?;
-            took += 1;
+        for rows in pages {
+            let answers = self
+                .ask_other_replicas(file.shard, timeout, |reply| {
+                    let request = ColdCommitRequest {
+                        file: file.clone(),
+                        live: rows.to_vec(),
+                    };
+                    ShardHostMsg::ColdCommit(Payload::Value(request), reply)
+                })
+                .await;
+            took = answers.len();
+            for answer in answers {
+                answer?;
+            }
         }
         Ok(took)
     }
@@ -238,30 +226,20 @@ impl ShardRouter {
         seqs: &[u64],
         timeout: Duration,
     ) -> Result<Vec<u64>, ShardError> {
-        let Some(routes) = self.cluster.get() else {
+        if self.cluster.get().is_none() {
             return Ok(seqs.to_vec());
-        };
-        let me = routes.self_id();
-        let others: Vec<String> = routes
-            .replicas(shard)
-            .into_iter()
-            .filter(|r| r != me)
-            .collect();
-        let calls = others.iter().map(|node| async move {
-            let request = ColdDropRequest {
-                shard,
-                seqs: seqs.to_vec(),
-            };
-            let answer = shard_host::call(
-                node,
-                |reply| ShardHostMsg::ColdDrop(Payload::Value(request), reply),
-                timeout,
-            )
+        }
+        let answers = self
+            .ask_other_replicas(shard, timeout, |reply| {
+                let request = ColdDropRequest {
+                    shard,
+                    seqs: seqs.to_vec(),
+                };
+                ShardHostMsg::ColdDrop(Payload::Value(request), reply)
+            })
             .await;
-            replica_answer(shard, node, answer)
-        });
         let mut agreed: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
-        for answer in futures::future::join_all(calls).await {
+        for answer in answers {
             let gone: std::collections::BTreeSet<u64> = answer?.into_iter().collect();
             agreed.retain(|s| gone.contains(s));
         }

@@ -229,8 +229,35 @@ impl ShardRouter {
         entry_json: &str,
         timeout: Duration,
     ) -> Result<usize, ShardError> {
+        let answers = self
+            .ask_other_replicas(shard, timeout, |reply| {
+                let request = LedgerRequest {
+                    key: key.to_string(),
+                    entry_json: entry_json.to_string(),
+                };
+                ShardHostMsg::Ledger(Payload::Value(request), reply)
+            })
+            .await;
+        let mut recorded = 0;
+        for answer in answers {
+            recorded += usize::from(answer?);
+        }
+        Ok(recorded)
+    }
+
+    /// Sends a request to the shard host of every replica of a shard but this node, at
+    /// once; answers each one's result (none outside a cluster).
+    pub(crate) async fn ask_other_replicas<T>(
+        &self,
+        shard: ShardId,
+        timeout: Duration,
+        request: impl Fn(RpcReplyPort<Payload<Result<T, String>>>) -> ShardHostMsg,
+    ) -> Vec<Result<T, ShardError>>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
         let Some(routes) = self.cluster.get() else {
-            return Ok(0);
+            return Vec::new();
         };
         let me = routes.self_id();
         let others: Vec<String> = routes
@@ -238,24 +265,12 @@ impl ShardRouter {
             .into_iter()
             .filter(|r| r != me)
             .collect();
+        let request = &request;
         let calls = others.iter().map(|node| async move {
-            let request = LedgerRequest {
-                key: key.to_string(),
-                entry_json: entry_json.to_string(),
-            };
-            let answer = shard_host::call(
-                node,
-                |reply| ShardHostMsg::Ledger(Payload::Value(request), reply),
-                timeout,
-            )
-            .await;
+            let answer = shard_host::call(node, request, timeout).await;
             replica_answer(shard, node, answer)
         });
-        let mut recorded = 0;
-        for answer in futures::future::join_all(calls).await {
-            recorded += usize::from(answer?);
-        }
-        Ok(recorded)
+        futures::future::join_all(calls).await
     }
 
     /// Runs a call on every replica of a shard at once: this node's through `local`, the
