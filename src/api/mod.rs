@@ -1,4 +1,5 @@
-//! The HTTP API: REST, MCP, upload status, health and readiness.
+//! The ways in: the HTTP API (REST, MCP, upload status, health and readiness), and the same
+//! routes for clients over the cluster transport ([`remote`]).
 
 pub mod body;
 pub mod cluster;
@@ -7,6 +8,7 @@ pub mod guard;
 pub mod health;
 pub mod json_errors;
 pub mod mcp;
+pub mod remote;
 pub mod rest;
 pub mod serve;
 pub mod uploads;

@@ -233,7 +233,11 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
             let routes = ClusterRoutes::new(&node_id, cluster.watcher(), sync);
             fanout::route(&node, routes, settle, cluster.synced_publisher())
                 .map_err(anyhow::Error::msg)?;
-            (cluster, Some(host))
+            // clients (akosha-admin, akosha::client) reach the node's routes through it
+            let api = akosha::api::remote::start(&node, cluster.watcher())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            (cluster, Some((host, api)))
         }
         None => (
             ClusterHandle::single(&single_id, &addr.to_string(), replication_factor),
@@ -276,7 +280,8 @@ async fn run(config: Config, cluster: Option<ClusterSettings>) -> anyhow::Result
         }
     }
     cluster.leave().await;
-    if let Some(host) = host {
+    if let Some((host, api)) = host {
+        api.stop(None);
         host.stop(None);
     }
     let _ = stop_tx.send(true);

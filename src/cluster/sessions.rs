@@ -24,6 +24,8 @@ struct Session {
     peer: Option<NodeKey>,
     /// this node refused or dropped it; its end is expected, not a failure
     dropped: bool,
+    /// a client's ([`super::wire::CLIENT_PREFIX`]): admitted, never a member
+    client: bool,
     /// when it finished exchanging actors and groups (pings go out from then)
     ready_at: Option<Instant>,
     /// a ping is on its way
@@ -43,6 +45,7 @@ impl Session {
             opened: Instant::now(),
             peer: None,
             dropped: false,
+            client: false,
             ready_at: None,
             ping_in_flight: false,
             last_ping: None,
@@ -147,6 +150,9 @@ impl Sessions {
             .as_ref()
             .map(|n| n.name.clone())
             .unwrap_or_default();
+        if let Some(version) = super::wire::client_version(&name) {
+            return self.client(info, &name, version);
+        }
         let accepted = PeerName::parse(&name)
             .and_then(|peer| peer.check_version(self.wire_version).map(|()| peer));
         let peer = match accepted {
@@ -181,9 +187,33 @@ impl Sessions {
         Some(key)
     }
 
+    /// Admits a client's session (never a member) when it speaks this node's wire version.
+    fn client(
+        &mut self,
+        info: NodeServerSessionInformation,
+        name: &str,
+        version: u32,
+    ) -> Option<NodeKey> {
+        let session = self.sessions.get_mut(&info.actor.get_id())?;
+        if version == self.wire_version {
+            tracing::debug!(peer_addr = %info.peer_addr, client = name, "client connected");
+            session.client = true;
+        } else {
+            tracing::error!(peer_addr = %info.peer_addr, client = name, expected = self.wire_version, got = version, "refusing a client speaking another wire version");
+            session.dropped = true;
+            info.actor.stop(Some("client_refused".to_string()));
+        }
+        None
+    }
+
     /// Forgets an ended session; true when it was a member's (which is suspect until redialled).
     pub fn closed(&mut self, info: NodeServerSessionInformation) -> bool {
         let actor_id = info.actor.get_id();
+        if self.sessions.get(&actor_id).is_some_and(|s| s.client) {
+            self.sessions.remove(&actor_id);
+            tracing::debug!(peer_addr = %info.peer_addr, "client disconnected");
+            return false;
+        }
         let session = self.sessions.remove(&actor_id);
         let (peer, dropped) = session
             .map(|s| (s.peer, s.dropped))
@@ -235,7 +265,8 @@ impl Sessions {
     pub fn expire_handshakes(&mut self) {
         let limit = self.timings.dial_timeout;
         for session in self.sessions.values_mut() {
-            if session.peer.is_none() && !session.dropped && session.opened.elapsed() > limit {
+            let waiting = session.peer.is_none() && !session.dropped && !session.client;
+            if waiting && session.opened.elapsed() > limit {
                 tracing::warn!(peer_addr = %session.info.peer_addr, timeout_ms = limit.as_millis() as u64, "transport handshake did not finish in time; closing the session");
                 session.dropped = true;
                 self.counters

@@ -53,6 +53,30 @@ pub const WIRE_VERSION: u32 = 4;
 /// First part of every Akosha node's transport name.
 pub const NAME_PREFIX: &str = "akosha";
 
+/// First part of the transport name of a client ([`crate::client::Client`]): it talks to
+/// one member, never joins gossip and never holds shards.
+pub const CLIENT_PREFIX: &str = "akosha-client";
+
+/// A client's name, `akosha-client/w<version>/<id>`.
+pub fn client_name(id: &str) -> String {
+    format!("{CLIENT_PREFIX}/w{WIRE_VERSION}/{id}")
+}
+
+/// The wire version a client's full transport name (`akosha-client/w<version>/<id>@<host>`)
+/// announces; `None` for a name that is not a client's.
+pub fn client_version(full: &str) -> Option<u32> {
+    let (name, _host) = full.rsplit_once('@')?;
+    let mut parts = name.splitn(3, '/');
+    let (Some(CLIENT_PREFIX), Some(version), Some(id)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    if id.is_empty() {
+        return None;
+    }
+    version.strip_prefix('w')?.parse().ok()
+}
+
 /// Largest encoded payload, in bytes: ractor_cluster's 16 MiB frame less room for its envelope.
 pub const MAX_PAYLOAD_BYTES: u64 = 15 * 1024 * 1024;
 
@@ -282,6 +306,22 @@ mod tests {
                 WIRE_VERSION + 1
             )
         );
+    }
+
+    #[test]
+    fn client_names_say_their_version_and_are_no_member_names() {
+        let full = format!("{}@127.0.0.1", client_name("admin-1f3a"));
+        assert_eq!(client_version(&full), Some(WIRE_VERSION));
+        assert!(PeerName::parse(&full).is_err(), "a client is not a member");
+        assert_eq!(client_version("akosha-client/w2/x@h"), Some(2));
+        for bad in [
+            "akosha-client/w4/@h",
+            "akosha/w4/1/n1@h",
+            "akosha-client/v4/x@h",
+            "x",
+        ] {
+            assert_eq!(client_version(bad), None, "{bad}");
+        }
     }
 
     #[test]

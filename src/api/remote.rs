@@ -1,0 +1,192 @@
+//! The way in for clients over the cluster transport ([`crate::client::Client`]): one actor
+//! per node, in the process group [`API_GROUP`], answering each request as the HTTP API
+//! answers the same route (the same validation and JSON), with the HTTP status of a
+//! failure. Its mailbox is ractor's, but it only spawns: at most [`MAX_IN_FLIGHT`] requests
+//! run at once, and one over that is answered at once with a 503.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::api::error::ApiError;
+use crate::api::rest;
+use crate::cluster::wire::Payload;
+use crate::cluster::ClusterView;
+use crate::node::{AgeError, Node};
+
+/// The process group of every node's API actor (a client, connected to one member, sees
+/// that member's only).
+pub const API_GROUP: &str = "akosha/api";
+
+/// Requests an API actor runs at once; more are answered 503.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// What a client asks, named after the HTTP route it stands for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ApiRequest {
+    /// `POST /api/v1/ingest` with this JSON body
+    Ingest(String),
+    /// `POST /api/v1/search` with this JSON body
+    Search(String),
+    /// `DELETE /api/v1/systems/{system_id}`
+    DeleteSystem(String),
+    /// `DELETE /api/v1/systems/{system_id}/conversations/{conversation_id}`
+    DeleteConversation(String, String),
+    /// `GET /api/v1/stats`
+    Stats,
+    /// `GET /api/v1/uploads`
+    Uploads,
+    /// `GET /api/v1/cluster`
+    Cluster,
+    /// `POST /api/v1/admin/age`
+    Age,
+}
+
+/// A request that failed: the HTTP status the route answers, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (status {status})")]
+pub struct ApiFailure {
+    /// the HTTP status of the same failure
+    pub status: u16,
+    /// what went wrong
+    pub message: String,
+}
+
+impl From<ApiError> for ApiFailure {
+    fn from(e: ApiError) -> Self {
+        ApiFailure {
+            status: e.status.as_u16(),
+            message: e.message,
+        }
+    }
+}
+
+/// What a node's API actor is asked. Variants are matched by name on the wire: never rename
+/// one.
+#[derive(RactorClusterMessage)]
+pub enum ApiMsg {
+    /// Runs a request; answers the route's JSON.
+    #[rpc]
+    Call(
+        Payload<ApiRequest>,
+        RpcReplyPort<Payload<Result<String, ApiFailure>>>,
+    ),
+}
+
+/// What the API actor needs.
+pub struct ApiHostArgs {
+    /// the node
+    pub node: Arc<Node>,
+    /// the cluster as this node sees it
+    pub view: watch::Receiver<Arc<ClusterView>>,
+}
+
+/// The API actor.
+pub struct ApiHost;
+
+impl Actor for ApiHost {
+    type Msg = ApiMsg;
+    type State = (Arc<ApiHostArgs>, Arc<tokio::sync::Semaphore>);
+    type Arguments = ApiHostArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ApiHostArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::join(API_GROUP.to_string(), vec![myself.get_cell()]);
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        Ok((Arc::new(args), permits))
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: ApiMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let ApiMsg::Call(request, reply) = message;
+        let Ok(permit) = Arc::clone(&state.1).try_acquire_owned() else {
+            let busy = ApiFailure {
+                status: 503,
+                message: format!("{MAX_IN_FLIGHT} client requests are running; retry"),
+            };
+            let _ = reply.send(Payload::Value(Err(busy)));
+            return Ok(());
+        };
+        let host = Arc::clone(&state.0);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let answer = match request.into_result() {
+                Ok(r) => host.run(r).await,
+                Err(e) => Err(ApiFailure {
+                    status: 400,
+                    message: e.to_string(),
+                }),
+            };
+            let _ = reply.send(Payload::Value(answer));
+        });
+        Ok(())
+    }
+}
+
+/// The JSON of an answer.
+fn json<T: Serialize>(value: &T) -> Result<String, ApiFailure> {
+    serde_json::to_string(value).map_err(|e| ApiFailure {
+        status: 500,
+        message: format!("cannot encode the answer: {e}"),
+    })
+}
+
+impl ApiHostArgs {
+    /// Runs a request as its HTTP route does.
+    async fn run(&self, request: ApiRequest) -> Result<String, ApiFailure> {
+        let node = || State(Arc::clone(&self.node));
+        match request {
+            ApiRequest::Ingest(body) => json(&rest::ingest(node(), Bytes::from(body)).await?.0),
+            ApiRequest::Search(body) => json(&rest::search(node(), Bytes::from(body)).await?.0),
+            ApiRequest::DeleteSystem(system) => {
+                json(&rest::delete_system(node(), Path(system)).await?.0)
+            }
+            ApiRequest::DeleteConversation(system, conversation) => {
+                let path = Path((system, conversation));
+                json(&rest::delete_conversation(node(), path).await?.0)
+            }
+            ApiRequest::Stats => json(&rest::stats(node()).await.0),
+            ApiRequest::Uploads => json(&crate::api::uploads::uploads(node()).await?.0),
+            ApiRequest::Cluster => {
+                let view = self.view.borrow().clone();
+                json(&*view)
+            }
+            ApiRequest::Age => match self.node.age().await {
+                Ok(report) => json(&report),
+                Err(AgeError::Running(progress)) => Err(ApiFailure {
+                    status: 409,
+                    message: AgeError::Running(progress).to_string(),
+                }),
+                Err(AgeError::Failed(e)) => Err(ApiError::from(e).into()),
+            },
+        }
+    }
+}
+
+/// Starts the node's API actor.
+pub async fn start(
+    node: &Arc<Node>,
+    view: watch::Receiver<Arc<ClusterView>>,
+) -> Result<ActorRef<ApiMsg>, String> {
+    let args = ApiHostArgs {
+        node: Arc::clone(node),
+        view,
+    };
+    let (host, _) = Actor::spawn(None, ApiHost, args)
+        .await
+        .map_err(|e| format!("cannot start the client API actor: {e}"))?;
+    tracing::info!(group = API_GROUP, "client API started");
+    Ok(host)
+}
