@@ -2,7 +2,8 @@
 //! starts one and runs this), on the shared benchmark vectors (`scripts/bench-data.sh N`):
 //! the first half of the records ingested through HTTP and the second half through the
 //! client (records/s each), then top-10 searches of the shared queries through each, taken
-//! in turns, with their round trip p50/p99.
+//! in turns, with their round trip p50/p99, beside the node's own time for them (`took_ms`:
+//! what an in-process call costs).
 //!
 //!     client_bench LISTEN HTTP DATA_DIR [BATCH] [SEARCHES]   (AKOSHA_COOKIE set)
 
@@ -61,6 +62,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let web = reqwest::Client::new();
     let url = |path: &str| format!("http://{http}{path}");
 
+    // a node that just started takes writes once it has settled (503 until then)
+    let settle = Instant::now();
+    loop {
+        let probe = batch(&base, "settle", 0, 1);
+        match client.ingest(&probe).await {
+            Ok(_) => break,
+            Err(e) if settle.elapsed() < Duration::from_secs(60) => {
+                eprintln!("waiting for the node to take writes: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
     // ingest: half the records through each, in batches of one system
     let half = n / 2;
     let started = Instant::now();
@@ -86,6 +101,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // top-10 searches, in turns
     let (mut through_client, mut through_http) = (Vec::new(), Vec::new());
+    // the node's own time for the same searches: what an in-process call costs
+    let mut in_process = Vec::new();
     for q in 0..searches {
         let at = q % nq;
         let request = SearchRequest::vector(queries[at * DIM..(at + 1) * DIM].to_vec()).limit(10);
@@ -93,6 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let answer = client.search(&request).await?;
         through_client.push(t.elapsed());
         assert_eq!(answer.results.len(), 10);
+        in_process.push(Duration::from_secs_f64(answer.took_ms / 1000.0));
         let t = Instant::now();
         let answer = web
             .post(url("/api/v1/search"))
@@ -105,25 +123,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     through_client.sort();
     through_http.sort();
+    in_process.sort();
     println!(
         "records: {n} (half through each), batches of {size}, searches through each: {searches}"
     );
-    println!("{:<28} {:>12} {:>12}", "", "client", "http");
+    println!(
+        "{:<28} {:>12} {:>12} {:>12}",
+        "", "client", "http", "in-process"
+    );
     println!(
         "{:<28} {:>12.0} {:>12.0}",
         "ingest records/s", client_rate, http_rate
     );
     println!(
-        "{:<28} {:>12.3} {:>12.3}",
+        "{:<28} {:>12.3} {:>12.3} {:>12.3}",
         "top-10 search p50 ms",
         percentile(&through_client, 0.5),
-        percentile(&through_http, 0.5)
+        percentile(&through_http, 0.5),
+        percentile(&in_process, 0.5)
     );
     println!(
-        "{:<28} {:>12.3} {:>12.3}",
+        "{:<28} {:>12.3} {:>12.3} {:>12.3}",
         "top-10 search p99 ms",
         percentile(&through_client, 0.99),
-        percentile(&through_http, 0.99)
+        percentile(&through_http, 0.99),
+        percentile(&in_process, 0.99)
     );
     client.close();
     Ok(())

@@ -487,10 +487,11 @@ impl Node {
         }
     }
 
-    /// Counts records by asking every shard.
-    pub async fn stats(&self) -> NodeStats {
+    /// The counts of every shard that answered, each asked of one whole copy (this node's
+    /// own outside a cluster).
+    pub async fn shard_counts(&self) -> Vec<(ShardId, crate::actors::shard::ShardCounts)> {
         let timeout = Duration::from_millis(self.config.search.timeout_ms);
-        let counted = match self.shards.cluster() {
+        match self.shards.cluster() {
             Some(routes) => crate::cluster::fanout::counts(self, routes).await,
             None => {
                 let up = self.shards.up();
@@ -507,7 +508,12 @@ impl Node {
                     .flatten()
                     .collect()
             }
-        };
+        }
+    }
+
+    /// Counts records by asking every shard.
+    pub async fn stats(&self) -> NodeStats {
+        let counted = self.shard_counts().await;
         let mut records = TierCounts::default();
         let mut systems = 0;
         let mut answered = [false; SHARD_COUNT];

@@ -95,6 +95,18 @@ async fn the_client_ingests_finds_and_outlives_its_member_and_the_admin_cli_agre
     assert_eq!(ids(&cluster["members"]), vec!["n1", "n2"]);
     let stats = admin_json(&["--node", &listen[1], "--json", "stats"]);
     assert_eq!(stats["records"], http_stats["records"]);
+    let shards = admin_json(&["--node", &listen[1], "--json", "shards"]);
+    let (_, http_shards) = n2.get("/api/v1/shards").await;
+    assert_eq!(shards, http_shards);
+    let rows = shards.as_array().unwrap();
+    assert_eq!(rows.len(), 256);
+    let held: u64 = rows.iter().map(|r| r["hot"].as_u64().unwrap()).sum();
+    assert_eq!(held, 50, "each record counted once");
+    for r in rows {
+        assert_eq!(r["replicas"].as_array().unwrap().len(), 2, "{r}");
+        assert_eq!(r["primary"], r["replicas"][0], "{r}");
+        assert_eq!(r["whole"].as_array().unwrap().len(), 2, "{r}");
+    }
     let table = admin(&["--node", &listen[0], "cluster"], COOKIE);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("NODE") && text.contains("n2"), "{text}");

@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod remote;
 pub mod rest;
 pub mod serve;
+pub mod shards;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -73,7 +74,12 @@ pub fn router_with_cluster(
         )
         .route("/api/v1/uploads", get(uploads::uploads));
     let router = match cluster_view {
-        Some(view) => router.route("/api/v1/cluster", get(cluster::cluster).with_state(view)),
+        Some(view) => router
+            .route(
+                "/api/v1/shards",
+                get(shards::shards).with_state((Arc::clone(&node), view.clone())),
+            )
+            .route("/api/v1/cluster", get(cluster::cluster).with_state(view)),
         None => router,
     };
     let router = router

@@ -45,6 +45,8 @@ pub enum ApiRequest {
     Cluster,
     /// `POST /api/v1/admin/age`
     Age,
+    /// `GET /api/v1/shards`
+    Shards,
 }
 
 /// A request that failed: the HTTP status the route answers, and why.
@@ -162,6 +164,10 @@ impl ApiHostArgs {
             ApiRequest::Cluster => {
                 let view = self.view.borrow().clone();
                 json(&*view)
+            }
+            ApiRequest::Shards => {
+                let view = self.view.borrow().clone();
+                json(&crate::api::shards::table(&self.node, &view).await)
             }
             ApiRequest::Age => match self.node.age().await {
                 Ok(report) => json(&report),

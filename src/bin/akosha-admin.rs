@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use akosha::client::{Client, ClientConfig, ClusterInfo, SearchRequest, Stats};
+use akosha::client::{Client, ClientConfig, ClusterInfo, SearchRequest, ShardInfo, Stats};
 
 /// Inspects and steers an Akosha cluster through any of its members.
 ///
@@ -44,6 +44,8 @@ enum Command {
     Cluster,
     /// Records per tier across the cluster (each once), and shard health
     Stats,
+    /// Each shard: records per tier, its primary, its replicas, and its whole copies
+    Shards,
     /// Pull ingestion: done, backlog, in flight, and quarantined uploads with reasons
     Uploads,
     /// Searches the cluster and prints the hits as a table
@@ -148,6 +150,10 @@ async fn run(args: Args) -> Result<(), Failure> {
         Command::Stats => {
             let stats = client.stats().await?;
             print_or(args.json, &stats, || stats_table(&stats))
+        }
+        Command::Shards => {
+            let shards = client.shards().await?;
+            print_or(args.json, &shards, || shards_table(&shards))
         }
         Command::Uploads => {
             let uploads = client.uploads().await?;
@@ -357,6 +363,31 @@ fn stats_table(stats: &Stats) -> String {
         ranges(&stats.under_replicated_shards)
     ));
     out
+}
+
+fn shards_table(shards: &[ShardInfo]) -> String {
+    let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+    let mut rows = vec![vec![
+        "SHARD".to_string(),
+        "HOT".to_string(),
+        "WARM".to_string(),
+        "COLD".to_string(),
+        "PRIMARY".to_string(),
+        "REPLICAS".to_string(),
+        "WHOLE".to_string(),
+    ]];
+    for s in shards {
+        rows.push(vec![
+            s.shard.to_string(),
+            count(s.hot),
+            count(s.warm),
+            count(s.cold),
+            s.primary.clone().unwrap_or_else(|| "-".to_string()),
+            s.replicas.join(","),
+            s.whole.join(","),
+        ]);
+    }
+    table(&rows)
 }
 
 fn uploads_table(uploads: &Value) -> String {

@@ -27,7 +27,7 @@ use tokio::sync::{watch, Mutex};
 
 pub use types::{
     ClusterInfo, DeleteAnswer, Hit, IngestAnswer, IngestBatch, MemberInfo, Record, SearchAnswer,
-    SearchRequest, Stats, TierCounts,
+    SearchRequest, ShardInfo, Stats, TierCounts,
 };
 
 use crate::api::remote::{ApiFailure, ApiMsg, ApiRequest, API_GROUP};
@@ -205,6 +205,11 @@ impl Client {
     /// The members and their shards.
     pub async fn cluster(&self) -> Result<ClusterInfo, ClientError> {
         self.ask(ApiRequest::Cluster, true).await
+    }
+
+    /// Every shard: records by tier, replicas, primary, whole copies.
+    pub async fn shards(&self) -> Result<Vec<ShardInfo>, ClientError> {
+        self.ask(ApiRequest::Shards, true).await
     }
 
     /// Pull ingestion's state, as `GET /api/v1/uploads` answers it.
