@@ -107,6 +107,48 @@ async fn the_client_ingests_finds_and_outlives_its_member_and_the_admin_cli_agre
         assert_eq!(r["primary"], r["replicas"][0], "{r}");
         assert_eq!(r["whole"].as_array().unwrap().len(), 2, "{r}");
     }
+    // the live tree of both nodes: every shard actor on each, each shard placed on both
+    let trees = admin_json(&["--node", &listen[0], "--json", "tree"]);
+    let trees = trees.as_array().unwrap();
+    assert_eq!(ids(&Value::Array(trees.clone())), vec!["n1", "n2"]);
+    let mut placed = vec![0; 256];
+    for t in trees {
+        let children = t["root"]["children"].as_array().unwrap();
+        let names: Vec<&str> = children
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "shard supervisor",
+            "query coordinator",
+            "ager",
+            "forgetter",
+            "cluster",
+        ] {
+            assert!(names.contains(&want), "{want} missing: {names:?}");
+        }
+        let shards = children[0]["children"].as_array().unwrap();
+        assert_eq!(shards.len(), 256, "{}", t["node_id"]);
+        for (i, shard) in shards.iter().enumerate() {
+            assert_eq!(shard["state"], "running", "{shard}");
+            assert_eq!(shard["restarts"], 0, "{shard}");
+            let doing = shard["doing"].as_str().unwrap();
+            if doing.starts_with("primary, whole") || doing.starts_with("replica, whole") {
+                placed[i] += 1;
+            }
+        }
+    }
+    assert!(
+        placed.iter().all(|p| *p == 2),
+        "every shard whole on both: {placed:?}"
+    );
+    let tree = admin(&["--node", &listen[1], "tree"], COOKIE);
+    let text = String::from_utf8_lossy(&tree.stdout);
+    assert!(
+        text.starts_with("node n1") && text.contains("shard 255"),
+        "{text}"
+    );
+
     let table = admin(&["--node", &listen[0], "cluster"], COOKIE);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("NODE") && text.contains("n2"), "{text}");

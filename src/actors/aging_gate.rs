@@ -57,6 +57,16 @@ impl AgingGate {
     }
 }
 
+impl AgingGate {
+    /// The progress of the run under way, if one is.
+    pub fn running(&self) -> Option<AgingProgress> {
+        match Arc::clone(&self.lock).try_lock_owned() {
+            Ok(_free) => None,
+            Err(_) => Some(self.progress.lock().clone()),
+        }
+    }
+}
+
 impl AgingRun {
     /// Updates the progress others see.
     pub fn report(&self, update: impl FnOnce(&mut AgingProgress)) {

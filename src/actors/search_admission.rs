@@ -39,6 +39,14 @@ impl SearchAdmission {
         })
     }
 
+    /// Searches admitted now: (running, waiting for a turn).
+    pub fn load(&self, max_concurrent: usize) -> (usize, usize) {
+        let running = max_concurrent.saturating_sub(self.running.available_permits());
+        let admitted =
+            (max_concurrent + self.max_queued).saturating_sub(self.admitted.available_permits());
+        (running, admitted.saturating_sub(running))
+    }
+
     /// A place for one more search, or [`SearchError::Overloaded`] at once when the waiting
     /// places are all taken; never waits.
     pub fn admit(&self) -> Result<Admitted, SearchError> {

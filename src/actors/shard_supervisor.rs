@@ -1,6 +1,6 @@
 //! The shard supervisor: starts the node's shard actors and restarts a failed one from disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,12 @@ const LOAD_CONCURRENCY: usize = 4;
 pub enum ShardSupervisorMsg {
     /// Restart counts by shard (only shards that were restarted).
     Restarts(RpcReplyPort<HashMap<ShardId, u32>>),
+    /// Restart counts by shard and cause (only shards that were restarted).
+    RestartCauses(RpcReplyPort<HashMap<ShardId, BTreeMap<String, u32>>>),
 }
+
+/// Distinct causes kept per shard; further ones are counted as `other`.
+const MAX_CAUSES: usize = 8;
 
 impl Message for ShardSupervisorMsg {}
 
@@ -51,6 +56,8 @@ pub struct ShardSupervisorState {
     children: HashMap<ActorId, ShardId>,
     /// restarts by shard
     restarts: HashMap<ShardId, u32>,
+    /// restarts by shard and cause
+    causes: HashMap<ShardId, BTreeMap<String, u32>>,
 }
 
 /// The shard supervisor actor.
@@ -111,6 +118,7 @@ impl Actor for ShardSupervisor {
             args,
             children,
             restarts: HashMap::new(),
+            causes: HashMap::new(),
         })
     }
 
@@ -123,6 +131,9 @@ impl Actor for ShardSupervisor {
         match message {
             ShardSupervisorMsg::Restarts(reply) => {
                 let _ = reply.send(state.restarts.clone());
+            }
+            ShardSupervisorMsg::RestartCauses(reply) => {
+                let _ = reply.send(state.causes.clone());
             }
         }
         Ok(())
@@ -149,6 +160,13 @@ impl Actor for ShardSupervisor {
         *count += 1;
         let attempt = *count;
         tracing::warn!(shard, cause = %cause, restarts = attempt, "shard actor ended, restarting from disk");
+        let causes = state.causes.entry(shard).or_default();
+        let key = if causes.len() < MAX_CAUSES || causes.contains_key(&cause) {
+            cause
+        } else {
+            "other".to_string()
+        };
+        *causes.entry(key).or_insert(0) += 1;
         // its points are rebuilt from the tree by the new actor
         state.args.index.delete_shard(shard);
         // back off on repeated failures so a crash loop does not spin

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod health;
 pub mod json_errors;
 pub mod mcp;
+pub mod observe;
 pub mod remote;
 pub mod rest;
 pub mod serve;

@@ -47,6 +47,8 @@ pub enum ApiRequest {
     Age,
     /// `GET /api/v1/shards`
     Shards,
+    /// the node's live actor tree ([`crate::api::observe::NodeTree`])
+    Observe,
 }
 
 /// A request that failed: the HTTP status the route answers, and why.
@@ -164,6 +166,10 @@ impl ApiHostArgs {
             ApiRequest::Cluster => {
                 let view = self.view.borrow().clone();
                 json(&*view)
+            }
+            ApiRequest::Observe => {
+                let view = self.view.borrow().clone();
+                json(&crate::api::observe::tree(&self.node, &view).await)
             }
             ApiRequest::Shards => {
                 let view = self.view.borrow().clone();

@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use akosha::client::{Client, ClientConfig, ClusterInfo, SearchRequest, ShardInfo, Stats};
+use akosha::client::{
+    ActorView, Client, ClientConfig, ClusterInfo, NodeTree, SearchRequest, ShardInfo, Stats,
+};
 
 /// Inspects and steers an Akosha cluster through any of its members.
 ///
@@ -40,6 +42,16 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The live actor tree of every member: supervisors, the shard actors each holds, ingestion,
+    /// aging, the query coordinator and the cluster actors, each with its state
+    Tree {
+        /// redraw it every two seconds until interrupted
+        #[arg(long)]
+        watch: bool,
+        /// list every shard actor, also those of shards not placed on the node
+        #[arg(long)]
+        all: bool,
+    },
     /// Members, their state, the shards each holds, and under-replicated shards
     Cluster,
     /// Records per tier across the cluster (each once), and shard health
@@ -140,8 +152,21 @@ async fn run(args: Args) -> Result<(), Failure> {
     let mut config = ClientConfig::new(&nodes, &cookie);
     config.connect_timeout = timeout;
     config.call_timeout = timeout;
-    let client = Client::connect(config).await?;
+    let client = Client::connect(config.clone()).await?;
     let out = match args.command {
+        Command::Tree { watch, all } => loop {
+            let trees = trees(&client, &config).await?;
+            let text = print_or(args.json, &trees, || {
+                trees.iter().map(|t| tree_text(t, all)).collect()
+            })?;
+            if !watch {
+                break Ok(text);
+            }
+            // clear the screen, then draw
+            print!("\x1b[2J\x1b[H{text}");
+            std::io::stdout().flush()?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        },
         Command::Cluster => {
             let info = client.cluster().await?;
             let stats = client.stats().await?;
@@ -224,6 +249,76 @@ async fn run(args: Args) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out?.as_bytes())?;
     Ok(())
+}
+
+/// Every alive member's tree: the member talked to answers its own, and each other member
+/// is asked through a connection of its own.
+async fn trees(client: &Client, config: &ClientConfig) -> Result<Vec<NodeTree>, Failure> {
+    let info = client.cluster().await?;
+    let here = client.member().await;
+    let mut trees = vec![client.observe().await?];
+    for m in info.members.iter().filter(|m| m.state == "alive") {
+        if m.listen == here || m.node_id == trees[0].node_id || m.listen.is_empty() {
+            continue;
+        }
+        let mut other = config.clone();
+        other.nodes = vec![m.listen.clone()];
+        let peer = Client::connect(other).await?;
+        trees.push(peer.observe().await?);
+        peer.close();
+    }
+    trees.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok(trees)
+}
+
+/// A node's tree, indented; shard actors of shards not placed on it are summed up unless
+/// `all`.
+fn tree_text(tree: &NodeTree, all: bool) -> String {
+    let mut out = format!("node {}\n", tree.node_id);
+    walk(&tree.root, 1, all, &mut out);
+    out
+}
+
+fn walk(a: &ActorView, depth: usize, all: bool, out: &mut String) {
+    let mut line = format!("{}{} [{}]", "  ".repeat(depth), a.name, a.state);
+    if a.restarts > 0 {
+        line.push_str(&format!(" restarts {}", a.restarts));
+        let causes: Vec<String> = a
+            .restart_causes
+            .iter()
+            .map(|(cause, n)| format!("{n}x {cause}"))
+            .collect();
+        if !causes.is_empty() {
+            line.push_str(&format!(" [{}]", causes.join("; ")));
+        }
+    }
+    if let Some(doing) = &a.doing {
+        line.push_str(&format!(" {doing}"));
+    }
+    if !a.counters.is_empty() {
+        let counters: Vec<String> = a.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        line.push_str(&format!(" ({})", counters.join(" ")));
+    }
+    out.push_str(&line);
+    out.push('\n');
+    let mut hidden = 0;
+    for child in &a.children {
+        let unplaced = child
+            .doing
+            .as_deref()
+            .is_some_and(|d| d.starts_with("not placed"));
+        if !all && unplaced && child.restarts == 0 && child.state == "running" {
+            hidden += 1;
+            continue;
+        }
+        walk(child, depth + 1, all, out);
+    }
+    if hidden > 0 {
+        out.push_str(&format!(
+            "{}{hidden} more shard actors of shards not placed here (--all lists them)\n",
+            "  ".repeat(depth + 1)
+        ));
+    }
 }
 
 /// Asks on the terminal whether to delete.

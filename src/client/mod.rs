@@ -30,6 +30,7 @@ pub use types::{
     SearchRequest, ShardInfo, Stats, TierCounts,
 };
 
+pub use crate::api::observe::{ActorView, NodeTree};
 use crate::api::remote::{ApiFailure, ApiMsg, ApiRequest, API_GROUP};
 use crate::cluster::wire::{client_name, Payload};
 
@@ -210,6 +211,11 @@ impl Client {
     /// Every shard: records by tier, replicas, primary, whole copies.
     pub async fn shards(&self) -> Result<Vec<ShardInfo>, ClientError> {
         self.ask(ApiRequest::Shards, true).await
+    }
+
+    /// The live actor tree of the member talked to (ask each member for every node's).
+    pub async fn observe(&self) -> Result<NodeTree, ClientError> {
+        self.ask(ApiRequest::Observe, false).await
     }
 
     /// Pull ingestion's state, as `GET /api/v1/uploads` answers it.
