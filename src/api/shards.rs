@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::cluster::ClusterView;
@@ -13,7 +13,7 @@ use crate::node::Node;
 use crate::record::{ShardId, SHARD_COUNT};
 
 /// One shard of the cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShardRow {
     /// the shard
     pub shard: ShardId,

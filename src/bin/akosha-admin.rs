@@ -461,7 +461,7 @@ fn stats_table(stats: &Stats) -> String {
 }
 
 fn shards_table(shards: &[ShardInfo]) -> String {
-    let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+    let count = |n: Option<usize>| n.map_or("?".to_string(), |n| n.to_string());
     let mut rows = vec![vec![
         "SHARD".to_string(),
         "HOT".to_string(),

@@ -27,11 +27,12 @@ use tokio::sync::{watch, Mutex};
 
 pub use types::{
     ClusterInfo, DeleteAnswer, Hit, IngestAnswer, IngestBatch, MemberInfo, Record, SearchAnswer,
-    SearchRequest, ShardInfo, Stats, TierCounts,
+    SearchRequest, Stats, TierCounts,
 };
 
 pub use crate::api::observe::{ActorView, NodeTree};
 use crate::api::remote::{ApiFailure, ApiMsg, ApiRequest, API_GROUP};
+pub use crate::api::shards::ShardRow as ShardInfo;
 use crate::cluster::wire::{client_name, Payload};
 
 /// Why a client call failed.

@@ -228,24 +228,3 @@ pub struct ClusterInfo {
     /// fingerprint of the placement
     pub placement_version: u64,
 }
-
-/// One shard of the cluster (`GET /api/v1/shards`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardInfo {
-    /// the shard
-    pub shard: u16,
-    /// hot records (none when no copy answered)
-    pub hot: Option<u64>,
-    /// warm records
-    pub warm: Option<u64>,
-    /// cold records
-    pub cold: Option<u64>,
-    /// systems with records in it
-    pub systems: Option<u64>,
-    /// the member that writes its cold files and reads its uploads
-    pub primary: Option<String>,
-    /// the members placement gives it, the primary first
-    pub replicas: Vec<String>,
-    /// the members whose copy may be read
-    pub whole: Vec<String>,
-}
