@@ -108,6 +108,8 @@ pub struct Client {
 struct Link {
     /// its address
     addr: String,
+    /// the transport's number for the session to it (its actors carry it)
+    node: u64,
     /// every member's address it knows, tried when the current one goes
     known: Vec<String>,
 }
@@ -140,6 +142,7 @@ impl Client {
         let client = Client {
             link: Mutex::new(Link {
                 addr: String::new(),
+                node: 0,
                 known: config.nodes.clone(),
             }),
             config,
@@ -148,8 +151,10 @@ impl Client {
         let mut last = None;
         for addr in client.config.nodes.clone() {
             match client.dial(&addr).await {
-                Ok(()) => {
-                    client.link.lock().await.addr = addr;
+                Ok(node) => {
+                    let mut link = client.link.lock().await;
+                    (link.addr, link.node) = (addr, node);
+                    drop(link);
                     client.learn_members().await;
                     return Ok(client);
                 }
@@ -254,8 +259,11 @@ impl Client {
 
     /// One call to the API actor of the member talked to.
     async fn call(&self, request: ApiRequest) -> Result<String, ClientError> {
-        let addr = self.member().await;
-        let Some(api) = api_actor() else {
+        let (addr, node) = {
+            let link = self.link.lock().await;
+            (link.addr.clone(), link.node)
+        };
+        let Some(api) = api_actor(node) else {
             return Err(ClientError::Unreachable {
                 addr,
                 message: "the session to it is gone".to_string(),
@@ -297,8 +305,9 @@ impl Client {
         let mut last = None;
         for addr in known.iter().filter(|a| **a != lost) {
             match self.dial(addr).await {
-                Ok(()) => {
-                    self.link.lock().await.addr = addr.clone();
+                Ok(node) => {
+                    let mut link = self.link.lock().await;
+                    (link.addr, link.node) = (addr.clone(), node);
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
@@ -322,22 +331,32 @@ impl Client {
         }
     }
 
-    /// Opens a session to a member and waits until its API actor is known.
-    async fn dial(&self, addr: &str) -> Result<(), ClientError> {
+    /// Opens a session to a member and waits until its API actor is known; answers the
+    /// session's number.
+    async fn dial(&self, addr: &str) -> Result<u64, ClientError> {
+        let unreachable = |message: String| ClientError::Unreachable {
+            addr: addr.to_string(),
+            message,
+        };
+        let peer = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("the name resolves to no address".to_string()))?;
         let (tx, mut rx) = watch::channel(Handshake::Dialing);
-        let id = format!("akosha-client-{addr}");
+        let id = format!(
+            "akosha-client-{addr}-{}",
+            CLIENTS.fetch_add(1, Ordering::Relaxed)
+        );
         let _ = self.server.cast(NodeServerMessage::SubscribeToEvents {
             id: id.clone(),
-            subscription: Box::new(Watch(tx)),
+            subscription: Box::new(Watch { peer, tx }),
         });
         let timeout = self.config.connect_timeout;
         let outcome = tokio::time::timeout(timeout, async {
-            ractor_cluster::client_connect(&self.server, addr)
+            ractor_cluster::client_connect(&self.server, peer)
                 .await
-                .map_err(|e| ClientError::Unreachable {
-                    addr: addr.to_string(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| unreachable(e.to_string()))?;
             loop {
                 let state = *rx.borrow_and_update();
                 match state {
@@ -346,7 +365,7 @@ impl Client {
                             addr: addr.to_string(),
                         })
                     }
-                    Handshake::Ready if api_actor().is_some() => return Ok(()),
+                    Handshake::Ready(node) if api_actor(node).is_some() => return Ok(node),
                     _ => {}
                 }
                 // groups arrive just after the session is ready
@@ -378,38 +397,50 @@ impl Drop for Client {
     }
 }
 
-/// The API actor of the member this process is connected to.
-fn api_actor() -> Option<ActorRef<ApiMsg>> {
+/// The API actor behind the session numbered `node`.
+fn api_actor(node: u64) -> Option<ActorRef<ApiMsg>> {
     ractor::pg::get_members(&API_GROUP.to_string())
         .into_iter()
-        .find(|c| !c.get_id().is_local())
+        .find(|c| !c.get_id().is_local() && c.get_id().node() == node)
         .map(ActorRef::from)
 }
 
-/// How far a session got.
+/// How far the session to one member got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Handshake {
     Dialing,
     Authenticated,
-    Ready,
+    /// ready, with the session's number
+    Ready(u64),
     Closed,
 }
 
-/// Session events of the client's transport, as a [`Handshake`].
-struct Watch(watch::Sender<Handshake>);
+/// Session events of the client's transport for one member's address, as a [`Handshake`].
+struct Watch {
+    peer: std::net::SocketAddr,
+    tx: watch::Sender<Handshake>,
+}
+
+impl Watch {
+    fn send(&self, ses: &NodeServerSessionInformation, state: Handshake) {
+        if ses.peer_addr.parse::<std::net::SocketAddr>().ok() == Some(self.peer) {
+            let _ = self.tx.send(state);
+        }
+    }
+}
 
 impl NodeEventSubscription for Watch {
     fn node_session_opened(&self, _: NodeServerSessionInformation) {}
 
-    fn node_session_disconnected(&self, _: NodeServerSessionInformation) {
-        let _ = self.0.send(Handshake::Closed);
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        self.send(&ses, Handshake::Closed);
     }
 
-    fn node_session_authenticated(&self, _: NodeServerSessionInformation) {
-        let _ = self.0.send(Handshake::Authenticated);
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        self.send(&ses, Handshake::Authenticated);
     }
 
-    fn node_session_ready(&self, _: NodeServerSessionInformation) {
-        let _ = self.0.send(Handshake::Ready);
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        self.send(&ses, Handshake::Ready(ses.node_id));
     }
 }
