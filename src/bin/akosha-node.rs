@@ -118,9 +118,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging when RUST_LOG is not set: info, but ractor_cluster's own warning on every session
+/// that ends (each akosha-admin run would leave one); the membership actor logs members'.
+const DEFAULT_LOG: &str = "info,ractor_cluster::node=error";
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
