@@ -55,9 +55,7 @@ impl AgingGate {
             Err(_) => Err(self.progress.lock().clone()),
         }
     }
-}
 
-impl AgingGate {
     /// The progress of the run under way, if one is.
     pub fn running(&self) -> Option<AgingProgress> {
         match Arc::clone(&self.lock).try_lock_owned() {

@@ -13,6 +13,8 @@ pub struct SearchAdmission {
     running: Arc<Semaphore>,
     /// one permit per search admitted (running or waiting): `max_concurrent + max_queued`
     admitted: Arc<Semaphore>,
+    /// how many may run at once
+    max_concurrent: usize,
     /// how many may wait, for the refusal's message
     max_queued: usize,
 }
@@ -35,15 +37,18 @@ impl SearchAdmission {
         Arc::new(SearchAdmission {
             running: Arc::new(Semaphore::new(max_concurrent)),
             admitted: Arc::new(Semaphore::new(max_concurrent + max_queued)),
+            max_concurrent,
             max_queued,
         })
     }
 
     /// Searches admitted now: (running, waiting for a turn).
-    pub fn load(&self, max_concurrent: usize) -> (usize, usize) {
-        let running = max_concurrent.saturating_sub(self.running.available_permits());
-        let admitted =
-            (max_concurrent + self.max_queued).saturating_sub(self.admitted.available_permits());
+    pub fn load(&self) -> (usize, usize) {
+        let running = self
+            .max_concurrent
+            .saturating_sub(self.running.available_permits());
+        let admitted = (self.max_concurrent + self.max_queued)
+            .saturating_sub(self.admitted.available_permits());
         (running, admitted.saturating_sub(running))
     }
 

@@ -17,7 +17,7 @@ pub use crate::actors::shard_state::ShardState;
 use crate::actors::shard_writes::Gate;
 use crate::record::{split_key, MemoryRecord, ShardId};
 use crate::storage::aging::{age_to_warm, settle_interrupted};
-use crate::storage::cold_copy::{ColdLive, FilesAndCopies};
+use crate::storage::cold_copy::{ColdFound, ColdLive};
 use crate::storage::cold_tier::{ColdFile, ColdKey, ColdTier};
 use crate::storage::hot_index::PointMeta;
 use crate::storage::shard_export::{ExportCursor, ShardPage};
@@ -25,7 +25,7 @@ use crate::storage::shard_load::{cold_due, load_tree, load_warm_tree};
 use crate::storage::tombstones::Tombstones;
 use crate::storage::upsert::WriteCounts;
 use crate::storage::warm::WarmRecord;
-use crate::storage::{HotIndex, HotStore, PointId, StorageError};
+use crate::storage::{blocking, HotIndex, HotStore, PointId, StorageError};
 use crate::version::{Clock, Version};
 
 /// What a shard is asked to do.
@@ -102,10 +102,10 @@ pub enum ShardMsg {
         /// the records' storage keys
         keys: Vec<Vec<u8>>,
         /// the files and the copies
-        reply: RpcReplyPort<Result<FilesAndCopies, StorageError>>,
+        reply: RpcReplyPort<Result<ColdFound, StorageError>>,
     },
     /// Forgets record tombstones older than `before`, folding them into their systems'
-    /// tombstones; replies with how many were forgotten.
+    /// floors; replies with how many were forgotten.
     Forget {
         /// tombstones older than this version go
         before: Version,
@@ -279,11 +279,7 @@ impl Actor for ShardActor {
             } => {
                 let keys = state.oldest_warm(cutoff_micros, max);
                 let tree = state.store.warm_tree(state.shard).clone();
-                let result =
-                    tokio::task::spawn_blocking(move || cold_due(&tree, &keys, cutoff_micros))
-                        .await
-                        .map_err(|e| StorageError::Task(e.to_string()))
-                        .and_then(|r| r);
+                let result = blocking(move || cold_due(&tree, &keys, cutoff_micros)).await;
                 let _ = reply.send(result);
             }
             ShardMsg::CommitCold { file, rows, reply } => {
@@ -296,18 +292,12 @@ impl Actor for ShardActor {
             }
             ShardMsg::VisibleCold { keys, reply } => {
                 let (cold, shard) = (Arc::clone(&state.cold), state.shard);
-                let result = tokio::task::spawn_blocking(move || cold.visible_of(shard, &keys))
-                    .await
-                    .map_err(|e| StorageError::Task(e.to_string()))
-                    .and_then(|r| r);
+                let result = blocking(move || cold.visible_of(shard, &keys)).await;
                 let _ = reply.send(result);
             }
             ShardMsg::DropDeadCold { seqs, reply } => {
                 let (cold, shard) = (Arc::clone(&state.cold), state.shard);
-                let result = tokio::task::spawn_blocking(move || cold.drop_dead(shard, &seqs))
-                    .await
-                    .map_err(|e| StorageError::Task(e.to_string()))
-                    .and_then(|r| r);
+                let result = blocking(move || cold.drop_dead(shard, &seqs)).await;
                 let _ = reply.send(result);
             }
             ShardMsg::Forget { before, reply } => {

@@ -54,9 +54,7 @@ pub struct ShardSupervisorState {
     args: ShardSupervisorArgs,
     /// shard of each child actor
     children: HashMap<ActorId, ShardId>,
-    /// restarts by shard
-    restarts: HashMap<ShardId, u32>,
-    /// restarts by shard and cause
+    /// restarts by shard and cause (only shards that were restarted)
     causes: HashMap<ShardId, BTreeMap<String, u32>>,
 }
 
@@ -117,7 +115,6 @@ impl Actor for ShardSupervisor {
         Ok(ShardSupervisorState {
             args,
             children,
-            restarts: HashMap::new(),
             causes: HashMap::new(),
         })
     }
@@ -130,7 +127,12 @@ impl Actor for ShardSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ShardSupervisorMsg::Restarts(reply) => {
-                let _ = reply.send(state.restarts.clone());
+                let counts = state
+                    .causes
+                    .iter()
+                    .map(|(shard, causes)| (*shard, causes.values().sum()))
+                    .collect();
+                let _ = reply.send(counts);
             }
             ShardSupervisorMsg::RestartCauses(reply) => {
                 let _ = reply.send(state.causes.clone());
@@ -156,11 +158,9 @@ impl Actor for ShardSupervisor {
             return Ok(());
         };
         state.args.directory.set(shard, None);
-        let count = state.restarts.entry(shard).or_insert(0);
-        *count += 1;
-        let attempt = *count;
-        tracing::warn!(shard, cause = %cause, restarts = attempt, "shard actor ended, restarting from disk");
         let causes = state.causes.entry(shard).or_default();
+        let attempt = causes.values().sum::<u32>() + 1;
+        tracing::warn!(shard, cause = %cause, restarts = attempt, "shard actor ended, restarting from disk");
         let key = if causes.len() < MAX_CAUSES || causes.contains_key(&cause) {
             cause
         } else {

@@ -65,9 +65,7 @@ pub async fn tree(node: &Node, view: &ClusterView) -> NodeTree {
     root.children.push(shards(node, view).await);
 
     let mut coordinator = actor("query coordinator", node.slots.coordinator.read().is_some());
-    let (running, waiting) = node
-        .search_admission
-        .load(node.config.search.max_concurrent);
+    let (running, waiting) = node.search_admission.load();
     coordinator
         .counters
         .insert("running".into(), count(running));

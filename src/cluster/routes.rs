@@ -155,6 +155,11 @@ impl ClusterRoutes {
             .collect()
     }
 
+    /// Whether placement makes this node a shard's primary (the first of its replicas).
+    pub fn is_primary(&self, shard: ShardId) -> bool {
+        self.placement().replicas(shard).first() == Some(&self.self_id.as_str())
+    }
+
     /// Whether this node answers for a shard: its copy is whole, or lingering where
     /// placement no longer puts the shard here (placed here again, a lingering copy has
     /// missed writes and waits to be copied again).

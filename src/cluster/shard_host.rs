@@ -21,7 +21,7 @@ use crate::ingest::ledger::UploadLedger;
 use crate::record::{MemoryRecord, ShardId, StoredRecord};
 use crate::router::ShardRouter;
 use crate::search::{QueryTarget, SearchHit, SearchQuery, Searcher, Tiers};
-use crate::storage::cold_copy::ColdLive;
+use crate::storage::cold_copy::{ColdFound, ColdLive};
 use crate::storage::cold_tier::ColdFile;
 use crate::storage::shard_export::{ExportCursor, ShardPage};
 use crate::storage::upsert::WriteCounts;
@@ -114,15 +114,6 @@ pub struct ColdLookupRequest {
     pub shard: ShardId,
     /// the records' storage keys
     pub keys: Vec<Vec<u8>>,
-}
-
-/// The visible cold copies of records asked for, and the files holding them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ColdFound {
-    /// the files' catalog entries
-    pub files: Vec<ColdFile>,
-    /// the copies (a record with none here is left out)
-    pub live: Vec<ColdLive>,
 }
 
 /// Cold files of a shard with no visible row on its primary, whose objects it would remove.
@@ -547,12 +538,10 @@ impl ShardHostArgs {
     }
 
     async fn cold_lookup(&self, r: ColdLookupRequest) -> Result<ColdFound, String> {
-        let (files, live) = self
-            .shards
+        self.shards
             .visible_cold(r.shard, r.keys, self.timeout)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(ColdFound { files, live })
+            .map_err(|e| e.to_string())
     }
 
     async fn export(&self, r: ExportRequest) -> Result<ShardPage, String> {

@@ -12,7 +12,7 @@ use crate::cluster::shard_host::{
 };
 use crate::cluster::wire::Payload;
 use crate::record::ShardId;
-use crate::storage::cold_copy::{ColdLive, FilesAndCopies};
+use crate::storage::cold_copy::{ColdFound, ColdLive};
 use crate::storage::cold_tier::{ColdFile, ColdKey};
 use crate::storage::warm::WarmRecord;
 use crate::version::Version;
@@ -74,7 +74,7 @@ impl ShardRouter {
         timeout: Duration,
     ) -> Result<Vec<ColdLive>, ShardError> {
         let (shard, seq) = (file.shard, file.seq);
-        let versions: std::collections::HashMap<Vec<u8>, crate::version::Version> =
+        let versions: std::collections::HashMap<Vec<u8>, Version> =
             rows.iter().map(|r| (r.key.clone(), r.version)).collect();
         let moved = self
             .directory
@@ -124,10 +124,7 @@ impl ShardRouter {
                 routes.is_settled()
                     && routes.converged()
                     && routes.sync().state(shard) == CopyState::Whole
-                    && routes
-                        .replicas(shard)
-                        .first()
-                        .is_some_and(|p| p == routes.self_id())
+                    && routes.is_primary(shard)
             }
         }
     }
@@ -253,7 +250,7 @@ impl ShardRouter {
         shard: ShardId,
         keys: Vec<Vec<u8>>,
         timeout: Duration,
-    ) -> Result<FilesAndCopies, ShardError> {
+    ) -> Result<ColdFound, ShardError> {
         self.call_store(
             shard,
             |reply| ShardMsg::VisibleCold {

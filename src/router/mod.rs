@@ -141,12 +141,7 @@ impl ShardRouter {
         match self.cluster.get() {
             None => true,
             Some(routes) => {
-                routes.is_settled()
-                    && routes.reads_uploads(shard)
-                    && routes
-                        .replicas(shard)
-                        .first()
-                        .is_some_and(|p| p == routes.self_id())
+                routes.is_settled() && routes.reads_uploads(shard) && routes.is_primary(shard)
             }
         }
     }

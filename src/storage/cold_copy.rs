@@ -12,8 +12,14 @@ use crate::storage::tombstones::{shard_key, shard_page};
 use crate::storage::StorageError;
 use crate::version::Version;
 
-/// Visible cold copies with the catalog entries of the files holding them.
-pub type FilesAndCopies = (Vec<ColdFile>, Vec<ColdLive>);
+/// Visible cold copies of records, with the catalog entries of the files holding them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ColdFound {
+    /// the files' catalog entries
+    pub files: Vec<ColdFile>,
+    /// the copies (a record with none is left out)
+    pub live: Vec<ColdLive>,
+}
 
 /// A record's visible cold copy: which file holds it, at which version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,11 +101,7 @@ impl ColdTier {
 
     /// The visible cold copies of these records of a shard, with the catalog entries of
     /// the files holding them (a record without one is left out); blocking.
-    pub fn visible_of(
-        &self,
-        shard: ShardId,
-        keys: &[Vec<u8>],
-    ) -> Result<FilesAndCopies, StorageError> {
+    pub fn visible_of(&self, shard: ShardId, keys: &[Vec<u8>]) -> Result<ColdFound, StorageError> {
         let mut live = Vec::new();
         for key in keys {
             if let Some((version, seq)) = self
@@ -120,7 +122,7 @@ impl ColdTier {
             .iter()
             .filter_map(|s| catalog.get(s).cloned())
             .collect();
-        Ok((files, live))
+        Ok(ColdFound { files, live })
     }
 
     /// Takes out of the catalog the shard's files of `seqs` that hold no visible row here;

@@ -24,3 +24,12 @@ pub mod warm_index;
 
 pub use hot_index::{HotIndex, IndexFilter, PointId, ScoredPoint};
 pub use hot_store::{HotStore, StorageError};
+
+/// Runs blocking store work (sled reads and writes) on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
+}
