@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod node;
 pub mod offload;
+pub mod rebuild;
 pub mod record;
 pub mod router;
 pub mod search;

@@ -135,6 +135,8 @@ pub struct Node {
     pub aging_gate: Arc<AgingGate>,
     /// what the forgetter did last
     pub last_forget: LastForget,
+    /// shard rebuilds asked for by operators
+    pub rebuilds: crate::rebuild::Rebuilds,
     /// whether writes succeed, for `/ready`
     pub write_health: Arc<WriteHealth>,
     /// the root actor, once started
@@ -181,6 +183,11 @@ impl Node {
             dir: store_dir_text.clone(),
             source,
         })?;
+        let rebuilds =
+            crate::rebuild::Rebuilds::open(&store).map_err(|source| NodeError::Store {
+                dir: store_dir_text.clone(),
+                source,
+            })?;
         let model_dir = config.embedding.model_dir.clone();
         let write_health = Arc::new(WriteHealth::new());
         let writer = Arc::new(Writer {
@@ -259,6 +266,7 @@ impl Node {
             tombstones,
             aging_gate: Arc::new(AgingGate::default()),
             last_forget: LastForget::default(),
+            rebuilds,
             write_health,
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),

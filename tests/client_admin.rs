@@ -9,9 +9,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use akosha::client::{Client, ClientConfig, IngestBatch, Record, SearchRequest};
-use common::cluster::{start_member, wait_dead, wait_formed, COOKIE};
+use common::cluster::{start_member, wait_dead, wait_formed, SharedStore, COOKIE};
+use common::uploads::{conversations, manifest, put};
 use common::{unit_vector, NodeProcess};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Runs `akosha-admin` with these arguments and cookie.
 fn admin(args: &[&str], cookie: &str) -> Output {
@@ -142,6 +143,73 @@ async fn the_client_ingests_finds_and_outlives_its_member_and_the_admin_cli_agre
         placed.iter().all(|p| *p == 2),
         "every shard whole on both: {placed:?}"
     );
+    // n2's copy of the client's shard rebuilt from n1's, asked through n1
+    let shard = akosha::record::shard_for("client-sys");
+    let rebuilt = admin_json(&[
+        "--node",
+        &listen[0],
+        "--json",
+        "rebuild",
+        "shard",
+        &shard.to_string(),
+        "--on",
+        "n2",
+    ]);
+    assert_eq!(rebuilt["state"], "done", "{rebuilt}");
+    assert_eq!(rebuilt["node"], "n2", "{rebuilt}");
+    assert_eq!(rebuilt["source"], "replica n1", "{rebuilt}");
+    assert_eq!(rebuilt["records"], 50, "{rebuilt}");
+    assert_eq!(rebuilt["total"], 50, "{rebuilt}");
+    assert_eq!(rebuilt["unchanged"], 50, "nothing was missing: {rebuilt}");
+    let (_, http) = n2
+        .get(&format!("/api/v1/admin/shards/{shard}/rebuild"))
+        .await;
+    assert_eq!(http["state"], "done", "{http}");
+    // the store as the source, on the member talked to; the same command again starts afresh
+    for _ in 0..2 {
+        let text = admin(
+            &[
+                "--node",
+                &listen[0],
+                "rebuild",
+                "shard",
+                &shard.to_string(),
+                "--from",
+                "store",
+            ],
+            COOKIE,
+        );
+        let stdout = String::from_utf8_lossy(&text.stdout);
+        assert_eq!(
+            text.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&text.stderr)
+        );
+        assert!(
+            stdout.contains("rebuilt on n1 from object store"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("pull ingestion is off"), "{stdout}");
+    }
+    for bad in [vec!["rebuild", "shard", "256"], vec!["rebuild", "shard"]] {
+        let out = admin(&[&["--node", &listen[0]][..], &bad[..]].concat(), COOKIE);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+    let wrong_source = admin(
+        &[
+            "--node", &listen[0], "rebuild", "shard", "3", "--from", "n9",
+        ],
+        COOKIE,
+    );
+    let stderr = String::from_utf8_lossy(&wrong_source.stderr);
+    assert_eq!(wrong_source.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node n9 has no whole copy of shard 3"),
+        "{stderr}"
+    );
+    assert_eq!(client.stats().await.unwrap().records.total, 50);
+
     let tree = admin(&["--node", &listen[1], "tree"], COOKIE);
     let text = String::from_utf8_lossy(&tree.stdout);
     assert!(
@@ -220,4 +288,194 @@ async fn the_client_ingests_finds_and_outlives_its_member_and_the_admin_cli_agre
     ]);
     assert_eq!(deleted["deleted"], 1, "{deleted}");
     drop(n2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_upload_is_put_back_through_the_member_that_does_not_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = SharedStore::new(dir.path());
+    let extra = shared.extra();
+    let env = [
+        ("AKOSHA__UPLOADS__ENABLED", "true"),
+        ("AKOSHA__UPLOADS__INCOMPLETE_GRACE_SECS", "0"),
+    ];
+    let ports: Vec<u16> = (0..2).map(|_| common::free_port()).collect();
+    let n1 = start_member(&dir.path().join("n1"), "n1", ports[0], &[], &extra, &env).await;
+    let n2 = start_member(
+        &dir.path().join("n2"),
+        "n2",
+        ports[1],
+        &[ports[0]],
+        &extra,
+        &env,
+    )
+    .await;
+    wait_formed(&[&n1, &n2], 2).await;
+
+    // an upload whose manifest miscounts its conversations
+    let (system, key) = ("fix-sys", "systems/fix-sys/u1/manifest.json");
+    let data =
+        serde_json::to_vec(&json!({ "conversations": conversations(system, "u1", 5, 4) })).unwrap();
+    put(
+        &shared.store,
+        "systems/fix-sys/u1/memories.json",
+        data.clone(),
+    )
+    .await;
+    let bad = manifest(6, &data).to_string().into_bytes();
+    put(&shared.store, key, bad).await;
+    let shard = akosha::record::shard_for(system) as usize;
+    let (_, shards) = n1.get("/api/v1/shards").await;
+    let primary = shards[shard]["primary"].as_str().unwrap().to_string();
+    let (reader, other) = if primary == "n1" { (&n1, 1) } else { (&n2, 0) };
+    let report = reader
+        .wait_uploads(Duration::from_secs(30), |r| r["quarantined_total"] == 1)
+        .await;
+    assert_eq!(report["quarantined"][0]["key"], key, "{report}");
+
+    // fixed in the store, and put back through the member that does not read it
+    put(
+        &shared.store,
+        key,
+        manifest(4, &data).to_string().into_bytes(),
+    )
+    .await;
+    let ports_of = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let requeued = admin_json(&[
+        "--node",
+        &ports_of(other),
+        "--json",
+        "uploads",
+        "retry",
+        key,
+    ]);
+    assert_eq!(requeued["key"], key, "{requeued}");
+    let was = requeued["was"].as_str().unwrap();
+    assert!(was.contains("count mismatch"), "{requeued}");
+    reader
+        .wait_uploads(Duration::from_secs(30), |r| {
+            r["done"] == 1 && r["quarantined_total"] == 0
+        })
+        .await;
+    for node in [&n1, &n2] {
+        let (_, stats) = node.get("/api/v1/stats").await;
+        assert_eq!(stats["records"]["total"], 4, "{stats}");
+    }
+    // again: it is done, and the one line says so
+    let again = admin(
+        &["--node", &ports_of(other), "uploads", "retry", key],
+        COOKIE,
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is done, not quarantined"), "{stderr}");
+    let text = admin(
+        &["--node", &ports_of(other), "uploads", "retry", "nonsense"],
+        COOKIE,
+    );
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert_eq!(text.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("manifest key must be"), "{stderr}");
+    drop((n1, n2));
+}
+
+/// Records `from..to` of `system`, as the client sends them.
+fn records(system: &str, from: u64, to: u64) -> IngestBatch {
+    IngestBatch {
+        system_id: system.to_string(),
+        conversations: (from..to)
+            .map(|i| Record {
+                id: format!("r{i}"),
+                content: format!("record {i} of {system}"),
+                embedding: Some(unit_vector(700_000 + i)),
+                timestamp: Some("2026-11-20T10:00:00Z".to_string()),
+                metadata: None,
+            })
+            .collect(),
+    }
+}
+
+/// Each node's own count of a shard's hot records, from its live tree.
+async fn hot_on_each(client: &Client, shard: u16) -> Vec<(String, i64)> {
+    let trees = client.observe_all().await.expect("observe every member");
+    trees
+        .iter()
+        .map(|t| {
+            let actor = &t.root.children[0].children[shard as usize];
+            (t.node_id.clone(), actor.counters["hot"])
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_racing_writes_and_deletions_loses_nothing_and_brings_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, n1, n2) = two_nodes(dir.path()).await;
+    let client = Client::connect(ClientConfig::new(&[listen[0].as_str()], COOKIE))
+        .await
+        .expect("client connects");
+    let system = "race-sys";
+    let shard = akosha::record::shard_for(system);
+    for chunk in 0..4 {
+        let batch = records(system, chunk * 500, (chunk + 1) * 500);
+        client.ingest(&batch).await.expect("ingest");
+    }
+    assert_eq!(
+        hot_on_each(&client, shard).await,
+        vec![("n1".to_string(), 2000), ("n2".to_string(), 2000)]
+    );
+
+    // n2's copy rebuilt from n1's while new records arrive and old ones are deleted
+    let started = admin_json(&[
+        "--node",
+        &listen[0],
+        "--json",
+        "rebuild",
+        "shard",
+        &shard.to_string(),
+        "--on",
+        "n2",
+        "--detach",
+    ]);
+    assert_eq!(started["state"], "running", "{started}");
+    let writes = async {
+        for chunk in 0..4 {
+            let batch = records(system, 2000 + chunk * 50, 2000 + (chunk + 1) * 50);
+            client
+                .ingest(&batch)
+                .await
+                .expect("ingest during the rebuild");
+        }
+    };
+    let deletions = async {
+        for i in 0..100 {
+            let answer = client
+                .delete_conversation(system, &format!("r{i}"))
+                .await
+                .expect("delete during the rebuild");
+            assert_eq!(answer.deleted, 1, "r{i}");
+        }
+    };
+    tokio::join!(writes, deletions);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let rebuilt = loop {
+        let (_, p) = n2
+            .get(&format!("/api/v1/admin/shards/{shard}/rebuild"))
+            .await;
+        if p["state"] != "running" {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "{p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(rebuilt["state"], "done", "{rebuilt}");
+    // both copies: the 2,000, the 200 new, less the 100 deleted
+    assert_eq!(
+        hot_on_each(&client, shard).await,
+        vec![("n1".to_string(), 2100), ("n2".to_string(), 2100)]
+    );
+    let stats = client.stats().await.expect("stats");
+    assert_eq!(stats.records.total, 2100);
+    client.close();
+    drop((n1, n2));
 }

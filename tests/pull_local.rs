@@ -284,4 +284,208 @@ async fn bad_uploads_are_quarantined_and_good_ones_ingested_once() {
     assert_eq!(report["retries"], 0, "{report}");
     assert_eq!(report["quarantined_total"], expected_bad.len(), "{report}");
     assert_eq!(hot_records(&node).await, good as u64 + 7);
+
+    // an operator fixes two quarantined uploads in the store and puts them back
+    let data = memories("bad-sys", "x", 3);
+    put_edited(
+        store.as_ref(),
+        "systems/bad-sys/count",
+        data.clone(),
+        3,
+        |_| {},
+    )
+    .await;
+    put_edited(store.as_ref(), "systems/bad-sys/checksum", data, 3, |_| {}).await;
+    let count = "systems/bad-sys/count/manifest.json";
+    let (status, body) = node
+        .post("/api/v1/uploads/retry", &json!({ "key": count }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["key"], count);
+    assert!(
+        body["was"].as_str().unwrap().contains("count mismatch"),
+        "{body}"
+    );
+    // the same upload twice at once, and an unfixed one: each put back once
+    let checksum = json!({ "key": "systems/bad-sys/checksum/manifest.json" });
+    let unfixed = json!({ "key": "systems/bad-sys/future/manifest.json" });
+    let (a, b, c) = tokio::join!(
+        node.post("/api/v1/uploads/retry", &checksum),
+        node.post("/api/v1/uploads/retry", &checksum),
+        node.post("/api/v1/uploads/retry", &unfixed),
+    );
+    let mut statuses = vec![a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, vec![202, 404], "{} {}", a.1, b.1);
+    assert_eq!(c.0, 202, "{}", c.1);
+    let report = node
+        .wait_uploads(Duration::from_secs(30), |r| {
+            r["done"] == 9 && r["quarantined_total"] == expected_bad.len() - 2
+        })
+        .await;
+    let still: Vec<&str> = report["quarantined"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["key"].as_str().unwrap())
+        .collect();
+    assert!(!still.contains(&count), "{report}");
+    assert!(
+        still.contains(&"systems/bad-sys/future/manifest.json"),
+        "quarantined again: {report}"
+    );
+    // the three records the fixed uploads share, once
+    assert_eq!(hot_records(&node).await, good as u64 + 7 + 3);
+    // what cannot be retried says why
+    for (body, want, words) in [
+        (json!({ "key": count }), 409, "is done, not quarantined"),
+        (
+            json!({ "key": "systems/bad-sys/nope/manifest.json" }),
+            404,
+            "is not quarantined here",
+        ),
+        (json!({ "key": "systems/x" }), 400, "manifest key must be"),
+        (json!({ "upload": count }), 400, "unknown field"),
+    ] {
+        let (status, answer) = node.post("/api/v1/uploads/retry", &body).await;
+        assert_eq!(status, want, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(words), "{body}: {answer}");
+    }
+    // a restart keeps what the retries did
+    assert!(node.terminate().success());
+    let node = NodeProcess::start(dir.path(), ENV).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, report) = node.get("/api/v1/uploads").await;
+    assert_eq!(report["done"], 9, "{report}");
+    assert_eq!(
+        report["quarantined_total"],
+        expected_bad.len() - 2,
+        "{report}"
+    );
+    assert_eq!(hot_records(&node).await, good as u64 + 7 + 3);
+}
+
+/// The rebuild of `shard` as the node answers it now.
+async fn rebuild_status(node: &NodeProcess, shard: u16) -> Value {
+    let (status, body) = node
+        .get(&format!("/api/v1/admin/shards/{shard}/rebuild"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_rebuilt_from_the_store_keeps_its_deletions_and_goes_on_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());
+    const UPLOADS: u64 = 400;
+    for u in 0..UPLOADS {
+        put_upload(
+            store.as_ref(),
+            "many",
+            &format!("u{u:04}"),
+            u,
+            3,
+            Packing::Plain,
+        )
+        .await;
+    }
+    let node = NodeProcess::start(dir.path(), ENV).await;
+    node.wait_uploads(Duration::from_secs(180), |r| r["done"] == UPLOADS)
+        .await;
+    let (status, body) = node
+        .delete("/api/v1/systems/many/conversations/u0007-1")
+        .await;
+    assert_eq!((status, &body["deleted"]), (200, &json!(1)), "{body}");
+    let records = |stats: &Value| stats["records"]["total"].as_u64().unwrap();
+    let (_, stats) = node.get("/api/v1/stats").await;
+    assert_eq!(records(&stats), UPLOADS * 3 - 1);
+
+    // what cannot be rebuilt says why
+    let shard = akosha::record::shard_for("many");
+    let path = format!("/api/v1/admin/shards/{shard}/rebuild");
+    for (query, want, words) in [
+        (
+            "/api/v1/admin/shards/256/rebuild",
+            400,
+            "shard must be 0-255",
+        ),
+        (
+            "/api/v1/admin/shards/x/rebuild",
+            400,
+            "shard must be a number",
+        ),
+        (
+            &format!("{path}?from=bad%20id"),
+            400,
+            "from must be auto, store or a node id",
+        ),
+        (&format!("{path}?from=n2"), 400, "not in a cluster"),
+    ] {
+        let (status, answer) = node.post(query, &json!(null)).await;
+        assert_eq!(status, want, "{query}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(words),
+            "{query}: {answer}"
+        );
+    }
+    let (status, _) = node.get(&path).await;
+    assert_eq!(status, 404, "nothing rebuilt yet");
+
+    // a rebuild from the store, SIGKILLed part way
+    let (status, started) = node.post(&format!("{path}?from=store"), &json!(null)).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["source"], "object store");
+    let (status, again) = node.post(&format!("{path}?from=store"), &json!(null)).await;
+    assert_eq!(status, 200, "the running one: {again}");
+    let part = loop {
+        let p = rebuild_status(&node, shard).await;
+        assert_eq!(
+            p["state"], "running",
+            "done before it could be interrupted: {p}"
+        );
+        if p["done"].as_u64().unwrap() >= 20 {
+            break p["done"].as_u64().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    drop(node.kill9());
+
+    // started again: it goes on from where it got to, and brings no deleted record back
+    let node = NodeProcess::start(dir.path(), ENV).await;
+    let (status, resumed) = node.post(&format!("{path}?from=store"), &json!(null)).await;
+    assert_eq!(status, 202, "{resumed}");
+    let resumed_at = resumed["resumed_at"].as_u64().unwrap();
+    assert!(
+        resumed_at >= part && resumed_at < UPLOADS,
+        "{resumed} after {part}"
+    );
+    let done = loop {
+        let p = rebuild_status(&node, shard).await;
+        if p["state"] != "running" {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["done"], UPLOADS, "{done}");
+    assert_eq!(done["total"], UPLOADS, "{done}");
+    assert_eq!(done["eta_ms"], 0, "{done}");
+    let (_, stats) = node.get("/api/v1/stats").await;
+    assert_eq!(records(&stats), UPLOADS * 3 - 1, "{stats}");
+    let embedding = &conversations("many", "u0007", 7, 3)[1]["embedding"];
+    let (_, found) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": embedding, "system_id": "many", "limit": 1}),
+        )
+        .await;
+    assert_ne!(found["results"][0]["conversation_id"], "u0007-1", "{found}");
+    // done: the next one starts from the beginning
+    let (status, fresh) = node.post(&format!("{path}?from=store"), &json!(null)).await;
+    assert_eq!(status, 202, "{fresh}");
+    assert_eq!(fresh["resumed_at"], 0, "{fresh}");
 }

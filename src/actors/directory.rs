@@ -55,6 +55,13 @@ impl ShardDirectory {
         }
     }
 
+    /// Calls to a shard queued in its mailbox or running now (at most [`SHARD_QUEUE`]; more
+    /// callers wait for a turn outside it).
+    pub fn in_mailbox(&self, shard: ShardId) -> usize {
+        let turns = &self.turns[shard as usize % SHARD_COUNT];
+        SHARD_QUEUE.saturating_sub(turns.available_permits())
+    }
+
     /// Asks a shard and waits for its answer, taking a turn first; `timeout` covers both.
     pub async fn call<R: Send + 'static>(
         &self,

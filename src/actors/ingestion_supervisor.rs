@@ -2,14 +2,25 @@
 
 use std::sync::Arc;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, Message, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorProcessingErr, ActorRef, Message, RpcReplyPort, SupervisionEvent,
+};
 
 use crate::actors::upload_scanner::{ScannerArgs, ScannerMsg, UploadScanner};
 use crate::actors::upload_worker::{UploadWorker, WorkerMsg};
+use crate::ingest::retry::{Requeued, RetryRefused};
 use crate::ingest::upload_processor::UploadProcessor;
 
-/// The ingestion supervisor takes no messages of its own.
-pub enum IngestionMsg {}
+/// What the ingestion supervisor is told.
+pub enum IngestionMsg {
+    /// Puts a quarantined upload back in the scanner's queue.
+    Retry {
+        /// the upload's manifest key
+        key: String,
+        /// what became of the request
+        reply: RpcReplyPort<Result<Requeued, RetryRefused>>,
+    },
+}
 
 impl Message for IngestionMsg {}
 
@@ -78,6 +89,23 @@ impl Actor for IngestionSupervisor {
             scanner,
             workers,
         })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: IngestionMsg,
+        state: &mut IngestionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            IngestionMsg::Retry { key, reply } => {
+                // the scanner answers the caller itself
+                if let Err(e) = state.scanner.cast(ScannerMsg::Retry { key, reply }) {
+                    tracing::warn!(error = %e, "the upload scanner is restarting; a retry was not taken");
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn handle_supervisor_evt(

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use ractor::{Actor, ActorProcessingErr, ActorRef, Message};
+use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
 
 use crate::actors::upload_worker::WorkerMsg;
-use crate::ingest::ledger::UploadLedger;
+use crate::ingest::ledger::{LedgerEntry, UploadLedger};
+use crate::ingest::retry::{Requeued, RetryRefused};
 use crate::ingest::upload::{UploadKey, SYSTEMS_PREFIX};
 use crate::ingest::upload_processor::{Outcome, UploadJob};
 use crate::ingest::upload_status::UploadStatus;
@@ -34,6 +35,13 @@ pub enum ScannerMsg {
         worker: usize,
         /// the new worker
         actor: ActorRef<WorkerMsg>,
+    },
+    /// Puts a quarantined upload back in the queue, to be read again.
+    Retry {
+        /// the upload's manifest key
+        key: String,
+        /// what became of the request
+        reply: RpcReplyPort<Result<Requeued, RetryRefused>>,
     },
 }
 
@@ -177,6 +185,14 @@ impl Actor for UploadScanner {
                     state.idle.push(worker);
                 }
                 state.dispatch(&myself);
+            }
+            ScannerMsg::Retry { key, reply } => {
+                let answer = state.retry(&key);
+                if let Ok(requeued) = &answer {
+                    tracing::info!(upload = %key, was = %requeued.was, "quarantined upload put back to be read again");
+                    state.dispatch(&myself);
+                }
+                let _ = reply.send(answer);
             }
         }
         state.publish();
@@ -349,6 +365,45 @@ impl ScannerState {
             let system = system.to_string();
             self.advance_checkpoint(&system);
         }
+    }
+
+    /// Takes a quarantined upload out of the ledger and queues it; the ledger decides, so two
+    /// retries of one upload put it back once.
+    fn retry(&mut self, key: &str) -> Result<Requeued, RetryRefused> {
+        let upload = UploadKey::parse(key).map_err(RetryRefused::NotAManifest)?;
+        if self.args.status.is_draining() {
+            return Err(RetryRefused::NotRunning("the node is stopping".into()));
+        }
+        let shard = crate::record::shard_for(&upload.system_id);
+        if !self.args.shards.is_primary_here(shard) {
+            return Err(RetryRefused::Elsewhere {
+                key: key.to_string(),
+                shard,
+                primary: self.args.shards.primary_of(shard).unwrap_or_default(),
+            });
+        }
+        let was = match self.args.ledger.take_quarantined(key) {
+            Err(e) => return Err(RetryRefused::Ledger(e.to_string())),
+            Ok(None) => return Err(RetryRefused::Unknown(key.to_string())),
+            Ok(Some(LedgerEntry::Done { .. })) => return Err(RetryRefused::Done(key.to_string())),
+            Ok(Some(LedgerEntry::Quarantined { reason, .. })) => reason,
+        };
+        self.args.status.unquarantine(key);
+        let tracked = self.tracked.entry(key.to_string()).or_insert(Tracked {
+            track: Track::Finished,
+            modified: Utc::now(),
+            files: Vec::new(),
+        });
+        if tracked.track == Track::Finished {
+            // the missing-data grace starts again: the operator may still be fixing it
+            tracked.modified = Utc::now();
+            self.set(key, Track::Pending);
+            self.queue.push_back(key.to_string());
+        }
+        Ok(Requeued {
+            key: key.to_string(),
+            was,
+        })
     }
 
     /// Puts uploads whose wait is over back in the queue.

@@ -9,6 +9,7 @@ pub mod health;
 pub mod json_errors;
 pub mod mcp;
 pub mod observe;
+pub mod rebuild;
 pub mod remote;
 pub mod rest;
 pub mod serve;
@@ -73,7 +74,12 @@ pub fn router_with_cluster(
             "/api/v1/systems/{system_id}/conversations/{conversation_id}",
             delete(rest::delete_conversation),
         )
-        .route("/api/v1/uploads", get(uploads::uploads));
+        .route("/api/v1/uploads", get(uploads::uploads))
+        .route("/api/v1/uploads/retry", post(uploads::retry))
+        .route(
+            "/api/v1/admin/shards/{shard}/rebuild",
+            post(rebuild::start).get(rebuild::status),
+        );
     let router = match cluster_view {
         Some(view) => router
             .route(

@@ -92,6 +92,21 @@ pub async fn tree(node: &Node, view: &ClusterView) -> NodeTree {
     }
     root.children.push(ingestion);
 
+    let rebuilds = node.rebuilds.running();
+    if !rebuilds.is_empty() {
+        let mut rebuilding = actor("rebuilds", true);
+        for p in rebuilds {
+            let mut job = actor(&format!("rebuild of shard {}", p.shard), true);
+            let pct = (p.done * 100).checked_div(p.total).unwrap_or(0);
+            job.doing = Some(format!(
+                "from {}, {} of {} {} ({pct}%)",
+                p.source, p.done, p.total, p.unit
+            ));
+            rebuilding.children.push(job);
+        }
+        root.children.push(rebuilding);
+    }
+
     let mut ager = actor("ager", node.slots.ager.read().is_some());
     ager.doing = node.aging_gate.running().map(|p| match p.shard {
         Some(shard) => format!(
@@ -171,6 +186,9 @@ async fn shards(node: &Node, view: &ClusterView) -> ActorView {
             ..ActorView::default()
         };
         a.restarts = a.restart_causes.values().sum();
+        // calls queued or running now (the counts above have had their answer)
+        let queued = node.directory.in_mailbox(shard);
+        a.counters.insert("mailbox".into(), count(queued));
         if let Ok(c) = counted {
             a.counters.insert("hot".into(), count(c.hot));
             a.counters.insert("warm".into(), count(c.warm));

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,11 @@ use crate::node::{AgeError, Node};
 /// The process group of every node's API actor (a client, connected to one member, sees
 /// that member's only).
 pub const API_GROUP: &str = "akosha/api";
+
+/// The process group of one node's API actor, for a node sending a request on to another.
+pub fn group_of(node_id: &str) -> String {
+    format!("{API_GROUP}/{node_id}")
+}
 
 /// Requests an API actor runs at once; more are answered 503.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -49,6 +54,23 @@ pub enum ApiRequest {
     Shards,
     /// the node's live actor tree ([`crate::api::observe::NodeTree`])
     Observe,
+    /// `POST /api/v1/uploads/retry` for this manifest key; `forwarded`: sent on by the node
+    /// a client asked, which is not the one reading the upload (never sent on again)
+    RetryUpload {
+        /// the upload's manifest key
+        key: String,
+        /// whether another node sent it on
+        forwarded: bool,
+    },
+    /// `POST /api/v1/admin/shards/{shard}/rebuild?from=...`
+    Rebuild {
+        /// the shard
+        shard: u64,
+        /// `auto`, `store` or a node id
+        from: String,
+    },
+    /// `GET /api/v1/admin/shards/{shard}/rebuild`
+    RebuildStatus(u64),
 }
 
 /// A request that failed: the HTTP status the route answers, and why.
@@ -104,6 +126,8 @@ impl Actor for ApiHost {
         args: ApiHostArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         ractor::pg::join(API_GROUP.to_string(), vec![myself.get_cell()]);
+        let me = args.view.borrow().self_id.clone();
+        ractor::pg::join(group_of(&me), vec![myself.get_cell()]);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         Ok((Arc::new(args), permits))
     }
@@ -175,6 +199,19 @@ impl ApiHostArgs {
                 let view = self.view.borrow().clone();
                 json(&crate::api::shards::table(&self.node, &view).await)
             }
+            ApiRequest::RetryUpload { key, forwarded } => {
+                let requeued = crate::api::uploads::retry_key(&self.node, key, !forwarded).await?;
+                json(&requeued)
+            }
+            ApiRequest::Rebuild { shard, from } => {
+                let query = Query(crate::api::rebuild::RebuildQuery { from: Some(from) });
+                let started = crate::api::rebuild::start(node(), Path(shard.to_string()), query);
+                json(&started.await?.1 .0)
+            }
+            ApiRequest::RebuildStatus(shard) => {
+                let path = Path(shard.to_string());
+                json(&crate::api::rebuild::status(node(), path).await?.0)
+            }
             ApiRequest::Age => match self.node.age().await {
                 Ok(report) => json(&report),
                 Err(AgeError::Running(progress)) => Err(ApiFailure {
@@ -184,6 +221,41 @@ impl ApiHostArgs {
                 Err(AgeError::Failed(e)) => Err(ApiError::from(e).into()),
             },
         }
+    }
+}
+
+/// Sends a request on to another member's API actor and waits for its answer, up to
+/// `timeout`; a member that cannot be reached is a 503.
+pub async fn ask_member(
+    node_id: &str,
+    request: ApiRequest,
+    timeout: std::time::Duration,
+) -> Result<String, ApiFailure> {
+    let unreachable = |why: String| ApiFailure {
+        status: 503,
+        message: format!("cannot reach node {node_id}: {why}"),
+    };
+    let actor: ActorRef<ApiMsg> = ractor::pg::get_members(&group_of(node_id))
+        .into_iter()
+        .find(|c| !c.get_id().is_local())
+        .map(ActorRef::from)
+        .ok_or_else(|| unreachable("it is not connected".into()))?;
+    let answer = actor
+        .call(
+            |reply| ApiMsg::Call(Payload::Value(request), reply),
+            Some(timeout),
+        )
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    match answer {
+        ractor::rpc::CallResult::Success(p) => p
+            .into_result()
+            .map_err(|e| unreachable(format!("its answer was unreadable: {e}")))?,
+        ractor::rpc::CallResult::Timeout => Err(unreachable(format!(
+            "no answer within {} ms",
+            timeout.as_millis()
+        ))),
+        ractor::rpc::CallResult::SenderError => Err(unreachable("it dropped the request".into())),
     }
 }
 

@@ -1,6 +1,7 @@
 //! A client of an Akosha cluster for Rust services: it connects to a member over the
-//! cluster transport with the cookie, as a short-lived transport node with a name of its
-//! own (`akosha-client/w<version>/<id>`) that never joins gossip and never holds shards, and
+//! cluster transport with the cookie, through a transport node of the process with a name of
+//! its own (`akosha-client/w<version>/<id>`; one per cookie, shared by the process's clients,
+//! with one session per member) that never joins gossip and never holds shards, and
 //! sends actor messages ([`crate::api::remote::ApiMsg`]) answered as the HTTP routes answer.
 //! A single node started with `--listen` is a one-member cluster and serves clients too.
 //!
@@ -15,15 +16,14 @@
 //! # Ok(()) }
 //! ```
 
+mod members;
+mod transport;
 mod types;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef};
-use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 
 pub use types::{
     ClusterInfo, DeleteAnswer, Hit, IngestAnswer, IngestBatch, MemberInfo, Record, SearchAnswer,
@@ -31,9 +31,11 @@ pub use types::{
 };
 
 pub use crate::api::observe::{ActorView, NodeTree};
-use crate::api::remote::{ApiFailure, ApiMsg, ApiRequest, API_GROUP};
+use crate::api::remote::{ApiFailure, ApiMsg, ApiRequest};
 pub use crate::api::shards::ShardRow as ShardInfo;
-use crate::cluster::wire::{client_name, Payload};
+use crate::cluster::wire::Payload;
+pub use crate::ingest::retry::Requeued;
+pub use crate::rebuild::{RebuildProgress, RebuildState};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,14 @@ pub enum ClientError {
     /// The client could not start its own transport.
     #[error("cannot start the client transport: {0}")]
     Start(String),
+    /// No alive member has that id.
+    #[error("no alive member {node_id}; the others alive are [{others}]")]
+    NoMember {
+        /// the id asked for
+        node_id: String,
+        /// the other alive members' ids
+        others: String,
+    },
 }
 
 /// Where and how a client connects.
@@ -99,7 +109,7 @@ impl ClientConfig {
 /// A connection to an Akosha cluster; cheap to share behind an `Arc`.
 pub struct Client {
     config: ClientConfig,
-    server: ActorRef<NodeServerMessage>,
+    transport: Arc<transport::Transport>,
     /// the member talked to now, and the others' addresses to move to
     link: Mutex<Link>,
 }
@@ -114,31 +124,10 @@ struct Link {
     known: Vec<String>,
 }
 
-/// Numbers each client of the process, for unique names.
-static CLIENTS: AtomicU64 = AtomicU64::new(0);
-
 impl Client {
     /// Connects to the first member of `config.nodes` that answers.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let id = format!(
-            "{}-{}-{}",
-            std::process::id(),
-            chrono::Utc::now().timestamp_millis(),
-            CLIENTS.fetch_add(1, Ordering::Relaxed)
-        );
-        crate::storage::objects::install_crypto_provider();
-        let server = NodeServer::new(
-            0,
-            config.cookie.clone(),
-            client_name(&id),
-            "127.0.0.1".to_string(),
-            None,
-            Some(NodeConnectionMode::Isolated),
-        )
-        .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
-        let (server, _) = Actor::spawn(None, server, ())
-            .await
-            .map_err(|e| ClientError::Start(e.to_string()))?;
+        let transport = transport::for_cookie(&config.cookie).await?;
         let client = Client {
             link: Mutex::new(Link {
                 addr: String::new(),
@@ -146,7 +135,7 @@ impl Client {
                 known: config.nodes.clone(),
             }),
             config,
-            server,
+            transport,
         };
         let mut last = None;
         for addr in client.config.nodes.clone() {
@@ -161,7 +150,6 @@ impl Client {
                 Err(e) => last = Some(e),
             }
         }
-        client.server.stop(None);
         Err(last.unwrap_or(ClientError::Unreachable {
             addr: "-".to_string(),
             message: "no member address given".to_string(),
@@ -229,15 +217,43 @@ impl Client {
         self.ask(ApiRequest::Uploads, true).await
     }
 
+    /// Puts a quarantined upload (its manifest key, as [`Client::uploads`] lists it) back to
+    /// be read again, on whichever member reads its system (not retried elsewhere).
+    pub async fn retry_upload(&self, key: &str) -> Result<Requeued, ClientError> {
+        let request = ApiRequest::RetryUpload {
+            key: key.to_string(),
+            forwarded: false,
+        };
+        self.ask(request, false).await
+    }
+
+    /// Starts rebuilding a shard's copy on the member talked to, from `from` (`auto`,
+    /// `store` or a node id), or answers the progress of the one running there.
+    pub async fn rebuild_shard(
+        &self,
+        shard: u64,
+        from: &str,
+    ) -> Result<RebuildProgress, ClientError> {
+        let request = ApiRequest::Rebuild {
+            shard,
+            from: from.to_string(),
+        };
+        self.ask(request, false).await
+    }
+
+    /// The running or last rebuild of a shard on the member talked to.
+    pub async fn rebuild_status(&self, shard: u64) -> Result<RebuildProgress, ClientError> {
+        self.ask(ApiRequest::RebuildStatus(shard), false).await
+    }
+
     /// Ages the member's shards now, as `POST /api/v1/admin/age` does (not retried).
     pub async fn age(&self) -> Result<serde_json::Value, ClientError> {
         self.ask(ApiRequest::Age, false).await
     }
 
-    /// Closes the client's transport.
-    pub fn close(self) {
-        self.server.stop(None);
-    }
+    /// Lets go of the client. Its session to the member stays open in the process's
+    /// transport for the next client of that member, and ends with the process.
+    pub fn close(self) {}
 
     /// Sends a request to the member talked to; when it cannot be reached and `retry` says
     /// the request is safe to send twice, to the next member that answers.
@@ -263,7 +279,7 @@ impl Client {
             let link = self.link.lock().await;
             (link.addr.clone(), link.node)
         };
-        let Some(api) = api_actor(node) else {
+        let Some(api) = transport::api_actor(node) else {
             return Err(ClientError::Unreachable {
                 addr,
                 message: "the session to it is gone".to_string(),
@@ -330,117 +346,13 @@ impl Client {
             }
         }
     }
+}
 
-    /// Opens a session to a member and waits until its API actor is known; answers the
-    /// session's number.
+impl Client {
+    /// The session to a member, opened if need be; answers its number.
     async fn dial(&self, addr: &str) -> Result<u64, ClientError> {
-        let unreachable = |message: String| ClientError::Unreachable {
-            addr: addr.to_string(),
-            message,
-        };
-        let peer = tokio::net::lookup_host(addr)
+        self.transport
+            .session(addr, self.config.connect_timeout)
             .await
-            .map_err(|e| unreachable(e.to_string()))?
-            .next()
-            .ok_or_else(|| unreachable("the name resolves to no address".to_string()))?;
-        let (tx, mut rx) = watch::channel(Handshake::Dialing);
-        let id = format!(
-            "akosha-client-{addr}-{}",
-            CLIENTS.fetch_add(1, Ordering::Relaxed)
-        );
-        let _ = self.server.cast(NodeServerMessage::SubscribeToEvents {
-            id: id.clone(),
-            subscription: Box::new(Watch { peer, tx }),
-        });
-        let timeout = self.config.connect_timeout;
-        let outcome = tokio::time::timeout(timeout, async {
-            ractor_cluster::client_connect(&self.server, peer)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            loop {
-                let state = *rx.borrow_and_update();
-                match state {
-                    Handshake::Closed => {
-                        return Err(ClientError::Refused {
-                            addr: addr.to_string(),
-                        })
-                    }
-                    Handshake::Ready(node) if api_actor(node).is_some() => return Ok(node),
-                    _ => {}
-                }
-                // groups arrive just after the session is ready
-                tokio::select! {
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            return Err(ClientError::Refused { addr: addr.to_string() });
-                        }
-                    }
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-        })
-        .await;
-        let _ = self.server.cast(NodeServerMessage::UnsubscribeToEvents(id));
-        match outcome {
-            Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout {
-                what: format!("connecting to {addr}"),
-                after: timeout,
-            }),
-        }
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.server.stop(None);
-    }
-}
-
-/// The API actor behind the session numbered `node`.
-fn api_actor(node: u64) -> Option<ActorRef<ApiMsg>> {
-    ractor::pg::get_members(&API_GROUP.to_string())
-        .into_iter()
-        .find(|c| !c.get_id().is_local() && c.get_id().node() == node)
-        .map(ActorRef::from)
-}
-
-/// How far the session to one member got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handshake {
-    Dialing,
-    Authenticated,
-    /// ready, with the session's number
-    Ready(u64),
-    Closed,
-}
-
-/// Session events of the client's transport for one member's address, as a [`Handshake`].
-struct Watch {
-    peer: std::net::SocketAddr,
-    tx: watch::Sender<Handshake>,
-}
-
-impl Watch {
-    fn send(&self, ses: &NodeServerSessionInformation, state: Handshake) {
-        if ses.peer_addr.parse::<std::net::SocketAddr>().ok() == Some(self.peer) {
-            let _ = self.tx.send(state);
-        }
-    }
-}
-
-impl NodeEventSubscription for Watch {
-    fn node_session_opened(&self, _: NodeServerSessionInformation) {}
-
-    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
-        self.send(&ses, Handshake::Closed);
-    }
-
-    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
-        self.send(&ses, Handshake::Authenticated);
-    }
-
-    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
-        self.send(&ses, Handshake::Ready(ses.node_id));
     }
 }

@@ -323,7 +323,11 @@ fn plan(routes: &ClusterRoutes, shard: ShardId, placed: &[&str], was_whole: bool
 /// Puts back, by version, what the object store keeps of a shard whose every copy is lost:
 /// its cold files with the visible copy of each record in them, its deletions and its
 /// systems' floors; answers how many cold copies were taken.
-async fn restore_from_log(node: &Node, shard: ShardId, timeout: Duration) -> Result<usize, String> {
+pub(crate) async fn restore_from_log(
+    node: &Node,
+    shard: ShardId,
+    timeout: Duration,
+) -> Result<usize, String> {
     let Some(log) = cold_log::read_shard(&node.cold, shard)
         .await
         .map_err(|e| e.to_string())?
@@ -475,7 +479,7 @@ async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duratio
         };
         checkpoints.extend(page.checkpoints);
         for (key, entry) in &page.entries {
-            match uploads.ledger.record_if_absent(key, entry) {
+            match uploads.ledger.record_unless_done(key, entry) {
                 Ok(true) => recorded += 1,
                 Ok(false) => {}
                 Err(e) => {

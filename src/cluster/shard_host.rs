@@ -491,7 +491,7 @@ impl ShardHostArgs {
             return Ok(false);
         };
         ledger
-            .record_if_absent(&r.key, &r.entry_json)
+            .record_unless_done(&r.key, &r.entry_json)
             .map_err(|e| e.to_string())
     }
 

@@ -126,17 +126,43 @@ impl UploadLedger {
         Ok((entries, None))
     }
 
-    /// Records an upload's outcome, given as stored (JSON), unless one is recorded already;
-    /// answers whether it was recorded.
-    pub fn record_if_absent(&self, key: &str, entry_json: &str) -> Result<bool, StorageError> {
-        let entry: LedgerEntry = serde_json::from_str(entry_json).map_err(|e| {
+    /// Records an upload's outcome, given as stored (JSON), unless the upload is done here
+    /// already (a quarantine can be retried, a done upload is final); answers whether it was
+    /// recorded.
+    pub fn record_unless_done(&self, key: &str, entry_json: &str) -> Result<bool, StorageError> {
+        // refuse what is not an entry before storing it
+        serde_json::from_str::<LedgerEntry>(entry_json).map_err(|e| {
             StorageError::Encode(format!("expected a ledger entry for {key}, got: {e}"))
         })?;
-        if self.get(key)?.is_some() {
-            return Ok(false);
-        }
-        self.record(key, &entry)?;
-        Ok(true)
+        let mut recorded = false;
+        self.uploads.fetch_and_update(key.as_bytes(), |old| {
+            let done = old.is_some_and(|o| matches!(decode(key, o), Ok(LedgerEntry::Done { .. })));
+            recorded = !done && old != Some(entry_json.as_bytes());
+            if done {
+                old.map(<[u8]>::to_vec)
+            } else {
+                Some(entry_json.as_bytes().to_vec())
+            }
+        })?;
+        Ok(recorded)
+    }
+
+    /// Takes a quarantined upload out of the ledger, so that it is read again; answers its
+    /// entry as it was (`None` when the ledger has no entry for it). Leaves an upload that
+    /// is done where it is, and answers its entry.
+    pub fn take_quarantined(&self, key: &str) -> Result<Option<LedgerEntry>, StorageError> {
+        let mut was = None;
+        self.uploads.fetch_and_update(key.as_bytes(), |old| {
+            let entry = old.and_then(|o| decode(key, o).ok());
+            let quarantined = matches!(entry, Some(LedgerEntry::Quarantined { .. }));
+            was = entry;
+            if quarantined {
+                None
+            } else {
+                old.map(<[u8]>::to_vec)
+            }
+        })?;
+        Ok(was)
     }
 
     /// The key up to which every upload of `system` has finished.
@@ -283,6 +309,36 @@ fn decode(key: &str, bytes: &[u8]) -> Result<LedgerEntry, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_quarantine_is_taken_once_and_a_done_upload_never_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = HotStore::open(dir.path(), 8).unwrap();
+        let ledger = UploadLedger::open(&store).unwrap();
+        let key = "systems/a/u1/manifest.json";
+        let quarantined = LedgerEntry::Quarantined {
+            reason: "bad".into(),
+            at: Utc::now(),
+        };
+        let done = LedgerEntry::Done {
+            records: 3,
+            at: Utc::now(),
+        };
+        let json = |e: &LedgerEntry| serde_json::to_string(e).unwrap();
+        assert!(ledger.record_unless_done(key, &json(&quarantined)).unwrap());
+        assert_eq!(
+            ledger.take_quarantined(key).unwrap(),
+            Some(quarantined.clone())
+        );
+        assert_eq!(ledger.take_quarantined(key).unwrap(), None, "taken once");
+        // a replica told of the quarantine, then of the retried upload being done
+        assert!(ledger.record_unless_done(key, &json(&quarantined)).unwrap());
+        assert!(ledger.record_unless_done(key, &json(&done)).unwrap());
+        assert!(!ledger.record_unless_done(key, &json(&quarantined)).unwrap());
+        assert_eq!(ledger.take_quarantined(key).unwrap(), Some(done.clone()));
+        assert_eq!(ledger.get(key).unwrap(), Some(done), "a done upload stays");
+        assert!(ledger.record_unless_done(key, "{not json").is_err());
+    }
 
     #[tokio::test]
     async fn a_checkpoint_copied_from_another_node_only_moves_forward() {

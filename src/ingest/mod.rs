@@ -5,6 +5,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod memory;
 pub mod pull;
+pub mod retry;
 pub mod upload;
 pub mod upload_data;
 pub mod upload_processor;

@@ -108,6 +108,15 @@ impl UploadProcessor {
         outcome
     }
 
+    /// Reads an upload again and writes its records, recording nothing in the ledger (a
+    /// rebuild reading uploads the ledger may already hold).
+    pub async fn reread(&self, job: &UploadJob) -> Outcome {
+        match self.fetch_and_write(job).await {
+            Ok(records) => Outcome::Done { records },
+            Err(o) => o,
+        }
+    }
+
     /// Tells the other replicas of the upload's shard its outcome, so that a new primary of
     /// that shard does not read it again. Best effort: one that missed it reads the upload
     /// again, which changes nothing.

@@ -98,6 +98,16 @@ impl UploadStatus {
         q.push_back(QuarantinedUpload { key, reason });
     }
 
+    /// Takes an upload out of the quarantined ones: it is being read again.
+    pub fn unquarantine(&self, key: &str) {
+        let mut q = self.quarantined.lock();
+        q.retain(|u| u.key != key);
+        // the total counts uploads quarantined now; one read again is no longer among them
+        let _ = self
+            .quarantined_total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     /// Counts an upload put back for a later try.
     pub fn retried(&self, error: String) {
         self.retries.fetch_add(1, Ordering::Relaxed);

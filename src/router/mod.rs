@@ -146,6 +146,13 @@ impl ShardRouter {
         }
     }
 
+    /// The node placement makes a shard's primary (`None` without a cluster).
+    pub fn primary_of(&self, shard: ShardId) -> Option<String> {
+        let routes = self.cluster.get()?;
+        let placement = routes.placement();
+        placement.replicas(shard).first().map(|p| p.to_string())
+    }
+
     /// The cluster's routes, once joined.
     pub fn cluster(&self) -> Option<&ClusterRoutes> {
         self.cluster.get()
