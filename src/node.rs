@@ -173,6 +173,7 @@ impl Node {
                 ..AnnParams::default()
             },
             ef_search: config.index.ef_search,
+            merge_max_points: config.index.merge_max_points,
         }));
         let directory = Arc::new(ShardDirectory::new());
         // writes and deletions reach every replica through this one (once in a cluster)

@@ -570,6 +570,7 @@ mod tests {
                 segment_size: 1_000,
                 ann: AnnParams::default(),
                 ef_search: 16,
+                merge_max_points: 0,
             })),
             shards: ShardRouter::new(Arc::new(crate::actors::directory::ShardDirectory::new())),
             embedder: None,

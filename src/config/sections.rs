@@ -59,6 +59,9 @@ pub struct IndexConfig {
     pub ef_construction: usize,
     /// HNSW candidate list per segment from eight segments up (wider below; at least the limit)
     pub ef_search: usize,
+    /// live points a merged index segment may hold; sealed segments are merged in the
+    /// background up to this size, leaving deleted and replaced points behind (0: never)
+    pub merge_max_points: usize,
 }
 
 impl Default for IndexConfig {
@@ -69,6 +72,7 @@ impl Default for IndexConfig {
             m: 16,
             ef_construction: 32,
             ef_search: 48,
+            merge_max_points: 200_000,
         }
     }
 }

@@ -7,9 +7,13 @@
 //! through its graph and drops its f32 copy once every point is in the graph. Every point
 //! is tagged with its shard, system and timestamp so that filters apply inside the search,
 //! and a deletion is a bit per point.
+//!
+//! Sealed segments are merged in the background (`merge.rs`) into fewer, larger ones that
+//! leave deleted and replaced points behind, so memory tracks live records. A point keeps
+//! its id across merges: the index maps each live id to where it is now.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -18,7 +22,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::record::ShardId;
 use crate::storage::ann::AnnParams;
 use crate::storage::distance::TopK;
-use crate::storage::segment::{split_point, Segment};
+use crate::storage::segment::{location, split_location, Location, Segment};
 pub use crate::storage::segment::{IndexFilter, PointId, PointMeta};
 use crate::storage::warm_index::WarmIndex;
 
@@ -47,6 +51,8 @@ pub struct IndexParams {
     pub ann: AnnParams,
     /// candidate list size of searches
     pub ef_search: usize,
+    /// live points a merged segment may hold (0: segments are never merged)
+    pub merge_max_points: usize,
 }
 
 /// Counters an operator can read.
@@ -54,26 +60,57 @@ pub struct IndexParams {
 pub struct IndexStats {
     /// points not deleted
     pub live_points: usize,
+    /// points held, deleted ones not yet merged away included
+    pub points: usize,
     /// segments, the newest one included
     pub segments: usize,
     /// points appended but not yet in a graph (scanned exactly meanwhile)
     pub pending_points: usize,
     /// full segments whose graph holds every point
     pub sealed_segments: usize,
+    /// merges done since the node started
+    pub merges: u64,
+    /// whether a merge is under way
+    pub merging: bool,
 }
 
-/// State shared with the indexer thread.
-struct Shared {
-    /// every segment, oldest first; the last one takes new points
-    segments: RwLock<Vec<Arc<Segment>>>,
-    params: IndexParams,
-    /// points not deleted
-    live: AtomicUsize,
+/// The segments and where each live point is in them.
+pub(crate) struct Layout {
+    /// every segment; the last one takes new points
+    pub(crate) segments: Vec<Arc<Segment>>,
+    /// where each live point is
+    pub(crate) locations: HashMap<PointId, Location>,
+    /// the number the next segment takes
+    pub(crate) next_segment: u32,
+}
+
+impl Layout {
+    /// The segment numbered `n`.
+    pub(crate) fn segment(&self, n: u32) -> Option<&Arc<Segment>> {
+        find(&self.segments, n)
+    }
+}
+
+/// The segment numbered `n` among `segments`.
+fn find(segments: &[Arc<Segment>], n: u32) -> Option<&Arc<Segment>> {
+    segments.iter().find(|s| s.id == n)
+}
+
+/// State shared with the background threads.
+pub(crate) struct Shared {
+    pub(crate) layout: RwLock<Layout>,
+    pub(crate) params: IndexParams,
+    /// the id the next point takes
+    next_id: AtomicU64,
+    /// merges done
+    pub(crate) merges: AtomicU64,
+    /// set while a merge builds its segment
+    pub(crate) merging: AtomicBool,
     /// wakes the indexer when points arrive
     wake: Condvar,
     wake_lock: Mutex<bool>,
     /// set when the index is dropped
-    stop: AtomicBool,
+    pub(crate) stop: AtomicBool,
 }
 
 /// The node's index over the hot records of every shard it owns.
@@ -86,12 +123,19 @@ pub struct HotIndex {
 }
 
 impl HotIndex {
-    /// An empty index whose indexer thread runs until it is dropped.
+    /// An empty index whose indexer and merger threads run until it is dropped.
     pub fn new(params: IndexParams) -> Self {
+        let merging = params.merge_max_points > 0;
         let shared = Arc::new(Shared {
-            segments: RwLock::new(Vec::new()),
+            layout: RwLock::new(Layout {
+                segments: Vec::new(),
+                locations: HashMap::new(),
+                next_segment: 0,
+            }),
             params,
-            live: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            merges: AtomicU64::new(0),
+            merging: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
             stop: AtomicBool::new(false),
@@ -100,11 +144,23 @@ impl HotIndex {
         let spawned = std::thread::Builder::new()
             .name("hot-indexer".to_string())
             .spawn(move || {
-                lower_thread_priority();
+                lower_thread_priority(10);
                 indexer_loop(weak)
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the indexer thread, points stay exact");
+        }
+        if merging {
+            let weak = Arc::downgrade(&shared);
+            let spawned = std::thread::Builder::new()
+                .name("hot-merger".to_string())
+                .spawn(move || {
+                    lower_thread_priority(15);
+                    crate::storage::merge::merger_loop(weak)
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the merger thread, segments are not merged");
+            }
         }
         HotIndex {
             shared,
@@ -129,17 +185,31 @@ impl HotIndex {
     }
 
     /// Adds points; returns their ids in order.
-    pub fn insert(&self, mut points: Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
-        let mut ids = Vec::with_capacity(points.len());
-        while !points.is_empty() {
-            let newest = self.writable_segment();
-            let Some(segment) = newest else {
-                tracing::error!("cannot allocate an index segment, points are not searchable");
-                break;
-            };
-            ids.extend(segment.append(&mut points));
+    pub fn insert(&self, points: Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
+        let n = points.len() as u64;
+        let first = self.shared.next_id.fetch_add(n, Ordering::Relaxed);
+        let ids: Vec<PointId> = (first..first + n).collect();
+        let mut rest: Vec<(Vec<f32>, PointMeta, PointId)> = points
+            .into_iter()
+            .zip(ids.iter())
+            .map(|((v, m), id)| (v, m, *id))
+            .collect();
+        let mut placed = 0;
+        {
+            // appended and located at once: a merge never sees a point it cannot locate
+            let mut layout = self.shared.layout.write();
+            while !rest.is_empty() {
+                let Some(segment) = self.writable_segment(&mut layout) else {
+                    tracing::error!("cannot allocate an index segment, points are not searchable");
+                    break;
+                };
+                for offset in segment.append(&mut rest) {
+                    let loc = location(segment.id, offset);
+                    layout.locations.insert(ids[placed], loc);
+                    placed += 1;
+                }
+            }
         }
-        self.shared.live.fetch_add(ids.len(), Ordering::Relaxed);
         let mut woken = self.shared.wake_lock.lock();
         *woken = true;
         self.shared.wake.notify_one();
@@ -147,23 +217,16 @@ impl HotIndex {
     }
 
     /// The newest segment, or a new one when it is full.
-    fn writable_segment(&self) -> Option<Arc<Segment>> {
-        if let Some(last) = self.shared.segments.read().last() {
-            if !last.is_full() {
-                return Some(Arc::clone(last));
-            }
+    fn writable_segment(&self, layout: &mut Layout) -> Option<Arc<Segment>> {
+        if let Some(last) = layout.segments.last().filter(|s| !s.is_full()) {
+            return Some(Arc::clone(last));
         }
-        let mut segments = self.shared.segments.write();
-        if let Some(last) = segments.last() {
-            if !last.is_full() {
-                return Some(Arc::clone(last));
-            }
-        }
-        let id = segments.len() as u32;
+        let id = layout.next_segment;
         match Segment::new(id, self.shared.params.segment_size, &self.shared.params.ann) {
             Ok(s) => {
+                layout.next_segment += 1;
                 let s = Arc::new(s);
-                segments.push(Arc::clone(&s));
+                layout.segments.push(Arc::clone(&s));
                 Some(s)
             }
             Err(e) => {
@@ -175,44 +238,51 @@ impl HotIndex {
 
     /// The storage key of a point's record.
     pub fn key_of(&self, point: PointId) -> Option<Box<[u8]>> {
-        let (s, off) = split_point(point);
-        self.segment(s)?.key(off).map(|(_, key)| key)
-    }
-
-    fn segment(&self, n: usize) -> Option<Arc<Segment>> {
-        self.shared.segments.read().get(n).cloned()
+        let layout = self.shared.layout.read();
+        let (n, off) = split_location(*layout.locations.get(&point)?);
+        layout.segment(n)?.key(off).map(|(_, _, key)| key)
     }
 
     /// Marks points deleted; unknown points are ignored.
     pub fn delete(&self, points: &[PointId]) {
-        let segments = self.shared.segments.read();
-        let removed = points
-            .iter()
-            .filter(|p| {
-                let (s, off) = split_point(**p);
-                segments.get(s).is_some_and(|seg| seg.delete(off))
-            })
-            .count();
-        self.shared.live.fetch_sub(removed, Ordering::Relaxed);
+        let mut layout = self.shared.layout.write();
+        for p in points {
+            if let Some(loc) = layout.locations.remove(p) {
+                let (n, off) = split_location(loc);
+                if let Some(segment) = layout.segment(n) {
+                    segment.delete(off);
+                }
+            }
+        }
     }
 
     /// Marks every point of a shard deleted (before the shard reloads from disk).
     pub fn delete_shard(&self, shard: ShardId) {
-        let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
-        let removed: usize = segments.iter().map(|s| s.delete_shard(shard)).sum();
-        self.shared.live.fetch_sub(removed, Ordering::Relaxed);
+        {
+            let mut layout = self.shared.layout.write();
+            let segments = layout.segments.clone();
+            for s in &segments {
+                for id in s.delete_shard(shard) {
+                    layout.locations.remove(&id);
+                }
+            }
+        }
         self.warm.delete_shard(shard);
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Segment>> {
+        self.shared.layout.read().segments.clone()
     }
 
     /// Approximate top-k over every segment, honouring the filter.
     pub fn search(&self, q: &[f32], k: usize, filter: &IndexFilter) -> Vec<ScoredPoint> {
-        let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
+        let segments = self.snapshot();
         let ef = segment_ef(self.shared.params.ef_search, segments.len()).max(k);
         let mut top = TopK::new(k);
         for s in &segments {
             s.search(q, k, ef, filter, &mut top);
         }
-        self.resolve(top)
+        resolve(top, &segments)
     }
 
     /// Exact top-k among the given points, honouring the filter.
@@ -223,51 +293,62 @@ impl HotIndex {
         k: usize,
         filter: &IndexFilter,
     ) -> Vec<ScoredPoint> {
-        let segments: Vec<Arc<Segment>> = self.shared.segments.read().clone();
+        let (segments, locations): (Vec<Arc<Segment>>, Vec<Location>) = {
+            let layout = self.shared.layout.read();
+            let locations = points
+                .iter()
+                .filter_map(|p| layout.locations.get(p).copied())
+                .collect();
+            (layout.segments.clone(), locations)
+        };
         let mut top = TopK::new(k);
-        for p in points {
-            let (s, off) = split_point(*p);
-            if let Some(score) = segments
-                .get(s)
-                .and_then(|seg| seg.score_visible(q, off, filter))
+        for loc in locations {
+            let (n, off) = split_location(loc);
+            if let Some(score) =
+                find(&segments, n).and_then(|seg| seg.score_visible(q, off, filter))
             {
-                top.push(*p, score);
+                top.push(loc, score);
             }
         }
-        self.resolve(top)
-    }
-
-    fn resolve(&self, top: TopK) -> Vec<ScoredPoint> {
-        top.into_sorted()
-            .into_iter()
-            .filter_map(|s| {
-                let (n, off) = split_point(s.id);
-                let (shard, key) = self.segment(n)?.key(off)?;
-                Some(ScoredPoint {
-                    point: s.id,
-                    score: s.score,
-                    shard,
-                    key,
-                })
-            })
-            .collect()
+        resolve(top, &segments)
     }
 
     /// Points not deleted.
     pub fn live_points(&self) -> usize {
-        self.shared.live.load(Ordering::Relaxed)
+        self.shared.layout.read().locations.len()
     }
 
     /// Counters for stats and readiness.
     pub fn stats(&self) -> IndexStats {
-        let segments = self.shared.segments.read();
+        let layout = self.shared.layout.read();
+        let segments = &layout.segments;
         IndexStats {
-            live_points: self.shared.live.load(Ordering::Relaxed),
+            live_points: layout.locations.len(),
+            points: segments.iter().map(|s| s.len()).sum(),
             segments: segments.len(),
             pending_points: segments.iter().map(|s| s.pending()).sum(),
             sealed_segments: segments.iter().filter(|s| s.is_compacted()).count(),
+            merges: self.shared.merges.load(Ordering::Relaxed),
+            merging: self.shared.merging.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The points of a top-k, by location in `segments`, with their ids and keys.
+fn resolve(top: TopK, segments: &[Arc<Segment>]) -> Vec<ScoredPoint> {
+    top.into_sorted()
+        .into_iter()
+        .filter_map(|s| {
+            let (n, off) = split_location(s.id);
+            let (point, shard, key) = find(segments, n)?.key(off)?;
+            Some(ScoredPoint {
+                point,
+                score: s.score,
+                shard,
+                key,
+            })
+        })
+        .collect()
 }
 
 /// Candidate list per segment: `ef_search` from eight segments up, up to twice that for
@@ -284,23 +365,23 @@ impl Drop for HotIndex {
     }
 }
 
-/// Inserts pending points into their segment's graph, oldest segment first, and drops the
-/// f32 copy of full segments once indexed; sleeps when there is nothing to do.
-/// Lowers the calling thread's scheduling priority (nice 10 on Linux), so that a burst of
-/// writes and searches goes first and the graph catches up after; pending points are
-/// scanned exactly until then, so results stay complete.
-fn lower_thread_priority() {
+/// Lowers the calling thread's scheduling priority to `nice` on Linux, so that writes and
+/// searches go first and background work catches up after; pending points are scanned
+/// exactly until then, so results stay complete.
+pub(crate) fn lower_thread_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes
     // this thread's nice value and reports failure through its return value
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        if libc::setpriority(libc::PRIO_PROCESS, tid, 10) != 0 {
-            tracing::debug!("cannot lower the indexer thread's priority");
+        if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
+            tracing::debug!("cannot lower a background thread's priority");
         }
     }
 }
 
+/// Inserts pending points into their segment's graph, oldest segment first, and drops the
+/// f32 copy of full segments once indexed; sleeps when there is nothing to do.
 fn indexer_loop(shared: Weak<Shared>) {
     loop {
         let Some(shared) = shared.upgrade() else {
@@ -309,7 +390,7 @@ fn indexer_loop(shared: Weak<Shared>) {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        let segments: Vec<Arc<Segment>> = shared.segments.read().clone();
+        let segments: Vec<Arc<Segment>> = shared.layout.read().segments.clone();
         let mut worked = false;
         for s in &segments {
             if s.index_some(INDEX_STEP) > 0 {
@@ -343,6 +424,22 @@ mod tests {
         v
     }
 
+    /// A random unit vector (uniform components), the same for the same seed.
+    fn random_vector(seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5;
+        let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+            })
+            .collect();
+        crate::record::normalize(&mut v);
+        v
+    }
+
     fn meta(i: u64) -> PointMeta {
         PointMeta {
             shard: (i % 4) as ShardId,
@@ -358,6 +455,7 @@ mod tests {
             segment_size: 3_000,
             ann: AnnParams::default(),
             ef_search: 64,
+            merge_max_points: 0,
         });
         let points: Vec<_> = (0..10_000u64).map(|i| (vector(i), meta(i))).collect();
         let ids = index.insert(points);
@@ -412,5 +510,101 @@ mod tests {
         index.delete_shard(1);
         let hits = index.search(&vector(4_501), 10, &only_shard_1);
         assert!(hits.is_empty(), "{hits:?}");
+    }
+
+    /// Waits until `done` holds of the index's stats, up to a minute.
+    fn settle(index: &HotIndex, done: impl Fn(&IndexStats) -> bool) -> IndexStats {
+        for _ in 0..1200 {
+            let stats = index.stats();
+            if done(&stats) {
+                return stats;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        index.stats()
+    }
+
+    #[test]
+    fn replacing_every_point_ten_times_leaves_one_copy_found_by_its_own_vector() {
+        let index = HotIndex::new(IndexParams {
+            segment_size: 500,
+            ann: AnnParams::default(),
+            ef_search: 64,
+            merge_max_points: 2_000,
+        });
+        const N: u64 = 3_000;
+        let mut ids: Vec<PointId> = Vec::new();
+        for round in 0..10 {
+            let points: Vec<_> = (0..N).map(|i| (random_vector(i), meta(i))).collect();
+            let new = index.insert(points);
+            index.delete(&ids);
+            ids = new;
+            if round % 3 == 0 {
+                // a shard reloads: every point of it deleted and inserted again
+                index.delete_shard(2);
+                let again: Vec<u64> = (0..N).filter(|i| i % 4 == 2).collect();
+                let points = again
+                    .iter()
+                    .map(|i| (random_vector(*i), meta(*i)))
+                    .collect();
+                let reloaded = index.insert(points);
+                for (i, id) in again.iter().zip(reloaded) {
+                    ids[*i as usize] = id;
+                }
+            }
+        }
+        let stats = settle(&index, |s| {
+            s.pending_points == 0 && !s.merging && s.points as f64 <= N as f64 * 1.2
+        });
+        assert_eq!(stats.live_points, N as usize, "{stats:?}");
+        assert!(stats.points as f64 <= N as f64 * 1.2, "{stats:?}");
+        assert!(stats.merges > 0, "{stats:?}");
+        let all = IndexFilter::default();
+        for i in (0..N).step_by(97) {
+            let hits = index.search(&random_vector(i), 1, &all);
+            assert_eq!(hits[0].point, ids[i as usize], "point {i}: {stats:?}");
+            assert_eq!(
+                index.key_of(ids[i as usize]).unwrap().as_ref(),
+                format!("k{i}").as_bytes()
+            );
+        }
+        let exact = index.search_points(&random_vector(5), &ids[..10], 1, &all);
+        assert_eq!(exact[0].point, ids[5]);
+    }
+
+    #[test]
+    fn deletions_while_segments_merge_are_kept() {
+        let index = Arc::new(HotIndex::new(IndexParams {
+            segment_size: 500,
+            ann: AnnParams::default(),
+            ef_search: 64,
+            merge_max_points: 4_000,
+        }));
+        let points: Vec<_> = (0..4_000u64).map(|i| (vector(i), meta(i))).collect();
+        let ids = index.insert(points);
+        // every other point deleted, a few at a time, while merges run
+        for chunk in ids.iter().step_by(2).collect::<Vec<_>>().chunks(50) {
+            let gone: Vec<PointId> = chunk.iter().map(|p| **p).collect();
+            index.delete(&gone);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let stats = settle(&index, |s| s.pending_points == 0 && s.points <= 2_000 + 500);
+        assert_eq!(stats.live_points, 2_000, "{stats:?}");
+        let all = IndexFilter::default();
+        let deleted = |p: PointId| ids.iter().position(|x| *x == p).is_some_and(|i| i % 2 == 0);
+        for i in (0..4_000u64).step_by(41) {
+            let id = ids[i as usize];
+            let live = i % 2 == 1;
+            assert_eq!(index.key_of(id).is_some(), live, "point {i}");
+            let exact = index.search_points(&vector(i), &[id], 1, &all);
+            assert_eq!(exact.len(), usize::from(live), "point {i}: {exact:?}");
+            // no search returns a deleted point
+            let hits = index.search(&vector(i), 10, &all);
+            assert!(
+                hits.iter().all(|h| !deleted(h.point)),
+                "point {i}: {hits:?}"
+            );
+            assert_eq!(hits.len(), 10);
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod cold_writer;
 pub mod distance;
 pub mod hot_index;
 pub mod hot_store;
+mod merge;
 pub mod objects;
 pub mod resilient;
 pub mod segment;

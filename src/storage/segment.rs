@@ -1,5 +1,7 @@
 //! One segment of the hot index: points of many shards, an HNSW graph built by insertion
-//! in the background, and an exact scan of the points the graph does not hold yet.
+//! in the background, and an exact scan of the points the graph does not hold yet. Each
+//! point keeps the index's stable id of its record; within the index a point is found by
+//! its location, the segment's number and its offset in it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -9,17 +11,20 @@ use crate::record::{ShardId, EMBEDDING_DIM, SHARD_COUNT};
 use crate::storage::ann::{AnnError, AnnParams, GrowingSegment};
 use crate::storage::distance::{dot, TopK};
 
-/// A point of the index: segment number in the high 32 bits, offset in the low 32.
+/// A point of the index, stable for the life of the point (merges move it, not its id).
 pub type PointId = u64;
 
-/// The point id of an offset in a segment.
-pub fn point_id(segment: u32, offset: usize) -> PointId {
+/// Where a point is: segment number in the high 32 bits, offset in the low 32.
+pub type Location = u64;
+
+/// The location of an offset in a segment.
+pub fn location(segment: u32, offset: usize) -> Location {
     ((segment as u64) << 32) | offset as u64
 }
 
-/// Segment number and offset of a point.
-pub fn split_point(p: PointId) -> (usize, usize) {
-    ((p >> 32) as usize, (p & 0xffff_ffff) as usize)
+/// Segment number and offset of a location.
+pub fn split_location(l: Location) -> (u32, usize) {
+    ((l >> 32) as u32, (l & 0xffff_ffff) as usize)
 }
 
 /// What the index keeps of a record besides its vector.
@@ -101,6 +106,20 @@ struct Body {
     vectors: Vec<f32>,
     /// metadata of every point
     meta: Vec<PointMeta>,
+    /// the stable id of every point
+    ids: Vec<PointId>,
+}
+
+/// A live point of a segment, copied out for a merge.
+pub struct LivePoint {
+    /// its offset in the segment
+    pub offset: usize,
+    /// its stable id
+    pub id: PointId,
+    /// its metadata
+    pub meta: PointMeta,
+    /// its vector, as the segment keeps it
+    pub vector: Vec<f32>,
 }
 
 /// A segment of at most `capacity` points.
@@ -127,6 +146,7 @@ impl Segment {
             body: RwLock::new(Body {
                 vectors: Vec::new(),
                 meta: Vec::new(),
+                ids: Vec::new(),
             }),
             deleted: Bitmap::new(capacity),
             graph: GrowingSegment::new(capacity, params)?,
@@ -161,22 +181,25 @@ impl Segment {
             .saturating_sub(self.indexed.load(Ordering::Acquire))
     }
 
-    /// Appends points while there is room; returns the ids of those taken.
-    pub fn append(&self, points: &mut Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
+    /// Appends points while there is room, with their stable ids; returns the offsets of
+    /// those taken, in order.
+    pub fn append(&self, points: &mut Vec<(Vec<f32>, PointMeta, PointId)>) -> Vec<usize> {
         let mut body = self.body.write();
         let room = self.capacity.saturating_sub(body.meta.len());
         let take = room.min(points.len());
-        let mut ids = Vec::with_capacity(take);
+        let mut offsets = Vec::with_capacity(take);
         if body.vectors.capacity() == 0 {
             body.vectors.reserve_exact(self.capacity * EMBEDDING_DIM);
             body.meta.reserve_exact(self.capacity);
+            body.ids.reserve_exact(self.capacity);
         }
-        for (vector, meta) in points.drain(..take) {
-            ids.push(point_id(self.id, body.meta.len()));
+        for (vector, meta, id) in points.drain(..take) {
+            offsets.push(body.meta.len());
             body.vectors.extend_from_slice(&vector);
             body.meta.push(meta);
+            body.ids.push(id);
         }
-        ids
+        offsets
     }
 
     /// Marks the point at `offset` deleted; true if it was live.
@@ -184,20 +207,68 @@ impl Segment {
         offset < self.len() && self.deleted.set(offset)
     }
 
-    /// Marks every point of a shard deleted; returns how many were live.
-    pub fn delete_shard(&self, shard: ShardId) -> usize {
+    /// Whether the point at `offset` is marked deleted.
+    pub fn is_deleted(&self, offset: usize) -> bool {
+        self.deleted.get(offset)
+    }
+
+    /// Marks every point of a shard deleted; returns the ids of those that were live.
+    pub fn delete_shard(&self, shard: ShardId) -> Vec<PointId> {
         let body = self.body.read();
         body.meta
             .iter()
             .enumerate()
             .filter(|(i, m)| m.shard == shard && self.deleted.set(*i))
-            .count()
+            .map(|(i, _)| body.ids[i])
+            .collect()
     }
 
-    /// Shard and key of the point at `offset`.
-    pub fn key(&self, offset: usize) -> Option<(ShardId, Box<[u8]>)> {
+    /// Points not marked deleted.
+    pub fn live(&self) -> usize {
+        let len = self.len();
+        len - (0..len).filter(|i| self.deleted.get(*i)).count()
+    }
+
+    /// Every point not marked deleted, with its vector, for a merge; `None` unless every
+    /// point is in the graph.
+    pub fn live_points(&self) -> Option<Vec<LivePoint>> {
         let body = self.body.read();
-        body.meta.get(offset).map(|m| (m.shard, m.key.clone()))
+        let mut out = Vec::with_capacity(body.meta.len());
+        for (offset, meta) in body.meta.iter().enumerate() {
+            if self.deleted.get(offset) {
+                continue;
+            }
+            let vector = match body
+                .vectors
+                .get(offset * EMBEDDING_DIM..(offset + 1) * EMBEDDING_DIM)
+            {
+                Some(v) => v.to_vec(),
+                None => match self.graph.stored(offset) {
+                    // offsets are inserted in order by one thread: slot and label agree
+                    Some((label, v)) if label as usize == offset => v,
+                    _ => return None,
+                },
+            };
+            out.push(LivePoint {
+                offset,
+                id: body.ids[offset],
+                meta: meta.clone(),
+                vector,
+            });
+        }
+        Some(out)
+    }
+
+    /// The stable id of the point at `offset`.
+    pub fn id_at(&self, offset: usize) -> Option<PointId> {
+        self.body.read().ids.get(offset).copied()
+    }
+
+    /// Stable id, shard and key of the point at `offset`.
+    pub fn key(&self, offset: usize) -> Option<(PointId, ShardId, Box<[u8]>)> {
+        let body = self.body.read();
+        let m = body.meta.get(offset)?;
+        Some((*body.ids.get(offset)?, m.shard, m.key.clone()))
     }
 
     /// Exact similarity of the point at `offset` if it is visible under the filter.
@@ -216,8 +287,8 @@ impl Segment {
         }
     }
 
-    /// Offers the segment's best visible points to `top`: the graph for indexed points, a
-    /// scan for the rest.
+    /// Offers the segment's best visible points to `top`, by location: the graph for indexed
+    /// points, a scan for the rest.
     pub fn search(&self, q: &[f32], k: usize, ef: usize, filter: &IndexFilter, top: &mut TopK) {
         let body = self.body.read();
         let indexed = self.indexed.load(Ordering::Acquire).min(body.meta.len());
@@ -225,7 +296,7 @@ impl Segment {
         for i in indexed..body.meta.len() {
             if visible(i) {
                 let v = &body.vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM];
-                top.push(point_id(self.id, i), dot(q, v));
+                top.push(location(self.id, i), dot(q, v));
             }
         }
         if indexed == 0 {
@@ -235,7 +306,7 @@ impl Segment {
         match self.graph.search(q, k, ef, &keep) {
             Ok(found) => {
                 for (i, score) in found {
-                    top.push(point_id(self.id, i as usize), score);
+                    top.push(location(self.id, i as usize), score);
                 }
             }
             Err(e) => tracing::error!(segment = self.id, error = %e, "segment search failed"),
@@ -269,6 +340,10 @@ impl Segment {
     pub fn compact(&self) -> bool {
         if self.compacted.load(Ordering::Acquire) || !self.is_full() || !self.is_indexed() {
             return false;
+        }
+        let passes = self.graph.repair();
+        if passes.first().is_some_and(|n| *n > 0) {
+            tracing::debug!(segment = self.id, unreachable = ?passes, "linked in points no walk reached");
         }
         let mut body = self.body.write();
         body.vectors = Vec::new();

@@ -228,9 +228,12 @@ async fn run(args: Args) -> Result<(), Failure> {
             print_or(args.json, &reports, || {
                 reports
                     .iter()
-                    .map(|r| match r.get("error") {
-                        Some(e) => format!("node {}: {}\n", r["node_id"], e),
-                        None => format!("node {}\n{}", r["node_id"], uploads_table(r)),
+                    .map(|r| {
+                        let id = r["node_id"].as_str().unwrap_or("?");
+                        match r.get("error").and_then(Value::as_str) {
+                            Some(e) => format!("node {id}: {e}\n"),
+                            None => format!("node {id}\n{}", uploads_table(r)),
+                        }
                     })
                     .collect()
             })

@@ -413,6 +413,122 @@ impl Graph {
         drop(top_guard);
     }
 
+    /// Which slots below `upto` a walk reaches: linked at level 0 from the entry point,
+    /// directly or through others (a breadth-first pass over the level-0 links).
+    pub fn reachable(&self, upto: usize) -> Vec<bool> {
+        let upto = upto.min(self.rows.cap());
+        let Some((entry, _)) = self.entry() else {
+            return vec![false; upto];
+        };
+        let mut seen = vec![false; upto];
+        let mut queue = std::collections::VecDeque::new();
+        let mut nbrs = Vec::new();
+        if (entry as usize) < upto {
+            seen[entry as usize] = true;
+            queue.push_back(entry);
+        }
+        while let Some(slot) = queue.pop_front() {
+            self.neighbours(slot, 0, &mut nbrs);
+            for &n in &nbrs {
+                if let Some(s) = seen.get_mut(n as usize).filter(|s| !**s) {
+                    *s = true;
+                    queue.push_back(n);
+                }
+            }
+        }
+        seen
+    }
+
+    /// How many level-0 links point at each slot below `upto`.
+    pub fn in_links(&self, upto: usize) -> Vec<u32> {
+        let upto = upto.min(self.rows.cap());
+        let mut count = vec![0u32; upto];
+        let mut nbrs = Vec::new();
+        for slot in 0..upto as u32 {
+            if !self.rows.is_ready(slot as usize) {
+                continue;
+            }
+            self.neighbours(slot, 0, &mut nbrs);
+            for &n in &nbrs {
+                if let Some(c) = count.get_mut(n as usize) {
+                    *c += 1;
+                }
+            }
+        }
+        count
+    }
+
+    /// Links each slot of `slots` from two of its nearest neighbours that walks reach
+    /// (`reached`, from [`Graph::reachable`]), at level 0: a neighbour with room takes the
+    /// link; a full one gives up, for it, its last link to a slot that others link to too
+    /// (`in_links` counts them, kept up to date), so no slot loses its only way in. Answers
+    /// the links made.
+    pub fn link_in(
+        &self,
+        slots: &[u32],
+        reached: &[bool],
+        in_links: &mut [u32],
+        sc: &mut Scratch,
+    ) -> usize {
+        let Some(entry) = self.entry() else {
+            return 0;
+        };
+        let mut made = 0;
+        for &slot in slots {
+            let q = self.vec(slot);
+            let start = self.descend(q, entry, 0, sc);
+            self.search_level(
+                q,
+                start,
+                self.ef_construction,
+                0,
+                None::<fn(u32) -> bool>,
+                sc,
+            );
+            let is_reached = |i: u32| reached.get(i as usize).copied().unwrap_or(false);
+            let mut pool: Vec<Cand> = sc
+                .found
+                .drain()
+                .map(|r| r.0)
+                .filter(|c| c.i != slot && is_reached(c.i))
+                .collect();
+            pool.sort_unstable_by(|a, b| b.cmp(a));
+            let mut linked = 0;
+            for c in &pool {
+                if linked == 2 {
+                    break;
+                }
+                let _guard = lock(&self.locks[c.i as usize]);
+                let b = self.block(c.i, 0);
+                let cap = b.len() - 1;
+                let n = (b[0].load(Ordering::Acquire) as usize).min(cap);
+                if b[1..=n].iter().any(|x| x.load(Ordering::Relaxed) == slot) {
+                    continue;
+                }
+                if n < cap {
+                    b[1 + n].store(slot, Ordering::Release);
+                    b[0].store(n as u32 + 1, Ordering::Release);
+                } else {
+                    // the last link whose target keeps another way in
+                    let spare = (1..=n).rev().find(|&j| {
+                        let t = b[j].load(Ordering::Relaxed) as usize;
+                        in_links.get(t).is_some_and(|k| *k >= 2)
+                    });
+                    let Some(j) = spare else { continue };
+                    let t = b[j].load(Ordering::Relaxed) as usize;
+                    in_links[t] -= 1;
+                    b[j].store(slot, Ordering::Release);
+                }
+                if let Some(k) = in_links.get_mut(slot as usize) {
+                    *k += 1;
+                }
+                linked += 1;
+                made += 1;
+            }
+        }
+        made
+    }
+
     /// Up to `ef` published slots passing `keep`, best first, found by walking the graph with
     /// the query's codes `q` (scores in code units: rescore them).
     pub fn search_graph(

@@ -10,6 +10,9 @@ use super::rows::Rows;
 use super::scratch::{with_scratch, Cand, Scratch};
 use super::{AnnError, AnnParams};
 
+/// Passes of [`GrowingSegment::repair`] at most (each links in what the last left out).
+const REPAIR_PASSES: usize = 5;
+
 /// Points of a segment sampled to estimate how much of it a filter keeps.
 const FILTER_SAMPLES: usize = 64;
 
@@ -201,6 +204,37 @@ impl GrowingSegment {
             return None;
         }
         Some(self.graph.score_stored(query, i))
+    }
+
+    /// Links in the points no walk of the graph reaches (a few per segment; each would never
+    /// be found by a search, not even by its own vector); answers how many there were before
+    /// each of up to [`REPAIR_PASSES`] passes. For a segment no longer taking inserts.
+    pub fn repair(&self) -> Vec<usize> {
+        let upto = self.len();
+        let mut left = Vec::new();
+        for _ in 0..REPAIR_PASSES {
+            let reached = self.graph.reachable(upto);
+            let lost: Vec<u32> = (0..upto as u32)
+                .filter(|i| !reached[*i as usize] && self.graph.rows.is_ready(*i as usize))
+                .collect();
+            left.push(lost.len());
+            if lost.is_empty() {
+                break;
+            }
+            let mut in_links = self.graph.in_links(upto);
+            with_scratch(|sc| self.graph.link_in(&lost, &reached, &mut in_links, sc));
+        }
+        left
+    }
+
+    /// The label and vector (as kept: f16 widened to f32) at slot `i`, once inserted.
+    pub fn stored(&self, i: usize) -> Option<(u64, Vec<f32>)> {
+        if i >= self.graph.rows.cap() || !self.graph.rows.is_ready(i) {
+            return None;
+        }
+        // SAFETY: slot `i` is published: `is_ready(i)` returned true on this thread
+        let vector = unsafe { self.graph.rows.vector(i) };
+        Some((self.graph.label(i as u32), vector))
     }
 
     /// Points inserted.

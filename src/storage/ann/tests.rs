@@ -206,3 +206,40 @@ fn bad_input_is_an_error_not_a_panic() {
         Err(AnnError::BadLength { .. })
     ));
 }
+
+#[test]
+fn points_no_walk_reaches_are_linked_in_and_then_found_by_their_own_vector() {
+    let (dim, n) = (16, 3_000);
+    let data = clustered(n, 6, dim, 23);
+    // few links and a narrow build beam leave some points out of every walk
+    let p = AnnParams {
+        dim,
+        m: 3,
+        ef_construction: 4,
+        exact_below: 0,
+        ..AnnParams::default()
+    };
+    let g = GrowingSegment::new(n, &p).unwrap();
+    for (i, v) in data.chunks_exact(dim).enumerate() {
+        g.insert(i as u64, v).unwrap();
+    }
+    let missed = |g: &GrowingSegment| {
+        data.chunks_exact(dim)
+            .enumerate()
+            .filter(|(i, v)| {
+                let found = g.search(v, 1, 32, &|_| true).unwrap();
+                found.first().map(|f| f.0) != Some(*i as u64)
+            })
+            .count()
+    };
+    let before = missed(&g);
+    let passes = g.repair();
+    assert!(
+        passes[0] > 0,
+        "the data should leave some points unreachable: {passes:?}"
+    );
+    assert_eq!(passes.last(), Some(&0), "{passes:?}");
+    let after = missed(&g);
+    eprintln!("unreachable by pass {passes:?}; missed by their own vector: {before} before, {after} after");
+    assert!(after < before, "{before} missed before, {after} after");
+}
