@@ -32,6 +32,8 @@ use vectors::{read_f32, read_u32, system_id};
 const K: usize = 10;
 const BATCH: usize = 1000;
 const WRITERS: usize = 4;
+/// Records searched by their own embedding (the first hit should be the record).
+const OWN_SAMPLES: usize = 10_000;
 
 struct Data {
     n: usize,
@@ -252,6 +254,11 @@ async fn run(dir: &Path) {
     let (systems, truth) = scoped_truth(&data);
     let (systems, truth) = (Arc::new(systems), Arc::new(truth));
     let base = Arc::new(std::mem::take(&mut data.base));
+    // records searched by their own embedding afterwards: every n/OWN_SAMPLES-th
+    let own: Vec<(usize, Vec<f32>)> = (0..data.n)
+        .step_by((data.n / OWN_SAMPLES).max(1))
+        .map(|i| (i, base[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM].to_vec()))
+        .collect();
     let data = Arc::new(data);
     let store_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::load(None).expect("config from AKOSHA__ variables");
@@ -337,10 +344,24 @@ async fn run(dir: &Path) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let caught_up = started.elapsed().as_secs_f64();
+    // then for the background merges to settle (none running, none started for a second)
+    let mut quiet = 0;
+    let mut last = node.index.stats().merges;
+    while quiet < 5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s = node.index.stats();
+        quiet = if s.merging || s.merges != last {
+            0
+        } else {
+            quiet + 1
+        };
+        last = s.merges;
+    }
+    let merged = started.elapsed().as_secs_f64();
     let stats = node.index.stats();
     println!(
-        "{{\"bench\": \"index\", \"seconds_from_start_until_built\": {caught_up:.2}, \"segments\": {}, \"live_points\": {}}}",
-        stats.segments, stats.live_points
+        "{{\"bench\": \"index\", \"seconds_from_start_until_built\": {caught_up:.2}, \"seconds_from_start_until_merged\": {merged:.2}, \"segments\": {}, \"live_points\": {}, \"points_held\": {}, \"merges\": {}}}",
+        stats.segments, stats.live_points, stats.points, stats.merges
     );
 
     if let Some(p) = due_percent {
@@ -435,6 +456,22 @@ async fn run(dir: &Path) {
         &run_queries(&node, &data, &truth, Some(&systems), 4).await,
     );
 
+    if !warm {
+        let mut first = 0;
+        for (i, v) in &own {
+            let answer = node
+                .search(query(v, None))
+                .await
+                .expect("search by a record's own embedding");
+            first += usize::from(ids_of(&answer).first() == Some(&(*i as u32)));
+        }
+        println!(
+            "{{\"bench\": \"own_vector_first\", \"sampled\": {}, \"found_first\": {first}, \"fraction\": {:.4}}}",
+            own.len(),
+            first as f64 / own.len().max(1) as f64
+        );
+    }
+    drop(own);
     let (rss, hwm) = rss_mb();
     println!("{{\"bench\": \"memory\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}}}");
     node.shutdown().await;

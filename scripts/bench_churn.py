@@ -7,9 +7,9 @@ top-10 searches by the shared queries.
 
 usage: bench_churn.py DATA_DIR URL PID [--rounds 10] [--batch 500]
 """
-import argparse, json, os, threading, time, urllib.request
+import argparse, json, threading, time, urllib.request
 
-import numpy as np
+from bench_common import load, system_batches
 
 
 def call(url, body=None):
@@ -35,21 +35,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--batch", type=int, default=500)
     a = ap.parse_args()
-    base = np.fromfile(os.path.join(a.data, "base.f32"), dtype=np.float32).reshape(-1, 384)
-    systems = np.fromfile(os.path.join(a.data, "systems.u32"), dtype=np.uint32)
-    queries = np.fromfile(os.path.join(a.data, "queries.f32"), dtype=np.float32).reshape(-1, 384)
-    gt = np.fromfile(os.path.join(a.data, "gt.u32"), dtype=np.uint32).reshape(queries.shape[0], -1)
+    base, systems, queries, gt = load(a.data)
     n = base.shape[0]
-    order = np.argsort(systems, kind="stable")
-    batches = []
-    i = 0
-    while i < n:
-        s = systems[order[i]]
-        j = i
-        while j < n and systems[order[j]] == s and j - i < a.batch:
-            j += 1
-        batches.append((f"sys-{s:05d}", order[i:j]))
-        i = j
+    batches = system_batches(systems, a.batch)
 
     def push(round_no):
         todo = list(batches)

@@ -11,7 +11,8 @@ have every shard at its replication factor again (no shard under-replicated).
 """
 import argparse, json, os, signal, threading, time, urllib.request
 
-import numpy as np
+
+from bench_common import load, system_batches
 
 
 def post(url, body):
@@ -31,25 +32,11 @@ def main():
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--kill-pid-file")
     a = ap.parse_args()
-    meta = json.load(open(os.path.join(a.data, "meta.json")))
-    n = meta["n"] if "n" in meta else meta["base"][0]
-    base = np.fromfile(os.path.join(a.data, "base.f32"), dtype=np.float32).reshape(-1, 384)
-    systems = np.fromfile(os.path.join(a.data, "systems.u32"), dtype=np.uint32)
-    queries = np.fromfile(os.path.join(a.data, "queries.f32"), dtype=np.float32).reshape(-1, 384)
-    gt = np.fromfile(os.path.join(a.data, "gt.u32"), dtype=np.uint32).reshape(queries.shape[0], -1)
+    base, systems, queries, gt = load(a.data)
     n = base.shape[0]
 
     # ingest: one batch per system run, in order, two clients
-    batches = []
-    order = np.argsort(systems, kind="stable")
-    i = 0
-    while i < n:
-        s = systems[order[i]]
-        j = i
-        while j < n and systems[order[j]] == s and j - i < a.batch:
-            j += 1
-        batches.append((f"sys-{s:05d}", order[i:j]))
-        i = j
+    batches = system_batches(systems, a.batch)
     lock = threading.Lock()
     todo = list(batches)
 

@@ -19,6 +19,7 @@ use crate::record::{ShardId, SHARD_COUNT};
 use crate::router::{replica_answer, ShardError, ShardPage, ShardRouter};
 use crate::storage::cold_copy::ColdLive;
 use crate::storage::cold_log;
+use crate::storage::shard_export::ExportCursor;
 
 /// Items per page of a copy.
 const PAGE: usize = 500;
@@ -520,20 +521,30 @@ pub(super) async fn copy(
     timeout: Duration,
 ) -> Result<usize, ShardError> {
     let report = local
-        .copy_pages(shard, timeout, |cursor| async move {
-            let request = ExportRequest {
-                shard,
-                cursor,
-                max: PAGE,
-            };
-            let page = shard_host::call(
-                source,
-                |reply| ShardHostMsg::Export(Payload::Value(request), reply),
-                timeout,
-            )
-            .await;
-            replica_answer(shard, source, page)
+        .copy_pages(shard, timeout, |cursor| {
+            export_page(source, shard, cursor, timeout)
         })
         .await?;
     Ok(report.items)
+}
+
+/// One page of `source`'s copy of a shard, starting at `cursor`.
+pub(crate) async fn export_page(
+    source: &str,
+    shard: ShardId,
+    cursor: ExportCursor,
+    timeout: Duration,
+) -> Result<ShardPage, ShardError> {
+    let request = ExportRequest {
+        shard,
+        cursor,
+        max: PAGE,
+    };
+    let page = shard_host::call(
+        source,
+        |reply| ShardHostMsg::Export(Payload::Value(request), reply),
+        timeout,
+    )
+    .await;
+    replica_answer(shard, source, page)
 }

@@ -3,15 +3,12 @@
 use std::time::Duration;
 
 use super::{Position, Step};
-use crate::cluster::shard_host::{self, ExportRequest, ShardHostMsg};
+use crate::cluster::catch_up::export_page;
+use crate::cluster::shard_host::{self, ShardHostMsg};
 use crate::cluster::wire::Payload;
 use crate::node::Node;
 use crate::record::ShardId;
-use crate::router::replica_answer;
 use crate::storage::shard_export::{ExportCursor, ShardPage};
-
-/// Items per page.
-const PAGE: usize = 500;
 /// Tries of one page before the rebuild stops.
 const TRIES: u32 = 3;
 
@@ -81,18 +78,7 @@ async fn page(
     let mut tries = 0;
     loop {
         tries += 1;
-        let request = ExportRequest {
-            shard,
-            cursor: cursor.clone(),
-            max: PAGE,
-        };
-        let answer = shard_host::call(
-            source,
-            |reply| ShardHostMsg::Export(Payload::Value(request), reply),
-            timeout,
-        )
-        .await;
-        match replica_answer(shard, source, answer) {
+        match export_page(source, shard, cursor.clone(), timeout).await {
             Ok(page) => return Ok(page),
             Err(e) if tries >= TRIES => {
                 return Err(format!("cannot read a page from node {source}: {e}"))

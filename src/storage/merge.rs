@@ -17,10 +17,10 @@ const TIER: usize = 4;
 /// A segment with at least this fraction of its points deleted is merged with others, or
 /// rewritten on its own: at most 1.18 points held per live point in sealed segments.
 const DIRTY: f32 = 0.15;
-/// Points the merger inserts before it looks whether it must stop.
-const STEP: usize = 256;
 /// Pause between looks at the segments when there is nothing to merge.
 const IDLE: Duration = Duration::from_millis(500);
+/// Points waiting for a graph above which merges wait: new points come first.
+const BACKLOG: usize = 1_024;
 
 /// What the merger looks at of one sealed segment.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +91,11 @@ pub(crate) fn merger_loop(shared: Weak<Shared>) {
 fn merge_once(shared: &Shared) -> bool {
     let group: Vec<Arc<Segment>> = {
         let layout = shared.layout.read();
+        // new points get into a graph first: no merge while the indexer is behind
+        let pending: usize = layout.segments.iter().map(|s| s.pending()).sum();
+        if pending > BACKLOG {
+            return false;
+        }
         let sealed: Vec<Sealed> = layout
             .segments
             .iter()
@@ -128,27 +133,23 @@ fn merge_once(shared: &Shared) -> bool {
 /// Copies the live points of `group` into a new segment and puts it in their place; answers
 /// how many segments and points it merged, `None` when it did not.
 fn merge_group(shared: &Shared, group: &[Arc<Segment>]) -> Option<(usize, usize)> {
-    // where each copied point was, and the points themselves, moved into the new segment
+    // where each copied point was
     let mut moved: Vec<Moved> = Vec::new();
-    let mut points = Vec::new();
+    let mut entries = Vec::new();
     for s in group {
-        let Some(live) = s.live_points() else {
-            tracing::error!(segment = s.id, "a sealed segment lost a vector; not merged");
-            return None;
-        };
-        for p in live {
+        for p in s.live_entries() {
             moved.push(Moved {
                 segment: s.id,
                 offset: p.offset,
                 id: p.id,
             });
-            points.push((p.vector, p.meta, p.id));
+            entries.push((p.meta, p.id));
         }
     }
-    let merged = if points.is_empty() {
+    let merged = if entries.is_empty() {
         None
     } else {
-        Some(build(shared, points)?)
+        Some(build(shared, group, &moved, entries)?)
     };
     swap(shared, group, merged, &moved);
     shared.merges.fetch_add(1, Ordering::Relaxed);
@@ -174,31 +175,33 @@ fn give_back_memory() {
     }
 }
 
-/// A sealed segment of the points, its graph built here; `None` when the index is stopping
-/// or the segment cannot be made.
-fn build(shared: &Shared, mut points: Vec<(Vec<f32>, PointMeta, PointId)>) -> Option<Arc<Segment>> {
+/// A sealed segment of the points `moved` lists, its graph built here from the vectors the
+/// old segments keep; `None` when the index is stopping or the segment cannot be made.
+fn build(
+    shared: &Shared,
+    group: &[Arc<Segment>],
+    moved: &[Moved],
+    entries: Vec<(PointMeta, PointId)>,
+) -> Option<Arc<Segment>> {
     let number = {
         let mut layout = shared.layout.write();
         let n = layout.next_segment;
         layout.next_segment += 1;
         n
     };
-    let segment = match Segment::new(number, points.len(), &shared.params.ann) {
-        Ok(s) => s,
+    let vector_of = |i: usize| {
+        let m = moved.get(i)?;
+        let old = group.iter().find(|s| s.id == m.segment)?;
+        old.vector(m.offset)
+    };
+    match Segment::merged(number, entries, vector_of, &shared.params.ann, &shared.stop) {
+        Ok(Some(segment)) => Some(Arc::new(segment)),
+        Ok(None) => None,
         Err(e) => {
             tracing::error!(error = %e, "cannot make a merged segment");
-            return None;
-        }
-    };
-    segment.append(&mut points);
-    drop(points);
-    while segment.index_some(STEP) > 0 {
-        if shared.stop.load(Ordering::Acquire) {
-            return None;
+            None
         }
     }
-    segment.compact();
-    Some(Arc::new(segment))
 }
 
 /// Puts `merged` in the place of `group`: each point copied keeps its id and is found at its

@@ -110,7 +110,7 @@ struct Body {
     ids: Vec<PointId>,
 }
 
-/// A live point of a segment, copied out for a merge.
+/// A live point of a segment, listed for a merge.
 pub struct LivePoint {
     /// its offset in the segment
     pub offset: usize,
@@ -118,8 +118,6 @@ pub struct LivePoint {
     pub id: PointId,
     /// its metadata
     pub meta: PointMeta,
-    /// its vector, as the segment keeps it
-    pub vector: Vec<f32>,
 }
 
 /// A segment of at most `capacity` points.
@@ -229,34 +227,70 @@ impl Segment {
         len - (0..len).filter(|i| self.deleted.get(*i)).count()
     }
 
-    /// Every point not marked deleted, with its vector, for a merge; `None` unless every
-    /// point is in the graph.
-    pub fn live_points(&self) -> Option<Vec<LivePoint>> {
+    /// Every point not marked deleted, for a merge: offset, id and metadata.
+    pub fn live_entries(&self) -> Vec<LivePoint> {
         let body = self.body.read();
-        let mut out = Vec::with_capacity(body.meta.len());
-        for (offset, meta) in body.meta.iter().enumerate() {
-            if self.deleted.get(offset) {
-                continue;
-            }
-            let vector = match body
-                .vectors
-                .get(offset * EMBEDDING_DIM..(offset + 1) * EMBEDDING_DIM)
-            {
-                Some(v) => v.to_vec(),
-                None => match self.graph.stored(offset) {
-                    // offsets are inserted in order by one thread: slot and label agree
-                    Some((label, v)) if label as usize == offset => v,
-                    _ => return None,
-                },
-            };
-            out.push(LivePoint {
+        body.meta
+            .iter()
+            .enumerate()
+            .filter(|(offset, _)| !self.deleted.get(*offset))
+            .map(|(offset, meta)| LivePoint {
                 offset,
                 id: body.ids[offset],
                 meta: meta.clone(),
-                vector,
-            });
+            })
+            .collect()
+    }
+
+    /// The vector of the point at `offset`, as the segment keeps it (its f32 copy, or the
+    /// graph's f16 widened once the copy is dropped).
+    pub fn vector(&self, offset: usize) -> Option<Vec<f32>> {
+        let body = self.body.read();
+        if let Some(v) = body
+            .vectors
+            .get(offset * EMBEDDING_DIM..(offset + 1) * EMBEDDING_DIM)
+        {
+            return Some(v.to_vec());
         }
-        Some(out)
+        drop(body);
+        match self.graph.stored(offset) {
+            // offsets are inserted in order by one thread: slot and label agree
+            Some((label, v)) if label as usize == offset => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A sealed segment of `entries` whose graph is built here, one point at a time, from
+    /// the vectors `vector_of` gives for each entry's index (a merge: no f32 copy of the
+    /// points is ever held). `None` when `stop` is set or a vector is missing.
+    pub fn merged(
+        id: u32,
+        entries: Vec<(PointMeta, PointId)>,
+        mut vector_of: impl FnMut(usize) -> Option<Vec<f32>>,
+        params: &AnnParams,
+        stop: &AtomicBool,
+    ) -> Result<Option<Segment>, AnnError> {
+        let n = entries.len();
+        let segment = Segment::new(id, n, params)?;
+        for i in 0..n {
+            if stop.load(Ordering::Acquire) {
+                return Ok(None);
+            }
+            let Some(v) = vector_of(i) else {
+                return Ok(None);
+            };
+            segment.graph.insert(i as u64, &v)?;
+        }
+        {
+            let mut body = segment.body.write();
+            let (meta, ids): (Vec<PointMeta>, Vec<PointId>) = entries.into_iter().unzip();
+            body.meta = meta;
+            body.ids = ids;
+        }
+        segment.indexed.store(n, Ordering::Release);
+        segment.graph.repair();
+        segment.compacted.store(true, Ordering::Release);
+        Ok(Some(segment))
     }
 
     /// The stable id of the point at `offset`.
