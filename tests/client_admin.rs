@@ -32,6 +32,16 @@ fn admin_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("admin printed JSON")
 }
 
+/// `akosha-admin --json rebuild shard SHARD --on n2` through the member at `node`.
+fn rebuild_on_n2(node: &str, shard: u16, extra: &[&str]) -> Value {
+    let shard = shard.to_string();
+    let mut args = vec![
+        "--node", node, "--json", "rebuild", "shard", &shard, "--on", "n2",
+    ];
+    args.extend_from_slice(extra);
+    admin_json(&args)
+}
+
 fn ids(members: &Value) -> Vec<String> {
     let mut ids: Vec<String> = members
         .as_array()
@@ -145,16 +155,7 @@ async fn the_client_ingests_finds_and_outlives_its_member_and_the_admin_cli_agre
     );
     // n2's copy of the client's shard rebuilt from n1's, asked through n1
     let shard = akosha::record::shard_for("client-sys");
-    let rebuilt = admin_json(&[
-        "--node",
-        &listen[0],
-        "--json",
-        "rebuild",
-        "shard",
-        &shard.to_string(),
-        "--on",
-        "n2",
-    ]);
+    let rebuilt = rebuild_on_n2(&listen[0], shard, &[]);
     assert_eq!(rebuilt["state"], "done", "{rebuilt}");
     assert_eq!(rebuilt["node"], "n2", "{rebuilt}");
     assert_eq!(rebuilt["source"], "replica n1", "{rebuilt}");
@@ -426,17 +427,7 @@ async fn a_rebuild_racing_writes_and_deletions_loses_nothing_and_brings_nothing_
     );
 
     // n2's copy rebuilt from n1's while new records arrive and old ones are deleted
-    let started = admin_json(&[
-        "--node",
-        &listen[0],
-        "--json",
-        "rebuild",
-        "shard",
-        &shard.to_string(),
-        "--on",
-        "n2",
-        "--detach",
-    ]);
+    let started = rebuild_on_n2(&listen[0], shard, &["--detach"]);
     assert_eq!(started["state"], "running", "{started}");
     let writes = async {
         for chunk in 0..4 {
