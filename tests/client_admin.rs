@@ -135,6 +135,7 @@ async fn the_client_ingests_finds_and_outlives_its_member_and_the_admin_cli_agre
             "ager",
             "forgetter",
             "cluster",
+            "hot index",
         ] {
             assert!(names.contains(&want), "{want} missing: {names:?}");
         }

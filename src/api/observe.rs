@@ -92,6 +92,27 @@ pub async fn tree(node: &Node, view: &ClusterView) -> NodeTree {
     }
     root.children.push(ingestion);
 
+    // the index's builder and merger threads
+    let stats = node.index.stats();
+    let mut index = actor("hot index", true);
+    index.doing = Some(if stats.merging {
+        "merging segments".to_string()
+    } else if stats.pending_points > 0 {
+        format!("{} points waiting for a graph", stats.pending_points)
+    } else {
+        "idle".to_string()
+    });
+    for (name, n) in [
+        ("live_points", stats.live_points),
+        ("points", stats.points),
+        ("segments", stats.segments),
+        ("pending_points", stats.pending_points),
+    ] {
+        index.counters.insert(name.into(), count(n));
+    }
+    index.counters.insert("merges".into(), count(stats.merges));
+    root.children.push(index);
+
     let rebuilds = node.rebuilds.running();
     if !rebuilds.is_empty() {
         let mut rebuilding = actor("rebuilds", true);
@@ -254,6 +275,8 @@ mod tests {
 
         let tree = tree(&node, &view).await;
         assert_eq!(tree.node_id, "solo");
+        let index = tree.root.children.iter().find(|c| c.name == "hot index");
+        assert_eq!(index.map(|i| i.counters["live_points"]), Some(0));
         let supervisor = &tree.root.children[0];
         assert_eq!(supervisor.name, "shard supervisor");
         assert_eq!(supervisor.counters["shard_restarts"], 1);
