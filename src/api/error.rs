@@ -19,6 +19,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An answer of HTTP status `status` (500 if that is not a status) with a message.
+    pub fn with_status(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            message: message.into(),
+        }
+    }
+
     /// A 400 with a message.
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError {

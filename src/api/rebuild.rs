@@ -22,10 +22,7 @@ pub struct RebuildQuery {
 }
 
 fn refused(e: RebuildError) -> ApiError {
-    ApiError {
-        status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        message: e.to_string(),
-    }
+    ApiError::with_status(e.status(), e.to_string())
 }
 
 fn shard_number(shard: &str) -> Result<u64, ApiError> {

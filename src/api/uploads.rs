@@ -25,15 +25,19 @@ struct RetryBody {
     key: String,
 }
 
+/// The 404 of a node that does not pull uploads.
+fn disabled() -> ApiError {
+    ApiError::with_status(
+        404,
+        "pull ingestion is disabled on this node (uploads.enabled = false)",
+    )
+}
+
 /// Uploads done, pending (the backlog), in flight and quarantined with reasons, and the store's state.
 pub async fn uploads(State(node): State<Arc<Node>>) -> Result<Json<UploadsReport>, ApiError> {
     match &node.uploads {
         Some(pull) => Ok(Json(pull.report())),
-        None => Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: "pull ingestion is disabled on this node (uploads.enabled = false)"
-                .to_string(),
-        }),
+        None => Err(disabled()),
     }
 }
 
@@ -51,21 +55,14 @@ pub async fn retry(
 /// Puts a quarantined upload back to be read again, on this node if it reads the upload's
 /// system, else (when `forward`) on the node that does.
 pub async fn retry_key(node: &Node, key: String, forward: bool) -> Result<Requeued, ApiError> {
-    let failure = |status: u16, message: String| ApiError {
-        status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        message,
-    };
     if node.uploads.is_none() {
-        return Err(failure(
-            404,
-            "pull ingestion is disabled on this node (uploads.enabled = false)".into(),
-        ));
+        return Err(disabled());
     }
     let ingestion = node.slots.ingestion.read().clone();
     let Some(ingestion) = ingestion else {
-        return Err(failure(
+        return Err(ApiError::with_status(
             503,
-            "pull ingestion is not running yet; retry".into(),
+            "pull ingestion is not running yet; retry",
         ));
     };
     let timeout = Duration::from_millis(node.config.ingest.timeout_ms);
@@ -82,7 +79,7 @@ pub async fn retry_key(node: &Node, key: String, forward: bool) -> Result<Requeu
         Ok(ractor::rpc::CallResult::Success(Ok(requeued))) => return Ok(requeued),
         Ok(ractor::rpc::CallResult::Success(Err(refused))) => refused,
         Ok(_) | Err(_) => {
-            return Err(failure(
+            return Err(ApiError::with_status(
                 503,
                 format!(
                     "the upload scanner did not answer within {} ms; retry",
@@ -94,7 +91,7 @@ pub async fn retry_key(node: &Node, key: String, forward: bool) -> Result<Requeu
     let me = node.shards.cluster().map(|r| r.self_id().to_string());
     match refused {
         RetryRefused::Elsewhere { shard, primary, .. } if me.as_ref() == Some(&primary) => {
-            Err(failure(
+            Err(ApiError::with_status(
                 503,
                 format!("this node is the primary of shard {shard} but its copy is not whole yet; retry"),
             ))
@@ -106,14 +103,14 @@ pub async fn retry_key(node: &Node, key: String, forward: bool) -> Result<Requeu
             };
             let answer = remote::ask_member(&primary, request, timeout)
                 .await
-                .map_err(|f| failure(f.status, f.message))?;
+                .map_err(|f| ApiError::with_status(f.status, f.message))?;
             serde_json::from_str(&answer).map_err(|e| {
-                failure(
+                ApiError::with_status(
                     502,
                     format!("expected a requeued upload from node {primary}, got: {e}"),
                 )
             })
         }
-        refused => Err(failure(refused.status(), refused.to_string())),
+        refused => Err(ApiError::with_status(refused.status(), refused.to_string())),
     }
 }

@@ -266,7 +266,7 @@ pub fn start(node: &Arc<Node>, shard: u64, from: RebuildFrom) -> Result<Started,
             },
         ),
     };
-    let mut progress = RebuildProgress {
+    let progress = RebuildProgress {
         state: RebuildState::Running,
         resumed_at: progress.done,
         started_at: chrono::Utc::now(),
@@ -276,9 +276,9 @@ pub fn start(node: &Arc<Node>, shard: u64, from: RebuildFrom) -> Result<Started,
             Source::Replica(id) => format!("replica {id}"),
             Source::Store => "object store".to_string(),
         },
+        elapsed_ms: 0,
         ..progress
     };
-    progress.elapsed_ms = 0;
     let job = Arc::new(Job {
         progress: Mutex::new(progress.clone()),
         began: Instant::now(),

@@ -90,6 +90,14 @@ impl Bitmap {
             .is_some_and(|w| w.load(Ordering::Relaxed) & (1 << (i % 64)) != 0)
     }
 
+    /// Bits set (only bits of appended points are ever set).
+    fn count(&self) -> usize {
+        self.0
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum()
+    }
+
     /// Sets bit `i`; true if it was clear.
     fn set(&self, i: usize) -> bool {
         match self.0.get(i / 64) {
@@ -223,8 +231,7 @@ impl Segment {
 
     /// Points not marked deleted.
     pub fn live(&self) -> usize {
-        let len = self.len();
-        len - (0..len).filter(|i| self.deleted.get(*i)).count()
+        self.len() - self.deleted.count()
     }
 
     /// Every point not marked deleted, for a merge: offset, id and metadata.
@@ -291,11 +298,6 @@ impl Segment {
         segment.graph.repair();
         segment.compacted.store(true, Ordering::Release);
         Ok(Some(segment))
-    }
-
-    /// The stable id of the point at `offset`.
-    pub fn id_at(&self, offset: usize) -> Option<PointId> {
-        self.body.read().ids.get(offset).copied()
     }
 
     /// Stable id, shard and key of the point at `offset`.
