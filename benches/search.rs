@@ -269,7 +269,7 @@ async fn run(dir: &Path) {
         data.n, data.nq, config.index.segment_size, config.index.m, config.index.ef_construction,
         config.index.ef_search, config.index.exact_system_limit
     );
-    let node = Node::open(config).await.expect("open node");
+    let node = Node::open(config.clone()).await.expect("open node");
     node.start().await.expect("start node");
 
     // ingest through the node's write path: validated records, routed to shards, durable
@@ -474,5 +474,44 @@ async fn run(dir: &Path) {
     drop(own);
     let (rss, hwm) = rss_mb();
     println!("{{\"bench\": \"memory\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}}}");
+    node.shutdown().await;
+    if !warm {
+        drop(node);
+        restart(config, &data, &global_truth).await;
+    }
+}
+
+/// Opens the node again on the same data directory and measures how soon it answers, and
+/// how well: seconds until open (segment files read back), until every shard has loaded,
+/// and global search right then.
+async fn restart(config: Config, data: &Arc<Data>, truth: &Arc<Vec<Vec<u32>>>) {
+    // the old node's store closes once its last actor has stopped
+    let started = Instant::now();
+    let (node, opened) = loop {
+        let attempt = Instant::now();
+        match Node::open(config.clone()).await {
+            Ok(node) => break (node, attempt.elapsed().as_secs_f64()),
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                tracing::debug!(error = %e, "store still held by the old node");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot open the node again: {e}"),
+        }
+    };
+    let t = Instant::now();
+    node.start().await.expect("start node");
+    while node.index.stats().live_points < data.n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let loaded = opened + t.elapsed().as_secs_f64();
+    let stats = node.index.stats();
+    let search = run_queries(&node, data, truth, None, 1).await;
+    println!(
+        "{{\"bench\": \"restart\", \"seconds_to_open\": {opened:.2}, \"seconds_from_start_until_loaded\": {loaded:.2}, \"files\": {}, \"points_taken_back\": {}, \"points_to_index\": {}}}",
+        stats.files,
+        stats.live_points - stats.pending_points.min(stats.live_points),
+        stats.pending_points
+    );
+    print_search("restart_global_top10", 1, &search);
     node.shutdown().await;
 }

@@ -165,7 +165,7 @@ impl Node {
             source,
         })?;
         let embedder = load_embedder(&config).await;
-        let index = Arc::new(HotIndex::new(IndexParams {
+        let index_params = IndexParams {
             segment_size: config.index.segment_size,
             ann: AnnParams {
                 m: config.index.m,
@@ -174,7 +174,12 @@ impl Node {
             },
             ef_search: config.index.ef_search,
             merge_max_points: config.index.merge_max_points,
-        }));
+            dir: config.index.persist.then(|| data_dir.join("index")),
+        };
+        // reads the segment files back: blocking
+        let index = tokio::task::spawn_blocking(move || Arc::new(HotIndex::new(index_params)))
+            .await
+            .map_err(|e| NodeError::Spawn(e.to_string()))?;
         let directory = Arc::new(ShardDirectory::new());
         // writes and deletions reach every replica through this one (once in a cluster)
         let router = ShardRouter::new(Arc::clone(&directory));

@@ -571,6 +571,7 @@ mod tests {
                 ann: AnnParams::default(),
                 ef_search: 16,
                 merge_max_points: 0,
+                dir: None,
             })),
             shards: ShardRouter::new(Arc::new(crate::actors::directory::ShardDirectory::new())),
             embedder: None,

@@ -198,3 +198,119 @@ async fn ingest_search_reject_kill_and_recover() {
     let status = node.terminate();
     assert!(status.success(), "graceful shutdown exit status {status}");
 }
+
+/// The records of `system` numbered `from..from + n`, each with the embedding of seed
+/// `i + shift` (another vector than `batch` gives them when `shift` is not 0).
+fn shifted(system: &str, from: u64, n: u64, shift: u64) -> Value {
+    let mut body = batch(system, from, n);
+    if let Some(list) = body["conversations"].as_array_mut() {
+        for (c, i) in list.iter_mut().zip(from..) {
+            c["embedding"] = json!(unit_vector(i + shift));
+        }
+    }
+    body
+}
+
+/// The first hit of a global top-1 search by `embedding`: conversation id and similarity.
+async fn first_hit(node: &NodeProcess, embedding: Vec<f32>) -> (String, f64) {
+    let (status, body) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": embedding, "limit": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let hit = &body["results"][0];
+    (
+        hit["conversation_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        hit["similarity"].as_f64().unwrap_or(0.0),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_reads_its_index_back_and_changed_records_stay_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("AKOSHA__INDEX__SEGMENT_SIZE", "1000"),
+        ("AKOSHA__INDEX__MERGE_MAX_POINTS", "0"),
+    ];
+    let node = NodeProcess::start(dir.path(), &env).await;
+    for from in (0..2_500).step_by(500) {
+        let (status, body) = node
+            .post("/api/v1/ingest", &batch("restart-me", from, 500))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // two full segments sealed and written
+    let mut index = Value::Null;
+    for _ in 0..600 {
+        index = node.get("/api/v1/stats").await.1["index"].clone();
+        if index["files"] == 2 && index["pending_points"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(index["files"], 2, "{index}");
+    assert!(dir.path().join("index/seg-00000000.idx").exists());
+
+    // after the files were written: 0..100 get other vectors, 100..200 are deleted
+    let (status, body) = node
+        .post("/api/v1/ingest", &shifted("restart-me", 0, 100, 50_000))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for i in 100..200 {
+        let (status, body) = node
+            .delete(&format!(
+                "/api/v1/systems/restart-me/conversations/conv-{i}"
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    let data_dir = node.kill9();
+    let node = NodeProcess::start(&data_dir, &env).await;
+    let index = node.get("/api/v1/stats").await.1["index"].clone();
+    assert_eq!(index["live_points"], 2_400, "{index}");
+    assert_eq!(index["files"], 2, "{index}");
+    // the sealed records not changed since were taken back, not indexed again
+    assert_eq!(index["taken_back"], 1_800, "{index}");
+
+    for i in (0..2_500u64).step_by(23) {
+        let (id, similarity) = first_hit(&node, unit_vector(i)).await;
+        if i < 200 {
+            assert_ne!(
+                id,
+                format!("conv-{i}"),
+                "record {i} came back: {similarity}"
+            );
+        } else {
+            assert_eq!(id, format!("conv-{i}"), "record {i}");
+            assert!(similarity > 0.999, "record {i}: {similarity}");
+        }
+    }
+    for i in (0..100u64).step_by(7) {
+        let (id, _) = first_hit(&node, unit_vector(i + 50_000)).await;
+        assert_eq!(id, format!("conv-{i}"), "replaced record {i}");
+    }
+
+    // a damaged file: not trusted, removed, its records indexed again from the shards
+    let status = node.terminate();
+    assert!(status.success(), "{status}");
+    let file = data_dir.join("index/seg-00000001.idx");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let node = NodeProcess::start(&data_dir, &env).await;
+    let index = node.get("/api/v1/stats").await.1["index"].clone();
+    assert_eq!(index["live_points"], 2_400, "{index}");
+    for i in (200..2_500u64).step_by(31) {
+        let (id, _) = first_hit(&node, unit_vector(i)).await;
+        assert_eq!(id, format!("conv-{i}"), "record {i} after a damaged file");
+    }
+    let status = node.terminate();
+    assert!(status.success(), "graceful shutdown exit status {status}");
+}

@@ -62,6 +62,9 @@ pub struct IndexConfig {
     /// live points a merged index segment may hold; sealed segments are merged in the
     /// background up to this size, leaving deleted and replaced points behind (0: never)
     pub merge_max_points: usize,
+    /// sealed segments are written under the data directory and read back at start, so a
+    /// restart does not build their graphs again
+    pub persist: bool,
 }
 
 impl Default for IndexConfig {
@@ -73,6 +76,7 @@ impl Default for IndexConfig {
             ef_construction: 32,
             ef_search: 48,
             merge_max_points: 200_000,
+            persist: true,
         }
     }
 }

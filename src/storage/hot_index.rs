@@ -11,8 +11,13 @@
 //! Sealed segments are merged in the background (`merge.rs`) into fewer, larger ones that
 //! leave deleted and replaced points behind, so memory tracks live records. A point keeps
 //! its id across merges: the index maps each live id to where it is now.
+//!
+//! With a directory, each sealed segment is also written to a file (`index_files.rs`), and
+//! a start reads the files back: a shard loading its records takes back the points of the
+//! records it still holds unchanged instead of indexing them again.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -22,6 +27,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::record::ShardId;
 use crate::storage::ann::AnnParams;
 use crate::storage::distance::TopK;
+use crate::storage::index_files::{self, Unclaimed};
 use crate::storage::segment::{location, split_location, Location, Segment};
 pub use crate::storage::segment::{IndexFilter, PointId, PointMeta};
 use crate::storage::warm_index::WarmIndex;
@@ -53,6 +59,8 @@ pub struct IndexParams {
     pub ef_search: usize,
     /// live points a merged segment may hold (0: segments are never merged)
     pub merge_max_points: usize,
+    /// where sealed segments are written and read back at start (`None`: memory only)
+    pub dir: Option<PathBuf>,
 }
 
 /// Counters an operator can read.
@@ -72,6 +80,12 @@ pub struct IndexStats {
     pub merges: u64,
     /// whether a merge is under way
     pub merging: bool,
+    /// sealed segments written to files (or read back from them)
+    pub files: usize,
+    /// restored points still waiting for their shard to claim them
+    pub unclaimed: usize,
+    /// restored points their shards took back since the node started (not indexed again)
+    pub taken_back: u64,
 }
 
 /// The segments and where each live point is in them.
@@ -111,19 +125,61 @@ pub(crate) struct Shared {
     wake_lock: Mutex<bool>,
     /// set when the index is dropped
     pub(crate) stop: AtomicBool,
+    /// interned system ids
+    systems: RwLock<HashMap<String, u32>>,
+    /// restored points waiting for their shard to claim them
+    unclaimed: Mutex<Unclaimed>,
+    /// held while segment files are written or removed
+    files: Mutex<()>,
+    /// restored points taken back by their shards
+    taken_back: AtomicU64,
+}
+
+impl Shared {
+    /// Whether no restored point waits for its shard (merges wait until then).
+    pub(crate) fn restore_settled(&self) -> bool {
+        self.unclaimed.lock().settle()
+    }
+
+    /// Writes the files of sealed segments that have none and removes those of segments
+    /// merged away, when the index has a directory.
+    pub(crate) fn sync_files(&self) {
+        let Some(dir) = &self.params.dir else {
+            return;
+        };
+        let _writing = self.files.lock();
+        let segments = self.layout.read().segments.clone();
+        let names: HashMap<u32, String> = self
+            .systems
+            .read()
+            .iter()
+            .map(|(name, code)| (*code, name.clone()))
+            .collect();
+        index_files::sync(dir, &segments, |code| names.get(&code).cloned());
+    }
+
+    /// The interned code of a system, allocated on first use.
+    fn system_code(&self, system_id: &str) -> u32 {
+        if let Some(c) = self.systems.read().get(system_id) {
+            return *c;
+        }
+        let mut w = self.systems.write();
+        let next = w.len() as u32;
+        *w.entry(system_id.to_string()).or_insert(next)
+    }
 }
 
 /// The node's index over the hot records of every shard it owns.
 pub struct HotIndex {
     shared: Arc<Shared>,
-    /// interned system ids
-    systems: RwLock<HashMap<String, u32>>,
     /// the warm tier's int8 codes, searched by a scan (shares the system codes)
     pub warm: WarmIndex,
 }
 
 impl HotIndex {
-    /// An empty index whose indexer and merger threads run until it is dropped.
+    /// An index whose indexer and merger threads run until it is dropped: empty, or with
+    /// the segments of its directory read back, their points waiting for their shards
+    /// (blocking: reads every segment file).
     pub fn new(params: IndexParams) -> Self {
         let merging = params.merge_max_points > 0;
         let shared = Arc::new(Shared {
@@ -139,7 +195,20 @@ impl HotIndex {
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
             stop: AtomicBool::new(false),
+            systems: RwLock::new(HashMap::new()),
+            unclaimed: Mutex::new(Unclaimed::none()),
+            files: Mutex::new(()),
+            taken_back: AtomicU64::new(0),
         });
+        if let Some(dir) = &shared.params.dir {
+            let restored =
+                index_files::restore(dir, &shared.params.ann, |name| shared.system_code(name));
+            let mut layout = shared.layout.write();
+            layout.segments = restored.segments;
+            layout.next_segment = restored.next_segment;
+            shared.next_id.store(restored.next_id, Ordering::Relaxed);
+            *shared.unclaimed.lock() = restored.unclaimed;
+        }
         let weak = Arc::downgrade(&shared);
         let spawned = std::thread::Builder::new()
             .name("hot-indexer".to_string())
@@ -164,24 +233,69 @@ impl HotIndex {
         }
         HotIndex {
             shared,
-            systems: RwLock::new(HashMap::new()),
             warm: WarmIndex::default(),
         }
     }
 
     /// The code of a system that has had records, without allocating one.
     pub fn known_system_code(&self, system_id: &str) -> Option<u32> {
-        self.systems.read().get(system_id).copied()
+        self.shared.systems.read().get(system_id).copied()
     }
 
     /// The interned code of a system, allocated on first use.
     pub fn system_code(&self, system_id: &str) -> u32 {
-        if let Some(c) = self.systems.read().get(system_id) {
-            return *c;
+        self.shared.system_code(system_id)
+    }
+
+    /// Adds the points of records a shard read back from disk: a restored point that holds
+    /// the same record unchanged is taken back, the others are added; returns their ids in
+    /// order.
+    pub fn insert_loaded(&self, points: Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
+        let mut ids: Vec<PointId> = vec![0; points.len()];
+        let mut fresh = Vec::new();
+        let mut fresh_at = Vec::new();
+        {
+            let mut unclaimed = self.shared.unclaimed.lock();
+            if !points.iter().any(|(_, m)| unclaimed.has_shard(m.shard)) {
+                drop(unclaimed);
+                return self.insert(points);
+            }
+            let mut layout = self.shared.layout.write();
+            for (i, (vector, meta)) in points.into_iter().enumerate() {
+                let claimed = unclaimed.take(meta.shard, &meta.key).and_then(|loc| {
+                    let (n, off) = split_location(loc);
+                    let id = layout.segment(n)?.adopt(off, &vector, &meta)?;
+                    Some((id, loc))
+                });
+                match claimed {
+                    Some((id, loc)) => {
+                        layout.locations.insert(id, loc);
+                        ids[i] = id;
+                        self.shared.taken_back.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        fresh_at.push(i);
+                        fresh.push((vector, meta));
+                    }
+                }
+            }
         }
-        let mut w = self.systems.write();
-        let next = w.len() as u32;
-        *w.entry(system_id.to_string()).or_insert(next)
+        for (i, id) in fresh_at.into_iter().zip(self.insert(fresh)) {
+            ids[i] = id;
+        }
+        ids
+    }
+
+    /// Ends a shard's load: its restored points not claimed stay deleted.
+    pub fn loaded(&self, shard: ShardId) {
+        let left = self.shared.unclaimed.lock().forget_shard(shard);
+        if left > 0 {
+            tracing::debug!(
+                shard,
+                points = left,
+                "restored index points of records since replaced or removed"
+            );
+        }
     }
 
     /// Adds points; returns their ids in order.
@@ -330,6 +444,9 @@ impl HotIndex {
             sealed_segments: segments.iter().filter(|s| s.is_compacted()).count(),
             merges: self.shared.merges.load(Ordering::Relaxed),
             merging: self.shared.merging.load(Ordering::Relaxed),
+            files: segments.iter().filter(|s| s.is_persisted()).count(),
+            unclaimed: self.shared.unclaimed.lock().len(),
+            taken_back: self.shared.taken_back.load(Ordering::Relaxed),
         }
     }
 }
@@ -399,6 +516,7 @@ fn indexer_loop(shared: Weak<Shared>) {
             }
             if s.compact() {
                 tracing::info!(segment = s.id, "index segment sealed");
+                shared.sync_files();
             }
         }
         if !worked {
@@ -412,199 +530,5 @@ fn indexer_loop(shared: Weak<Shared>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::{EMBEDDING_DIM, SHARD_COUNT};
-
-    fn vector(seed: u64) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..EMBEDDING_DIM)
-            .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
-            .collect();
-        crate::record::normalize(&mut v);
-        v
-    }
-
-    /// A random unit vector (uniform components), the same for the same seed.
-    fn random_vector(seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5;
-        let mut v: Vec<f32> = (0..EMBEDDING_DIM)
-            .map(|_| {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-            })
-            .collect();
-        crate::record::normalize(&mut v);
-        v
-    }
-
-    fn meta(i: u64) -> PointMeta {
-        PointMeta {
-            shard: (i % 4) as ShardId,
-            system: (i % 3) as u32,
-            timestamp: i as i64,
-            key: format!("k{i}").into_bytes().into_boxed_slice(),
-        }
-    }
-
-    #[test]
-    fn sealed_segments_are_searched_filtered_and_deleted() {
-        let index = HotIndex::new(IndexParams {
-            segment_size: 3_000,
-            ann: AnnParams::default(),
-            ef_search: 64,
-            merge_max_points: 0,
-        });
-        let points: Vec<_> = (0..10_000u64).map(|i| (vector(i), meta(i))).collect();
-        let ids = index.insert(points);
-        // wait for the indexer to put every point into a graph
-        for _ in 0..600 {
-            if index.stats().sealed_segments == 3 && index.stats().pending_points == 0 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let stats = index.stats();
-        assert_eq!(stats.sealed_segments, 3, "{stats:?}");
-        assert_eq!(stats.segments, 4);
-        assert_eq!(stats.live_points, 10_000);
-
-        let all = IndexFilter::default();
-        for i in [5u64, 4_500, 9_999] {
-            let hits = index.search(&vector(i), 3, &all);
-            assert_eq!(
-                hits[0].key.as_ref(),
-                format!("k{i}").as_bytes(),
-                "point {i}"
-            );
-            assert!(hits[0].score > 0.999);
-        }
-
-        // filters apply inside the search
-        let mut only_shard_1 = IndexFilter {
-            shards: [false; SHARD_COUNT],
-            ..IndexFilter::default()
-        };
-        only_shard_1.shards[1] = true;
-        let hits = index.search(&vector(4_500), 10, &only_shard_1);
-        assert!(hits.iter().all(|h| h.shard == 1));
-        assert_eq!(hits.len(), 10);
-
-        // a deleted point is never returned, from a sealed or the growing segment
-        index.delete(&[ids[4_500], ids[9_999]]);
-        assert_eq!(index.stats().live_points, 9_998);
-        for i in [4_500u64, 9_999] {
-            let hits = index.search(&vector(i), 5, &all);
-            assert!(hits
-                .iter()
-                .all(|h| h.key.as_ref() != format!("k{i}").as_bytes()));
-        }
-
-        // exact scoring of given points reaches sealed and growing segments
-        let hits = index.search_points(&vector(7), &[ids[7], ids[3_100], ids[9_000]], 3, &all);
-        assert_eq!(hits.len(), 3);
-        assert_eq!(hits[0].point, ids[7]);
-
-        index.delete_shard(1);
-        let hits = index.search(&vector(4_501), 10, &only_shard_1);
-        assert!(hits.is_empty(), "{hits:?}");
-    }
-
-    /// Waits until `done` holds of the index's stats, up to a minute.
-    fn settle(index: &HotIndex, done: impl Fn(&IndexStats) -> bool) -> IndexStats {
-        for _ in 0..1200 {
-            let stats = index.stats();
-            if done(&stats) {
-                return stats;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        index.stats()
-    }
-
-    #[test]
-    fn replacing_every_point_ten_times_leaves_one_copy_found_by_its_own_vector() {
-        let index = HotIndex::new(IndexParams {
-            segment_size: 500,
-            ann: AnnParams::default(),
-            ef_search: 64,
-            merge_max_points: 2_000,
-        });
-        const N: u64 = 3_000;
-        let mut ids: Vec<PointId> = Vec::new();
-        for round in 0..10 {
-            let points: Vec<_> = (0..N).map(|i| (random_vector(i), meta(i))).collect();
-            let new = index.insert(points);
-            index.delete(&ids);
-            ids = new;
-            if round % 3 == 0 {
-                // a shard reloads: every point of it deleted and inserted again
-                index.delete_shard(2);
-                let again: Vec<u64> = (0..N).filter(|i| i % 4 == 2).collect();
-                let points = again
-                    .iter()
-                    .map(|i| (random_vector(*i), meta(*i)))
-                    .collect();
-                let reloaded = index.insert(points);
-                for (i, id) in again.iter().zip(reloaded) {
-                    ids[*i as usize] = id;
-                }
-            }
-        }
-        let stats = settle(&index, |s| {
-            s.pending_points == 0 && !s.merging && s.points as f64 <= N as f64 * 1.2
-        });
-        assert_eq!(stats.live_points, N as usize, "{stats:?}");
-        assert!(stats.points as f64 <= N as f64 * 1.2, "{stats:?}");
-        assert!(stats.merges > 0, "{stats:?}");
-        let all = IndexFilter::default();
-        for i in (0..N).step_by(97) {
-            let hits = index.search(&random_vector(i), 1, &all);
-            assert_eq!(hits[0].point, ids[i as usize], "point {i}: {stats:?}");
-            assert_eq!(
-                index.key_of(ids[i as usize]).unwrap().as_ref(),
-                format!("k{i}").as_bytes()
-            );
-        }
-        let exact = index.search_points(&random_vector(5), &ids[..10], 1, &all);
-        assert_eq!(exact[0].point, ids[5]);
-    }
-
-    #[test]
-    fn deletions_while_segments_merge_are_kept() {
-        let index = Arc::new(HotIndex::new(IndexParams {
-            segment_size: 500,
-            ann: AnnParams::default(),
-            ef_search: 64,
-            merge_max_points: 4_000,
-        }));
-        let points: Vec<_> = (0..4_000u64).map(|i| (vector(i), meta(i))).collect();
-        let ids = index.insert(points);
-        // every other point deleted, a few at a time, while merges run
-        for chunk in ids.iter().step_by(2).collect::<Vec<_>>().chunks(50) {
-            let gone: Vec<PointId> = chunk.iter().map(|p| **p).collect();
-            index.delete(&gone);
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        let stats = settle(&index, |s| s.pending_points == 0 && s.points <= 2_000 + 500);
-        assert_eq!(stats.live_points, 2_000, "{stats:?}");
-        let all = IndexFilter::default();
-        let deleted = |p: PointId| ids.iter().position(|x| *x == p).is_some_and(|i| i % 2 == 0);
-        for i in (0..4_000u64).step_by(41) {
-            let id = ids[i as usize];
-            let live = i % 2 == 1;
-            assert_eq!(index.key_of(id).is_some(), live, "point {i}");
-            let exact = index.search_points(&vector(i), &[id], 1, &all);
-            assert_eq!(exact.len(), usize::from(live), "point {i}: {exact:?}");
-            // no search returns a deleted point
-            let hits = index.search(&vector(i), 10, &all);
-            assert!(
-                hits.iter().all(|h| !deleted(h.point)),
-                "point {i}: {hits:?}"
-            );
-            assert_eq!(hits.len(), 10);
-        }
-    }
-}
+#[path = "hot_index_tests.rs"]
+mod tests;

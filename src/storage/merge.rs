@@ -79,7 +79,11 @@ pub(crate) fn merger_loop(shared: Weak<Shared>) {
         if strong.stop.load(Ordering::Acquire) {
             return;
         }
-        let merged = merge_once(&strong);
+        // restored points are claimed by their shards before segments move
+        let merged = strong.restore_settled() && merge_once(&strong);
+        if merged {
+            strong.sync_files();
+        }
         drop(strong);
         if !merged {
             std::thread::sleep(IDLE);

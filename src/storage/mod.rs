@@ -2,6 +2,7 @@
 
 pub mod aging;
 pub mod ann;
+pub mod checked_io;
 pub mod checksum;
 pub mod cold_cache;
 pub mod cold_copy;
@@ -12,10 +13,12 @@ pub mod cold_writer;
 pub mod distance;
 pub mod hot_index;
 pub mod hot_store;
+mod index_files;
 mod merge;
 pub mod objects;
 pub mod resilient;
 pub mod segment;
+pub mod segment_file;
 pub mod shard_export;
 pub mod shard_load;
 pub mod tombstones;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use parking_lot::RwLock;
 
 use crate::record::{ShardId, EMBEDDING_DIM, SHARD_COUNT};
-use crate::storage::ann::{AnnError, AnnParams, GrowingSegment};
+use crate::storage::ann::{AnnError, AnnParams, GraphFileError, GrowingSegment};
 use crate::storage::distance::{dot, TopK};
 
 /// A point of the index, stable for the life of the point (merges move it, not its id).
@@ -98,6 +98,23 @@ impl Bitmap {
             .sum()
     }
 
+    /// A bitmap of `bits` bits, every one set.
+    fn full(bits: usize) -> Self {
+        let map = Bitmap::new(bits);
+        for i in 0..bits {
+            map.set(i);
+        }
+        map
+    }
+
+    /// Clears bit `i`; true if it was set.
+    fn clear(&self, i: usize) -> bool {
+        match self.0.get(i / 64) {
+            Some(w) => w.fetch_and(!(1 << (i % 64)), Ordering::Relaxed) & (1 << (i % 64)) != 0,
+            None => false,
+        }
+    }
+
     /// Sets bit `i`; true if it was clear.
     fn set(&self, i: usize) -> bool {
         match self.0.get(i / 64) {
@@ -141,6 +158,8 @@ pub struct Segment {
     indexed: AtomicUsize,
     /// true once the f32 copy has been dropped
     compacted: AtomicBool,
+    /// true once the segment is in a file (or was read from one)
+    persisted: AtomicBool,
 }
 
 impl Segment {
@@ -158,7 +177,76 @@ impl Segment {
             graph: GrowingSegment::new(capacity, params)?,
             indexed: AtomicUsize::new(0),
             compacted: AtomicBool::new(false),
+            persisted: AtomicBool::new(false),
         })
+    }
+
+    /// A full segment read back from its file: `graph` holds the vector of each entry at
+    /// its offset. Every point starts deleted, until [`Segment::adopt`] finds its record
+    /// unchanged.
+    pub fn restored(
+        id: u32,
+        entries: Vec<(PointMeta, PointId)>,
+        graph: GrowingSegment,
+    ) -> Result<Segment, AnnError> {
+        let n = entries.len();
+        if graph.len() != n {
+            return Err(AnnError::BadLength {
+                expected: n,
+                got: graph.len(),
+            });
+        }
+        let (meta, ids): (Vec<PointMeta>, Vec<PointId>) = entries.into_iter().unzip();
+        Ok(Segment {
+            id,
+            capacity: n,
+            body: RwLock::new(Body {
+                vectors: Vec::new(),
+                meta,
+                ids,
+            }),
+            deleted: Bitmap::full(n),
+            graph,
+            indexed: AtomicUsize::new(n),
+            compacted: AtomicBool::new(true),
+            persisted: AtomicBool::new(true),
+        })
+    }
+
+    /// Takes back a restored point for a record read from its shard: when the point at
+    /// `offset` is deleted and holds the same shard, key, system, time and vector, it is
+    /// live again and its id returned.
+    pub fn adopt(&self, offset: usize, vector: &[f32], meta: &PointMeta) -> Option<PointId> {
+        let body = self.body.read();
+        let m = body.meta.get(offset)?;
+        let same = m.shard == meta.shard
+            && m.system == meta.system
+            && m.timestamp == meta.timestamp
+            && m.key == meta.key
+            && self.deleted.get(offset)
+            && self.graph.holds(offset, vector);
+        (same && self.deleted.clear(offset)).then(|| body.ids[offset])
+    }
+
+    /// Whether the segment is in a file.
+    pub fn is_persisted(&self) -> bool {
+        self.persisted.load(Ordering::Acquire)
+    }
+
+    /// Notes that the segment is in a file.
+    pub fn mark_persisted(&self) {
+        self.persisted.store(true, Ordering::Release);
+    }
+
+    /// Runs `f` over every point's metadata and id, in offset order.
+    pub fn with_points<R>(&self, f: impl FnOnce(&[PointMeta], &[PointId]) -> R) -> R {
+        let body = self.body.read();
+        f(&body.meta, &body.ids)
+    }
+
+    /// Writes the graph and vectors of a sealed segment (see [`GrowingSegment::write_to`]).
+    pub fn write_graph(&self, w: &mut dyn std::io::Write) -> Result<(), GraphFileError> {
+        self.graph.write_to(w)
     }
 
     /// Points appended so far.

@@ -53,7 +53,7 @@ pub fn load_tree(
     let mut pending: Vec<(Vec<f32>, PointMeta)> = Vec::with_capacity(CHUNK);
     let mut names: Names = Vec::with_capacity(CHUNK);
     let mut flush = |pending: &mut Vec<(Vec<f32>, PointMeta)>, names: &mut Names| {
-        let ids = index.insert(std::mem::take(pending));
+        let ids = index.insert_loaded(std::mem::take(pending));
         out.extend(names.drain(..).zip(ids).map(Loaded::from));
     };
     for item in tree.iter() {
@@ -88,6 +88,7 @@ pub fn load_tree(
         }
     }
     flush(&mut pending, &mut names);
+    index.loaded(shard);
     Ok(out)
 }
 

@@ -22,7 +22,7 @@ use super::scratch::{Cand, Scratch};
 use super::{AnnError, AnnParams};
 
 /// `entry` value of a graph with no linked slot yet.
-const EMPTY: u64 = u64::MAX;
+pub(super) const EMPTY: u64 = u64::MAX;
 /// Highest level a slot can be drawn at.
 const MAX_LEVEL: usize = 15;
 /// Neighbours whose codes are being loaded ahead of the one being scored (more only stalls:
@@ -34,29 +34,29 @@ pub(crate) struct Graph {
     /// Vectors and labels, owned by the graph.
     pub rows: Rows,
     /// Links per slot above level 0 (also the number a new slot picks at each level).
-    m: usize,
+    pub(super) m: usize,
     /// Links per slot at level 0 (`2 * m`).
-    m0: usize,
+    pub(super) m0: usize,
     /// Beam width while inserting.
-    ef_construction: usize,
+    pub(super) ef_construction: usize,
     /// Level drawn for each slot.
-    levels: Box<[u8]>,
+    pub(super) levels: Box<[u8]>,
     /// Start of each slot's upper-level links in `upper` (unused for level-0 slots).
-    upper_off: Box<[usize]>,
+    pub(super) upper_off: Box<[usize]>,
     /// Level-0 links: per slot, a count then `m0` ids.
-    links0: Box<[AtomicU32]>,
+    pub(super) links0: Box<[AtomicU32]>,
     /// Upper-level links: per slot and level above 0, a count then `m` ids.
-    upper: Box<[AtomicU32]>,
+    pub(super) upper: Box<[AtomicU32]>,
     /// Guards the writes to one slot's link lists.
-    locks: Box<[Mutex<()>]>,
+    pub(super) locks: Box<[Mutex<()>]>,
     /// Entry slot and its level, packed as `level << 32 | slot`, or [`EMPTY`].
-    entry: AtomicU64,
+    pub(super) entry: AtomicU64,
     /// Held by an insertion that raises the top level, so only one does at a time.
-    top_lock: Mutex<()>,
+    pub(super) top_lock: Mutex<()>,
     /// Slots fully inserted.
-    inserted: AtomicUsize,
+    pub(super) inserted: AtomicUsize,
     /// int8 and f16 kernels chosen for this CPU.
-    kern: QuantKernels,
+    pub(super) kern: QuantKernels,
 }
 
 /// Locks a mutex whose protected data cannot be left inconsistent by a panic.
@@ -620,7 +620,7 @@ impl Graph {
 }
 
 /// `n` zeroed atomics, allocated zeroed (lazily committed by the OS).
-fn atomic_zeroed(n: usize) -> Box<[AtomicU32]> {
+pub(super) fn atomic_zeroed(n: usize) -> Box<[AtomicU32]> {
     const { assert!(std::mem::align_of::<AtomicU32>() == std::mem::align_of::<u32>()) };
     let b = vec![0u32; n].into_boxed_slice();
     advise_huge_pages(&b);

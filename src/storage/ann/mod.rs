@@ -22,17 +22,20 @@
 //!
 //! Files: `distance.rs` (f32 dot product), `quant.rs` (int8 and f16 encodings and kernels),
 //! `rows.rs` (write-once vector storage), `graph.rs` (the HNSW graph), `scratch.rs`
-//! (per-thread search memory), `segment.rs` (the public segments), `mem.rs` (huge pages).
+//! (per-thread search memory), `segment.rs` (the public segments), `mem.rs` (huge pages),
+//! `persist.rs` (a full segment's graph as bytes).
 
 mod distance;
 mod graph;
 mod mem;
+mod persist;
 mod quant;
 mod rows;
 mod scratch;
 mod segment;
 
 pub use distance::{dot, dot_kernel, dot_scalar, kernel_name, DotFn};
+pub use persist::GraphFileError;
 pub use quant::{f16_to_f32, f32_to_f16, quant_kernels, QuantKernels};
 pub use segment::{GrowingSegment, SealedSegment};
 

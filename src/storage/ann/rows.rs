@@ -14,17 +14,17 @@ use super::quant::{f16_to_f32, f32_to_f16, quantize};
 /// Vectors (row-major, `dim` values per slot), labels and readiness of a fixed number of slots.
 pub(crate) struct Rows {
     /// Values per vector.
-    dim: usize,
+    pub(super) dim: usize,
     /// Codes per unit of a vector component (int8 code = round(x * scale)).
-    scale: f32,
+    pub(super) scale: f32,
     /// `cap * dim` int8 codes, for the graph walk; written once, before the slot is published.
-    codes: Box<[UnsafeCell<i8>]>,
+    pub(super) codes: Box<[UnsafeCell<i8>]>,
     /// `cap * dim` f16 values (raw bits), for rescoring; written with the codes.
-    halves: Box<[UnsafeCell<u16>]>,
+    pub(super) halves: Box<[UnsafeCell<u16>]>,
     /// Caller-chosen label of each slot, written with the slot's vector.
-    labels: Box<[UnsafeCell<u64>]>,
+    pub(super) labels: Box<[UnsafeCell<u64>]>,
     /// Set (release) once a slot's vector and label are written.
-    ready: Box<[AtomicBool]>,
+    pub(super) ready: Box<[AtomicBool]>,
 }
 
 // SAFETY: the cells are written only through `write`, whose contract gives one writer per slot
@@ -32,7 +32,7 @@ pub(crate) struct Rows {
 unsafe impl Sync for Rows {}
 
 /// Reinterprets a boxed slice as a slice of `UnsafeCell`s, which have the same layout.
-fn into_cells<T>(b: Box<[T]>) -> Box<[UnsafeCell<T>]> {
+pub(super) fn into_cells<T>(b: Box<[T]>) -> Box<[UnsafeCell<T>]> {
     // SAFETY: UnsafeCell<T> is repr(transparent) over T, so the slice layouts are identical.
     unsafe { Box::from_raw(Box::into_raw(b) as *mut [UnsafeCell<T>]) }
 }

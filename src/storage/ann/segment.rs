@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::graph::Graph;
-use super::quant::quantize;
+use super::persist::GraphFileError;
+use super::quant::{f32_to_f16, quantize};
 use super::rows::Rows;
 use super::scratch::{with_scratch, Cand, Scratch};
 use super::{AnnError, AnnParams};
@@ -235,6 +236,37 @@ impl GrowingSegment {
         // SAFETY: slot `i` is published: `is_ready(i)` returned true on this thread
         let vector = unsafe { self.graph.rows.vector(i) };
         Some((self.graph.label(i as u32), vector))
+    }
+
+    /// Whether slot `i` holds this vector, as kept (each component rounded to f16).
+    pub fn holds(&self, i: usize, v: &[f32]) -> bool {
+        if i >= self.graph.rows.cap() || v.len() != self.params.dim || !self.graph.rows.is_ready(i)
+        {
+            return false;
+        }
+        // SAFETY: slot `i` is published: `is_ready(i)` returned true on this thread
+        let kept = unsafe { self.graph.rows.half(i) };
+        kept.iter().zip(v).all(|(h, x)| *h == f32_to_f16(*x))
+    }
+
+    /// Writes the graph and vectors of a full segment, for [`Self::read_from`].
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> Result<(), GraphFileError> {
+        self.graph.write_to(w)
+    }
+
+    /// A full segment read back from what [`Self::write_to`] wrote, with the same settings.
+    pub fn read_from(
+        r: &mut dyn std::io::Read,
+        params: &AnnParams,
+    ) -> Result<Self, GraphFileError> {
+        let graph = Graph::read_from(r, params)?;
+        let n = graph.rows.cap();
+        Ok(GrowingSegment {
+            graph: Arc::new(graph),
+            claimed: AtomicUsize::new(n),
+            sealed: RwLock::new(false),
+            params: params.clone(),
+        })
     }
 
     /// Points inserted.

@@ -1,0 +1,356 @@
+//! Tests of the hot index: search, deletion, merging and restart from its files.
+
+use super::*;
+use crate::record::{EMBEDDING_DIM, SHARD_COUNT};
+
+fn vector(seed: u64) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+        .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
+        .collect();
+    crate::record::normalize(&mut v);
+    v
+}
+
+/// A random unit vector (uniform components), the same for the same seed.
+fn random_vector(seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5;
+    let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        })
+        .collect();
+    crate::record::normalize(&mut v);
+    v
+}
+
+fn meta(i: u64) -> PointMeta {
+    PointMeta {
+        shard: (i % 4) as ShardId,
+        system: (i % 3) as u32,
+        timestamp: i as i64,
+        key: format!("k{i}").into_bytes().into_boxed_slice(),
+    }
+}
+
+#[test]
+fn sealed_segments_are_searched_filtered_and_deleted() {
+    let index = HotIndex::new(IndexParams {
+        segment_size: 3_000,
+        ann: AnnParams::default(),
+        ef_search: 64,
+        merge_max_points: 0,
+        dir: None,
+    });
+    let points: Vec<_> = (0..10_000u64).map(|i| (vector(i), meta(i))).collect();
+    let ids = index.insert(points);
+    // wait for the indexer to put every point into a graph
+    for _ in 0..600 {
+        if index.stats().sealed_segments == 3 && index.stats().pending_points == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stats = index.stats();
+    assert_eq!(stats.sealed_segments, 3, "{stats:?}");
+    assert_eq!(stats.segments, 4);
+    assert_eq!(stats.live_points, 10_000);
+
+    let all = IndexFilter::default();
+    for i in [5u64, 4_500, 9_999] {
+        let hits = index.search(&vector(i), 3, &all);
+        assert_eq!(
+            hits[0].key.as_ref(),
+            format!("k{i}").as_bytes(),
+            "point {i}"
+        );
+        assert!(hits[0].score > 0.999);
+    }
+
+    // filters apply inside the search
+    let mut only_shard_1 = IndexFilter {
+        shards: [false; SHARD_COUNT],
+        ..IndexFilter::default()
+    };
+    only_shard_1.shards[1] = true;
+    let hits = index.search(&vector(4_500), 10, &only_shard_1);
+    assert!(hits.iter().all(|h| h.shard == 1));
+    assert_eq!(hits.len(), 10);
+
+    // a deleted point is never returned, from a sealed or the growing segment
+    index.delete(&[ids[4_500], ids[9_999]]);
+    assert_eq!(index.stats().live_points, 9_998);
+    for i in [4_500u64, 9_999] {
+        let hits = index.search(&vector(i), 5, &all);
+        assert!(hits
+            .iter()
+            .all(|h| h.key.as_ref() != format!("k{i}").as_bytes()));
+    }
+
+    // exact scoring of given points reaches sealed and growing segments
+    let hits = index.search_points(&vector(7), &[ids[7], ids[3_100], ids[9_000]], 3, &all);
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[0].point, ids[7]);
+
+    index.delete_shard(1);
+    let hits = index.search(&vector(4_501), 10, &only_shard_1);
+    assert!(hits.is_empty(), "{hits:?}");
+}
+
+/// Waits until `done` holds of the index's stats, up to a minute.
+fn settle(index: &HotIndex, done: impl Fn(&IndexStats) -> bool) -> IndexStats {
+    for _ in 0..1200 {
+        let stats = index.stats();
+        if done(&stats) {
+            return stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    index.stats()
+}
+
+#[test]
+fn replacing_every_point_ten_times_leaves_one_copy_found_by_its_own_vector() {
+    let index = HotIndex::new(IndexParams {
+        segment_size: 500,
+        ann: AnnParams::default(),
+        ef_search: 64,
+        merge_max_points: 2_000,
+        dir: None,
+    });
+    const N: u64 = 3_000;
+    let mut ids: Vec<PointId> = Vec::new();
+    for round in 0..10 {
+        let points: Vec<_> = (0..N).map(|i| (random_vector(i), meta(i))).collect();
+        let new = index.insert(points);
+        index.delete(&ids);
+        ids = new;
+        if round % 3 == 0 {
+            // a shard reloads: every point of it deleted and inserted again
+            index.delete_shard(2);
+            let again: Vec<u64> = (0..N).filter(|i| i % 4 == 2).collect();
+            let points = again
+                .iter()
+                .map(|i| (random_vector(*i), meta(*i)))
+                .collect();
+            let reloaded = index.insert(points);
+            for (i, id) in again.iter().zip(reloaded) {
+                ids[*i as usize] = id;
+            }
+        }
+    }
+    let stats = settle(&index, |s| {
+        s.pending_points == 0 && !s.merging && s.points as f64 <= N as f64 * 1.2
+    });
+    assert_eq!(stats.live_points, N as usize, "{stats:?}");
+    assert!(stats.points as f64 <= N as f64 * 1.2, "{stats:?}");
+    assert!(stats.merges > 0, "{stats:?}");
+    let all = IndexFilter::default();
+    for i in (0..N).step_by(97) {
+        let hits = index.search(&random_vector(i), 1, &all);
+        assert_eq!(hits[0].point, ids[i as usize], "point {i}: {stats:?}");
+        assert_eq!(
+            index.key_of(ids[i as usize]).unwrap().as_ref(),
+            format!("k{i}").as_bytes()
+        );
+    }
+    let exact = index.search_points(&random_vector(5), &ids[..10], 1, &all);
+    assert_eq!(exact[0].point, ids[5]);
+}
+
+#[test]
+fn deletions_while_segments_merge_are_kept() {
+    let index = Arc::new(HotIndex::new(IndexParams {
+        segment_size: 500,
+        ann: AnnParams::default(),
+        ef_search: 64,
+        merge_max_points: 4_000,
+        dir: None,
+    }));
+    let points: Vec<_> = (0..4_000u64).map(|i| (vector(i), meta(i))).collect();
+    let ids = index.insert(points);
+    // every other point deleted, a few at a time, while merges run
+    for chunk in ids.iter().step_by(2).collect::<Vec<_>>().chunks(50) {
+        let gone: Vec<PointId> = chunk.iter().map(|p| **p).collect();
+        index.delete(&gone);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let stats = settle(&index, |s| s.pending_points == 0 && s.points <= 2_000 + 500);
+    assert_eq!(stats.live_points, 2_000, "{stats:?}");
+    let all = IndexFilter::default();
+    let deleted = |p: PointId| ids.iter().position(|x| *x == p).is_some_and(|i| i % 2 == 0);
+    for i in (0..4_000u64).step_by(41) {
+        let id = ids[i as usize];
+        let live = i % 2 == 1;
+        assert_eq!(index.key_of(id).is_some(), live, "point {i}");
+        let exact = index.search_points(&vector(i), &[id], 1, &all);
+        assert_eq!(exact.len(), usize::from(live), "point {i}: {exact:?}");
+        // no search returns a deleted point
+        let hits = index.search(&vector(i), 10, &all);
+        assert!(
+            hits.iter().all(|h| !deleted(h.point)),
+            "point {i}: {hits:?}"
+        );
+        assert_eq!(hits.len(), 10);
+    }
+}
+
+/// Settings of an index over `dir` with small segments, merged up to `merge_max_points`.
+fn persisted(dir: &std::path::Path, merge_max_points: usize) -> IndexParams {
+    IndexParams {
+        segment_size: 500,
+        ann: AnnParams::default(),
+        ef_search: 64,
+        merge_max_points,
+        dir: Some(dir.to_path_buf()),
+    }
+}
+
+/// Point `i` as `meta` makes it, its system interned by `index` (codes differ across
+/// restarts).
+fn meta_in(index: &HotIndex, i: u64) -> PointMeta {
+    PointMeta {
+        system: index.system_code(&format!("s{}", i % 3)),
+        ..meta(i)
+    }
+}
+
+/// Waits until every point is in a graph, merges are done and each sealed segment is in a
+/// file, then drops the index (its threads stop).
+fn settle_and_close(index: HotIndex) -> IndexStats {
+    let done = |s: &IndexStats| s.pending_points == 0 && !s.merging && s.files == s.sealed_segments;
+    settle(&index, done);
+    // the merger may start one more merge; give it time to write its file
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    let stats = settle(&index, done);
+    drop(index);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    stats
+}
+
+/// Loads records `held` into a restarted index as their shards (`i % 4`) would, with the
+/// vectors `vector_of` gives; returns each record's point by record number.
+fn load_shards(
+    index: &HotIndex,
+    n: u64,
+    held: impl Fn(u64) -> bool,
+    vector_of: impl Fn(u64) -> Vec<f32>,
+) -> Vec<PointId> {
+    let mut ids = vec![PointId::MAX; n as usize];
+    for shard in 0..4u64 {
+        let records: Vec<u64> = (0..n).filter(|i| i % 4 == shard && held(*i)).collect();
+        let points = records
+            .iter()
+            .map(|i| (vector_of(*i), meta_in(index, *i)))
+            .collect();
+        for (i, id) in records.iter().zip(index.insert_loaded(points)) {
+            ids[*i as usize] = id;
+        }
+        index.loaded(shard as ShardId);
+    }
+    ids
+}
+
+#[test]
+fn a_restart_takes_back_unchanged_points_and_never_a_replaced_or_removed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    const N: u64 = 2_300;
+    let index = HotIndex::new(persisted(dir.path(), 2_000));
+    let before = index.insert(
+        (0..N)
+            .map(|i| (random_vector(i), meta_in(&index, i)))
+            .collect(),
+    );
+    let stats = settle_and_close(index);
+    assert!(stats.files >= 1, "{stats:?}");
+
+    // what the shards hold at restart: records 0..100 removed, 100..200 given new vectors
+    let index = HotIndex::new(persisted(dir.path(), 2_000));
+    let restored = index.stats();
+    assert_eq!(restored.live_points, 0, "{restored:?}");
+    assert!(restored.unclaimed >= 2_000, "{restored:?}");
+    let new_vector = |i: u64| {
+        if i < 200 {
+            random_vector(i + 10_000)
+        } else {
+            random_vector(i)
+        }
+    };
+    let ids = load_shards(&index, N, |i| i >= 100, new_vector);
+    let stats = index.stats();
+    assert_eq!(stats.live_points, (N - 100) as usize, "{stats:?}");
+    assert_eq!(stats.unclaimed, 0, "{stats:?}");
+    // unchanged records kept their points, and were not indexed again
+    let kept = (200..N)
+        .filter(|i| ids[*i as usize] == before[*i as usize])
+        .count() as u64;
+    assert!(kept >= 2_000 - 200, "{kept} points taken back: {stats:?}");
+    assert!(stats.pending_points <= (N - kept) as usize, "{stats:?}");
+
+    let all = IndexFilter::default();
+    let stats = settle(&index, |s| s.pending_points == 0);
+    for i in (0..N).step_by(7) {
+        let hits = index.search(&random_vector(i), 1, &all);
+        if i < 200 {
+            // removed, or replaced by another vector: the old point never answers
+            assert!(
+                hits.iter().all(|h| h.point != before[i as usize]),
+                "record {i}: {hits:?}"
+            );
+            if i < 100 {
+                let key = format!("k{i}");
+                assert!(
+                    hits.iter().all(|h| h.key.as_ref() != key.as_bytes()),
+                    "record {i}"
+                );
+            }
+        } else {
+            assert_eq!(hits[0].point, ids[i as usize], "record {i}: {stats:?}");
+            assert_eq!(hits[0].key.as_ref(), format!("k{i}").as_bytes());
+        }
+    }
+    for i in (100..200).step_by(9) {
+        let hits = index.search(&random_vector(i + 10_000), 1, &all);
+        assert_eq!(hits[0].point, ids[i as usize], "replaced record {i}");
+    }
+}
+
+#[test]
+fn a_damaged_segment_file_is_not_trusted_and_its_records_are_indexed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    const N: u64 = 1_600;
+    let index = HotIndex::new(persisted(dir.path(), 0));
+    index.insert(
+        (0..N)
+            .map(|i| (random_vector(i), meta_in(&index, i)))
+            .collect(),
+    );
+    let stats = settle_and_close(index);
+    assert_eq!(stats.files, 3, "{stats:?}");
+    let files = crate::storage::segment_file::list(dir.path()).unwrap();
+    let (_, damaged) = &files[1];
+    let mut bytes = std::fs::read(damaged).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x10;
+    std::fs::write(damaged, bytes).unwrap();
+
+    let index = HotIndex::new(persisted(dir.path(), 0));
+    assert_eq!(index.stats().files, 2);
+    assert!(!damaged.exists(), "the damaged file is removed");
+    load_shards(&index, N, |_| true, random_vector);
+    let stats = settle(&index, |s| s.pending_points == 0);
+    assert_eq!(stats.live_points, N as usize, "{stats:?}");
+    assert_eq!(stats.pending_points, 0, "{stats:?}");
+    let all = IndexFilter::default();
+    for i in (0..N).step_by(11) {
+        let hits = index.search(&random_vector(i), 1, &all);
+        assert_eq!(
+            hits[0].key.as_ref(),
+            format!("k{i}").as_bytes(),
+            "record {i}"
+        );
+    }
+}
