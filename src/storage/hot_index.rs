@@ -201,8 +201,9 @@ impl HotIndex {
             taken_back: AtomicU64::new(0),
         });
         if let Some(dir) = &shared.params.dir {
-            let restored =
-                index_files::restore(dir, &shared.params.ann, |name| shared.system_code(name));
+            let restored = index_files::restore(dir, &shared.params.ann, |name: &str| {
+                shared.system_code(name)
+            });
             let mut layout = shared.layout.write();
             layout.segments = restored.segments;
             layout.next_segment = restored.next_segment;

@@ -8,14 +8,17 @@
 //! or replaced record, and a record written after the last seal is indexed again.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::record::ShardId;
 use crate::storage::ann::AnnParams;
 use crate::storage::segment::{location, Location, PointId, Segment};
-use crate::storage::segment_file;
+use crate::storage::segment_file::{self, SegmentFileError};
 
 /// How long restored points wait for their shard: a shard this node no longer loads never
 /// claims its points, and merges wait until the points are settled.
@@ -84,7 +87,7 @@ pub(crate) struct Restored {
 pub(crate) fn restore(
     dir: &Path,
     params: &AnnParams,
-    mut system_code: impl FnMut(&str) -> u32,
+    system_code: impl Fn(&str) -> u32 + Sync,
 ) -> Restored {
     let started = Instant::now();
     let mut out = Restored {
@@ -103,9 +106,11 @@ pub(crate) fn restore(
             return out;
         }
     };
-    for (number, path) in files {
+    for (number, _) in &files {
         out.next_segment = out.next_segment.max(number + 1);
-        let segment = match segment_file::read(&path, params, &mut system_code) {
+    }
+    for (path, read) in read_all(&files, params, &system_code) {
+        let segment = match read {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "index segment file not used, its records are indexed again");
@@ -137,6 +142,44 @@ pub(crate) fn restore(
         );
     }
     out
+}
+
+/// Reads `files` on as many threads as there are cores (reading and checking is CPU work as
+/// much as I/O); answers each file's path and segment, in the order given.
+fn read_all(
+    files: &[(u32, PathBuf)],
+    params: &AnnParams,
+    system_code: &(impl Fn(&str) -> u32 + Sync),
+) -> Vec<(PathBuf, Result<Segment, SegmentFileError>)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Segment, SegmentFileError>>>> =
+        Mutex::new((0..files.len()).map(|_| None).collect());
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some((_, path)) = files.get(i) else {
+            return;
+        };
+        let read = segment_file::read(path, params, system_code);
+        results.lock()[i] = Some(read);
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            // a reader thread that cannot be started only makes the start slower
+            let _ = std::thread::Builder::new()
+                .name("index-restore".into())
+                .spawn_scoped(s, work);
+        }
+        work();
+    });
+    files
+        .iter()
+        .zip(results.into_inner())
+        .filter_map(|((_, path), read)| Some((path.clone(), read?)))
+        .collect()
 }
 
 /// Writes the file of each sealed segment that has none, then removes the files of
