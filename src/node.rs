@@ -206,6 +206,8 @@ impl Node {
             timeout: Duration::from_millis(config.ingest.timeout_ms),
             permits: Semaphore::new(config.ingest.max_concurrent),
             clock: Arc::clone(&clock),
+            index: Arc::clone(&index),
+            max_pending: config.index.max_pending_points,
         });
         let url = config
             .object_store_url()

@@ -314,3 +314,51 @@ async fn a_killed_node_reads_its_index_back_and_changed_records_stay_changed() {
     let status = node.terminate();
     assert!(status.success(), "graceful shutdown exit status {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_the_index_builder_so_searches_scan_little() {
+    let dir = tempfile::tempdir().unwrap();
+    // at most four batches are written at once, each may pass the check before the others;
+    // small graphs, so that the debug build's indexer is not what the test waits on
+    let (limit, permits, per_batch) = (300u64, 4u64, 100u64);
+    let env = [
+        ("AKOSHA__INDEX__MAX_PENDING_POINTS", "300"),
+        ("AKOSHA__INGEST__MAX_CONCURRENT", "4"),
+        ("AKOSHA__INDEX__M", "4"),
+        ("AKOSHA__INDEX__EF_CONSTRUCTION", "8"),
+    ];
+    let node = std::sync::Arc::new(NodeProcess::start(dir.path(), &env).await);
+    // eight writers push 8 × 3 batches while the backlog is sampled
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let node = std::sync::Arc::clone(&node);
+            tokio::spawn(async move {
+                for b in 0..3u64 {
+                    let from = (w * 3 + b) * per_batch;
+                    let (status, body) = node
+                        .post("/api/v1/ingest", &batch("paced", from, per_batch))
+                        .await;
+                    assert_eq!(status, 200, "{body}");
+                }
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while writers.iter().any(|w| !w.is_finished()) {
+        let (_, stats) = node.get("/api/v1/stats").await;
+        most = most.max(stats["index"]["pending_points"].as_u64().unwrap_or(0));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        most <= limit + permits * per_batch,
+        "{most} points waited for a graph"
+    );
+    assert!(most > 0, "the backlog was never seen");
+    let (_, stats) = node.get("/api/v1/stats").await;
+    assert_eq!(stats["records"]["hot"], 2_400, "{stats}");
+    let (id, similarity) = first_hit(&node, unit_vector(1_234)).await;
+    assert_eq!(id, "conv-1234", "{similarity}");
+}

@@ -165,7 +165,7 @@ impl Config {
         let h = &self.http;
         // one largest body must fit in the budget of bodies in flight
         let largest_body = g.max_body_bytes.max(m.max_body_bytes);
-        let ranges: [(&str, usize, usize, usize); 51] = [
+        let ranges: [(&str, usize, usize, usize); 52] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -178,6 +178,12 @@ impl Config {
             ("index.ef_construction", i.ef_construction, 8, 4096),
             ("index.ef_search", i.ef_search, 1, 4096),
             ("index.merge_max_points", i.merge_max_points, 0, 100_000_000),
+            (
+                "index.max_pending_points",
+                i.max_pending_points,
+                0,
+                100_000_000,
+            ),
             ("search.max_limit", q.max_limit, 1, 100_000),
             ("search.default_limit", q.default_limit, 1, q.max_limit),
             ("search.timeout_ms", q.timeout_ms as usize, 1, 3_600_000),

@@ -65,6 +65,8 @@ pub struct IndexConfig {
     /// sealed segments are written under the data directory and read back at start, so a
     /// restart does not build their graphs again
     pub persist: bool,
+    /// points waiting for a graph above which writes wait for the index builder (0: never)
+    pub max_pending_points: usize,
 }
 
 impl Default for IndexConfig {
@@ -77,6 +79,7 @@ impl Default for IndexConfig {
             ef_search: 48,
             merge_max_points: 200_000,
             persist: true,
+            max_pending_points: 20_000,
         }
     }
 }

@@ -12,9 +12,16 @@ use crate::ingest::batch::PendingRecord;
 use crate::record::{normalize, shard_for, MemoryRecord, ShardId};
 use crate::router::{ShardError, ShardRouter};
 use crate::storage::upsert::WriteCounts;
-use crate::storage::HotStore;
+use crate::storage::{HotIndex, HotStore};
 use crate::version::Clock;
 use crate::write_health::WriteHealth;
+
+/// Longest a batch waits for the index builder to catch up.
+const MAX_INDEX_WAIT: Duration = Duration::from_secs(10);
+/// Points a waiting batch puts into the graph before it looks at the backlog again.
+const INDEX_STEP: usize = 128;
+/// How often a waiting batch looks at the index builder's backlog when it cannot help.
+const INDEX_POLL: Duration = Duration::from_millis(2);
 
 /// Why a write failed; nothing was acknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,10 @@ pub struct Writer {
     pub clock: Arc<Clock>,
     /// told every write's outcome, for `/ready`
     pub health: Arc<WriteHealth>,
+    /// the node's hot index, whose backlog paces writes
+    pub index: Arc<HotIndex>,
+    /// points waiting for a graph above which a new batch waits (0: never)
+    pub max_pending: usize,
 }
 
 impl Writer {
@@ -77,6 +88,7 @@ impl Writer {
             .acquire()
             .await
             .map_err(|_| WriteError::Internal("writer is shutting down".to_string()))?;
+        self.wait_for_index().await;
         let records = self.embed_missing(pending).await?;
         let mut by_shard: BTreeMap<ShardId, Vec<MemoryRecord>> = BTreeMap::new();
         for r in records {
@@ -106,6 +118,36 @@ impl Writer {
             .await
             .map_err(|e| WriteError::Internal(e.to_string()))?;
         Ok(counts)
+    }
+
+    /// Waits while more than `max_pending` points wait for a graph: a query scans those
+    /// points one by one, so a backlog the indexer cannot keep up with would make every
+    /// search slower; writes go at the pace the index is built instead, and a waiting write
+    /// puts points into the graph itself meanwhile (at the writers' priority, above the
+    /// background indexer's). Gives up waiting after [`MAX_INDEX_WAIT`] (an index that does
+    /// not move must not stop writes).
+    async fn wait_for_index(&self) {
+        if self.max_pending == 0 {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        while self.index.pending_points() > self.max_pending {
+            if started.elapsed() >= MAX_INDEX_WAIT {
+                tracing::warn!(
+                    pending = self.index.pending_points(),
+                    limit = self.max_pending,
+                    "the index builder is not keeping up; writing without waiting for it"
+                );
+                return;
+            }
+            let index = Arc::clone(&self.index);
+            let helped = tokio::task::spawn_blocking(move || index.help_index(INDEX_STEP))
+                .await
+                .unwrap_or(0);
+            if helped == 0 {
+                tokio::time::sleep(INDEX_POLL).await;
+            }
+        }
     }
 
     /// Computes the embeddings records lack, in batches on blocking threads, and normalizes all.

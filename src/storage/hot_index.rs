@@ -428,6 +428,30 @@ impl HotIndex {
         resolve(top, &segments)
     }
 
+    /// Inserts up to `max` pending points into a graph on the calling thread, beside the
+    /// indexer (a writer waiting for the backlog to shrink lends its time); returns how
+    /// many. Blocking.
+    pub fn help_index(&self, max: usize) -> usize {
+        let segments = self.snapshot();
+        segments
+            .iter()
+            .filter(|s| s.pending() > 0)
+            .map(|s| s.index_some(max))
+            .find(|n| *n > 0)
+            .unwrap_or(0)
+    }
+
+    /// Points appended but not yet in a graph (each query scans them one by one).
+    pub fn pending_points(&self) -> usize {
+        self.shared
+            .layout
+            .read()
+            .segments
+            .iter()
+            .map(|s| s.pending())
+            .sum()
+    }
+
     /// Points not deleted.
     pub fn live_points(&self) -> usize {
         self.shared.layout.read().locations.len()

@@ -160,6 +160,8 @@ pub struct Segment {
     compacted: AtomicBool,
     /// true once the segment is in a file (or was read from one)
     persisted: AtomicBool,
+    /// held by whoever inserts pending points into the graph (one at a time)
+    indexing: parking_lot::Mutex<()>,
 }
 
 impl Segment {
@@ -178,6 +180,7 @@ impl Segment {
             indexed: AtomicUsize::new(0),
             compacted: AtomicBool::new(false),
             persisted: AtomicBool::new(false),
+            indexing: parking_lot::Mutex::new(()),
         })
     }
 
@@ -210,6 +213,7 @@ impl Segment {
             indexed: AtomicUsize::new(n),
             compacted: AtomicBool::new(true),
             persisted: AtomicBool::new(true),
+            indexing: parking_lot::Mutex::new(()),
         })
     }
 
@@ -437,9 +441,12 @@ impl Segment {
         }
     }
 
-    /// Inserts up to `max` pending points into the graph; returns how many it inserted.
-    /// Only one thread may call this for a segment at a time.
+    /// Inserts up to `max` pending points into the graph; returns how many it inserted
+    /// (none while another thread is inserting into this segment).
     pub fn index_some(&self, max: usize) -> usize {
+        let Some(_inserting) = self.indexing.try_lock() else {
+            return 0;
+        };
         let from = self.indexed.load(Ordering::Acquire);
         let batch: Vec<f32> = {
             let body = self.body.read();
