@@ -175,6 +175,7 @@ impl Node {
             ef_search: config.index.ef_search,
             merge_max_points: config.index.merge_max_points,
             dir: config.index.persist.then(|| data_dir.join("index")),
+            system_graph_min: config.index.exact_system_limit,
         };
         // reads the segment files back: blocking
         let index = tokio::task::spawn_blocking(move || Arc::new(HotIndex::new(index_params)))

@@ -534,9 +534,13 @@ impl Searcher {
             .map_err(|e| SearchError::Internal(format!("search task failed: {e}")))?,
             Candidates::Indexed(code) => {
                 filter.system = Some(code);
-                tokio::task::spawn_blocking(move || index.search(&vector, limit, &filter))
-                    .await
-                    .map_err(|e| SearchError::Internal(format!("search task failed: {e}")))?
+                tokio::task::spawn_blocking(move || {
+                    index
+                        .search_system(&vector, limit, &filter)
+                        .unwrap_or_else(|| index.search(&vector, limit, &filter))
+                })
+                .await
+                .map_err(|e| SearchError::Internal(format!("search task failed: {e}")))?
             }
         };
         Ok((hits, Vec::new()))
@@ -572,6 +576,7 @@ mod tests {
                 ef_search: 16,
                 merge_max_points: 0,
                 dir: None,
+                system_graph_min: 0,
             })),
             shards: ShardRouter::new(Arc::new(crate::actors::directory::ShardDirectory::new())),
             embedder: None,

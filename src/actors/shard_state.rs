@@ -237,11 +237,17 @@ impl ShardState {
             return Candidates::Unknown;
         };
         let n = s.by_conversation.len();
-        // a graph walk filtered to a system pays off only when the system is a large share
-        // of the index; below that, scoring its own points costs less than the walk or the
-        // full-segment scans a sparse filter falls back to
+        if n <= self.exact_system_limit {
+            return Candidates::Exact(s.by_conversation.values().map(|h| h.point).collect());
+        }
+        // a large system is searched through its own graph in the index once built; until
+        // then a graph walk filtered to it pays off only when it is a large share of the
+        // index, and below that scoring its own points costs less
+        if self.index.has_system_graph(s.code) {
+            return Candidates::Indexed(s.code);
+        }
         let sparse = (n as f64) < SPARSE_SHARE * self.index.live_points() as f64;
-        if n <= self.exact_system_limit || sparse {
+        if sparse {
             Candidates::Exact(s.by_conversation.values().map(|h| h.point).collect())
         } else {
             Candidates::Indexed(s.code)

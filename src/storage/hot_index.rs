@@ -30,7 +30,12 @@ use crate::storage::distance::TopK;
 use crate::storage::index_files::{self, Unclaimed};
 use crate::storage::segment::{location, split_location, Location, Segment};
 pub use crate::storage::segment::{IndexFilter, PointId, PointMeta};
+use crate::storage::system_graphs::{Systems, RESCORE};
 use crate::storage::warm_index::WarmIndex;
+
+/// A system graph's walk is this many times as wide as a global one per segment (one
+/// graph instead of several, and the answer must hold the system's own top-k).
+const SYSTEM_EF: usize = 3;
 
 /// Points the indexer inserts before it looks at the segments again.
 const INDEX_STEP: usize = 256;
@@ -61,6 +66,8 @@ pub struct IndexParams {
     pub merge_max_points: usize,
     /// where sealed segments are written and read back at start (`None`: memory only)
     pub dir: Option<PathBuf>,
+    /// live points from which a system gets a graph of its own (0: never)
+    pub system_graph_min: usize,
 }
 
 /// Counters an operator can read.
@@ -86,6 +93,12 @@ pub struct IndexStats {
     pub unclaimed: usize,
     /// restored points their shards took back since the node started (not indexed again)
     pub taken_back: u64,
+    /// large systems searched through a graph of their own
+    pub system_graphs: usize,
+    /// whether a system's graph is being built
+    pub building_system_graph: bool,
+    /// whether background work (merges, system graphs) is under way
+    pub maintaining: bool,
 }
 
 /// The segments and where each live point is in them.
@@ -120,6 +133,8 @@ pub(crate) struct Shared {
     pub(crate) merges: AtomicU64,
     /// set while a merge builds its segment
     pub(crate) merging: AtomicBool,
+    /// set while the merger thread finds work (merges, system graphs) pass after pass
+    pub(crate) maintaining: AtomicBool,
     /// wakes the indexer when points arrive
     wake: Condvar,
     wake_lock: Mutex<bool>,
@@ -133,6 +148,8 @@ pub(crate) struct Shared {
     files: Mutex<()>,
     /// restored points taken back by their shards
     taken_back: AtomicU64,
+    /// the graphs of large systems
+    pub(crate) system_graphs: Systems,
 }
 
 impl Shared {
@@ -172,6 +189,8 @@ impl Shared {
 /// The node's index over the hot records of every shard it owns.
 pub struct HotIndex {
     shared: Arc<Shared>,
+    /// the indexer and merger threads, joined on drop
+    threads: Vec<std::thread::JoinHandle<()>>,
     /// the warm tier's int8 codes, searched by a scan (shares the system codes)
     pub warm: WarmIndex,
 }
@@ -181,7 +200,7 @@ impl HotIndex {
     /// the segments of its directory read back, their points waiting for their shards
     /// (blocking: reads every segment file).
     pub fn new(params: IndexParams) -> Self {
-        let merging = params.merge_max_points > 0;
+        let background = params.merge_max_points > 0 || params.system_graph_min > 0;
         let shared = Arc::new(Shared {
             layout: RwLock::new(Layout {
                 segments: Vec::new(),
@@ -192,6 +211,7 @@ impl HotIndex {
             next_id: AtomicU64::new(0),
             merges: AtomicU64::new(0),
             merging: AtomicBool::new(false),
+            maintaining: AtomicBool::new(false),
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
             stop: AtomicBool::new(false),
@@ -199,6 +219,7 @@ impl HotIndex {
             unclaimed: Mutex::new(Unclaimed::none()),
             files: Mutex::new(()),
             taken_back: AtomicU64::new(0),
+            system_graphs: Systems::default(),
         });
         if let Some(dir) = &shared.params.dir {
             let restored = index_files::restore(dir, &shared.params.ann, |name: &str| {
@@ -211,16 +232,20 @@ impl HotIndex {
             *shared.unclaimed.lock() = restored.unclaimed;
         }
         let weak = Arc::downgrade(&shared);
+        let mut threads = Vec::new();
         let spawned = std::thread::Builder::new()
             .name("hot-indexer".to_string())
             .spawn(move || {
                 lower_thread_priority(10);
                 indexer_loop(weak)
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the indexer thread, points stay exact");
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the indexer thread, points stay exact")
+            }
         }
-        if merging {
+        if background {
             let weak = Arc::downgrade(&shared);
             let spawned = std::thread::Builder::new()
                 .name("hot-merger".to_string())
@@ -228,12 +253,16 @@ impl HotIndex {
                     lower_thread_priority(15);
                     crate::storage::merge::merger_loop(weak)
                 });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start the merger thread, segments are not merged");
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the merger thread, segments are not merged")
+                }
             }
         }
         HotIndex {
             shared,
+            threads,
             warm: WarmIndex::default(),
         }
     }
@@ -304,6 +333,13 @@ impl HotIndex {
         let n = points.len() as u64;
         let first = self.shared.next_id.fetch_add(n, Ordering::Relaxed);
         let ids: Vec<PointId> = (first..first + n).collect();
+        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+        for (i, (_, m)) in points.iter().enumerate() {
+            match runs.last_mut() {
+                Some((system, _, end)) if *system == m.system => *end = i + 1,
+                _ => runs.push((m.system, i, i + 1)),
+            }
+        }
         let mut rest: Vec<(Vec<f32>, PointMeta, PointId)> = points
             .into_iter()
             .zip(ids.iter())
@@ -324,6 +360,9 @@ impl HotIndex {
                     placed += 1;
                 }
             }
+        }
+        for (system, from, to) in runs {
+            self.shared.system_graphs.added(system, &ids[from..to]);
         }
         let mut woken = self.shared.wake_lock.lock();
         *woken = true;
@@ -452,6 +491,33 @@ impl HotIndex {
             .sum()
     }
 
+    /// Top-k of the system the filter names through that system's own graph; `None` when
+    /// it has none (too small, or not built yet).
+    pub fn search_system(
+        &self,
+        q: &[f32],
+        k: usize,
+        filter: &IndexFilter,
+    ) -> Option<Vec<ScoredPoint>> {
+        let system = self.shared.system_graphs.get(filter.system?)?;
+        let ef = (self.shared.params.ef_search * SYSTEM_EF).max(k);
+        let mut candidates = match system.graph.candidates(q, ef, &|_| true) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "system graph search failed");
+                return None;
+            }
+        };
+        candidates.truncate(RESCORE.max(k));
+        candidates.extend(system.pending());
+        Some(self.search_points(q, &candidates, k, filter))
+    }
+
+    /// Whether a system has a graph of its own.
+    pub fn has_system_graph(&self, system: u32) -> bool {
+        self.shared.system_graphs.get(system).is_some()
+    }
+
     /// Points not deleted.
     pub fn live_points(&self) -> usize {
         self.shared.layout.read().locations.len()
@@ -472,6 +538,9 @@ impl HotIndex {
             files: segments.iter().filter(|s| s.is_persisted()).count(),
             unclaimed: self.shared.unclaimed.lock().len(),
             taken_back: self.shared.taken_back.load(Ordering::Relaxed),
+            system_graphs: self.shared.system_graphs.len(),
+            building_system_graph: self.shared.system_graphs.is_building(),
+            maintaining: self.shared.maintaining.load(Ordering::Relaxed),
         }
     }
 }
@@ -501,9 +570,17 @@ fn segment_ef(ef_search: usize, segments: usize) -> usize {
 }
 
 impl Drop for HotIndex {
+    /// Stops the background threads and waits for them (each stops within a step: a file
+    /// being written is finished, a merge or graph build is abandoned), so that nothing
+    /// writes to the index directory once the index is gone.
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake.notify_all();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("an index background thread panicked");
+            }
+        }
     }
 }
 

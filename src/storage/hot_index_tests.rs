@@ -44,6 +44,7 @@ fn sealed_segments_are_searched_filtered_and_deleted() {
         ef_search: 64,
         merge_max_points: 0,
         dir: None,
+        system_graph_min: 0,
     });
     let points: Vec<_> = (0..10_000u64).map(|i| (vector(i), meta(i))).collect();
     let ids = index.insert(points);
@@ -120,6 +121,7 @@ fn replacing_every_point_ten_times_leaves_one_copy_found_by_its_own_vector() {
         ef_search: 64,
         merge_max_points: 2_000,
         dir: None,
+        system_graph_min: 0,
     });
     const N: u64 = 3_000;
     let mut ids: Vec<PointId> = Vec::new();
@@ -169,6 +171,7 @@ fn deletions_while_segments_merge_are_kept() {
         ef_search: 64,
         merge_max_points: 4_000,
         dir: None,
+        system_graph_min: 0,
     }));
     let points: Vec<_> = (0..4_000u64).map(|i| (vector(i), meta(i))).collect();
     let ids = index.insert(points);
@@ -206,6 +209,7 @@ fn persisted(dir: &std::path::Path, merge_max_points: usize) -> IndexParams {
         ef_search: 64,
         merge_max_points,
         dir: Some(dir.to_path_buf()),
+        system_graph_min: 0,
     }
 }
 
@@ -226,8 +230,8 @@ fn settle_and_close(index: HotIndex) -> IndexStats {
     // the merger may start one more merge; give it time to write its file
     std::thread::sleep(std::time::Duration::from_millis(1_200));
     let stats = settle(&index, done);
+    // joins the index's threads: nothing writes to the directory after this
     drop(index);
-    std::thread::sleep(std::time::Duration::from_millis(600));
     stats
 }
 
@@ -353,4 +357,73 @@ fn a_damaged_segment_file_is_not_trusted_and_its_records_are_indexed_again() {
             "record {i}"
         );
     }
+}
+
+#[test]
+fn a_large_system_is_searched_through_its_own_graph_new_and_deleted_points_included() {
+    let index = HotIndex::new(IndexParams {
+        segment_size: 1_000,
+        ann: AnnParams::default(),
+        ef_search: 64,
+        merge_max_points: 0,
+        dir: None,
+        system_graph_min: 1_000,
+    });
+    // systems 0, 1 and 2 each hold a third of 4,000 points, all above the minimum
+    const N: u64 = 4_000;
+    let ids = index.insert((0..N).map(|i| (random_vector(i), meta(i))).collect());
+    let all = IndexFilter::default();
+    let stats = settle(&index, |_| (0..3).all(|s| index.has_system_graph(s)));
+    assert!((0..3).all(|s| index.has_system_graph(s)), "{stats:?}");
+
+    let only = |system: u32| IndexFilter {
+        system: Some(system),
+        ..IndexFilter::default()
+    };
+    // every sampled point is found first by its own vector within its system
+    for i in (0..N).step_by(37) {
+        let system = (i % 3) as u32;
+        let hits = index
+            .search_system(&random_vector(i), 10, &only(system))
+            .unwrap();
+        assert_eq!(hits[0].point, ids[i as usize], "point {i}");
+        assert!(hits
+            .iter()
+            .all(|h| h.key.as_ref() != b"" && index.key_of(h.point).is_some()));
+    }
+    // recall@10 against an exact scan of the system
+    let (mut found, mut wanted) = (0, 0);
+    for q in 0..50u64 {
+        let v = random_vector(100_000 + q);
+        let system = (q % 3) as u32;
+        let members: Vec<PointId> = (0..N)
+            .filter(|i| i % 3 == q % 3)
+            .map(|i| ids[i as usize])
+            .collect();
+        let exact = index.search_points(&v, &members, 10, &all);
+        let got = index.search_system(&v, 10, &only(system)).unwrap();
+        wanted += exact.len();
+        found += exact
+            .iter()
+            .filter(|e| got.iter().any(|g| g.point == e.point))
+            .count();
+    }
+    assert!(
+        found as f64 >= 0.99 * wanted as f64,
+        "recall {found}/{wanted}"
+    );
+
+    // a point added after the lists were built is found; a deleted one never is
+    let added = index.insert(vec![(random_vector(77_777), meta(0))]);
+    let hits = index
+        .search_system(&random_vector(77_777), 1, &only(0))
+        .unwrap();
+    assert_eq!(hits[0].point, added[0]);
+    index.delete(&[ids[33]]);
+    let hits = index
+        .search_system(&random_vector(33), 10, &only(0))
+        .unwrap();
+    assert!(hits.iter().all(|h| h.point != ids[33]), "{hits:?}");
+    // other systems' points never answer
+    assert!(hits.iter().all(|h| h.key.as_ref() != b"k34"));
 }

@@ -80,12 +80,18 @@ pub(crate) fn merger_loop(shared: Weak<Shared>) {
             return;
         }
         // restored points are claimed by their shards before segments move
-        let merged = strong.restore_settled() && merge_once(&strong);
+        let settled = strong.restore_settled();
+        let merged = settled && strong.params.merge_max_points > 0 && merge_once(&strong);
         if merged {
             strong.sync_files();
         }
+        // large systems get graphs of their own when no merge is waiting
+        let built = !merged
+            && settled
+            && crate::storage::system_graphs::maintain(&strong, strong.params.system_graph_min);
+        strong.maintaining.store(merged || built, Ordering::Relaxed);
         drop(strong);
-        if !merged {
+        if !merged && !built {
             std::thread::sleep(IDLE);
         }
     }

@@ -21,6 +21,7 @@ pub mod segment;
 pub mod segment_file;
 pub mod shard_export;
 pub mod shard_load;
+mod system_graphs;
 pub mod tombstones;
 pub mod upsert;
 pub mod warm;

@@ -326,6 +326,27 @@ impl Segment {
         self.len() - self.deleted.count()
     }
 
+    /// Adds the live points of each system to `counts`.
+    pub fn count_live_by_system(&self, counts: &mut std::collections::HashMap<u32, usize>) {
+        let body = self.body.read();
+        for (offset, m) in body.meta.iter().enumerate() {
+            if !self.deleted.get(offset) {
+                *counts.entry(m.system).or_default() += 1;
+            }
+        }
+    }
+
+    /// Offset and id of every live point of a system.
+    pub fn live_of_system(&self, system: u32) -> Vec<(usize, PointId)> {
+        let body = self.body.read();
+        body.meta
+            .iter()
+            .enumerate()
+            .filter(|(offset, m)| m.system == system && !self.deleted.get(*offset))
+            .map(|(offset, _)| (offset, body.ids[offset]))
+            .collect()
+    }
+
     /// Every point not marked deleted, for a merge: offset, id and metadata.
     pub fn live_entries(&self) -> Vec<LivePoint> {
         let body = self.body.read();

@@ -41,8 +41,18 @@ impl Rows {
     /// Empty storage for `cap` slots; the memory is zeroed lazily by the OS, so unused
     /// capacity costs address space, not resident memory.
     pub fn with_capacity(dim: usize, cap: usize, scale: f32) -> Self {
+        Self::allocate(dim, cap, scale, true)
+    }
+
+    /// Empty storage for `cap` slots that keeps only int8 codes, no f16 copies: for graphs
+    /// whose candidates are rescored elsewhere ([`Rows::half`] must not be called).
+    pub fn codes_only(dim: usize, cap: usize, scale: f32) -> Self {
+        Self::allocate(dim, cap, scale, false)
+    }
+
+    fn allocate(dim: usize, cap: usize, scale: f32, halves: bool) -> Self {
         let codes = vec![0i8; cap * dim].into_boxed_slice();
-        let halves = vec![0u16; cap * dim].into_boxed_slice();
+        let halves = vec![0u16; if halves { cap * dim } else { 0 }].into_boxed_slice();
         advise_huge_pages(&codes);
         advise_huge_pages(&halves);
         Rows {
@@ -88,7 +98,8 @@ impl Rows {
             std::slice::from_raw_parts_mut(UnsafeCell::raw_get(cells.as_ptr()), self.dim)
         };
         quantize(v, self.scale, codes);
-        for (cell, x) in self.halves[start..start + self.dim].iter().zip(v) {
+        let halves = self.halves.get(start..start + self.dim).unwrap_or(&[]);
+        for (cell, x) in halves.iter().zip(v) {
             // SAFETY: exclusive access to this slot per the contract.
             unsafe { *cell.get() = f32_to_f16(*x) };
         }

@@ -196,6 +196,47 @@ impl GrowingSegment {
         search(&self.graph, &self.params, upto, query, k, ef, keep)
     }
 
+    /// An empty segment for up to `capacity` points that keeps only the int8 codes its
+    /// graph walks, for [`Self::candidates`]: a graph over points whose vectors are kept
+    /// elsewhere (no f16 copy, no rescoring, no [`Self::stored`] or [`Self::score`]).
+    pub fn codes_only(capacity: usize, params: &AnnParams) -> Result<Self, AnnError> {
+        params.validate()?;
+        if capacity >= u32::MAX as usize || capacity.checked_mul(params.dim).is_none() {
+            return Err(AnnError::TooLarge { slots: capacity });
+        }
+        let graph = Graph::new(
+            Rows::codes_only(params.dim, capacity, params.code_scale()),
+            params,
+        )?;
+        Ok(GrowingSegment {
+            graph: Arc::new(graph),
+            claimed: AtomicUsize::new(0),
+            sealed: RwLock::new(false),
+            params: params.clone(),
+        })
+    }
+
+    /// The labels of the `ef` best points a graph walk finds for `query` among those whose
+    /// label passes `keep`, by int8 code score (best first, not rescored).
+    pub fn candidates(
+        &self,
+        query: &[f32],
+        ef: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<u64>, AnnError> {
+        check_len(query, self.params.dim)?;
+        let g = &self.graph;
+        let found = with_scratch(|sc: &mut Scratch| {
+            let mut code = std::mem::take(&mut sc.code);
+            code.resize(self.params.dim, 0);
+            quantize(query, self.params.code_scale(), &mut code);
+            let found = g.search_graph(&code, ef, &|i| keep(g.label(i)), sc);
+            sc.code = code;
+            found
+        });
+        Ok(found.into_iter().map(|c| g.label(c.i)).collect())
+    }
+
     /// Exact inner product of `query` with the stored vector at slot `i`, once inserted.
     pub fn score(&self, query: &[f32], i: usize) -> Option<f32> {
         if i >= self.graph.rows.cap()

@@ -1,0 +1,242 @@
+//! Each large system's own graph in the hot index, so that a search scoped to the system
+//! walks a graph of its points only, at about the same cost whatever its size, instead of
+//! scoring every point of the system or walking the global graphs through everyone else's.
+//!
+//! A system graph keeps only the int8 codes it walks and its links: its candidates are
+//! rescored from the segments' own f16 vectors, and a deleted or replaced point is dropped
+//! there (it has no location any more). The merger thread builds a system's graph once the
+//! system has `system_graph_min` live points, puts points added since into it as they
+//! come, and builds it again, twice as large, when it is full or a third of what it holds
+//! is gone. Points not in the graph yet are scored one by one by every search.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::storage::ann::{AnnError, GrowingSegment};
+use crate::storage::hot_index::Shared;
+use crate::storage::segment::{split_location, PointId, Segment};
+
+/// Points a graph has room for, per point it is built with.
+const ROOM: usize = 2;
+/// Least room of a graph.
+const MIN_ROOM: usize = 4_096;
+/// Points put into graphs per pass of the merger thread.
+const ADD_STEP: usize = 1_024;
+/// Walk candidates rescored from the segments' vectors.
+pub(crate) const RESCORE: usize = 64;
+
+/// One system's graph and the points waiting for it.
+pub(crate) struct SystemGraph {
+    /// the graph, labelled by point id
+    pub(crate) graph: GrowingSegment,
+    /// points of the system added since, not in the graph yet
+    pending: Mutex<Vec<PointId>>,
+}
+
+impl SystemGraph {
+    /// Points not in the graph yet, to be scored one by one.
+    pub(crate) fn pending(&self) -> Vec<PointId> {
+        self.pending.lock().clone()
+    }
+
+    fn pending_len(&self) -> usize {
+        self.pending.lock().len()
+    }
+}
+
+/// Every large system's graph, and the one being built.
+#[derive(Default)]
+pub(crate) struct Systems {
+    /// graphs by system code
+    by_code: RwLock<HashMap<u32, Arc<SystemGraph>>>,
+    /// the system whose graph is being built, and points of it added meanwhile
+    building: Mutex<Option<(u32, Vec<PointId>)>>,
+}
+
+impl Systems {
+    /// Notes new points of a system (called for every insert).
+    pub(crate) fn added(&self, system: u32, ids: &[PointId]) {
+        if let Some(g) = self.by_code.read().get(&system) {
+            g.pending.lock().extend_from_slice(ids);
+        }
+        if let Some((code, added)) = self.building.lock().as_mut() {
+            if *code == system {
+                added.extend_from_slice(ids);
+            }
+        }
+    }
+
+    /// The graph of a system, when built.
+    pub(crate) fn get(&self, system: u32) -> Option<Arc<SystemGraph>> {
+        self.by_code.read().get(&system).cloned()
+    }
+
+    /// Systems with a graph.
+    pub(crate) fn len(&self) -> usize {
+        self.by_code.read().len()
+    }
+
+    /// Whether a graph is being built.
+    pub(crate) fn is_building(&self) -> bool {
+        self.building.lock().is_some()
+    }
+}
+
+/// Whether a system of `live` points, with `graph` if built, needs its graph (re)built.
+fn needs_build(live: usize, min_points: usize, graph: Option<&SystemGraph>) -> bool {
+    match graph {
+        None => live >= min_points,
+        Some(g) => {
+            let held = g.graph.len() + g.pending_len();
+            (g.graph.is_full() && g.pending_len() > 0) || held > live + live / 2
+        }
+    }
+}
+
+/// One pass of the merger thread over system graphs: puts waiting points into their graph,
+/// or else builds the graph of the one system that needs it most; true if it did work.
+pub(crate) fn maintain(shared: &Shared, min_points: usize) -> bool {
+    if min_points == 0 {
+        return false;
+    }
+    add_pending(shared) || build_once(shared, min_points)
+}
+
+/// Puts up to [`ADD_STEP`] waiting points into their systems' graphs; true if any.
+fn add_pending(shared: &Shared) -> bool {
+    let graphs: Vec<Arc<SystemGraph>> = shared
+        .system_graphs
+        .by_code
+        .read()
+        .values()
+        .cloned()
+        .collect();
+    for g in graphs {
+        if g.graph.is_full() {
+            continue;
+        }
+        let batch: Vec<PointId> = {
+            let mut pending = g.pending.lock();
+            let take = pending.len().min(ADD_STEP);
+            pending.drain(..take).collect()
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let mut left = Vec::new();
+        for (j, id) in batch.iter().enumerate() {
+            // a point deleted meanwhile has no vector to add, and need not be
+            let Some(v) = vector_of(shared, *id) else {
+                continue;
+            };
+            if let Err(AnnError::Full) = g.graph.insert(*id, &v) {
+                left.extend_from_slice(&batch[j..]);
+                break;
+            }
+        }
+        if !left.is_empty() {
+            let mut pending = g.pending.lock();
+            left.append(&mut pending);
+            *pending = left;
+        }
+        return true;
+    }
+    false
+}
+
+/// The vector of a live point, from its segment.
+fn vector_of(shared: &Shared, id: PointId) -> Option<Vec<f32>> {
+    let segment = {
+        let layout = shared.layout.read();
+        let (n, off) = split_location(*layout.locations.get(&id)?);
+        (Arc::clone(layout.segment(n)?), off)
+    };
+    segment.0.vector(segment.1)
+}
+
+/// Builds the graph of the one system that needs it most, if any; true if it built.
+fn build_once(shared: &Shared, min_points: usize) -> bool {
+    let segments: Vec<Arc<Segment>> = shared.layout.read().segments.clone();
+    let mut live: HashMap<u32, usize> = HashMap::new();
+    for s in &segments {
+        s.count_live_by_system(&mut live);
+    }
+    let systems = &shared.system_graphs;
+    // graphs of systems that shrank far below the size that needs one go
+    systems
+        .by_code
+        .write()
+        .retain(|code, _| live.get(code).copied().unwrap_or(0) >= min_points / 2);
+    let next = live
+        .iter()
+        .filter(|(code, n)| needs_build(**n, min_points, systems.get(**code).as_deref()))
+        .max_by_key(|(_, n)| **n)
+        .map(|(code, _)| *code);
+    let Some(code) = next else {
+        return false;
+    };
+    let started = std::time::Instant::now();
+    *systems.building.lock() = Some((code, Vec::new()));
+    let built = build(shared, &segments, code);
+    let added = match systems.building.lock().take() {
+        Some((c, added)) if c == code => added,
+        _ => Vec::new(),
+    };
+    if let Some((graph, in_graph)) = built {
+        let points = graph.len();
+        // a point added while the build read the segments may be in the graph already
+        let pending: Vec<PointId> = added
+            .into_iter()
+            .filter(|p| !in_graph.contains(p))
+            .collect();
+        let graph = Arc::new(SystemGraph {
+            graph,
+            pending: Mutex::new(pending),
+        });
+        systems.by_code.write().insert(code, graph);
+        tracing::debug!(
+            system = code,
+            points,
+            took_ms = started.elapsed().as_millis() as u64,
+            "system graph built"
+        );
+    }
+    true
+}
+
+/// A graph of the live points of `system` in `segments`, and their ids.
+fn build(
+    shared: &Shared,
+    segments: &[Arc<Segment>],
+    system: u32,
+) -> Option<(GrowingSegment, HashSet<PointId>)> {
+    let mut points: Vec<(usize, usize, PointId)> = Vec::new();
+    for (i, s) in segments.iter().enumerate() {
+        for (offset, id) in s.live_of_system(system) {
+            points.push((i, offset, id));
+        }
+    }
+    let room = (points.len() * ROOM).max(MIN_ROOM);
+    let graph = match GrowingSegment::codes_only(room, &shared.params.ann) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make a system graph");
+            return None;
+        }
+    };
+    let mut ids = HashSet::with_capacity(points.len());
+    for (j, (i, offset, id)) in points.iter().enumerate() {
+        if j % 1_024 == 0 && shared.stop.load(Ordering::Acquire) {
+            return None;
+        }
+        // the segments are held until the build ends, merged away or not
+        let v = segments[*i].vector(*offset)?;
+        graph.insert(*id, &v).ok()?;
+        ids.insert(*id);
+    }
+    graph.repair();
+    Some((graph, ids))
+}
