@@ -343,11 +343,14 @@ async fn writes_wait_for_the_index_builder_so_searches_scan_little() {
             })
         })
         .collect();
+    // writes are paced at the limit while searches run: one searches all along
     let mut most = 0;
+    let mut searched = 0u64;
     while writers.iter().any(|w| !w.is_finished()) {
         let (_, stats) = node.get("/api/v1/stats").await;
         most = most.max(stats["index"]["pending_points"].as_u64().unwrap_or(0));
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        first_hit(&node, unit_vector(searched)).await;
+        searched += 1;
     }
     for w in writers {
         w.await.unwrap();

@@ -18,6 +18,11 @@ use crate::write_health::WriteHealth;
 
 /// Longest a batch waits for the index builder to catch up.
 const MAX_INDEX_WAIT: Duration = Duration::from_secs(10);
+/// How recent a search must be for writes to be paced at `index.max_pending_points`.
+const SEARCHES_LATELY: Duration = Duration::from_secs(2);
+/// How many times `index.max_pending_points` may wait for a graph when no search ran
+/// lately (a bulk load into an idle node runs ahead of the index builder this far).
+const IDLE_ROOM: usize = 5;
 /// Points a waiting batch puts into the graph before it looks at the backlog again.
 const INDEX_STEP: usize = 128;
 /// How often a waiting batch looks at the index builder's backlog when it cannot help.
@@ -120,22 +125,31 @@ impl Writer {
         Ok(counts)
     }
 
-    /// Waits while more than `max_pending` points wait for a graph: a query scans those
-    /// points one by one, so a backlog the indexer cannot keep up with would make every
-    /// search slower; writes go at the pace the index is built instead, and a waiting write
-    /// puts points into the graph itself meanwhile (at the writers' priority, above the
-    /// background indexer's). Gives up waiting after [`MAX_INDEX_WAIT`] (an index that does
-    /// not move must not stop writes).
+    /// Waits while more than `max_pending` points wait for a graph and searches are
+    /// running (more than [`IDLE_ROOM`] times as many when none ran lately): a query scans
+    /// those points one by one, so a backlog the indexer cannot keep up with would make
+    /// every search slower; writes go at the pace the index is built instead, and a
+    /// waiting write puts points into the graph itself meanwhile (at the writers' priority,
+    /// above the background indexer's). Gives up waiting after [`MAX_INDEX_WAIT`] (an index
+    /// that does not move must not stop writes).
     async fn wait_for_index(&self) {
         if self.max_pending == 0 {
             return;
         }
         let started = tokio::time::Instant::now();
-        while self.index.pending_points() > self.max_pending {
+        loop {
+            let limit = if self.index.searched_within(SEARCHES_LATELY) {
+                self.max_pending
+            } else {
+                self.max_pending.saturating_mul(IDLE_ROOM)
+            };
+            if self.index.pending_points() <= limit {
+                return;
+            }
             if started.elapsed() >= MAX_INDEX_WAIT {
                 tracing::warn!(
                     pending = self.index.pending_points(),
-                    limit = self.max_pending,
+                    limit,
                     "the index builder is not keeping up; writing without waiting for it"
                 );
                 return;

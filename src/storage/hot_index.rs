@@ -148,6 +148,10 @@ pub(crate) struct Shared {
     files: Mutex<()>,
     /// restored points taken back by their shards
     taken_back: AtomicU64,
+    /// when the last search began, in milliseconds since `born`
+    last_search: AtomicU64,
+    /// when the index was made
+    born: std::time::Instant,
     /// the graphs of large systems
     pub(crate) system_graphs: Systems,
 }
@@ -219,6 +223,8 @@ impl HotIndex {
             unclaimed: Mutex::new(Unclaimed::none()),
             files: Mutex::new(()),
             taken_back: AtomicU64::new(0),
+            last_search: AtomicU64::new(0),
+            born: std::time::Instant::now(),
             system_graphs: Systems::default(),
         });
         if let Some(dir) = &shared.params.dir {
@@ -428,8 +434,22 @@ impl HotIndex {
         self.shared.layout.read().segments.clone()
     }
 
+    /// Notes that a search begins (writes are paced harder while searches run).
+    fn searching(&self) {
+        let now = self.shared.born.elapsed().as_millis() as u64;
+        self.shared.last_search.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a search began within `window`.
+    pub fn searched_within(&self, window: Duration) -> bool {
+        let last = self.shared.last_search.load(Ordering::Relaxed);
+        let now = self.shared.born.elapsed().as_millis() as u64;
+        last > 0 && now.saturating_sub(last) <= window.as_millis() as u64
+    }
+
     /// Approximate top-k over every segment, honouring the filter.
     pub fn search(&self, q: &[f32], k: usize, filter: &IndexFilter) -> Vec<ScoredPoint> {
+        self.searching();
         let segments = self.snapshot();
         let ef = segment_ef(self.shared.params.ef_search, segments.len()).max(k);
         let mut top = TopK::new(k);
@@ -447,6 +467,7 @@ impl HotIndex {
         k: usize,
         filter: &IndexFilter,
     ) -> Vec<ScoredPoint> {
+        self.searching();
         let (segments, locations): (Vec<Arc<Segment>>, Vec<Location>) = {
             let layout = self.shared.layout.read();
             let locations = points

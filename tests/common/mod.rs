@@ -72,6 +72,10 @@ impl NodeProcess {
             .arg(http)
             .env("AKOSHA__EMBEDDING__MODEL_DIR", model_dir())
             .env("RUST_LOG", "warn")
+            // the debug build walks graphs unoptimised, so its index builder is far slower
+            // than a release node's and pacing writes to it would slow every test that
+            // writes a lot; the test of pacing sets its own limit
+            .env("AKOSHA__INDEX__MAX_PENDING_POINTS", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in env {
