@@ -27,3 +27,20 @@ def system_batches(systems, batch):
         batches.append((f"sys-{s:05d}", order[i:j]))
         i = j
     return batches
+
+
+def rss_mib():
+    """This process's resident memory, MiB (-1 when /proc cannot say)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return -1.0
+
+
+def recall(found, gt, k):
+    """Mean fraction of each row's true top-k among its first k found."""
+    hits = 0
+    for row, truth in zip(found, gt):
+        hits += len(set(row[:k].tolist()) & set(truth[:k].tolist()))
+    return hits / (len(gt) * k)

@@ -13,22 +13,9 @@ import argparse, json, os, time
 import numpy as np
 import faiss
 
+from bench_common import recall, rss_mib
+
 DIM = 384
-
-
-def rss_mib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return -1.0
-
-
-def recall(found, gt, k):
-    hits = 0
-    for row, truth in zip(found, gt):
-        hits += len(set(row[:k].tolist()) & set(truth[:k].tolist()))
-    return hits / (len(gt) * k)
 
 
 def main():

@@ -143,14 +143,20 @@ pub struct GrowingSegment {
 impl GrowingSegment {
     /// An empty segment for up to `capacity` points; memory is committed as points arrive.
     pub fn new(capacity: usize, params: &AnnParams) -> Result<Self, AnnError> {
+        Self::empty(capacity, params, Rows::with_capacity)
+    }
+
+    /// An empty segment over the rows `rows` makes for `(dim, capacity, code scale)`.
+    fn empty(
+        capacity: usize,
+        params: &AnnParams,
+        rows: fn(usize, usize, f32) -> Rows,
+    ) -> Result<Self, AnnError> {
         params.validate()?;
         if capacity >= u32::MAX as usize || capacity.checked_mul(params.dim).is_none() {
             return Err(AnnError::TooLarge { slots: capacity });
         }
-        let graph = Graph::new(
-            Rows::with_capacity(params.dim, capacity, params.code_scale()),
-            params,
-        )?;
+        let graph = Graph::new(rows(params.dim, capacity, params.code_scale()), params)?;
         Ok(GrowingSegment {
             graph: Arc::new(graph),
             claimed: AtomicUsize::new(0),
@@ -200,20 +206,7 @@ impl GrowingSegment {
     /// graph walks, for [`Self::candidates`]: a graph over points whose vectors are kept
     /// elsewhere (no f16 copy, no rescoring, no [`Self::stored`] or [`Self::score`]).
     pub fn codes_only(capacity: usize, params: &AnnParams) -> Result<Self, AnnError> {
-        params.validate()?;
-        if capacity >= u32::MAX as usize || capacity.checked_mul(params.dim).is_none() {
-            return Err(AnnError::TooLarge { slots: capacity });
-        }
-        let graph = Graph::new(
-            Rows::codes_only(params.dim, capacity, params.code_scale()),
-            params,
-        )?;
-        Ok(GrowingSegment {
-            graph: Arc::new(graph),
-            claimed: AtomicUsize::new(0),
-            sealed: RwLock::new(false),
-            params: params.clone(),
-        })
+        Self::empty(capacity, params, Rows::codes_only)
     }
 
     /// The labels of the `ef` best points a graph walk finds for `query` among those whose
