@@ -362,6 +362,19 @@ async fn writes_wait_for_the_index_builder_so_searches_scan_little() {
     assert!(most > 0, "the backlog was never seen");
     let (_, stats) = node.get("/api/v1/stats").await;
     assert_eq!(stats["records"]["hot"], 2_400, "{stats}");
-    let (id, similarity) = first_hit(&node, unit_vector(1_234)).await;
-    assert_eq!(id, "conv-1234", "{similarity}");
+    // every record is there (scored exactly within its system: this test's graphs are
+    // too sparse to promise a global walk finds a given point)
+    for i in (0..2_400u64).step_by(97) {
+        let (_, body) = node
+            .post(
+                "/api/v1/search",
+                &json!({"embedding": unit_vector(i), "system_id": "paced", "limit": 1}),
+            )
+            .await;
+        assert_eq!(
+            body["results"][0]["conversation_id"],
+            format!("conv-{i}"),
+            "{body}"
+        );
+    }
 }
