@@ -531,6 +531,9 @@ impl HotIndex {
         };
         candidates.truncate(RESCORE.max(k));
         candidates.extend(system.pending());
+        // a point being put into the graph is both a walk candidate and still pending
+        candidates.sort_unstable();
+        candidates.dedup();
         Some(self.search_points(q, &candidates, k, filter))
     }
 

@@ -427,3 +427,64 @@ fn a_large_system_is_searched_through_its_own_graph_new_and_deleted_points_inclu
     // other systems' points never answer
     assert!(hits.iter().all(|h| h.key.as_ref() != b"k34"));
 }
+
+#[test]
+fn points_added_while_system_graphs_build_are_all_found() {
+    let index = HotIndex::new(IndexParams {
+        segment_size: 1_000,
+        ann: AnnParams::default(),
+        ef_search: 64,
+        merge_max_points: 0,
+        dir: None,
+        system_graph_min: 300,
+    });
+    // two writers add points of system 0 in small batches while the merger thread builds
+    // its graph, builds it again larger as it fills, and puts new points into it
+    const PER_WRITER: u64 = 1_500;
+    let ids: Vec<Vec<PointId>> = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let index = &index;
+                s.spawn(move || {
+                    let mut ids = Vec::new();
+                    for from in (0..PER_WRITER).step_by(25) {
+                        let batch = (from..from + 25)
+                            .map(|i| {
+                                let n = w * PER_WRITER + i;
+                                (
+                                    random_vector(n),
+                                    PointMeta {
+                                        system: 0,
+                                        ..meta(n)
+                                    },
+                                )
+                            })
+                            .collect();
+                        ids.extend(index.insert(batch));
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    ids
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    settle(&index, |s| {
+        s.system_graphs == 1 && !s.maintaining && !s.building_system_graph
+    });
+    let only = IndexFilter {
+        system: Some(0),
+        ..IndexFilter::default()
+    };
+    for (w, ids) in ids.iter().enumerate() {
+        for (i, id) in ids.iter().enumerate().step_by(7) {
+            let n = w as u64 * PER_WRITER + i as u64;
+            let hits = index.search_system(&random_vector(n), 3, &only).unwrap();
+            assert_eq!(hits[0].point, *id, "point {n}: {hits:?}");
+            assert!(
+                hits.windows(2).all(|p| p[0].point != p[1].point),
+                "{hits:?}"
+            );
+        }
+    }
+}

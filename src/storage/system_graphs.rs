@@ -57,16 +57,42 @@ pub(crate) struct Systems {
 }
 
 impl Systems {
-    /// Notes new points of a system (called for every insert).
+    /// Notes new points of a system (called for every insert). Holds `building` while it
+    /// looks at the graphs, as a build does while it publishes its graph: a point is noted
+    /// either by the build or by the published graph, never lost between the two.
     pub(crate) fn added(&self, system: u32, ids: &[PointId]) {
-        if let Some(g) = self.by_code.read().get(&system) {
-            g.pending.lock().extend_from_slice(ids);
-        }
-        if let Some((code, added)) = self.building.lock().as_mut() {
+        let mut building = self.building.lock();
+        if let Some((code, added)) = building.as_mut() {
             if *code == system {
                 added.extend_from_slice(ids);
             }
         }
+        if let Some(g) = self.by_code.read().get(&system) {
+            g.pending.lock().extend_from_slice(ids);
+        }
+    }
+
+    /// Publishes the graph built for `system` (`None`: the build was abandoned); the points
+    /// added while it was built and not in it wait for it.
+    fn finish(&self, system: u32, built: Option<(GrowingSegment, HashSet<PointId>)>) {
+        let mut building = self.building.lock();
+        let added = match building.take() {
+            Some((code, added)) if code == system => added,
+            _ => Vec::new(),
+        };
+        if let Some((graph, in_graph)) = built {
+            // a point added while the build read the segments may be in the graph already
+            let pending = added
+                .into_iter()
+                .filter(|p| !in_graph.contains(p))
+                .collect();
+            let graph = Arc::new(SystemGraph {
+                graph,
+                pending: Mutex::new(pending),
+            });
+            self.by_code.write().insert(system, graph);
+        }
+        drop(building);
     }
 
     /// The graph of a system, when built.
@@ -118,30 +144,26 @@ fn add_pending(shared: &Shared) -> bool {
         if g.graph.is_full() {
             continue;
         }
+        // copied, not taken: a point stays pending (scored by searches) until it is in the
+        // graph; only this thread removes pending points, and only from the front
         let batch: Vec<PointId> = {
-            let mut pending = g.pending.lock();
-            let take = pending.len().min(ADD_STEP);
-            pending.drain(..take).collect()
+            let pending = g.pending.lock();
+            pending[..pending.len().min(ADD_STEP)].to_vec()
         };
         if batch.is_empty() {
             continue;
         }
-        let mut left = Vec::new();
-        for (j, id) in batch.iter().enumerate() {
+        let mut done = 0;
+        for id in &batch {
             // a point deleted meanwhile has no vector to add, and need not be
-            let Some(v) = vector_of(shared, *id) else {
-                continue;
-            };
-            if let Err(AnnError::Full) = g.graph.insert(*id, &v) {
-                left.extend_from_slice(&batch[j..]);
-                break;
+            if let Some(v) = vector_of(shared, *id) {
+                if let Err(AnnError::Full) = g.graph.insert(*id, &v) {
+                    break;
+                }
             }
+            done += 1;
         }
-        if !left.is_empty() {
-            let mut pending = g.pending.lock();
-            left.append(&mut pending);
-            *pending = left;
-        }
+        g.pending.lock().drain(..done);
         return true;
     }
     false
@@ -181,22 +203,9 @@ fn build_once(shared: &Shared, min_points: usize) -> bool {
     let started = std::time::Instant::now();
     *systems.building.lock() = Some((code, Vec::new()));
     let built = build(shared, &segments, code);
-    let added = match systems.building.lock().take() {
-        Some((c, added)) if c == code => added,
-        _ => Vec::new(),
-    };
-    if let Some((graph, in_graph)) = built {
-        let points = graph.len();
-        // a point added while the build read the segments may be in the graph already
-        let pending: Vec<PointId> = added
-            .into_iter()
-            .filter(|p| !in_graph.contains(p))
-            .collect();
-        let graph = Arc::new(SystemGraph {
-            graph,
-            pending: Mutex::new(pending),
-        });
-        systems.by_code.write().insert(code, graph);
+    let points = built.as_ref().map(|(g, _)| g.len());
+    systems.finish(code, built);
+    if let Some(points) = points {
         tracing::debug!(
             system = code,
             points,
