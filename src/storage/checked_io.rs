@@ -93,17 +93,6 @@ pub fn put_all<T: Copy, const N: usize>(
     w.write_all(&buf)
 }
 
-/// Reads `n` values of `N` bytes each, `from_bytes` decoding each one.
-pub fn get_all<T: Copy + Default, const N: usize>(
-    r: &mut dyn Read,
-    n: usize,
-    from_bytes: impl Fn([u8; N]) -> T,
-) -> io::Result<Vec<T>> {
-    let mut out = vec![T::default(); n];
-    fill(r, &mut out, from_bytes)?;
-    Ok(out)
-}
-
 /// Fills `out` with values of `N` bytes each, `from_bytes` decoding each one.
 pub fn fill<T, const N: usize>(
     r: &mut dyn Read,
@@ -139,13 +128,14 @@ mod tests {
 
         let mut r: &[u8] = body;
         assert_eq!(get_u64(&mut r).unwrap(), 42);
-        let back = get_all(&mut r, 100_000, u32::from_le_bytes).unwrap();
+        let mut back = vec![0u32; 100_000];
+        fill(&mut r, &mut back, u32::from_le_bytes).unwrap();
         assert_eq!(back[99_999], 299_997);
         assert!(r.is_empty());
 
         // cut short: reading fails instead of inventing values
         let mut r: &[u8] = &bytes[..1_000];
         get_u64(&mut r).unwrap();
-        assert!(get_all(&mut r, 100_000, u32::from_le_bytes).is_err());
+        assert!(fill(&mut r, &mut back, u32::from_le_bytes).is_err());
     }
 }

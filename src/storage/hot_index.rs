@@ -116,6 +116,11 @@ impl Layout {
     pub(crate) fn segment(&self, n: u32) -> Option<&Arc<Segment>> {
         find(&self.segments, n)
     }
+
+    /// Points appended but not yet in a graph (each query scans them one by one).
+    pub(crate) fn pending_points(&self) -> usize {
+        self.segments.iter().map(|s| s.pending()).sum()
+    }
 }
 
 /// The segment numbered `n` among `segments`.
@@ -157,6 +162,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Points added and points live so far: unchanged while nothing is written or deleted.
+    pub(crate) fn changes(&self, layout: &Layout) -> (u64, usize) {
+        (self.next_id.load(Ordering::Relaxed), layout.locations.len())
+    }
+
     /// Whether no restored point waits for its shard (merges wait until then).
     pub(crate) fn restore_settled(&self) -> bool {
         self.unclaimed.lock().settle()
@@ -503,13 +513,7 @@ impl HotIndex {
 
     /// Points appended but not yet in a graph (each query scans them one by one).
     pub fn pending_points(&self) -> usize {
-        self.shared
-            .layout
-            .read()
-            .segments
-            .iter()
-            .map(|s| s.pending())
-            .sum()
+        self.shared.layout.read().pending_points()
     }
 
     /// Top-k of the system the filter names through that system's own graph; `None` when
@@ -555,7 +559,7 @@ impl HotIndex {
             live_points: layout.locations.len(),
             points: segments.iter().map(|s| s.len()).sum(),
             segments: segments.len(),
-            pending_points: segments.iter().map(|s| s.pending()).sum(),
+            pending_points: layout.pending_points(),
             sealed_segments: segments.iter().filter(|s| s.is_compacted()).count(),
             merges: self.shared.merges.load(Ordering::Relaxed),
             merging: self.shared.merging.load(Ordering::Relaxed),
@@ -657,4 +661,4 @@ fn indexer_loop(shared: Weak<Shared>) {
 
 #[cfg(test)]
 #[path = "hot_index_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,8 @@
 use super::*;
 use crate::record::{EMBEDDING_DIM, SHARD_COUNT};
 
-fn vector(seed: u64) -> Vec<f32> {
+/// A unit vector made from a seed (sines of its components).
+pub(crate) fn vector(seed: u64) -> Vec<f32> {
     let mut v: Vec<f32> = (0..EMBEDDING_DIM)
         .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
         .collect();
@@ -36,16 +37,22 @@ fn meta(i: u64) -> PointMeta {
     }
 }
 
-#[test]
-fn sealed_segments_are_searched_filtered_and_deleted() {
-    let index = HotIndex::new(IndexParams {
-        segment_size: 3_000,
+/// Settings of an index in memory with segments of `segment_size` points, merged up to
+/// `merge_max_points` (0: never), and no system graphs.
+fn params(segment_size: usize, merge_max_points: usize) -> IndexParams {
+    IndexParams {
+        segment_size,
         ann: AnnParams::default(),
         ef_search: 64,
-        merge_max_points: 0,
+        merge_max_points,
         dir: None,
         system_graph_min: 0,
-    });
+    }
+}
+
+#[test]
+fn sealed_segments_are_searched_filtered_and_deleted() {
+    let index = HotIndex::new(params(3_000, 0));
     let points: Vec<_> = (0..10_000u64).map(|i| (vector(i), meta(i))).collect();
     let ids = index.insert(points);
     // wait for the indexer to put every point into a graph
@@ -115,14 +122,7 @@ fn settle(index: &HotIndex, done: impl Fn(&IndexStats) -> bool) -> IndexStats {
 
 #[test]
 fn replacing_every_point_ten_times_leaves_one_copy_found_by_its_own_vector() {
-    let index = HotIndex::new(IndexParams {
-        segment_size: 500,
-        ann: AnnParams::default(),
-        ef_search: 64,
-        merge_max_points: 2_000,
-        dir: None,
-        system_graph_min: 0,
-    });
+    let index = HotIndex::new(params(500, 2_000));
     const N: u64 = 3_000;
     let mut ids: Vec<PointId> = Vec::new();
     for round in 0..10 {
@@ -165,14 +165,7 @@ fn replacing_every_point_ten_times_leaves_one_copy_found_by_its_own_vector() {
 
 #[test]
 fn deletions_while_segments_merge_are_kept() {
-    let index = Arc::new(HotIndex::new(IndexParams {
-        segment_size: 500,
-        ann: AnnParams::default(),
-        ef_search: 64,
-        merge_max_points: 4_000,
-        dir: None,
-        system_graph_min: 0,
-    }));
+    let index = Arc::new(HotIndex::new(params(500, 4_000)));
     let points: Vec<_> = (0..4_000u64).map(|i| (vector(i), meta(i))).collect();
     let ids = index.insert(points);
     // every other point deleted, a few at a time, while merges run
@@ -204,12 +197,8 @@ fn deletions_while_segments_merge_are_kept() {
 /// Settings of an index over `dir` with small segments, merged up to `merge_max_points`.
 fn persisted(dir: &std::path::Path, merge_max_points: usize) -> IndexParams {
     IndexParams {
-        segment_size: 500,
-        ann: AnnParams::default(),
-        ef_search: 64,
-        merge_max_points,
         dir: Some(dir.to_path_buf()),
-        system_graph_min: 0,
+        ..params(500, merge_max_points)
     }
 }
 
@@ -235,25 +224,39 @@ fn settle_and_close(index: HotIndex) -> IndexStats {
     stats
 }
 
-/// Loads records `held` into a restarted index as their shards (`i % 4`) would, with the
-/// vectors `vector_of` gives; returns each record's point by record number.
+/// Loads records `held` into a restarted index as their shards (`i % 4`) would, the four
+/// shards at once and each in chunks, with the vectors `vector_of` gives; returns each
+/// record's point by record number.
 fn load_shards(
     index: &HotIndex,
     n: u64,
-    held: impl Fn(u64) -> bool,
-    vector_of: impl Fn(u64) -> Vec<f32>,
+    held: impl Fn(u64) -> bool + Sync,
+    vector_of: impl Fn(u64) -> Vec<f32> + Sync,
 ) -> Vec<PointId> {
     let mut ids = vec![PointId::MAX; n as usize];
-    for shard in 0..4u64 {
-        let records: Vec<u64> = (0..n).filter(|i| i % 4 == shard && held(*i)).collect();
-        let points = records
-            .iter()
-            .map(|i| (vector_of(*i), meta_in(index, *i)))
+    let loaded: Vec<Vec<(u64, PointId)>> = std::thread::scope(|s| {
+        let shards: Vec<_> = (0..4u64)
+            .map(|shard| {
+                let (held, vector_of) = (&held, &vector_of);
+                s.spawn(move || {
+                    let records: Vec<u64> = (0..n).filter(|i| i % 4 == shard && held(*i)).collect();
+                    let mut got = Vec::new();
+                    for chunk in records.chunks(100) {
+                        let points = chunk
+                            .iter()
+                            .map(|i| (vector_of(*i), meta_in(index, *i)))
+                            .collect();
+                        got.extend(chunk.iter().copied().zip(index.insert_loaded(points)));
+                    }
+                    index.loaded(shard as ShardId);
+                    got
+                })
+            })
             .collect();
-        for (i, id) in records.iter().zip(index.insert_loaded(points)) {
-            ids[*i as usize] = id;
-        }
-        index.loaded(shard as ShardId);
+        shards.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (i, id) in loaded.into_iter().flatten() {
+        ids[i as usize] = id;
     }
     ids
 }
@@ -362,12 +365,8 @@ fn a_damaged_segment_file_is_not_trusted_and_its_records_are_indexed_again() {
 #[test]
 fn a_large_system_is_searched_through_its_own_graph_new_and_deleted_points_included() {
     let index = HotIndex::new(IndexParams {
-        segment_size: 1_000,
-        ann: AnnParams::default(),
-        ef_search: 64,
-        merge_max_points: 0,
-        dir: None,
         system_graph_min: 1_000,
+        ..params(1_000, 0)
     });
     // systems 0, 1 and 2 each hold a third of 4,000 points, all above the minimum
     const N: u64 = 4_000;
@@ -431,12 +430,8 @@ fn a_large_system_is_searched_through_its_own_graph_new_and_deleted_points_inclu
 #[test]
 fn points_added_while_system_graphs_build_are_all_found() {
     let index = HotIndex::new(IndexParams {
-        segment_size: 1_000,
-        ann: AnnParams::default(),
-        ef_search: 64,
-        merge_max_points: 0,
-        dir: None,
         system_graph_min: 300,
+        ..params(1_000, 0)
     });
     // two writers add points of system 0 in small batches while the merger thread builds
     // its graph, builds it again larger as it fills, and puts new points into it

@@ -102,8 +102,7 @@ fn merge_once(shared: &Shared) -> bool {
     let group: Vec<Arc<Segment>> = {
         let layout = shared.layout.read();
         // new points get into a graph first: no merge while the indexer is behind
-        let pending: usize = layout.segments.iter().map(|s| s.pending()).sum();
-        if pending > BACKLOG {
+        if layout.pending_points() > BACKLOG {
             return false;
         }
         let sealed: Vec<Sealed> = layout

@@ -322,16 +322,8 @@ fn read_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::EMBEDDING_DIM;
+    use crate::storage::hot_index::tests::vector;
     use std::sync::atomic::AtomicBool;
-
-    fn vector(seed: u64) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..EMBEDDING_DIM)
-            .map(|i| ((i as f32 + 1.0) * (seed as f32 + 1.0) * 0.618).sin())
-            .collect();
-        crate::record::normalize(&mut v);
-        v
-    }
 
     fn meta(i: u64) -> PointMeta {
         PointMeta {

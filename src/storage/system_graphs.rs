@@ -54,6 +54,9 @@ pub(crate) struct Systems {
     by_code: RwLock<HashMap<u32, Arc<SystemGraph>>>,
     /// the system whose graph is being built, and points of it added meanwhile
     building: Mutex<Option<(u32, Vec<PointId>)>>,
+    /// the index's changes and the points in graphs when the last look found nothing to
+    /// build: the next look is skipped until one of them moves
+    idle_at: Mutex<Option<(u64, usize, usize)>>,
 }
 
 impl Systems {
@@ -181,12 +184,21 @@ fn vector_of(shared: &Shared, id: PointId) -> Option<Vec<f32>> {
 
 /// Builds the graph of the one system that needs it most, if any; true if it built.
 fn build_once(shared: &Shared, min_points: usize) -> bool {
-    let segments: Vec<Arc<Segment>> = shared.layout.read().segments.clone();
+    let systems = &shared.system_graphs;
+    let (segments, (added, live_points)) = {
+        let layout = shared.layout.read();
+        (layout.segments.clone(), shared.changes(&layout))
+    };
+    let in_graphs = systems.by_code.read().values().map(|g| g.graph.len()).sum();
+    let mark = (added, live_points, in_graphs);
+    if *systems.idle_at.lock() == Some(mark) {
+        // nothing written, deleted or put into a graph since the last look found no work
+        return false;
+    }
     let mut live: HashMap<u32, usize> = HashMap::new();
     for s in &segments {
         s.count_live_by_system(&mut live);
     }
-    let systems = &shared.system_graphs;
     // graphs of systems that shrank far below the size that needs one go
     systems
         .by_code
@@ -198,6 +210,7 @@ fn build_once(shared: &Shared, min_points: usize) -> bool {
         .max_by_key(|(_, n)| **n)
         .map(|(code, _)| *code);
     let Some(code) = next else {
+        *systems.idle_at.lock() = Some(mark);
         return false;
     };
     let started = std::time::Instant::now();
