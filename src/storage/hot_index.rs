@@ -295,7 +295,8 @@ impl HotIndex {
 
     /// Adds the points of records a shard read back from disk: a restored point that holds
     /// the same record unchanged is taken back, the others are added; returns their ids in
-    /// order.
+    /// order. Takes the restored points' lock, then the layout's: nothing may hold the
+    /// layout while it waits for the restored points.
     pub fn insert_loaded(&self, points: Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
         let mut ids: Vec<PointId> = vec![0; points.len()];
         let mut fresh = Vec::new();
@@ -553,6 +554,8 @@ impl HotIndex {
 
     /// Counters for stats and readiness.
     pub fn stats(&self) -> IndexStats {
+        // before the layout: a shard taking back points holds these in the other order
+        let unclaimed = self.shared.unclaimed.lock().len();
         let layout = self.shared.layout.read();
         let segments = &layout.segments;
         IndexStats {
@@ -564,7 +567,7 @@ impl HotIndex {
             merges: self.shared.merges.load(Ordering::Relaxed),
             merging: self.shared.merging.load(Ordering::Relaxed),
             files: segments.iter().filter(|s| s.is_persisted()).count(),
-            unclaimed: self.shared.unclaimed.lock().len(),
+            unclaimed,
             taken_back: self.shared.taken_back.load(Ordering::Relaxed),
             system_graphs: self.shared.system_graphs.len(),
             building_system_graph: self.shared.system_graphs.is_building(),

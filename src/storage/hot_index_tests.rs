@@ -234,7 +234,14 @@ fn load_shards(
     vector_of: impl Fn(u64) -> Vec<f32> + Sync,
 ) -> Vec<PointId> {
     let mut ids = vec![PointId::MAX; n as usize];
+    let done = AtomicBool::new(false);
     let loaded: Vec<Vec<(u64, PointId)>> = std::thread::scope(|s| {
+        // an operator reads the stats all along (they take the same locks)
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                index.stats();
+            }
+        });
         let shards: Vec<_> = (0..4u64)
             .map(|shard| {
                 let (held, vector_of) = (&held, &vector_of);
@@ -253,7 +260,9 @@ fn load_shards(
                 })
             })
             .collect();
-        shards.into_iter().map(|t| t.join().unwrap()).collect()
+        let loaded = shards.into_iter().map(|t| t.join().unwrap()).collect();
+        done.store(true, Ordering::Relaxed);
+        loaded
     });
     for (i, id) in loaded.into_iter().flatten() {
         ids[i as usize] = id;
