@@ -374,7 +374,8 @@ impl Segment {
         }
         drop(body);
         match self.graph.stored(offset) {
-            // offsets are inserted in order by one thread: slot and label agree
+            // offsets are inserted in order, one inserter at a time (the indexing lock): slot
+            // and label agree
             Some((label, v)) if label as usize == offset => Some(v),
             _ => None,
         }
