@@ -474,7 +474,10 @@ async fn run(dir: &Path) {
     }
     drop(own);
     let (rss, hwm) = rss_mb();
-    println!("{{\"bench\": \"memory\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}}}");
+    let index_mb = node.index.stats().memory_bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "{{\"bench\": \"memory\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}, \"index_reserved_mb\": {index_mb:.0}}}"
+    );
     node.shutdown().await;
     if !warm {
         drop(node);

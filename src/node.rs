@@ -176,6 +176,7 @@ impl Node {
             merge_max_points: config.index.merge_max_points,
             dir: config.index.persist.then(|| data_dir.join("index")),
             system_graph_min: config.index.exact_system_limit,
+            vectors_on_disk: config.index.vectors_on_disk,
         };
         // reads the segment files back: blocking
         let index = tokio::task::spawn_blocking(move || Arc::new(HotIndex::new(index_params)))

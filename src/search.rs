@@ -577,6 +577,7 @@ mod tests {
                 merge_max_points: 0,
                 dir: None,
                 system_graph_min: 0,
+                vectors_on_disk: true,
             })),
             shards: ShardRouter::new(Arc::new(crate::actors::directory::ShardDirectory::new())),
             embedder: None,

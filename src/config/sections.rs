@@ -65,6 +65,9 @@ pub struct IndexConfig {
     /// sealed segments are written under the data directory and read back at start, so a
     /// restart does not build their graphs again
     pub persist: bool,
+    /// with persist: segments in files read their f16 vectors from there to rescore, and
+    /// give back their memory (false: kept in memory, faster rescoring, more memory)
+    pub vectors_on_disk: bool,
     /// points waiting for a graph above which writes wait for the index builder (0: never)
     pub max_pending_points: usize,
 }
@@ -79,6 +82,7 @@ impl Default for IndexConfig {
             ef_search: 48,
             merge_max_points: 200_000,
             persist: true,
+            vectors_on_disk: true,
             max_pending_points: 20_000,
         }
     }

@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 pub struct CrcWriter<W: Write> {
     inner: W,
     hasher: crc32fast::Hasher,
+    written: u64,
 }
 
 impl<W: Write> CrcWriter<W> {
@@ -15,7 +16,13 @@ impl<W: Write> CrcWriter<W> {
         CrcWriter {
             inner,
             hasher: crc32fast::Hasher::new(),
+            written: 0,
         }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Writes the CRC of everything so far (not itself part of it) and returns the writer.
@@ -30,6 +37,7 @@ impl<W: Write> Write for CrcWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        self.written += n as u64;
         Ok(n)
     }
 

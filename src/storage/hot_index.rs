@@ -28,7 +28,7 @@ use crate::record::ShardId;
 use crate::storage::ann::AnnParams;
 use crate::storage::distance::TopK;
 use crate::storage::index_files::{self, Unclaimed};
-use crate::storage::segment::{location, split_location, Location, Segment};
+use crate::storage::segment::{location, split_location, Location, Score, Segment};
 pub use crate::storage::segment::{IndexFilter, PointId, PointMeta};
 use crate::storage::system_graphs::{Systems, RESCORE};
 use crate::storage::warm_index::WarmIndex;
@@ -36,6 +36,10 @@ use crate::storage::warm_index::WarmIndex;
 /// A system graph's walk is this many times as wide as a global one per segment (one
 /// graph instead of several, and the answer must hold the system's own top-k).
 const SYSTEM_EF: usize = 3;
+
+/// A query rescores exactly at least this many candidates per result it asks for (the
+/// best of every segment's by their int8 codes).
+const RESCORE_PER_RESULT: usize = 6;
 
 /// Points the indexer inserts before it looks at the segments again.
 const INDEX_STEP: usize = 256;
@@ -68,6 +72,9 @@ pub struct IndexParams {
     pub dir: Option<PathBuf>,
     /// live points from which a system gets a graph of its own (0: never)
     pub system_graph_min: usize,
+    /// with `dir`: the f16 vectors of segments in files are read from there, not kept in
+    /// memory
+    pub vectors_on_disk: bool,
 }
 
 /// Counters an operator can read.
@@ -99,6 +106,9 @@ pub struct IndexStats {
     pub building_system_graph: bool,
     /// whether background work (merges, system graphs) is under way
     pub maintaining: bool,
+    /// bytes of memory the segments and system graphs reserve (codes, links, labels, and
+    /// f16 vectors of segments not yet in a file); resident memory is at most this
+    pub memory_bytes: usize,
 }
 
 /// The segments and where each live point is in them.
@@ -186,7 +196,8 @@ impl Shared {
             .iter()
             .map(|(name, code)| (*code, name.clone()))
             .collect();
-        index_files::sync(dir, &segments, |code| names.get(&code).cloned());
+        let on_disk = self.params.vectors_on_disk;
+        index_files::sync(dir, &segments, |code| names.get(&code).cloned(), on_disk);
     }
 
     /// The interned code of a system, allocated on first use.
@@ -238,9 +249,9 @@ impl HotIndex {
             system_graphs: Systems::default(),
         });
         if let Some(dir) = &shared.params.dir {
-            let restored = index_files::restore(dir, &shared.params.ann, |name: &str| {
-                shared.system_code(name)
-            });
+            let on_disk = shared.params.vectors_on_disk;
+            let code = |name: &str| shared.system_code(name);
+            let restored = index_files::restore(dir, &shared.params.ann, code, on_disk);
             let mut layout = shared.layout.write();
             layout.segments = restored.segments;
             layout.next_segment = restored.next_segment;
@@ -458,19 +469,28 @@ impl HotIndex {
         last > 0 && now.saturating_sub(last) <= window.as_millis() as u64
     }
 
+    /// Candidates of a query rescored exactly: the best of all segments by their int8
+    /// codes, at least `RESCORE_PER_RESULT` per result asked for.
+    fn rescored(&self, k: usize) -> usize {
+        self.shared.params.ann.rescore.max(k * RESCORE_PER_RESULT)
+    }
+
     /// Approximate top-k over every segment, honouring the filter.
     pub fn search(&self, q: &[f32], k: usize, filter: &IndexFilter) -> Vec<ScoredPoint> {
         self.searching();
         let segments = self.snapshot();
         let ef = segment_ef(self.shared.params.ef_search, segments.len()).max(k);
-        let mut top = TopK::new(k);
+        let mut exact = TopK::new(k);
+        let mut approx = TopK::new(self.rescored(k));
         for s in &segments {
-            s.search(q, k, ef, filter, &mut top);
+            s.search(q, k, ef, filter, &mut exact, &mut approx);
         }
-        resolve(top, &segments)
+        rescore(q, approx, &mut exact, &segments);
+        resolve(exact, &segments)
     }
 
-    /// Exact top-k among the given points, honouring the filter.
+    /// Top-k among the given points, honouring the filter: each scored by its int8 codes
+    /// (or exactly, when not yet in a graph), and the best of those rescored exactly.
     pub fn search_points(
         &self,
         q: &[f32],
@@ -487,16 +507,19 @@ impl HotIndex {
                 .collect();
             (layout.segments.clone(), locations)
         };
-        let mut top = TopK::new(k);
+        let code = self.shared.params.ann.query_code(q);
+        let mut exact = TopK::new(k);
+        let mut approx = TopK::new(self.rescored(k));
         for loc in locations {
             let (n, off) = split_location(loc);
-            if let Some(score) =
-                find(&segments, n).and_then(|seg| seg.score_visible(q, off, filter))
-            {
-                top.push(loc, score);
+            match find(&segments, n).and_then(|seg| seg.score_visible(q, &code, off, filter)) {
+                Some(Score::Exact(s)) => exact.push(loc, s),
+                Some(Score::Approx(s)) => approx.push(loc, s),
+                None => {}
             }
         }
-        resolve(top, &segments)
+        rescore(q, approx, &mut exact, &segments);
+        resolve(exact, &segments)
     }
 
     /// Inserts up to `max` pending points into a graph on the calling thread, beside the
@@ -572,6 +595,29 @@ impl HotIndex {
             system_graphs: self.shared.system_graphs.len(),
             building_system_graph: self.shared.system_graphs.is_building(),
             maintaining: self.shared.maintaining.load(Ordering::Relaxed),
+            memory_bytes: segments.iter().map(|s| s.memory_bytes()).sum::<usize>()
+                + self.shared.system_graphs.memory_bytes(),
+        }
+    }
+}
+
+/// Offers the candidates in `approx` (approximate similarities, by location) to `exact`
+/// with their exact similarities, read a segment at a time; one whose vector cannot be
+/// read keeps its approximate score.
+fn rescore(q: &[f32], approx: TopK, exact: &mut TopK, segments: &[Arc<Segment>]) {
+    let mut cands = approx.into_sorted();
+    cands.sort_unstable_by_key(|c| c.id);
+    for group in cands.chunk_by(|a, b| split_location(a.id).0 == split_location(b.id).0) {
+        let (n, _) = split_location(group[0].id);
+        let Some(segment) = find(segments, n) else {
+            continue;
+        };
+        let offsets: Vec<u32> = group
+            .iter()
+            .map(|c| split_location(c.id).1 as u32)
+            .collect();
+        for (c, s) in group.iter().zip(segment.rescore(q, &offsets)) {
+            exact.push(c.id, s.unwrap_or(c.score));
         }
     }
 }

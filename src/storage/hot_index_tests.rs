@@ -47,6 +47,7 @@ fn params(segment_size: usize, merge_max_points: usize) -> IndexParams {
         merge_max_points,
         dir: None,
         system_graph_min: 0,
+        vectors_on_disk: true,
     }
 }
 
@@ -491,4 +492,71 @@ fn points_added_while_system_graphs_build_are_all_found() {
             );
         }
     }
+}
+
+#[test]
+fn written_segments_give_back_their_vectors_memory_and_searches_stay_exact_meanwhile() {
+    const N: u64 = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let index = Arc::new(HotIndex::new(persisted(dir.path(), 2_000)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // searches for points already in, all along, while segments are written, spilled to
+    // their files, merged, and the merged-away files removed
+    let searcher = {
+        let (index, stop, inserted) = (index.clone(), stop.clone(), inserted.clone());
+        std::thread::spawn(move || {
+            let all = IndexFilter::default();
+            let mut searched = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let upto = inserted.load(Ordering::Acquire);
+                if upto == 0 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let i = (searched * 7_919) % upto;
+                let hits = index.search(&random_vector(i), 3, &all);
+                assert_eq!(
+                    hits.first().map(|h| h.key.as_ref()),
+                    Some(format!("k{i}").as_bytes()),
+                    "point {i}"
+                );
+                assert!(
+                    (hits[0].score - 1.0).abs() < 1e-3,
+                    "rescored exactly: {hits:?}"
+                );
+                searched += 1;
+            }
+            searched
+        })
+    };
+    for chunk in (0..N).collect::<Vec<_>>().chunks(250) {
+        let points = chunk
+            .iter()
+            .map(|i| (random_vector(*i), meta_in(&index, *i)))
+            .collect();
+        index.insert(points);
+        inserted.store(chunk[chunk.len() - 1] + 1, Ordering::Release);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stats = settle(&index, |s| {
+        s.pending_points == 0 && !s.merging && s.files == s.sealed_segments && s.merges > 0
+    });
+    stop.store(true, Ordering::Release);
+    let searched = searcher.join().expect("searcher");
+    assert!(searched > 100, "{searched} searches");
+    assert!(stats.merges > 0, "{stats:?}");
+    let in_files = stats.memory_bytes;
+
+    // the same points held in memory only
+    let memory = HotIndex::new(params(500, 2_000));
+    memory.insert((0..N).map(|i| (random_vector(i), meta(i))).collect());
+    let held = settle(&memory, |s| s.pending_points == 0 && !s.merging).memory_bytes;
+    let saved = held.saturating_sub(in_files);
+    // 768 bytes of f16 per sealed point, less an 8-byte digest (the newest segment's
+    // points, not sealed yet, keep theirs)
+    assert!(
+        saved >= (N as usize - 500) * 700,
+        "{in_files} bytes with files, {held} without: {stats:?}"
+    );
 }

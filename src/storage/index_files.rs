@@ -88,6 +88,7 @@ pub(crate) fn restore(
     dir: &Path,
     params: &AnnParams,
     system_code: impl Fn(&str) -> u32 + Sync,
+    vectors_on_disk: bool,
 ) -> Restored {
     let started = Instant::now();
     let mut out = Restored {
@@ -109,7 +110,7 @@ pub(crate) fn restore(
     for (number, _) in &files {
         out.next_segment = out.next_segment.max(number + 1);
     }
-    for (path, read) in read_all(&files, params, &system_code) {
+    for (path, read) in read_all(&files, params, &system_code, vectors_on_disk) {
         let segment = match read {
             Ok(s) => s,
             Err(e) => {
@@ -150,6 +151,7 @@ fn read_all(
     files: &[(u32, PathBuf)],
     params: &AnnParams,
     system_code: &(impl Fn(&str) -> u32 + Sync),
+    vectors_on_disk: bool,
 ) -> Vec<(PathBuf, Result<Segment, SegmentFileError>)> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -163,7 +165,7 @@ fn read_all(
         let Some((_, path)) = files.get(i) else {
             return;
         };
-        let read = segment_file::read(path, params, system_code);
+        let read = segment_file::read(path, params, system_code, vectors_on_disk);
         results.lock()[i] = Some(read);
     };
     std::thread::scope(|s| {
@@ -189,13 +191,14 @@ pub(crate) fn sync(
     dir: &Path,
     segments: &[Arc<Segment>],
     system_name: impl Fn(u32) -> Option<String>,
+    vectors_on_disk: bool,
 ) {
     for s in segments {
         if !s.is_compacted() || s.is_persisted() {
             continue;
         }
         let started = Instant::now();
-        match segment_file::write(dir, s, &system_name) {
+        match segment_file::write(dir, s, &system_name, vectors_on_disk) {
             Ok(bytes) => {
                 s.mark_persisted();
                 tracing::debug!(

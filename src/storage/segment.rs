@@ -135,6 +135,15 @@ struct Body {
     ids: Vec<PointId>,
 }
 
+/// A point's similarity with a query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Score {
+    /// computed from the record's own vector
+    Exact(f32),
+    /// estimated from the graph's int8 codes; rescore before answering
+    Approx(f32),
+}
+
 /// A live point of a segment, listed for a merge.
 pub struct LivePoint {
     /// its offset in the segment
@@ -246,6 +255,19 @@ impl Segment {
     pub fn with_points<R>(&self, f: impl FnOnce(&[PointMeta], &[PointId]) -> R) -> R {
         let body = self.body.read();
         f(&body.meta, &body.ids)
+    }
+
+    /// Reads the f16 vectors from `file` (where the graph written by [`Self::write_graph`]
+    /// starts at byte `graph_at`) from now on, giving back their memory.
+    pub fn spill(&self, file: std::fs::File, graph_at: u64) {
+        self.graph.spill(file, graph_at);
+    }
+
+    /// Bytes the segment holds in memory (its graph and vectors; the f32 copy of points
+    /// not yet in the graph).
+    pub fn memory_bytes(&self) -> usize {
+        let body = self.body.read();
+        self.graph.memory_bytes() + body.vectors.capacity() * 4 + body.meta.len() * 48
     }
 
     /// Writes the graph and vectors of a sealed segment (see [`GrowingSegment::write_to`]).
@@ -421,8 +443,16 @@ impl Segment {
         Some((*body.ids.get(offset)?, m.shard, m.key.clone()))
     }
 
-    /// Exact similarity of the point at `offset` if it is visible under the filter.
-    pub fn score_visible(&self, q: &[f32], offset: usize, filter: &IndexFilter) -> Option<f32> {
+    /// Similarity of the point at `offset` with the query (`code`: its int8 codes) if it is
+    /// visible under the filter: exact for a point not yet in the graph, approximate (its
+    /// codes) for one in it, to be rescored with [`Segment::rescore`].
+    pub fn score_visible(
+        &self,
+        q: &[f32],
+        code: &[i8],
+        offset: usize,
+        filter: &IndexFilter,
+    ) -> Option<Score> {
         let body = self.body.read();
         let m = body.meta.get(offset)?;
         if self.deleted.get(offset) || !filter.accepts(m) {
@@ -432,35 +462,63 @@ impl Segment {
             .vectors
             .get(offset * EMBEDDING_DIM..(offset + 1) * EMBEDDING_DIM)
         {
-            Some(v) => Some(dot(q, v)),
-            None => self.graph.score(q, offset),
+            Some(v) => Some(Score::Exact(dot(q, v))),
+            None => self.graph.approx(code, offset).map(Score::Approx),
         }
     }
 
-    /// Offers the segment's best visible points to `top`, by location: the graph for indexed
-    /// points, a scan for the rest.
-    pub fn search(&self, q: &[f32], k: usize, ef: usize, filter: &IndexFilter, top: &mut TopK) {
+    /// Offers the segment's best visible points, by location: those not yet in the graph,
+    /// scanned exactly, to `exact`; the graph's best candidates, by their approximate
+    /// similarity, to `approx` (for [`Segment::rescore`]).
+    pub fn search(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        filter: &IndexFilter,
+        exact: &mut TopK,
+        approx: &mut TopK,
+    ) {
         let body = self.body.read();
         let indexed = self.indexed.load(Ordering::Acquire).min(body.meta.len());
         let visible = |i: usize| !self.deleted.get(i) && filter.accepts(&body.meta[i]);
         for i in indexed..body.meta.len() {
             if visible(i) {
                 let v = &body.vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM];
-                top.push(location(self.id, i), dot(q, v));
+                exact.push(location(self.id, i), dot(q, v));
             }
         }
         if indexed == 0 {
             return;
         }
         let keep = |label: u64| (label as usize) < indexed && visible(label as usize);
-        match self.graph.search(q, k, ef, &keep) {
+        match self.graph.approx_candidates(q, k, ef, &keep) {
             Ok(found) => {
                 for (i, score) in found {
-                    top.push(location(self.id, i as usize), score);
+                    approx.push(location(self.id, i as usize), score);
                 }
             }
             Err(e) => tracing::error!(segment = self.id, error = %e, "segment search failed"),
         }
+    }
+
+    /// Exact similarities of the query with the points at `offsets` (in the graph), in
+    /// order; `None` for one that cannot be scored.
+    pub fn rescore(&self, q: &[f32], offsets: &[u32]) -> Vec<Option<f32>> {
+        // offsets are graph slots: points are inserted in offset order, one inserter at a
+        // time (the indexing lock), so slot and label agree
+        match self.graph.score_slots(q, offsets) {
+            Ok(scores) => scores,
+            Err(e) => {
+                tracing::error!(segment = self.id, error = %e, "cannot read vectors to rescore");
+                vec![None; offsets.len()]
+            }
+        }
+    }
+
+    /// The query's int8 codes, for [`Segment::score_visible`].
+    pub fn query_code(&self, q: &[f32]) -> Vec<i8> {
+        self.graph.query_code(q)
     }
 
     /// Inserts up to `max` pending points into the graph; returns how many it inserted

@@ -7,7 +7,8 @@
 //! point: stable id u64, shard u16, system as an index into that list u32, timestamp i64,
 //! key as a u32 length and bytes), then the graph and vectors (`ann::persist`). A file is
 //! written under a temporary name, synced and renamed, so a crash leaves either the whole
-//! file or none. A file that fails any check is removed with a log line and never trusted:
+//! file or none. Once a segment is in its file (written, or read back) its f16 vectors are
+//! read from there when a query rescores its candidates, not kept in memory. A file that fails any check is removed with a log line and never trusted:
 //! its records are indexed again from their shards.
 
 use std::collections::HashMap;
@@ -114,11 +115,13 @@ pub fn list(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
 }
 
 /// Writes a sealed segment's file in `dir`; `system_name` names each interned system code.
+/// With `vectors_on_disk` the segment reads its f16 vectors from the file from then on.
 /// Answers the bytes written.
 pub fn write(
     dir: &Path,
     segment: &Segment,
     system_name: impl Fn(u32) -> Option<String>,
+    vectors_on_disk: bool,
 ) -> Result<u64, SegmentFileError> {
     let path = path_of(dir, segment.id);
     let tmp = path.with_extension("idx.tmp");
@@ -143,7 +146,7 @@ pub fn write(
             reason,
         },
     });
-    let finished = written.and_then(|()| {
+    let finished = written.and_then(|graph_at| {
         let file = w
             .finish()
             .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
@@ -153,6 +156,9 @@ pub fn write(
         std::fs::rename(&tmp, &path).map_err(io_err)?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
+        }
+        if vectors_on_disk {
+            segment.spill(File::open(&path).map_err(io_err)?, graph_at);
         }
         Ok(bytes)
     });
@@ -175,12 +181,12 @@ impl From<io::Error> for BodyError {
     }
 }
 
-/// Everything of the file before its checksum.
-fn write_body(
-    w: &mut dyn Write,
+/// Everything of the file before its checksum; answers where the graph starts.
+fn write_body<W: Write>(
+    w: &mut CrcWriter<W>,
     segment: &Segment,
     system_name: impl Fn(u32) -> Option<String>,
-) -> Result<(), BodyError> {
+) -> Result<u64, BodyError> {
     w.write_all(MAGIC)?;
     put_u32(w, FORMAT_VERSION)?;
     put_u32(w, segment.id)?;
@@ -213,16 +219,20 @@ fn write_body(
         }
         Ok::<(), BodyError>(())
     })?;
-    segment.write_graph(w).map_err(BodyError::Graph)
+    let graph_at = w.written();
+    segment.write_graph(w).map_err(BodyError::Graph)?;
+    Ok(graph_at)
 }
 
 /// Reads a segment file back, checked end to end before any of it is used;
 /// `system_code` interns each system name. Every point of the segment starts deleted (see
-/// [`Segment::restored`]).
+/// [`Segment::restored`]). With `vectors_on_disk` its f16 vectors stay in the file and are
+/// read from there, else they are read into memory.
 pub fn read(
     path: &Path,
     params: &AnnParams,
     system_code: impl FnMut(&str) -> u32,
+    vectors_on_disk: bool,
 ) -> Result<Segment, SegmentFileError> {
     let path_buf = path.to_path_buf();
     let bytes = std::fs::read(path).map_err(|source| SegmentFileError::Io {
@@ -247,8 +257,16 @@ pub fn read(
     if crc32fast::hash(body) != u32::from_le_bytes(crc) {
         return Err(SegmentFileError::Checksum { path: path_buf });
     }
+    let file = if vectors_on_disk {
+        Some(File::open(path).map_err(|source| SegmentFileError::Io {
+            path: path_buf.clone(),
+            source,
+        })?)
+    } else {
+        None
+    };
     let mut r: &[u8] = &body[MAGIC.len() + 4..];
-    let read = read_body(&mut r, params, system_code);
+    let read = read_body(&mut r, body.len() as u64, file, params, system_code);
     let rest = r.len();
     match read {
         Ok(_) if rest > 0 => Err(SegmentFileError::Invalid {
@@ -271,9 +289,12 @@ pub fn read(
     }
 }
 
-/// The segment after the magic and version.
+/// The segment after the magic and version, from the `body_len` bytes of the file before
+/// its checksum (with `file`, the graph's f16 vectors stay there).
 fn read_body(
-    r: &mut dyn Read,
+    r: &mut &[u8],
+    body_len: u64,
+    file: Option<File>,
     params: &AnnParams,
     mut system_code: impl FnMut(&str) -> u32,
 ) -> Result<Segment, BodyError> {
@@ -315,7 +336,9 @@ fn read_body(
         };
         entries.push((meta, id));
     }
-    let graph = GrowingSegment::read_from(r, params).map_err(BodyError::Graph)?;
+    let graph_at = body_len - r.len() as u64;
+    let graph = GrowingSegment::read_from(r, params, file.map(|f| (f, graph_at)))
+        .map_err(BodyError::Graph)?;
     Segment::restored(number, entries, graph).map_err(|e| BodyError::Invalid(e.to_string()))
 }
 
@@ -356,17 +379,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let segment = sealed(300);
         let names = ["alpha", "beta", "gamma"];
-        let bytes = write(dir.path(), &segment, |c| {
-            names.get(c as usize).map(|s| s.to_string())
-        })
+        let bytes = write(
+            dir.path(),
+            &segment,
+            |c| names.get(c as usize).map(|s| s.to_string()),
+            false,
+        )
         .unwrap();
         assert!(bytes > 300 * 1_000, "{bytes} bytes");
         assert_eq!(list(dir.path()).unwrap(), vec![(5, path_of(dir.path(), 5))]);
 
         // systems are interned again, here to other codes
-        let back = read(&path_of(dir.path(), 5), &AnnParams::default(), |name| {
-            10 + names.iter().position(|n| *n == name).unwrap() as u32
-        })
+        let back = read(
+            &path_of(dir.path(), 5),
+            &AnnParams::default(),
+            |name| 10 + names.iter().position(|n| *n == name).unwrap() as u32,
+            true,
+        )
         .unwrap();
         assert_eq!(back.id, 5);
         assert_eq!(back.len(), 300);
@@ -389,23 +418,65 @@ mod tests {
         for i in 0..300u64 {
             back.adopt(i as usize, &vector(i), &moved(i));
         }
-        let mut top = crate::storage::distance::TopK::new(1);
-        back.search(
-            &vector(123),
-            1,
-            64,
-            &crate::storage::segment::IndexFilter::default(),
-            &mut top,
+        let (offset, score) = best_of(&back, &vector(123));
+        assert_eq!(offset, 123);
+        assert!((score - 1.0).abs() < 1e-3, "{score}");
+    }
+
+    /// The best point of a segment's search for `q`, rescored from its stored vectors.
+    fn best_of(segment: &Segment, q: &[f32]) -> (u32, f32) {
+        let mut exact = crate::storage::distance::TopK::new(1);
+        let mut approx = crate::storage::distance::TopK::new(8);
+        let filter = crate::storage::segment::IndexFilter::default();
+        segment.search(q, 1, 64, &filter, &mut exact, &mut approx);
+        assert!(
+            exact.into_sorted().is_empty(),
+            "every point is in the graph"
         );
-        let best = top.into_sorted();
-        assert_eq!(best[0].id & 0xffff_ffff, 123);
+        let offsets: Vec<u32> = approx
+            .into_sorted()
+            .iter()
+            .map(|c| (c.id & 0xffff_ffff) as u32)
+            .collect();
+        let scores = segment.rescore(q, &offsets);
+        offsets
+            .into_iter()
+            .zip(scores)
+            .map(|(o, s)| (o, s.expect("every candidate is scored")))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("candidates")
+    }
+
+    #[test]
+    fn a_written_segment_reads_its_vectors_from_the_file_even_once_it_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = sealed(3_000);
+        let in_memory = segment.memory_bytes();
+        let before: Vec<Option<f32>> = segment.rescore(&vector(42), &[0, 42, 2_999]);
+        write(dir.path(), &segment, |c| Some(format!("s{c}")), true).unwrap();
+        let spilled = segment.memory_bytes();
+        assert!(
+            in_memory - spilled >= 3_000 * 384 * 2 - 3_000 * 8,
+            "the f16 vectors left memory: {in_memory} -> {spilled} bytes"
+        );
+        // the same scores, now read from the file; still so once a merge has removed it
+        assert_eq!(segment.rescore(&vector(42), &[0, 42, 2_999]), before);
+        std::fs::remove_file(path_of(dir.path(), 5)).unwrap();
+        assert_eq!(segment.rescore(&vector(42), &[0, 42, 2_999]), before);
+        assert_eq!(best_of(&segment, &vector(42)).0, 42);
+        let v = segment.vector(42).unwrap();
+        assert!((crate::storage::distance::dot(&v, &vector(42)) - 1.0).abs() < 1e-3);
     }
 
     #[test]
     fn a_damaged_cut_or_foreign_file_is_refused_with_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         let segment = sealed(200);
-        write(dir.path(), &segment, |c| Some(format!("s{c}"))).unwrap();
+        write(dir.path(), &segment, |c| Some(format!("s{c}")), false).unwrap();
+        assert!(
+            segment.memory_bytes() > 200 * 384 * 3,
+            "vectors kept in memory"
+        );
         let path = path_of(dir.path(), 5);
         let good = std::fs::read(&path).unwrap();
         let code = |_: &str| 0u32;
@@ -415,21 +486,21 @@ mod tests {
         let at = flipped.len() / 2;
         flipped[at] ^= 0x40;
         std::fs::write(&path, &flipped).unwrap();
-        let e = read(&path, &params, code).err().unwrap();
+        let e = read(&path, &params, code, true).err().unwrap();
         assert!(matches!(e, SegmentFileError::Checksum { .. }), "{e}");
 
         std::fs::write(&path, &good[..good.len() - 1_000]).unwrap();
-        let e = read(&path, &params, code).err().unwrap();
+        let e = read(&path, &params, code, true).err().unwrap();
         assert!(matches!(e, SegmentFileError::Checksum { .. }), "{e}");
 
         std::fs::write(&path, b"PAR1 not an index file at all").unwrap();
-        let e = read(&path, &params, code).err().unwrap();
+        let e = read(&path, &params, code, true).err().unwrap();
         assert!(matches!(e, SegmentFileError::NotASegment { .. }), "{e}");
 
         let mut newer = good.clone();
         newer[8..12].copy_from_slice(&2u32.to_le_bytes());
         std::fs::write(&path, &newer).unwrap();
-        let e = read(&path, &params, code).err().unwrap();
+        let e = read(&path, &params, code, true).err().unwrap();
         assert!(e.to_string().contains("format version 2"), "{e}");
 
         // other index settings: the graph is not used
@@ -438,9 +509,9 @@ mod tests {
             m: 8,
             ..AnnParams::default()
         };
-        let e = read(&path, &other, code).err().unwrap();
+        let e = read(&path, &other, code, true).err().unwrap();
         assert!(e.to_string().contains("other settings"), "{e}");
-        assert!(read(&path, &params, code).is_ok());
+        assert!(read(&path, &params, code, true).is_ok());
 
         // a temporary file left by a crash is cleared away
         std::fs::write(dir.path().join("seg-00000009.idx.tmp"), b"half").unwrap();

@@ -108,6 +108,15 @@ impl Systems {
         self.by_code.read().len()
     }
 
+    /// Bytes the graphs reserve.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.by_code
+            .read()
+            .values()
+            .map(|g| g.graph.memory_bytes())
+            .sum()
+    }
+
     /// Whether a graph is being built.
     pub(crate) fn is_building(&self) -> bool {
         self.building.lock().is_some()

@@ -27,7 +27,7 @@ pub(super) const EMPTY: u64 = u64::MAX;
 const MAX_LEVEL: usize = 15;
 /// Neighbours whose codes are being loaded ahead of the one being scored (more only stalls:
 /// the walk is bound by memory, and the core's miss buffers are then full).
-const PREFETCH_AHEAD: usize = 2;
+pub(super) const PREFETCH_AHEAD: usize = 2;
 
 /// A hierarchical navigable small-world graph over the slots of a [`Rows`].
 pub(crate) struct Graph {
@@ -75,7 +75,7 @@ fn splitmix(state: &mut u64) -> u64 {
 
 /// Tells the CPU to start loading `bytes` at `p` that a coming distance computation reads.
 #[inline(always)]
-fn prefetch<T>(p: *const T, bytes: usize) {
+pub(super) fn prefetch<T>(p: *const T, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -182,14 +182,14 @@ impl Graph {
 
     /// Codes of a published slot (reached through a link or the entry point).
     #[inline]
-    fn vec(&self, slot: u32) -> &[i8] {
+    pub(super) fn vec(&self, slot: u32) -> &[i8] {
         // SAFETY: callers pass only slots read from links, the entry, or their own written slot.
         unsafe { self.rows.code(slot as usize) }
     }
 
     /// Approximate inner product of two codes (in code units squared).
     #[inline]
-    fn score(&self, a: &[i8], b: &[i8]) -> f32 {
+    pub(super) fn score(&self, a: &[i8], b: &[i8]) -> f32 {
         (self.kern.dot_i8)(a, b) as f32
     }
 
@@ -544,76 +544,6 @@ impl Graph {
         let start = self.descend(q, entry, 0, sc);
         self.search_level(q, start, ef, 0, Some(keep), sc);
         let mut out: Vec<Cand> = sc.found.drain().map(|r| r.0).collect();
-        out.sort_unstable_by(|a, b| b.cmp(a));
-        out
-    }
-
-    /// Replaces the scores of `cands` by inner products of the f32 query with the f16
-    /// vectors, sorts them best first and keeps `k`.
-    pub fn rescore(&self, q: &[f32], cands: &mut [Cand], k: usize) -> Vec<Cand> {
-        let bytes = self.rows.dim() * 2;
-        for j in 0..cands.len() {
-            if let Some(next) = cands.get(j + 1) {
-                prefetch(self.rows.half_ptr(next.i as usize), bytes);
-            }
-            let c = &mut cands[j];
-            // SAFETY: candidates come from links or from ready slots.
-            c.s = (self.kern.dot_f16)(q, unsafe { self.rows.half(c.i as usize) });
-        }
-        cands.sort_unstable_by(|a, b| b.cmp(a));
-        cands.iter().take(k).copied().collect()
-    }
-
-    /// Exact inner product of `q` with the stored vector of a written slot.
-    pub fn score_stored(&self, q: &[f32], slot: usize) -> f32 {
-        // SAFETY: callers pass slots below a sealed segment's length, all written.
-        (self.kern.dot_f16)(q, unsafe { self.rows.half(slot) })
-    }
-
-    /// Exact top-`k` over the written slots below `upto` passing `keep`, best first. Slots are
-    /// filtered a block at a time, then the kept ones scored with their vectors prefetched
-    /// (kept slots are sparse when the filter is selective, so the hardware would not).
-    pub fn search_exact(
-        &self,
-        q: &[f32],
-        k: usize,
-        upto: usize,
-        keep: &dyn Fn(u32) -> bool,
-        sc: &mut Scratch,
-    ) -> Vec<Cand> {
-        const BLOCK: usize = 1024;
-        let Scratch {
-            found, nbrs: kept, ..
-        } = sc;
-        found.clear();
-        let bytes = self.rows.dim() * 2;
-        let upto = upto.min(self.rows.cap());
-        for start in (0..upto).step_by(BLOCK) {
-            kept.clear();
-            kept.extend(
-                (start..(start + BLOCK).min(upto))
-                    .filter(|&i| self.rows.is_ready(i) && keep(i as u32))
-                    .map(|i| i as u32),
-            );
-            for &i in kept.iter().take(PREFETCH_AHEAD) {
-                prefetch(self.rows.half_ptr(i as usize), bytes);
-            }
-            for j in 0..kept.len() {
-                if let Some(&next) = kept.get(j + PREFETCH_AHEAD) {
-                    prefetch(self.rows.half_ptr(next as usize), bytes);
-                }
-                let i = kept[j];
-                // SAFETY: slot i is ready (checked above with acquire).
-                let s = (self.kern.dot_f16)(q, unsafe { self.rows.half(i as usize) });
-                if found.len() < k {
-                    found.push(std::cmp::Reverse(Cand { s, i }));
-                } else if found.peek().is_some_and(|w| s > w.0.s) {
-                    found.pop();
-                    found.push(std::cmp::Reverse(Cand { s, i }));
-                }
-            }
-        }
-        let mut out: Vec<Cand> = found.drain().map(|r| r.0).collect();
         out.sort_unstable_by(|a, b| b.cmp(a));
         out
     }

@@ -3,6 +3,7 @@
 //! bytes (format version, checksum); what is read is checked before it is trusted, since a
 //! link out of range would send a walk outside the segment.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -10,9 +11,13 @@ use std::sync::Mutex;
 use super::graph::{atomic_zeroed, Graph, EMPTY};
 use super::mem::advise_huge_pages;
 use super::quant::quant_kernels;
-use super::rows::{into_cells, Rows};
+use super::rows::{digest, into_cells, Halves, Rows};
 use super::AnnParams;
 use crate::storage::checked_io::{fill, get_u32, get_u64, put_all, put_u32, put_u64};
+use parking_lot::RwLock;
+
+/// Bytes before the levels: points, dim, m, code scale, entry, upper link count.
+const HEADER_BYTES: usize = 8 + 4 + 4 + 4 + 8 + 8;
 
 /// Highest level a slot can be at (as drawn by [`Graph::new`]).
 const MAX_LEVEL: u8 = 15;
@@ -67,11 +72,13 @@ impl Graph {
                 self.rows.codes.len(),
             );
             w.write_all(codes)?;
-            let halves = std::slice::from_raw_parts(
-                self.rows.halves.as_ptr() as *const u16,
-                self.rows.halves.len(),
-            );
-            put_all(w, halves.iter().copied(), u16::to_le_bytes)?;
+            let mut halves = Vec::new();
+            let slots: Vec<u32> = (0..n as u32).collect();
+            for chunk in slots.chunks(1024) {
+                halves.clear();
+                self.rows.halves_into(chunk, &mut halves)?;
+                put_all(w, halves.iter().copied(), u16::to_le_bytes)?;
+            }
             let labels = std::slice::from_raw_parts(
                 self.rows.labels.as_ptr() as *const u64,
                 self.rows.labels.len(),
@@ -81,9 +88,23 @@ impl Graph {
         Ok(())
     }
 
+    /// Byte offset of the f16 vectors in what [`Graph::write_to`] writes.
+    pub(super) fn halves_offset(&self) -> u64 {
+        (HEADER_BYTES
+            + self.levels.len()
+            + (self.links0.len() + self.upper.len()) * 4
+            + self.rows.codes.len()) as u64
+    }
+
     /// Reads a graph written by [`Graph::write_to`] with the same settings, every slot
-    /// inserted; its links are checked to stay inside the graph.
-    pub(super) fn read_from(r: &mut dyn Read, params: &AnnParams) -> Result<Graph, GraphFileError> {
+    /// inserted; its links are checked to stay inside the graph. With `file` (the file the
+    /// bytes come from, and where in it they start) the f16 vectors are left there and read
+    /// on demand, else they are read into memory.
+    pub(super) fn read_from(
+        r: &mut dyn Read,
+        params: &AnnParams,
+        file: Option<(File, u64)>,
+    ) -> Result<Graph, GraphFileError> {
         params
             .validate()
             .map_err(|e| GraphFileError::Settings(e.to_string()))?;
@@ -143,7 +164,11 @@ impl Graph {
                 "{n} points but no entry point"
             )));
         }
-        let rows = read_rows(r, n, dim, scale)?;
+        let halves_at = file.map(|(f, start)| {
+            let at = start + (HEADER_BYTES + n + (links0.len() + upper.len()) * 4 + n * dim) as u64;
+            (f, at)
+        });
+        let rows = read_rows(r, n, dim, scale, halves_at)?;
         Ok(Graph {
             m,
             m0,
@@ -186,24 +211,52 @@ fn read_links(
     Ok(words)
 }
 
-/// Reads the codes, f16 vectors and labels of `n` slots, every one of them ready.
-fn read_rows(r: &mut dyn Read, n: usize, dim: usize, scale: f32) -> Result<Rows, GraphFileError> {
+/// Reads the codes, f16 vectors and labels of `n` slots, every one of them ready; with
+/// `file`, the f16 vectors are only digested and then read from there (at its offset).
+fn read_rows(
+    r: &mut dyn Read,
+    n: usize,
+    dim: usize,
+    scale: f32,
+    file: Option<(File, u64)>,
+) -> Result<Rows, GraphFileError> {
     let mut codes = vec![0i8; n * dim].into_boxed_slice();
     advise_huge_pages(&codes);
     // SAFETY: i8 and u8 have the same layout
     let bytes =
         unsafe { std::slice::from_raw_parts_mut(codes.as_mut_ptr() as *mut u8, codes.len()) };
     r.read_exact(bytes)?;
-    let mut halves = vec![0u16; n * dim].into_boxed_slice();
-    advise_huge_pages(&halves);
-    fill(r, &mut halves, u16::from_le_bytes)?;
+    let halves = match file {
+        None => {
+            let mut halves = vec![0u16; n * dim].into_boxed_slice();
+            advise_huge_pages(&halves);
+            fill(r, &mut halves, u16::from_le_bytes)?;
+            Halves::Memory(into_cells(halves))
+        }
+        Some((file, offset)) => {
+            let mut slot = vec![0u8; dim * 2];
+            let mut digests = Vec::with_capacity(n);
+            for _ in 0..n {
+                r.read_exact(&mut slot)?;
+                digests.push(digest(
+                    slot.chunks_exact(2)
+                        .map(|b| u16::from_le_bytes([b[0], b[1]])),
+                ));
+            }
+            Halves::File {
+                file,
+                offset,
+                digests: digests.into_boxed_slice(),
+            }
+        }
+    };
     let mut labels = vec![0u64; n].into_boxed_slice();
     fill(r, &mut labels, u64::from_le_bytes)?;
     Ok(Rows {
         dim,
         scale,
         codes: into_cells(codes),
-        halves: into_cells(halves),
+        halves: RwLock::new(halves),
         labels: into_cells(labels),
         ready: (0..n).map(|_| AtomicBool::new(true)).collect(),
     })

@@ -1,12 +1,22 @@
 //! Write-once storage of a segment's vectors (int8 codes and f16 copies) and labels.
 //!
+//! The int8 codes stay in memory: every step of a graph walk reads them. The f16 copies are
+//! read only to rescore a query's few best candidates, so once a segment is in its file they
+//! are read from there (the OS page cache) and their memory is given back: at 384
+//! dimensions that is 768 of a point's ~1,300 resident bytes.
+//!
 //! A growing segment is searched while it is written to, without a lock on the read path:
 //! each slot is claimed by exactly one writer, written once, and only then published (marked
 //! ready, then linked into the graph with release stores). A reader reaches a slot only
 //! through an acquire load of that publication, so it never sees a slot being written.
 
 use std::cell::UnsafeCell;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
 
 use super::mem::advise_huge_pages;
 use super::quant::{f16_to_f32, f32_to_f16, quantize};
@@ -19,8 +29,8 @@ pub(crate) struct Rows {
     pub(super) scale: f32,
     /// `cap * dim` int8 codes, for the graph walk; written once, before the slot is published.
     pub(super) codes: Box<[UnsafeCell<i8>]>,
-    /// `cap * dim` f16 values (raw bits), for rescoring; written with the codes.
-    pub(super) halves: Box<[UnsafeCell<u16>]>,
+    /// The f16 copies (raw bits), for rescoring; written with the codes.
+    pub(super) halves: RwLock<Halves>,
     /// Caller-chosen label of each slot, written with the slot's vector.
     pub(super) labels: Box<[UnsafeCell<u64>]>,
     /// Set (release) once a slot's vector and label are written.
@@ -30,6 +40,36 @@ pub(crate) struct Rows {
 // SAFETY: the cells are written only through `write`, whose contract gives one writer per slot
 // and no reader before the slot is published; published slots are never written again.
 unsafe impl Sync for Rows {}
+
+/// Where a segment's f16 copies are.
+pub(crate) enum Halves {
+    /// Not kept (a codes-only graph, rescored elsewhere).
+    None,
+    /// In memory: `cap * dim` values, each slot written once before it is published.
+    Memory(Box<[UnsafeCell<u16>]>),
+    /// In the segment's file, `cap * dim` little-endian values from byte `offset`; `digests`
+    /// identify each slot's vector without reading it (see [`digest`]).
+    File {
+        /// the segment file, open for reading (it stays readable after a merge unlinks it)
+        file: File,
+        /// byte offset of slot 0's values
+        offset: u64,
+        /// digest of each slot's values
+        digests: Box<[u64]>,
+    },
+}
+
+/// A 64-bit digest of a vector's f16 values, to tell whether a record still holds the vector
+/// a restored point was built from.
+pub(crate) fn digest(halves: impl Iterator<Item = u16>) -> u64 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for x in halves {
+        h = (h ^ u64::from(x))
+            .wrapping_mul(0x0100_0000_01b3)
+            .rotate_left(23);
+    }
+    h ^ (h >> 29)
+}
 
 /// Reinterprets a boxed slice as a slice of `UnsafeCell`s, which have the same layout.
 pub(super) fn into_cells<T>(b: Box<[T]>) -> Box<[UnsafeCell<T>]> {
@@ -45,21 +85,26 @@ impl Rows {
     }
 
     /// Empty storage for `cap` slots that keeps only int8 codes, no f16 copies: for graphs
-    /// whose candidates are rescored elsewhere ([`Rows::half`] must not be called).
+    /// whose candidates are rescored elsewhere ([`Rows::halves_into`] fails).
     pub fn codes_only(dim: usize, cap: usize, scale: f32) -> Self {
         Self::allocate(dim, cap, scale, false)
     }
 
     fn allocate(dim: usize, cap: usize, scale: f32, halves: bool) -> Self {
         let codes = vec![0i8; cap * dim].into_boxed_slice();
-        let halves = vec![0u16; if halves { cap * dim } else { 0 }].into_boxed_slice();
         advise_huge_pages(&codes);
-        advise_huge_pages(&halves);
+        let halves = if halves {
+            let h = vec![0u16; cap * dim].into_boxed_slice();
+            advise_huge_pages(&h);
+            Halves::Memory(into_cells(h))
+        } else {
+            Halves::None
+        };
         Rows {
             dim,
             scale,
             codes: into_cells(codes),
-            halves: into_cells(halves),
+            halves: RwLock::new(halves),
             labels: into_cells(vec![0u64; cap].into_boxed_slice()),
             ready: (0..cap).map(|_| AtomicBool::new(false)).collect(),
         }
@@ -98,10 +143,12 @@ impl Rows {
             std::slice::from_raw_parts_mut(UnsafeCell::raw_get(cells.as_ptr()), self.dim)
         };
         quantize(v, self.scale, codes);
-        let halves = self.halves.get(start..start + self.dim).unwrap_or(&[]);
-        for (cell, x) in halves.iter().zip(v) {
-            // SAFETY: exclusive access to this slot per the contract.
-            unsafe { *cell.get() = f32_to_f16(*x) };
+        if let Halves::Memory(halves) = &*self.halves.read() {
+            let cells = halves.get(start..start + self.dim).unwrap_or(&[]);
+            for (cell, x) in cells.iter().zip(v) {
+                // SAFETY: exclusive access to this slot per the contract.
+                unsafe { *cell.get() = f32_to_f16(*x) };
+            }
         }
         // SAFETY: as above.
         unsafe { *self.labels[i].get() = label };
@@ -126,27 +173,109 @@ impl Rows {
         unsafe { std::slice::from_raw_parts(cells.as_ptr() as *const i8, self.dim) }
     }
 
-    /// The f16 values (raw bits) of a published slot.
+    /// Appends the f16 values (raw bits) of each published slot in `slots` to `out`, read
+    /// from memory or from the segment's file.
     ///
     /// # Safety
-    /// Same contract as [`Rows::code`].
-    #[inline]
-    pub unsafe fn half(&self, i: usize) -> &[u16] {
-        let cells = &self.halves[i * self.dim..(i + 1) * self.dim];
-        // SAFETY: UnsafeCell<u16> has the layout of u16 and the slot is no longer written.
-        unsafe { std::slice::from_raw_parts(cells.as_ptr() as *const u16, self.dim) }
+    /// Every slot is published (same contract as [`Rows::code`]).
+    pub unsafe fn halves_into(&self, slots: &[u32], out: &mut Vec<u16>) -> io::Result<()> {
+        let dim = self.dim;
+        match &*self.halves.read() {
+            Halves::None => Err(io::Error::other("this graph keeps no f16 vectors")),
+            Halves::Memory(cells) => {
+                for &i in slots {
+                    let i = i as usize;
+                    let slot = cells.get(i * dim..(i + 1) * dim).ok_or_else(|| {
+                        io::Error::other(format!("slot {i} is outside the segment"))
+                    })?;
+                    // SAFETY: UnsafeCell<u16> has the layout of u16 and the slot is no
+                    // longer written (published, per the contract).
+                    out.extend_from_slice(unsafe {
+                        std::slice::from_raw_parts(slot.as_ptr() as *const u16, dim)
+                    });
+                }
+                Ok(())
+            }
+            Halves::File { file, offset, .. } => {
+                let mut bytes = vec![0u8; dim * 2];
+                for &i in slots {
+                    if i as usize >= self.cap() {
+                        return Err(io::Error::other(format!("slot {i} is outside the segment")));
+                    }
+                    file.read_exact_at(&mut bytes, offset + i as u64 * (dim as u64 * 2))?;
+                    out.extend(
+                        bytes
+                            .chunks_exact(2)
+                            .map(|b| u16::from_le_bytes([b[0], b[1]])),
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 
-    /// The vector of a published slot, widened back to f32.
+    /// The vector of a published slot, widened back to f32 (`None` if it cannot be read).
     ///
     /// # Safety
     /// Same contract as [`Rows::code`].
-    pub unsafe fn vector(&self, i: usize) -> Vec<f32> {
+    pub unsafe fn vector(&self, i: usize) -> Option<Vec<f32>> {
+        let mut h = Vec::with_capacity(self.dim);
         // SAFETY: forwarded contract.
-        unsafe { self.half(i) }
-            .iter()
-            .map(|h| f16_to_f32(*h))
-            .collect()
+        match unsafe { self.halves_into(&[i as u32], &mut h) } {
+            Ok(()) => Some(h.into_iter().map(f16_to_f32).collect()),
+            Err(e) => {
+                tracing::error!(slot = i, error = %e, "cannot read a stored vector");
+                None
+            }
+        }
+    }
+
+    /// Whether a published slot holds `v` as kept (each component rounded to f16).
+    ///
+    /// # Safety
+    /// Same contract as [`Rows::code`].
+    pub unsafe fn holds(&self, i: usize, v: &[f32]) -> bool {
+        let dim = self.dim;
+        if v.len() != dim || i >= self.cap() {
+            return false;
+        }
+        match &*self.halves.read() {
+            Halves::None => false,
+            Halves::Memory(cells) => cells[i * dim..(i + 1) * dim]
+                .iter()
+                // SAFETY: published slots are no longer written.
+                .zip(v)
+                .all(|(c, x)| unsafe { *c.get() } == f32_to_f16(*x)),
+            Halves::File { digests, .. } => {
+                digests.get(i) == Some(&digest(v.iter().map(|x| f32_to_f16(*x))))
+            }
+        }
+    }
+
+    /// Reads the f16 copies from `file` (where they were written, from byte `offset`) from now
+    /// on, and gives back their memory. For a full segment whose file is written.
+    pub fn spill(&self, file: File, offset: u64) {
+        let mut halves = self.halves.write();
+        let Halves::Memory(cells) = &*halves else {
+            return;
+        };
+        let dim = self.dim;
+        let digests = cells
+            .chunks_exact(dim)
+            // SAFETY: every slot is written (the segment is full), none is written again,
+            // and the write lock keeps `write` out.
+            .map(|slot| digest(slot.iter().map(|c| unsafe { *c.get() })))
+            .collect();
+        *halves = Halves::File {
+            file,
+            offset,
+            digests,
+        };
+    }
+
+    /// Whether the f16 copies are read from a file.
+    pub fn spilled(&self) -> bool {
+        matches!(&*self.halves.read(), Halves::File { .. })
     }
 
     /// Raw address of slot `i`'s codes, for prefetching (never dereferenced).
@@ -165,14 +294,6 @@ impl Rows {
             .map_or(std::ptr::null(), |c| c.get() as *const u64)
     }
 
-    /// Raw address of slot `i`'s f16 values, for prefetching (never dereferenced).
-    #[inline]
-    pub fn half_ptr(&self, i: usize) -> *const u16 {
-        self.halves
-            .get(i * self.dim)
-            .map_or(std::ptr::null(), |c| c.get() as *const u16)
-    }
-
     /// The label of a published slot.
     ///
     /// # Safety
@@ -183,8 +304,14 @@ impl Rows {
         unsafe { *self.labels[i].get() }
     }
 
-    /// Bytes held by the vectors, labels and flags (capacity, not only written slots).
+    /// Bytes held in memory by the vectors, labels and flags (capacity, not only written
+    /// slots).
     pub fn bytes(&self) -> usize {
-        self.codes.len() + self.halves.len() * 2 + self.labels.len() * 9
+        let halves = match &*self.halves.read() {
+            Halves::None => 0,
+            Halves::Memory(cells) => cells.len() * 2,
+            Halves::File { digests, .. } => digests.len() * 8,
+        };
+        self.codes.len() + halves + self.labels.len() * 9
     }
 }

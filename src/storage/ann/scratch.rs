@@ -92,6 +92,8 @@ pub(crate) struct Scratch {
     pub prune_pool: Vec<Cand>,
     /// Links kept when pruning a neighbour's full link list.
     pub prune_picked: Vec<Cand>,
+    /// f16 vectors read for rescoring.
+    pub halves: Vec<u16>,
 }
 
 impl Scratch {
@@ -110,6 +112,7 @@ impl Scratch {
             code: Vec::new(),
             prune_pool: Vec::new(),
             prune_picked: Vec::new(),
+            halves: Vec::new(),
         }
     }
 }

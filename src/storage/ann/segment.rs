@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use super::graph::Graph;
 use super::persist::GraphFileError;
-use super::quant::{f32_to_f16, quantize};
+use super::quant::quantize;
 use super::rows::Rows;
 use super::scratch::{with_scratch, Cand, Scratch};
 use super::{AnnError, AnnParams};
@@ -113,7 +113,9 @@ impl SealedSegment {
     /// The vector stored at position `i` (`0..len`), as kept (f16, widened to f32).
     pub fn vector(&self, i: usize) -> Option<Vec<f32>> {
         // SAFETY: every slot below `len` was written before the segment was sealed.
-        (i < self.len).then(|| unsafe { self.graph.rows.vector(i) })
+        (i < self.len)
+            .then(|| unsafe { self.graph.rows.vector(i) })
+            .flatten()
     }
 
     /// The id stored at position `i` (`0..len`).
@@ -230,15 +232,82 @@ impl GrowingSegment {
         Ok(found.into_iter().map(|c| g.label(c.i)).collect())
     }
 
-    /// Exact inner product of `query` with the stored vector at slot `i`, once inserted.
-    pub fn score(&self, query: &[f32], i: usize) -> Option<f32> {
+    /// The best candidates of a search for `query` among points whose label passes `keep`,
+    /// with approximate similarities (from the int8 codes), best first: at least `k` and at
+    /// most the settings' `rescore`, to be rescored with [`Self::score_slots`] (by a caller
+    /// that merges several segments' candidates first and rescores only the best of all).
+    pub fn approx_candidates(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Vec<(u64, f32)>, AnnError> {
+        check_len(query, self.params.dim)?;
+        let upto = self
+            .claimed
+            .load(Ordering::Acquire)
+            .min(self.graph.rows.cap());
+        let g = &self.graph;
+        let found = with_scratch(|sc| candidates(g, &self.params, upto, query, k, ef, keep, sc));
+        Ok(found
+            .into_iter()
+            .map(|c| (g.label(c.i), g.approx_similarity(c.s)))
+            .collect())
+    }
+
+    /// The query's int8 codes, for [`Self::approx`].
+    pub fn query_code(&self, query: &[f32]) -> Vec<i8> {
+        let mut code = vec![0i8; self.params.dim];
+        quantize(query, self.params.code_scale(), &mut code);
+        code
+    }
+
+    /// Approximate similarity (int8 codes) of a query's codes with slot `i`, once inserted.
+    pub fn approx(&self, code: &[i8], i: usize) -> Option<f32> {
         if i >= self.graph.rows.cap()
-            || query.len() != self.params.dim
+            || code.len() != self.params.dim
             || !self.graph.rows.is_ready(i)
         {
             return None;
         }
-        Some(self.graph.score_stored(query, i))
+        // SAFETY: slot `i` is published: `is_ready(i)` returned true on this thread
+        Some(unsafe { self.graph.approx(code, i as u32) })
+    }
+
+    /// Exact inner products of `query` with the stored vectors at `slots`, in order; `None`
+    /// for a slot not inserted. Reads the segment's file once its vectors are there.
+    pub fn score_slots(&self, query: &[f32], slots: &[u32]) -> std::io::Result<Vec<Option<f32>>> {
+        let rows = &self.graph.rows;
+        let ready: Vec<u32> = slots
+            .iter()
+            .copied()
+            .filter(|&i| (i as usize) < rows.cap() && rows.is_ready(i as usize))
+            .collect();
+        if query.len() != self.params.dim {
+            return Ok(vec![None; slots.len()]);
+        }
+        // SAFETY: every slot in `ready` is published (is_ready returned true on this thread)
+        let scores =
+            with_scratch(|sc| unsafe { self.graph.score_slots(query, &ready, &mut sc.halves) })?;
+        let mut scored = ready.into_iter().zip(scores).peekable();
+        Ok(slots
+            .iter()
+            .map(|i| match scored.peek() {
+                Some((j, s)) if j == i => {
+                    let s = *s;
+                    scored.next();
+                    Some(s)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Exact inner product of `query` with the stored vector at slot `i`, once inserted.
+    pub fn score(&self, query: &[f32], i: usize) -> Option<f32> {
+        let slot = u32::try_from(i).ok()?;
+        self.score_slots(query, &[slot]).ok()?.first().copied()?
     }
 
     /// Links in the points no walk of the graph reaches (a few per segment; each would never
@@ -268,7 +337,7 @@ impl GrowingSegment {
             return None;
         }
         // SAFETY: slot `i` is published: `is_ready(i)` returned true on this thread
-        let vector = unsafe { self.graph.rows.vector(i) };
+        let vector = unsafe { self.graph.rows.vector(i) }?;
         Some((self.graph.label(i as u32), vector))
     }
 
@@ -279,8 +348,7 @@ impl GrowingSegment {
             return false;
         }
         // SAFETY: slot `i` is published: `is_ready(i)` returned true on this thread
-        let kept = unsafe { self.graph.rows.half(i) };
-        kept.iter().zip(v).all(|(h, x)| *h == f32_to_f16(*x))
+        unsafe { self.graph.rows.holds(i, v) }
     }
 
     /// Writes the graph and vectors of a full segment, for [`Self::read_from`].
@@ -288,12 +356,38 @@ impl GrowingSegment {
         self.graph.write_to(w)
     }
 
+    /// Byte offset of the f16 vectors in what [`Self::write_to`] writes.
+    pub fn halves_offset(&self) -> u64 {
+        self.graph.halves_offset()
+    }
+
+    /// Reads the f16 vectors from `file`, where [`Self::write_to`]'s bytes start at byte
+    /// `start`, from now on, and gives back their memory. For a full segment.
+    pub fn spill(&self, file: std::fs::File, start: u64) {
+        self.graph
+            .rows
+            .spill(file, start + self.graph.halves_offset());
+    }
+
+    /// Whether the f16 vectors are read from a file.
+    pub fn spilled(&self) -> bool {
+        self.graph.rows.spilled()
+    }
+
+    /// Bytes held in memory: codes, vectors kept in memory, labels, links.
+    pub fn memory_bytes(&self) -> usize {
+        self.graph.rows.bytes() + self.graph.link_bytes()
+    }
+
     /// A full segment read back from what [`Self::write_to`] wrote, with the same settings.
+    /// With `file` (the file the bytes come from, and where in it they start) its f16
+    /// vectors are read from there on demand instead of held in memory.
     pub fn read_from(
         r: &mut dyn std::io::Read,
         params: &AnnParams,
+        file: Option<(std::fs::File, u64)>,
     ) -> Result<Self, GraphFileError> {
-        let graph = Graph::read_from(r, params)?;
+        let graph = Graph::read_from(r, params, file)?;
         let n = graph.rows.cap();
         Ok(GrowingSegment {
             graph: Arc::new(graph),
@@ -375,8 +469,44 @@ fn pass_fraction(g: &Graph, upto: usize, keep: &dyn Fn(u64) -> bool) -> f32 {
     }
 }
 
-/// Shared search: an exact scan when the segment is small or the filter keeps little of it,
-/// a graph search otherwise, whose best candidates are rescored exactly.
+/// The best candidates by int8 code score (code units, best first): a scan when the
+/// segment is small or the filter keeps little of it, a graph walk otherwise; `rescore` of
+/// them (at least `k`).
+#[allow(clippy::too_many_arguments)]
+fn candidates(
+    g: &Graph,
+    params: &AnnParams,
+    upto: usize,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+    keep: &dyn Fn(u64) -> bool,
+    sc: &mut Scratch,
+) -> Vec<Cand> {
+    if k == 0 || upto == 0 {
+        return Vec::new();
+    }
+    let by_slot = |i: u32| keep(g.label(i));
+    let exact = upto <= params.exact_below || pass_fraction(g, upto, keep) < params.exact_fraction;
+    let rescored = if params.rescore == 0 {
+        ef.max(k)
+    } else {
+        params.rescore.max(k)
+    };
+    let mut code = std::mem::take(&mut sc.code);
+    code.resize(params.dim, 0);
+    quantize(query, params.code_scale(), &mut code);
+    let mut found = if exact {
+        g.scan_codes(&code, rescored, upto, &by_slot, sc)
+    } else {
+        g.search_graph(&code, ef.max(k), &by_slot, sc)
+    };
+    sc.code = code;
+    found.truncate(rescored);
+    found
+}
+
+/// Shared search: the best candidates by their codes, rescored exactly.
 fn search(
     g: &Graph,
     params: &AnnParams,
@@ -387,27 +517,9 @@ fn search(
     keep: &dyn Fn(u64) -> bool,
 ) -> Result<Vec<(u64, f32)>, AnnError> {
     check_len(query, params.dim)?;
-    if k == 0 || upto == 0 {
-        return Ok(Vec::new());
-    }
-    let by_slot = |i: u32| keep(g.label(i));
-    let exact = upto <= params.exact_below || pass_fraction(g, upto, keep) < params.exact_fraction;
     let found = with_scratch(|sc: &mut Scratch| {
-        if exact {
-            return g.search_exact(query, k, upto, &by_slot, sc);
-        }
-        let mut code = std::mem::take(&mut sc.code);
-        code.resize(params.dim, 0);
-        quantize(query, params.code_scale(), &mut code);
-        let mut found = g.search_graph(&code, ef.max(k), &by_slot, sc);
-        sc.code = code;
-        let rescored = if params.rescore == 0 {
-            found.len()
-        } else {
-            params.rescore.max(k)
-        };
-        found.truncate(rescored);
-        g.rescore(query, &mut found, k)
+        let mut found = candidates(g, params, upto, query, k, ef, keep, sc);
+        g.rescore(query, &mut found, k, &mut sc.halves)
     });
     Ok(labelled(g, found))
 }
