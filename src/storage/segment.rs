@@ -516,11 +516,6 @@ impl Segment {
         }
     }
 
-    /// The query's int8 codes, for [`Segment::score_visible`].
-    pub fn query_code(&self, q: &[f32]) -> Vec<i8> {
-        self.graph.query_code(q)
-    }
-
     /// Inserts up to `max` pending points into the graph; returns how many it inserted
     /// (none while another thread is inserting into this segment).
     pub fn index_some(&self, max: usize) -> usize {

@@ -14,7 +14,7 @@
 //! rescoring of the best candidates), level-0 links 132 B, label and bookkeeping ~20 B:
 //! about 1.3 KB, 1.26 GiB for 1M points. Once a segment is in its file
 //! ([`GrowingSegment::spill`]) its f16 copies are read from there and leave memory: about
-//! 0.55 KB resident per point, 8 B of it a digest of the f16 copy.
+//! 0.55 KB resident per point.
 //!
 //! Measured on the 2-core benchmark machine at 1M points (a stand-alone index benchmark; `benches/search.rs` measures the whole node): segments
 //! of [`DEFAULT_SEGMENT_CAPACITY`] with m 16 and ef_construction 24 build at 21-27k

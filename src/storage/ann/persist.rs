@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use super::graph::{atomic_zeroed, Graph, EMPTY};
 use super::mem::advise_huge_pages;
 use super::quant::quant_kernels;
-use super::rows::{digest, into_cells, Halves, Rows};
+use super::rows::{into_cells, Halves, Rows};
 use super::AnnParams;
 use crate::storage::checked_io::{fill, get_u32, get_u64, put_all, put_u32, put_u64};
 use parking_lot::RwLock;
@@ -212,7 +212,7 @@ fn read_links(
 }
 
 /// Reads the codes, f16 vectors and labels of `n` slots, every one of them ready; with
-/// `file`, the f16 vectors are only digested and then read from there (at its offset).
+/// `file`, the f16 vectors are skipped and read from there (at its offset) when needed.
 fn read_rows(
     r: &mut dyn Read,
     n: usize,
@@ -234,20 +234,11 @@ fn read_rows(
             Halves::Memory(into_cells(halves))
         }
         Some((file, offset)) => {
-            let mut slot = vec![0u8; dim * 2];
-            let mut digests = Vec::with_capacity(n);
-            for _ in 0..n {
-                r.read_exact(&mut slot)?;
-                digests.push(digest(
-                    slot.chunks_exact(2)
-                        .map(|b| u16::from_le_bytes([b[0], b[1]])),
-                ));
+            let len = (n * dim * 2) as u64;
+            if io::copy(&mut Read::take(&mut *r, len), &mut io::sink())? < len {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
             }
-            Halves::File {
-                file,
-                offset,
-                digests: digests.into_boxed_slice(),
-            }
+            Halves::File { file, offset }
         }
     };
     let mut labels = vec![0u64; n].into_boxed_slice();

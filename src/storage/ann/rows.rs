@@ -47,28 +47,13 @@ pub(crate) enum Halves {
     None,
     /// In memory: `cap * dim` values, each slot written once before it is published.
     Memory(Box<[UnsafeCell<u16>]>),
-    /// In the segment's file, `cap * dim` little-endian values from byte `offset`; `digests`
-    /// identify each slot's vector without reading it (see [`digest`]).
+    /// In the segment's file, `cap * dim` little-endian values from byte `offset`.
     File {
         /// the segment file, open for reading (it stays readable after a merge unlinks it)
         file: File,
         /// byte offset of slot 0's values
         offset: u64,
-        /// digest of each slot's values
-        digests: Box<[u64]>,
     },
-}
-
-/// A 64-bit digest of a vector's f16 values, to tell whether a record still holds the vector
-/// a restored point was built from.
-pub(crate) fn digest(halves: impl Iterator<Item = u16>) -> u64 {
-    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-    for x in halves {
-        h = (h ^ u64::from(x))
-            .wrapping_mul(0x0100_0000_01b3)
-            .rotate_left(23);
-    }
-    h ^ (h >> 29)
 }
 
 /// Reinterprets a boxed slice as a slice of `UnsafeCell`s, which have the same layout.
@@ -196,7 +181,7 @@ impl Rows {
                 }
                 Ok(())
             }
-            Halves::File { file, offset, .. } => {
+            Halves::File { file, offset } => {
                 let mut bytes = vec![0u8; dim * 2];
                 for &i in slots {
                     if i as usize >= self.cap() {
@@ -230,52 +215,24 @@ impl Rows {
         }
     }
 
-    /// Whether a published slot holds `v` as kept (each component rounded to f16).
+    /// Whether a published slot holds `v` as kept (each component rounded to f16); false
+    /// when its vector cannot be read.
     ///
     /// # Safety
     /// Same contract as [`Rows::code`].
     pub unsafe fn holds(&self, i: usize, v: &[f32]) -> bool {
-        let dim = self.dim;
-        if v.len() != dim || i >= self.cap() {
-            return false;
-        }
-        match &*self.halves.read() {
-            Halves::None => false,
-            Halves::Memory(cells) => cells[i * dim..(i + 1) * dim]
-                .iter()
-                // SAFETY: published slots are no longer written.
-                .zip(v)
-                .all(|(c, x)| unsafe { *c.get() } == f32_to_f16(*x)),
-            Halves::File { digests, .. } => {
-                digests.get(i) == Some(&digest(v.iter().map(|x| f32_to_f16(*x))))
-            }
-        }
+        let mut kept = Vec::with_capacity(self.dim);
+        // SAFETY: forwarded contract.
+        let read = unsafe { self.halves_into(&[i as u32], &mut kept) };
+        read.is_ok()
+            && kept.len() == v.len()
+            && kept.iter().zip(v).all(|(h, x)| *h == f32_to_f16(*x))
     }
 
     /// Reads the f16 copies from `file` (where they were written, from byte `offset`) from now
     /// on, and gives back their memory. For a full segment whose file is written.
     pub fn spill(&self, file: File, offset: u64) {
-        let mut halves = self.halves.write();
-        let Halves::Memory(cells) = &*halves else {
-            return;
-        };
-        let dim = self.dim;
-        let digests = cells
-            .chunks_exact(dim)
-            // SAFETY: every slot is written (the segment is full), none is written again,
-            // and the write lock keeps `write` out.
-            .map(|slot| digest(slot.iter().map(|c| unsafe { *c.get() })))
-            .collect();
-        *halves = Halves::File {
-            file,
-            offset,
-            digests,
-        };
-    }
-
-    /// Whether the f16 copies are read from a file.
-    pub fn spilled(&self) -> bool {
-        matches!(&*self.halves.read(), Halves::File { .. })
+        *self.halves.write() = Halves::File { file, offset };
     }
 
     /// Raw address of slot `i`'s codes, for prefetching (never dereferenced).
@@ -310,7 +267,7 @@ impl Rows {
         let halves = match &*self.halves.read() {
             Halves::None => 0,
             Halves::Memory(cells) => cells.len() * 2,
-            Halves::File { digests, .. } => digests.len() * 8,
+            Halves::File { .. } => 0,
         };
         self.codes.len() + halves + self.labels.len() * 9
     }

@@ -206,7 +206,7 @@ impl GrowingSegment {
 
     /// An empty segment for up to `capacity` points that keeps only the int8 codes its
     /// graph walks, for [`Self::candidates`]: a graph over points whose vectors are kept
-    /// elsewhere (no f16 copy, no rescoring, no [`Self::stored`] or [`Self::score`]).
+    /// elsewhere (no f16 copy, no rescoring, no [`Self::stored`] or [`Self::score_slots`]).
     pub fn codes_only(capacity: usize, params: &AnnParams) -> Result<Self, AnnError> {
         Self::empty(capacity, params, Rows::codes_only)
     }
@@ -256,13 +256,6 @@ impl GrowingSegment {
             .collect())
     }
 
-    /// The query's int8 codes, for [`Self::approx`].
-    pub fn query_code(&self, query: &[f32]) -> Vec<i8> {
-        let mut code = vec![0i8; self.params.dim];
-        quantize(query, self.params.code_scale(), &mut code);
-        code
-    }
-
     /// Approximate similarity (int8 codes) of a query's codes with slot `i`, once inserted.
     pub fn approx(&self, code: &[i8], i: usize) -> Option<f32> {
         if i >= self.graph.rows.cap()
@@ -279,35 +272,27 @@ impl GrowingSegment {
     /// for a slot not inserted. Reads the segment's file once its vectors are there.
     pub fn score_slots(&self, query: &[f32], slots: &[u32]) -> std::io::Result<Vec<Option<f32>>> {
         let rows = &self.graph.rows;
-        let ready: Vec<u32> = slots
-            .iter()
-            .copied()
-            .filter(|&i| (i as usize) < rows.cap() && rows.is_ready(i as usize))
-            .collect();
         if query.len() != self.params.dim {
             return Ok(vec![None; slots.len()]);
         }
-        // SAFETY: every slot in `ready` is published (is_ready returned true on this thread)
-        let scores =
-            with_scratch(|sc| unsafe { self.graph.score_slots(query, &ready, &mut sc.halves) })?;
-        let mut scored = ready.into_iter().zip(scores).peekable();
-        Ok(slots
+        let ready: Vec<bool> = slots
             .iter()
-            .map(|i| match scored.peek() {
-                Some((j, s)) if j == i => {
-                    let s = *s;
-                    scored.next();
-                    Some(s)
-                }
-                _ => None,
-            })
+            .map(|&i| (i as usize) < rows.cap() && rows.is_ready(i as usize))
+            .collect();
+        let kept: Vec<u32> = slots
+            .iter()
+            .zip(&ready)
+            .filter(|(_, r)| **r)
+            .map(|(i, _)| *i)
+            .collect();
+        // SAFETY: every slot in `kept` is published (is_ready returned true on this thread)
+        let scores =
+            with_scratch(|sc| unsafe { self.graph.score_slots(query, &kept, &mut sc.halves) })?;
+        let mut scores = scores.into_iter();
+        Ok(ready
+            .iter()
+            .map(|r| if *r { scores.next() } else { None })
             .collect())
-    }
-
-    /// Exact inner product of `query` with the stored vector at slot `i`, once inserted.
-    pub fn score(&self, query: &[f32], i: usize) -> Option<f32> {
-        let slot = u32::try_from(i).ok()?;
-        self.score_slots(query, &[slot]).ok()?.first().copied()?
     }
 
     /// Links in the points no walk of the graph reaches (a few per segment; each would never
@@ -356,22 +341,12 @@ impl GrowingSegment {
         self.graph.write_to(w)
     }
 
-    /// Byte offset of the f16 vectors in what [`Self::write_to`] writes.
-    pub fn halves_offset(&self) -> u64 {
-        self.graph.halves_offset()
-    }
-
     /// Reads the f16 vectors from `file`, where [`Self::write_to`]'s bytes start at byte
     /// `start`, from now on, and gives back their memory. For a full segment.
     pub fn spill(&self, file: std::fs::File, start: u64) {
         self.graph
             .rows
             .spill(file, start + self.graph.halves_offset());
-    }
-
-    /// Whether the f16 vectors are read from a file.
-    pub fn spilled(&self) -> bool {
-        self.graph.rows.spilled()
     }
 
     /// Bytes held in memory: codes, vectors kept in memory, labels, links.
