@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    search_ids, start_member, start_three, wait_dead, wait_formed, wait_replicated,
+    search_ids, start_member, start_three, wait_dead, wait_formed, wait_held, wait_replicated,
 };
 use common::uploads::put_numbered_uploads;
 use common::{batch, free_port, unit_vector, NodeProcess};
@@ -153,15 +153,15 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
         assert_eq!(answer["partial"], false, "{answer}");
     }
-    let mut held = 0;
-    for n in [&n1, &n2, &n3] {
-        let (_, stats) = n.get("/api/v1/stats").await;
-        held += stats["index"]["live_points"].as_u64().unwrap_or(0);
-    }
-    assert!(
-        held >= 2 * (total - 1 + total_late),
-        "at least two copies of everything: {held}"
-    );
+    // the copies n1 and n3 took of n2's shards while it was gone are handed back to n2 and
+    // removed: two copies of everything, on the placed replicas only
+    let took = wait_held(
+        &[&n1, &n2, &n3],
+        2 * (total - 1 + total_late),
+        Duration::from_secs(60),
+    )
+    .await;
+    eprintln!("copies placement took away removed after {took:?}");
 
     // a fourth node joins: placement moves shards to it at once and it copies them; the
     // nodes placement took shards from keep answering for them until it has, so no answer
@@ -182,6 +182,13 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
     })
     .await;
     eprintln!("n4 joined: {polls} polls without a gap");
+    let took = wait_held(
+        &[&n1, &n2, &n3, &n4],
+        2 * everything,
+        Duration::from_secs(60),
+    )
+    .await;
+    eprintln!("the shards n4 took removed from their old holders after {took:?}");
     for n in [&n1, &n2, &n3, &n4] {
         let (_, stats) = n.get("/api/v1/stats").await;
         assert_eq!(stats["records"]["total"], everything, "{stats}");
@@ -214,6 +221,7 @@ async fn records_pushed_through_one_node_are_replicated_found_and_counted_once_e
         assert_eq!(stats["records"]["total"], everything, "{stats}");
         assert_eq!(stats["under_replicated_shards"], json!([]), "{stats}");
     }
+    wait_held(&[&n1, &n3, &n4], 2 * everything, Duration::from_secs(60)).await;
 }
 
 /// Searches and counts through `nodes` until `done` says so: every answer is whole, finds

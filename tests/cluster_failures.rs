@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{
     ingest_until_acknowledged, search_ids, start_member, start_three, wait_dead, wait_formed,
-    wait_replicated, SharedStore,
+    wait_held, wait_replicated, SharedStore,
 };
 use common::uploads::put_numbered_uploads;
 use common::{batch, unit_vector, NodeProcess};
@@ -440,21 +440,38 @@ async fn shards_whose_every_copy_is_lost_say_partial_and_come_back_with_the_node
     let (_, answer) = search_ids(&n2, &json!({"embedding": unit_vector(7), "limit": 3})).await;
     assert_eq!(answer["partial"], true, "{answer}");
 
+    // meanwhile n1 and n2, the lost shards' new replicas, take writes of those shards
+    let late_system = (0..)
+        .map(|k| format!("late{k}"))
+        .find(|s| lost.contains(&u64::from(akosha::record::shard_for(s))))
+        .unwrap();
+    const LATE: u64 = 20;
+    ingest_until_acknowledged(&n1, &batch(&late_system, 90_000, LATE)).await;
+
     // both come back: their copies were whole when they died, so those shards are whole
-    // again, merged with what the others took since
-    let _n3 = start_member(&n3_dir, "n3", ports[2], &[ports[0]], &[], &[]).await;
-    let _n4 = start_member(&n4_dir, "n4", p4, &[ports[0]], &[], &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, stats) = n1.get("/api/v1/stats").await;
-        if stats["missing_shards"] == json!([]) && stats["records"]["total"] == SYSTEMS * PER {
-            break;
+    // again, merged with what the others took since; n1 and n2 hand back the writes they
+    // took for those shards and remove their copies
+    let n3 = start_member(&n3_dir, "n3", ports[2], &[ports[0]], &[], &[]).await;
+    let n4 = start_member(&n4_dir, "n4", p4, &[ports[0]], &[], &[]).await;
+    let everything = SYSTEMS * PER + LATE;
+    let took = wait_held(
+        &[&n1, &n2, &n3, &n4],
+        2 * everything,
+        Duration::from_secs(60),
+    )
+    .await;
+    eprintln!("held on the placed replicas only after {took:?}");
+    for n in [&n1, &n2, &n3, &n4] {
+        let (_, stats) = n.get("/api/v1/stats").await;
+        assert_eq!(stats["missing_shards"], json!([]), "{stats}");
+        assert_eq!(stats["records"]["total"], everything, "{stats}");
+    }
+    for i in [90_000, 90_007, 90_000 + LATE - 1] {
+        let scoped = json!({"embedding": unit_vector(i), "limit": 1, "system_id": late_system});
+        for n in [&n3, &n4] {
+            let (ids, answer) = search_ids(n, &scoped).await;
+            assert_eq!(ids.first(), Some(&format!("conv-{i}")), "{answer}");
         }
-        assert!(
-            Instant::now() < deadline,
-            "their copies did not come back: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

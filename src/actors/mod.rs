@@ -10,6 +10,7 @@ pub mod query_coordinator;
 pub mod search_admission;
 pub mod shard;
 pub mod shard_import;
+pub mod shard_release;
 pub mod shard_state;
 pub mod shard_supervisor;
 pub mod shard_writes;

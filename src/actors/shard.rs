@@ -12,6 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, Message, RpcReplyPort};
 use serde::Serialize;
 
 use crate::actors::shard_import::ImportCounts;
+use crate::actors::shard_release::Holding;
 use crate::actors::shard_state::Held;
 pub use crate::actors::shard_state::ShardState;
 use crate::actors::shard_writes::Gate;
@@ -128,6 +129,25 @@ pub enum ShardMsg {
         /// what it changed
         reply: RpcReplyPort<Result<ImportCounts, StorageError>>,
     },
+    /// Takes in a page of a copy of this shard that placement took away from another node:
+    /// as `Import`, but its records also meet their systems' floors, as new writes do (the
+    /// copy may be older than a forgotten deletion).
+    HandBack {
+        /// the page (deletions, floors, warm and hot records)
+        page: ShardPage,
+        /// what it changed
+        reply: RpcReplyPort<Result<ImportCounts, StorageError>>,
+    },
+    /// What this copy of the shard holds, and how many changes it has taken.
+    Holding(RpcReplyPort<Holding>),
+    /// Removes everything this copy holds unless it took a change since `seen`; replies
+    /// whether it did.
+    Release {
+        /// the change count of the [`Holding`] read before the copy was handed back
+        seen: u64,
+        /// whether the copy was removed
+        reply: RpcReplyPort<Result<bool, StorageError>>,
+    },
     /// Which points a system-scoped search should look at.
     Candidates(String, RpcReplyPort<Candidates>),
     /// Counts of this shard's records.
@@ -233,6 +253,7 @@ impl Actor for ShardActor {
             floors: HashMap::new(),
             record_tombstones: false,
             clock: args.clock,
+            changes: crate::actors::shard_release::first_change_count(),
         };
         state.load().await?;
         Ok(state)
@@ -250,6 +271,7 @@ impl Actor for ShardActor {
                     // the caller gave up before the write began: it was told it failed
                     return Ok(());
                 }
+                state.changes += 1;
                 let result = state.upsert(records, Gate::Writes).await;
                 let _ = reply.send(result);
             }
@@ -259,6 +281,7 @@ impl Actor for ShardActor {
                 version,
                 reply,
             } => {
+                state.changes += 1;
                 let result = state
                     .delete(&system_id, conversation_id.as_deref(), version)
                     .await;
@@ -270,6 +293,7 @@ impl Actor for ShardActor {
                 reply,
             } => {
                 let result = state.age(cutoff_micros, max).await;
+                state.changes += u64::from(result.as_ref().is_ok_and(|n| *n > 0));
                 let _ = reply.send(result);
             }
             ShardMsg::ColdCandidates {
@@ -283,10 +307,12 @@ impl Actor for ShardActor {
                 let _ = reply.send(result);
             }
             ShardMsg::CommitCold { file, rows, reply } => {
+                state.changes += 1;
                 let result = state.commit_cold(file, rows).await;
                 let _ = reply.send(result);
             }
             ShardMsg::TakeCold { file, live, reply } => {
+                state.changes += 1;
                 let result = state.take_cold(file, live).await;
                 let _ = reply.send(result);
             }
@@ -298,16 +324,30 @@ impl Actor for ShardActor {
             ShardMsg::DropDeadCold { seqs, reply } => {
                 let (cold, shard) = (Arc::clone(&state.cold), state.shard);
                 let result = blocking(move || cold.drop_dead(shard, &seqs)).await;
+                state.changes += u64::from(result.as_ref().is_ok_and(|gone| !gone.is_empty()));
                 let _ = reply.send(result);
             }
             ShardMsg::Forget { before, reply } => {
-                let _ = reply.send(state.forget(before).await);
+                let result = state.forget(before).await;
+                state.changes += u64::from(result.as_ref().is_ok_and(|n| *n > 0));
+                let _ = reply.send(result);
             }
             ShardMsg::Export { cursor, max, reply } => {
                 let _ = reply.send(state.export(cursor, max).await);
             }
             ShardMsg::Import { page, reply } => {
-                let _ = reply.send(state.import(page).await);
+                state.changes += 1;
+                let _ = reply.send(state.import(page, Gate::Copies).await);
+            }
+            ShardMsg::HandBack { page, reply } => {
+                state.changes += 1;
+                let _ = reply.send(state.import(page, Gate::Writes).await);
+            }
+            ShardMsg::Holding(reply) => {
+                let _ = reply.send(state.holding());
+            }
+            ShardMsg::Release { seen, reply } => {
+                let _ = reply.send(state.release(seen).await);
             }
             ShardMsg::Candidates(system_id, reply) => {
                 let _ = reply.send(state.candidates(&system_id));
@@ -331,7 +371,7 @@ impl Actor for ShardActor {
 impl ShardState {
     /// Rebuilds the in-memory state and the index points from the shard's trees, settling
     /// records a crash left in two tiers in favour of the newer copy.
-    async fn load(&mut self) -> Result<(), StorageError> {
+    pub(super) async fn load(&mut self) -> Result<(), StorageError> {
         let store = self.store.clone();
         let shard = self.shard;
         let index = Arc::clone(&self.index);

@@ -58,7 +58,11 @@ impl ShardState {
     }
 
     /// Takes in a page of another replica of this shard.
-    pub(super) async fn import(&mut self, page: ShardPage) -> Result<ImportCounts, StorageError> {
+    pub(super) async fn import(
+        &mut self,
+        page: ShardPage,
+        gate: Gate,
+    ) -> Result<ImportCounts, StorageError> {
         let mut counts = ImportCounts::default();
         if !page.cold_files.is_empty() || !page.cold_live.is_empty() {
             counts.cold = self
@@ -80,7 +84,7 @@ impl ShardState {
             .chain(page.hot.into_iter().map(MemoryRecord::from))
             .collect();
         if !records.is_empty() {
-            let w: WriteCounts = self.upsert(records, Gate::Copies).await?;
+            let w: WriteCounts = self.upsert(records, gate).await?;
             counts.written = w.stored + w.replaced;
             counts.unchanged = w.unchanged + w.stale + w.duplicates;
         }

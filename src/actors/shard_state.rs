@@ -69,6 +69,8 @@ pub struct ShardState {
     /// whether any record of this shard was deleted by itself
     pub(super) record_tombstones: bool,
     pub(super) clock: Arc<Clock>,
+    /// changes taken since the actor started (writes, deletions, copies, aging)
+    pub(super) changes: u64,
 }
 
 impl ShardState {

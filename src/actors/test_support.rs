@@ -40,3 +40,25 @@ pub async fn started_node(dir: &Path, configure: impl FnOnce(&mut Config)) -> Ar
     node.start().await.unwrap();
     node
 }
+
+/// [`started_node`] again on a `dir` whose node was just shut down in this process, waiting
+/// for sled's flusher thread to let go of the lock file.
+pub async fn restarted_node(dir: &Path, configure: impl FnOnce(&mut Config)) -> Arc<Node> {
+    let mut config = Config::default();
+    config.node.data_dir = dir.to_path_buf();
+    config.embedding.model_dir = dir.join("no-model");
+    configure(&mut config);
+    for _ in 0..50 {
+        match Node::open(config.clone()).await {
+            Ok(node) => {
+                node.start().await.unwrap();
+                return node;
+            }
+            Err(e) => {
+                eprintln!("reopen: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    panic!("cannot reopen the node in {}", dir.display());
+}

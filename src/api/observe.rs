@@ -211,6 +211,12 @@ async fn shards(node: &Node, view: &ClusterView) -> ActorView {
         let queued = node.directory.in_mailbox(shard);
         a.counters.insert("mailbox".into(), count(queued));
         if let Ok(c) = counted {
+            if c.hot + c.warm + c.cold > 0 {
+                // records left in a copy placement took away wait to be handed back
+                a.doing = a
+                    .doing
+                    .map(|d| d.replace("not held", "handing back, then removed"));
+            }
             a.counters.insert("hot".into(), count(c.hot));
             a.counters.insert("warm".into(), count(c.warm));
             a.counters.insert("cold".into(), count(c.cold));

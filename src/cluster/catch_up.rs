@@ -1,7 +1,8 @@
 //! Catching up: every shard placement gives this node is copied from a live copy that is
 //! whole (paged, by version, while writes keep arriving) before this node answers for it. A
 //! shard placement takes away keeps answering (lingering) until its new replicas say they
-//! are whole, so a joining or leaving node leaves no gap in answers.
+//! are whole, so a joining or leaving node leaves no gap in answers; then it is handed back
+//! and removed (`release`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::heal::Healing;
 use super::membership::MemberState;
+use super::release::release_pass;
 use super::routes::{ClusterRoutes, CopyState};
 use super::shard_host::{self, ExportRequest, LedgerPageRequest, ShardHostMsg};
 use super::whole_marks::WholeMarks;
@@ -25,6 +27,8 @@ use crate::storage::shard_export::ExportCursor;
 const PAGE: usize = 500;
 /// Pause before trying again shards that could not be copied.
 const RETRY: Duration = Duration::from_secs(1);
+/// Longest wait between passes while nothing changes.
+const RECHECK: Duration = Duration::from_secs(30);
 
 /// Starts following the view: once it has settled (another member seen, or `settle`
 /// passed), every shard of this node not yet whole is copied from another replica, and
@@ -60,6 +64,7 @@ pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublishe
             let (left, lingering) =
                 catch_up_once(&node, publisher.as_ref(), &mut progress, settle).await;
             let merging = healing.pass(&node).await;
+            let released = release_pass(&node).await;
             let mask = routes.sync().masks();
             if let Some(p) = &publisher {
                 if mask != said.1 {
@@ -70,9 +75,11 @@ pub fn spawn(node: Arc<Node>, settle: Duration, publisher: Option<SyncedPublishe
                 tracing::info!(shards = left, "shards of this node still catching up");
             }
             said = (left, mask);
-            if left > 0 || lingering > 0 || merging > 0 {
+            if left > 0 || lingering > 0 || merging > 0 || released.left > 0 {
                 tokio::time::sleep(RETRY).await;
-            } else if view.changed().await.is_err() {
+            } else if let Ok(Err(_)) = tokio::time::timeout(RECHECK, view.changed()).await {
+                // a write in flight when placement changed can still reach a copy placement
+                // took away after it was handed back: it is looked for now and then
                 return;
             }
         }

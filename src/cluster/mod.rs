@@ -14,6 +14,7 @@ pub mod membership;
 pub mod membership_actor;
 pub mod peer;
 pub mod placement;
+pub mod release;
 pub mod routes;
 pub mod sessions;
 pub mod shard_host;

@@ -14,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 
-use super::routes::ClusterRoutes;
+use super::routes::{ClusterRoutes, CopyState};
 use super::wire::{Payload, WireError};
 use crate::actors::shard::{DeleteCounts, ShardCounts};
 use crate::ingest::ledger::UploadLedger;
@@ -105,6 +105,25 @@ pub enum ShardHostMsg {
         Payload<ColdLookupRequest>,
         RpcReplyPort<Payload<Result<ColdFound, String>>>,
     ),
+    /// Takes, durably and by version, a page of a copy of a shard placed on this node that
+    /// placement took away from the sender, which removes its copy once every placed
+    /// replica has taken all of it; refused unless the shard is placed here and whole
+    /// (wire 5).
+    #[rpc]
+    HandBack(
+        Payload<HandBackRequest>,
+        RpcReplyPort<Payload<Result<usize, String>>>,
+    ),
+}
+
+/// A page of a copy of a shard that placement took away from the node sending it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandBackRequest {
+    /// the shard
+    pub shard: ShardId,
+    /// its deletions, floors, warm and hot records (never cold: cold files are the
+    /// primary's, and every replica has their commits)
+    pub page: ShardPage,
 }
 
 /// Records of a shard a replica holds warm past the cold age, asked of the shard's primary.
@@ -374,6 +393,7 @@ impl Actor for ShardHost {
                 ShardHostMsg::ColdCommit(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::ColdDrop(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::ColdLookup(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
+                ShardHostMsg::HandBack(_, reply) => drop(reply.send(Payload::Value(Err(busy())))),
                 ShardHostMsg::Counts(shards, reply) => {
                     let none = shards
                         .into_result()
@@ -437,6 +457,11 @@ impl Actor for ShardHost {
             ShardHostMsg::ColdLookup(request, reply) => {
                 serve(permit, request, reply, |r| async move {
                     host.cold_lookup(r).await
+                });
+            }
+            ShardHostMsg::HandBack(request, reply) => {
+                serve(permit, request, reply, |r| async move {
+                    host.hand_back(r).await
                 });
             }
             ShardHostMsg::Search(query, reply) => {
@@ -542,6 +567,31 @@ impl ShardHostArgs {
             .visible_cold(r.shard, r.keys, self.timeout)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// Takes a page handed back, if the shard is placed here and this node's copy is whole
+    /// (a copy still being filled would be taken for whole with only part of it); answers
+    /// how many records and deletions it changed.
+    async fn hand_back(&self, r: HandBackRequest) -> Result<usize, String> {
+        if let Some(routes) = self.shards.cluster() {
+            let placed = routes
+                .placement()
+                .replicas(r.shard)
+                .contains(&routes.self_id());
+            if !placed || routes.sync().state(r.shard) != CopyState::Whole {
+                return Err(format!(
+                    "shard {} is not placed and whole on node {}: hand it back later",
+                    r.shard, self.node_id
+                ));
+            }
+        }
+        let counts = self
+            .shards
+            .hand_back(r.shard, r.page, self.timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store.flush().await.map_err(|e| e.to_string())?;
+        Ok(counts.written + counts.deletions)
     }
 
     async fn export(&self, r: ExportRequest) -> Result<ShardPage, String> {

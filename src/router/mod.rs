@@ -5,6 +5,7 @@
 //! talks to shard actors directly.
 
 mod aging;
+mod release;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -304,6 +304,24 @@ impl ColdTier {
         Ok(())
     }
 
+    /// Takes every record and catalog entry of a shard out of this node's cold tier (its copy
+    /// here is given up; the files stay in the object store for the shard's other copies);
+    /// blocking. Returns the visible copies that went.
+    pub fn release_shard(&self, shard: ShardId) -> Result<usize, StorageError> {
+        let n = crate::storage::tombstones::remove_prefix(&self.live, &shard.to_be_bytes())?;
+        let files: Vec<ColdFile> = self
+            .catalog
+            .read()
+            .values()
+            .filter(|f| f.shard == shard)
+            .cloned()
+            .collect();
+        for f in &files {
+            self.forget_file(f)?;
+        }
+        Ok(n)
+    }
+
     /// Commits a written and verified file; blocking. In one transaction its catalog entry
     /// goes in, and each row whose record is still in warm with the same version leaves warm
     /// and becomes the record's visible cold copy. A row whose record left warm meanwhile

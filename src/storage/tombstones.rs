@@ -61,6 +61,28 @@ fn raise(tree: &sled::Tree, key: Vec<u8>, version: Version) -> Result<(), Storag
     Ok(())
 }
 
+/// Removes every entry of a tree under `prefix`, in batches; returns how many went.
+pub fn remove_prefix(tree: &sled::Tree, prefix: &[u8]) -> Result<usize, StorageError> {
+    const BATCH: usize = 4096;
+    let mut n = 0;
+    loop {
+        let keys: Vec<sled::IVec> = tree
+            .scan_prefix(prefix)
+            .keys()
+            .take(BATCH)
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            return Ok(n);
+        }
+        let mut batch = sled::Batch::default();
+        for k in &keys {
+            batch.remove(k);
+        }
+        tree.apply_batch(batch)?;
+        n += keys.len();
+    }
+}
+
 /// Every (system id, version) of a shard in a tree keyed by shard and system.
 fn by_system(tree: &sled::Tree, shard: ShardId) -> Result<Vec<(String, Version)>, StorageError> {
     let mut out = Vec::new();
@@ -199,6 +221,16 @@ impl Tombstones {
         max: usize,
     ) -> Result<Vec<(Vec<u8>, Version)>, StorageError> {
         shard_page(&self.records, shard, after, max, Version::from_bytes)
+    }
+
+    /// Removes every tombstone and floor of a shard (its copy here is given up); blocking.
+    /// Returns how many entries went.
+    pub fn release_shard(&self, shard: ShardId) -> Result<usize, StorageError> {
+        let mut n = 0;
+        for tree in [&self.records, &self.systems, &self.floors] {
+            n += remove_prefix(tree, &shard.to_be_bytes())?;
+        }
+        Ok(n)
     }
 
     /// Whether a shard has any record tombstone (when not, writes skip looking them up).

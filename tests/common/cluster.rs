@@ -154,6 +154,27 @@ pub async fn wait_replicated(node: &NodeProcess, within: Duration) {
     }
 }
 
+/// Waits until `nodes` hold `copies` index points between them: every record on its placed
+/// replicas only, nothing left on a node placement took its shard from; returns how long.
+pub async fn wait_held(nodes: &[&NodeProcess], copies: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let mut held = Vec::new();
+        for n in nodes {
+            let (_, stats) = n.get("/api/v1/stats").await;
+            held.push(stats["index"]["live_points"].as_u64().unwrap_or(0));
+        }
+        if held.iter().sum::<u64>() == copies {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "nodes hold {held:?} points, not {copies} between them"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The conversation ids of a search's results, and the whole answer.
 pub async fn search_ids(node: &NodeProcess, body: &Value) -> (Vec<String>, Value) {
     let (status, answer) = node.post("/api/v1/search", body).await;
