@@ -4,7 +4,9 @@
 # pushed over HTTP through one node, and global top-10 search through another (p50/p99 on
 # one client, QPS on four, recall@10 against the exact top-10). Then SIGKILLs n2 and times,
 # from the kill, n3 declaring it dead, answering whole again, and every shard having two
-# whole replicas again (the records counted exactly).
+# whole replicas again (the records counted exactly). Then a new member, n4, joins the two
+# left and times every shard replicated again and the members holding exactly two copies of
+# each record (the shards n4 took handed back and removed from their old holders).
 #   scripts/bench-cluster.sh [N]        # N records, default 20000
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +14,7 @@ n="${1:-20000}"
 data="$(scripts/bench-data.sh "$n")"
 cargo build --release --bin akosha-node >&2
 work="$(mktemp -d)"
-trap 'kill "${single:-}" 2>/dev/null || true; AKOSHA_CLUSTER_STATE="$work/cluster" scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'kill "${single:-}" "${joiner:-}" 2>/dev/null || true; AKOSHA_CLUSTER_STATE="$work/cluster" scripts/cluster.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 wait_ready() {
   for _ in $(seq 1 300); do
@@ -39,5 +41,14 @@ AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA_CLUSTER_FETCH
 three="$(python3 scripts/bench_cluster.py "$data" http://127.0.0.1:8691 http://127.0.0.1:8693 \
   --kill-pid-file "$work/cluster/n2.pid")"
 
+echo "n4 joins n1 and n3 ..." >&2
+mkdir -p "$work/n4"
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA_COOKIE="$(cat "$work/cluster/cookie")" \
+  target/release/akosha-node --data-dir "$work/n4" --http 127.0.0.1:8694 --listen 127.0.0.1:7694 \
+  --node-id n4 --join 127.0.0.1:7691 >"$work/n4.log" 2>&1 &
+joiner=$!
+join="$(python3 scripts/bench_cluster.py watch-join "$n" \
+  http://127.0.0.1:8693 http://127.0.0.1:8691 http://127.0.0.1:8693 http://127.0.0.1:8694)"
 echo "one node:                  $one"
 echo "three nodes (RF 2, push through n1, search through n3, then SIGKILL n2): $three"
+echo "n4 joins n1 and n3, from its start:  $join"

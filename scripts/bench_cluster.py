@@ -8,6 +8,12 @@ Prints one JSON line of figures. With --kill-pid-file, then SIGKILLs that proces
 of the cluster SEARCH_URL belongs to) and adds how long, from the kill, SEARCH_URL took to
 declare it dead, to answer whole again (no shard missing: each has a live replica) and to
 have every shard at its replication factor again (no shard under-replicated).
+
+usage: bench_cluster.py watch-join N SEARCH_URL URL [URL ...]
+Times, from now (a new member was just started), every shard whole at its replication factor
+again with the new member holding some, then the members at URL holding exactly two copies of
+each of the N records between them (what placement took from the old holders handed back to
+the new replicas and removed). Prints one JSON line.
 """
 import argparse, json, os, signal, threading, time, urllib.request
 
@@ -102,6 +108,31 @@ def main():
     print(json.dumps(figures))
 
 
+def watch_join(n, url, urls):
+    """Seconds until the joined cluster is replicated, then holds two copies only."""
+    started = time.time()
+    times = {}
+    while len(times) < 2:
+        now = time.time() - started
+        if now > 600:
+            raise SystemExit(f"bench: the join did not settle in 600 s: {times}")
+        try:
+            held = [get(u + "/api/v1/stats")["index"]["live_points"] for u in urls]
+            stats = get(url + "/api/v1/stats")
+        except OSError:
+            time.sleep(0.2)
+            continue
+        if "join_replicated_s" not in times and min(held) > 0 \
+                and stats["under_replicated_shards"] == [] and stats["missing_shards"] == []:
+            times["join_replicated_s"] = round(now, 2)
+        if "join_replicated_s" in times and sum(held) == 2 * n:
+            times["join_two_copies_only_s"] = round(now, 2)
+            if stats["records"]["total"] != n:
+                raise SystemExit(f"bench: {stats['records']['total']} records after the join, {n} pushed")
+        time.sleep(0.2)
+    return times
+
+
 def get(url):
     with urllib.request.urlopen(url, timeout=30) as r:
         return json.loads(r.read())
@@ -137,4 +168,8 @@ def failover(url, pid_file, queries, n):
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    if len(sys.argv) > 1 and sys.argv[1] == "watch-join":
+        print(json.dumps(watch_join(int(sys.argv[2]), sys.argv[3], sys.argv[4:])))
+    else:
+        main()

@@ -571,3 +571,97 @@ async fn a_joining_node_takes_the_scan_checkpoints_of_its_shards_and_reads_no_fo
     let (_, stats) = n4.get("/api/v1/stats").await;
     assert_eq!(stats["records"]["total"], UPLOADS * 5, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_join_at_once_and_one_killed_while_it_copies_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ports, n1, n2, n3) = start_three(dir.path(), &[], &[]).await;
+    const JOIN_BATCHES: u64 = 100;
+    for b in 0..JOIN_BATCHES {
+        let system = format!("sys{}", b % SYSTEMS);
+        ingest_until_acknowledged(&n1, &batch(&system, b * PER_BATCH, PER_BATCH)).await;
+    }
+    let total = JOIN_BATCHES * PER_BATCH;
+
+    // n4 and n5 join at once, through different members; n4 is SIGKILLed while it copies
+    let (p4, p5) = (common::free_port(), common::free_port());
+    let (d4, d5) = (dir.path().join("n4"), dir.path().join("n5"));
+    let (j4, j5) = ([ports[0]], [ports[1]]);
+    let (n4, n5) = tokio::join!(
+        start_member(&d4, "n4", p4, &j4, &[], &[]),
+        start_member(&d5, "n5", p5, &j5, &[], &[]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let whole_on_n4 = loop {
+        let (_, view) = n1.get("/api/v1/cluster").await;
+        let n4_row = view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["node_id"] == "n4"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let whole = n4_row["whole_shards"].as_u64().unwrap_or(0);
+        if whole > 0 || Instant::now() > deadline {
+            break (whole, n4_row["shards"].as_array().map_or(0, Vec::len));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let n4_dir = n4.kill9();
+    eprintln!(
+        "n4 killed with {} of its {} shards whole",
+        whole_on_n4.0, whole_on_n4.1
+    );
+
+    // meanwhile and after, an answer through the members left is whole, or says what it
+    // lacks: never a short count or a missed record without `partial`
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut polls = 0u64;
+    loop {
+        polls += 1;
+        let mut whole = true;
+        for n in [&n1, &n2, &n5] {
+            let (_, stats) = n.get("/api/v1/stats").await;
+            let missing = stats["missing_shards"] != json!([]);
+            if !missing {
+                assert_eq!(stats["records"]["total"], total, "poll {polls}: {stats}");
+            }
+            whole &= !missing && stats["under_replicated_shards"] == json!([]);
+            let (id, body) = probe((polls % JOIN_BATCHES) * PER_BATCH + 13);
+            let (ids, answer) = search_ids(n, &body).await;
+            if answer["partial"] == false {
+                assert_eq!(ids.first(), Some(&id), "poll {polls}: {answer}");
+            }
+        }
+        let (_, view) = n1.get("/api/v1/cluster").await;
+        let n4_dead = view["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["node_id"] == "n4"))
+            .is_some_and(|m| m["state"] == "dead");
+        if whole && n4_dead {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not whole after {polls} polls: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("whole again without n4 after {polls} polls");
+    for n in [&n1, &n2, &n3, &n5] {
+        all_found(n, total).await;
+    }
+
+    // n4 comes back and takes its share again; nothing it copied in part before is kept
+    let n4 = start_member(&n4_dir, "n4", p4, &[ports[0]], &[], &[]).await;
+    wait_formed(&[&n1, &n2, &n3, &n4, &n5], 5).await;
+    wait_replicated(&n1, Duration::from_secs(60)).await;
+    let took = wait_held(
+        &[&n1, &n2, &n3, &n4, &n5],
+        2 * total,
+        Duration::from_secs(60),
+    )
+    .await;
+    eprintln!("two copies of everything, on the placed replicas only, after {took:?}");
+    for n in [&n1, &n2, &n3, &n4, &n5] {
+        all_found(n, total).await;
+    }
+}

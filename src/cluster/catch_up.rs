@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::heal::Healing;
-use super::membership::MemberState;
+use super::membership::{Member, MemberState};
+use super::placement::Placement;
 use super::release::release_pass;
 use super::routes::{ClusterRoutes, CopyState};
 use super::shard_host::{self, ExportRequest, LedgerPageRequest, ShardHostMsg};
@@ -159,8 +160,10 @@ async fn catch_up_once(
             continue;
         }
         let was_whole = progress.marks.as_ref().is_some_and(|m| m.was_whole(shard));
-        let sources = match plan(routes, shard, &placed, was_whole) {
-            Plan::Copy(sources) => sources,
+        let rf = node.config.cluster.replication_factor;
+        let (sources, every) = match plan(routes, shard, &placed, was_whole, rf) {
+            Plan::Copy(sources) => (sources, false),
+            Plan::Merge(sources) => (sources, true),
             Plan::Alone => {
                 sync.set(shard, CopyState::Whole);
                 progress.mark(shard, true);
@@ -200,22 +203,34 @@ async fn catch_up_once(
         progress.restored.remove(&shard);
         let mut copied_from = None;
         let fresh: Vec<String> = sources
-            .into_iter()
-            .filter(|s| !failed.contains(s))
+            .iter()
+            .filter(|s| !failed.contains(*s))
+            .cloned()
             .collect();
+        // a merge needs every source; a copy, the first that answers
+        let mut short = every && fresh.len() < sources.len();
         for source in fresh {
+            if short {
+                break;
+            }
             match copy(&node.shards, &source, shard, timeout).await {
                 Ok(items) => {
-                    tracing::debug!(shard, source, items, "shard caught up");
+                    tracing::debug!(shard, source, items, merge = every, "shard caught up");
                     copied_from = Some(source);
-                    break;
+                    if !every {
+                        break;
+                    }
                 }
                 Err(e) => {
                     // the pass says how many shards are left; each failure is a detail
                     tracing::debug!(shard, source, error = %e, "cannot copy a shard from a replica");
                     failed.insert(source);
+                    short = every;
                 }
             }
+        }
+        if short {
+            copied_from = None;
         }
         if let Some(source) = &copied_from {
             copy_ledger(node, source, shard, timeout).await;
@@ -232,6 +247,14 @@ async fn catch_up_once(
         }
     }
     (left, lingers)
+}
+
+/// Whether a member answers: alive, suspect or leaving.
+fn reachable(m: &Member) -> bool {
+    matches!(
+        m.state,
+        MemberState::Alive | MemberState::Suspect | MemberState::Leaving
+    )
 }
 
 /// Where a shard placement no longer gives this node goes next: a whole copy lingers until
@@ -272,6 +295,10 @@ enum Plan {
     /// copied from these members, whose copies are whole (or, when no copy anywhere was
     /// ever said to be whole, the whole cluster starting, merged from the placed replicas)
     Copy(Vec<String>),
+    /// merged from every one of these members: a member that held the shard whole died
+    /// while the others were still filling theirs, and only all of them together hold
+    /// every write it took
+    Merge(Vec<String>),
     /// nothing to copy and nothing lost: this node is the only replica
     Alone,
     /// every copy was on members that are gone (this one last said so): this node, the
@@ -283,7 +310,13 @@ enum Plan {
 
 /// How this node fills a shard placed on it; `was_whole`: its own copy was whole before it
 /// last stopped.
-fn plan(routes: &ClusterRoutes, shard: ShardId, placed: &[&str], was_whole: bool) -> Plan {
+fn plan(
+    routes: &ClusterRoutes,
+    shard: ShardId,
+    placed: &[&str],
+    was_whole: bool,
+    replication_factor: usize,
+) -> Plan {
     let me = routes.self_id();
     let readable: Vec<String> = routes
         .readable(shard)
@@ -306,11 +339,54 @@ fn plan(routes: &ClusterRoutes, shard: ShardId, placed: &[&str], was_whole: bool
         .iter()
         .find(|m| m.node_id != me && m.state == MemberState::Dead && m.is_whole(shard));
     if let Some(gone) = gone.filter(|_| !was_whole) {
-        return if placed.first() == Some(&me) {
-            Plan::Rebuild(gone.node_id.clone())
-        } else {
-            Plan::AwaitPrimary
-        };
+        // every write it took went to the replicas placed beside it too: while one of them
+        // lives (this node, or another), its copy (whole or still filling) holds what came
+        // after placement moved, and the copies placement took away (lingering) or that it
+        // puts back hold what came before; merged from all of them, nothing acknowledged
+        // is missing
+        // placement before the deaths: the members placed now and those now dead
+        let dead = view
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Dead)
+            .map(|m| m.node_id.as_str());
+        let before: Vec<&str> = view
+            .placement
+            .members()
+            .iter()
+            .map(String::as_str)
+            .chain(dead)
+            .collect();
+        let alive =
+            |id: &str| id == me || view.members.iter().any(|m| m.node_id == id && reachable(m));
+        let beside: Vec<String> = Placement::compute(before, replication_factor)
+            .replicas(shard)
+            .into_iter()
+            .filter(|r| *r != gone.node_id && alive(r))
+            .map(str::to_string)
+            .collect();
+        let lingering_anywhere = view
+            .members
+            .iter()
+            .filter(|m| m.node_id != me && reachable(m) && m.is_lingering(shard))
+            .map(|m| m.node_id.clone());
+        let mut all: Vec<String> = Vec::new();
+        for r in lingering_anywhere
+            .chain(beside.iter().cloned())
+            .chain(placed.iter().map(|p| p.to_string()))
+        {
+            if r != me && !all.contains(&r) {
+                all.push(r);
+            }
+        }
+        if beside.is_empty() || all.is_empty() {
+            return if placed.first() == Some(&me) {
+                Plan::Rebuild(gone.node_id.clone())
+            } else {
+                Plan::AwaitPrimary
+            };
+        }
+        return Plan::Merge(all);
     }
     if !lingering.is_empty() {
         // a join or a leave: the old holder's copy, and the writes this node took since
