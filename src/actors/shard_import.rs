@@ -170,11 +170,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::actors::test_support::{pending, started_node, vector};
+    use crate::actors::test_support::{pending, scoped, started_node};
     use crate::ingest::PendingRecord;
     use crate::node::Node;
     use crate::record::shard_for;
-    use crate::search::{QueryTarget, SearchQuery, Tiers};
 
     fn record(system: &str, i: u32, days_ago: i64, content: &str) -> PendingRecord {
         pending(system, i, content, days_ago)
@@ -190,23 +189,7 @@ mod tests {
 
     /// The content and tier of record `i` of `system` as found by its own vector.
     async fn found(node: &Node, system: &str, i: u32) -> Option<(String, &'static str)> {
-        let answer = node
-            .search(SearchQuery {
-                target: QueryTarget::Embedding(vector(i)),
-                limit: 3,
-                threshold: None,
-                system_id: Some(system.to_string()),
-                since: None,
-                until: None,
-                tiers: Tiers {
-                    hot: true,
-                    warm: true,
-                    cold: true,
-                },
-                metadata: None,
-            })
-            .await
-            .unwrap();
+        let answer = node.search(scoped(i, system, 3)).await.unwrap();
         assert!(!answer.partial, "{:?}", answer.partial_reason);
         answer
             .results

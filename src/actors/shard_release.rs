@@ -98,11 +98,10 @@ mod tests {
     use std::time::Duration;
 
     use crate::actors::shard::ShardMsg;
-    use crate::actors::test_support::{pending, restarted_node, started_node, vector};
+    use crate::actors::test_support::{pending, restarted_node, scoped, started_node};
     use crate::ingest::PendingRecord;
     use crate::node::Node;
     use crate::record::{shard_for, ShardId};
-    use crate::search::{QueryTarget, SearchQuery};
     use crate::storage::cold_log::Deletion;
     use crate::storage::shard_export::{ExportCursor, ShardPage};
     use crate::version::Version;
@@ -134,19 +133,7 @@ mod tests {
     }
 
     async fn found(node: &Node, system: &str, seed: u32) -> usize {
-        let answer = node
-            .search(SearchQuery {
-                target: QueryTarget::Embedding(vector(seed)),
-                limit: 5,
-                threshold: None,
-                system_id: Some(system.to_string()),
-                since: None,
-                until: None,
-                tiers: Default::default(),
-                metadata: None,
-            })
-            .await
-            .unwrap();
+        let answer = node.search(scoped(seed, system, 5)).await.unwrap();
         answer.results.len()
     }
 

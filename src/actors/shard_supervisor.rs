@@ -184,10 +184,9 @@ mod tests {
     use std::time::Duration;
 
     use crate::actors::shard::ShardMsg;
-    use crate::actors::test_support::{pending, started_node, vector};
+    use crate::actors::test_support::{pending, scoped, started_node};
     use crate::ingest::PendingRecord;
     use crate::record::shard_for;
-    use crate::search::{QueryTarget, SearchQuery};
 
     fn record(system: &str, i: u32) -> PendingRecord {
         pending(system, i, &format!("record {i}"), 0)
@@ -226,19 +225,7 @@ mod tests {
             "stale or missing index points"
         );
         for i in [0u32, 150, 299] {
-            let answer = node
-                .search(SearchQuery {
-                    target: QueryTarget::Embedding(vector(i)),
-                    limit: 1,
-                    threshold: None,
-                    system_id: Some("crashy".to_string()),
-                    since: None,
-                    until: None,
-                    tiers: Default::default(),
-                    metadata: None,
-                })
-                .await
-                .unwrap();
+            let answer = node.search(scoped(i, "crashy", 1)).await.unwrap();
             assert_eq!(answer.results[0].conversation_id, format!("c{i}"));
         }
         let restarts = node.slots.shards.read().clone().unwrap();

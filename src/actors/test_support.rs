@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::ingest::PendingRecord;
 use crate::node::Node;
 use crate::record::content_hash;
+use crate::search::{QueryTarget, SearchQuery, Tiers};
 
 /// A 384-d vector made from a seed (not normalized; the write path normalizes it).
 pub fn vector(seed: u32) -> Vec<f32> {
@@ -27,6 +28,24 @@ pub fn pending(system: &str, i: u32, content: &str, days_ago: i64) -> PendingRec
         metadata: serde_json::Map::new(),
         content_hash: content_hash(content),
         version: None,
+    }
+}
+
+/// A search of `system`, in every tier, for `vector(seed)`.
+pub fn scoped(seed: u32, system: &str, limit: usize) -> SearchQuery {
+    SearchQuery {
+        target: QueryTarget::Embedding(vector(seed)),
+        limit,
+        threshold: None,
+        system_id: Some(system.to_string()),
+        since: None,
+        until: None,
+        tiers: Tiers {
+            hot: true,
+            warm: true,
+            cold: true,
+        },
+        metadata: None,
     }
 }
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::heal::Healing;
-use super::membership::{Member, MemberState};
+use super::membership::MemberState;
 use super::placement::Placement;
 use super::release::release_pass;
-use super::routes::{ClusterRoutes, CopyState};
+use super::routes::{reachable, ClusterRoutes, CopyState};
 use super::shard_host::{self, ExportRequest, LedgerPageRequest, ShardHostMsg};
 use super::whole_marks::WholeMarks;
 use super::wire::Payload;
@@ -130,6 +130,7 @@ async fn catch_up_once(
     // a copy taken while some writer still routes by another placement could miss its
     // writes: copies wait until every member computes the same one
     let converged = routes.converged();
+    let rf = node.config.cluster.replication_factor;
     let (mut left, mut lingers) = (0, 0);
     // a source that failed once in this pass (gone, or silent until the timeout) is not asked
     // again for every other shard: the pass would stall on it
@@ -160,7 +161,6 @@ async fn catch_up_once(
             continue;
         }
         let was_whole = progress.marks.as_ref().is_some_and(|m| m.was_whole(shard));
-        let rf = node.config.cluster.replication_factor;
         let (sources, every) = match plan(routes, shard, &placed, was_whole, rf) {
             Plan::Copy(sources) => (sources, false),
             Plan::Merge(sources) => (sources, true),
@@ -201,37 +201,7 @@ async fn catch_up_once(
         };
         progress.rebuilding.remove(&shard);
         progress.restored.remove(&shard);
-        let mut copied_from = None;
-        let fresh: Vec<String> = sources
-            .iter()
-            .filter(|s| !failed.contains(*s))
-            .cloned()
-            .collect();
-        // a merge needs every source; a copy, the first that answers
-        let mut short = every && fresh.len() < sources.len();
-        for source in fresh {
-            if short {
-                break;
-            }
-            match copy(&node.shards, &source, shard, timeout).await {
-                Ok(items) => {
-                    tracing::debug!(shard, source, items, merge = every, "shard caught up");
-                    copied_from = Some(source);
-                    if !every {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    // the pass says how many shards are left; each failure is a detail
-                    tracing::debug!(shard, source, error = %e, "cannot copy a shard from a replica");
-                    failed.insert(source);
-                    short = every;
-                }
-            }
-        }
-        if short {
-            copied_from = None;
-        }
+        let copied_from = copy_from(node, shard, sources, every, &mut failed, timeout).await;
         if let Some(source) = &copied_from {
             copy_ledger(node, source, shard, timeout).await;
         }
@@ -249,12 +219,41 @@ async fn catch_up_once(
     (left, lingers)
 }
 
-/// Whether a member answers: alive, suspect or leaving.
-fn reachable(m: &Member) -> bool {
-    matches!(
-        m.state,
-        MemberState::Alive | MemberState::Suspect | MemberState::Leaving
-    )
+/// Copies a shard from the first of `sources` that answers or, for a merge (`every`), from
+/// each of them; a source in `failed` is not asked, and one that fails joins it. Answers a
+/// source copied from, `None` when none was or a merge lacked one.
+async fn copy_from(
+    node: &Node,
+    shard: ShardId,
+    sources: Vec<String>,
+    every: bool,
+    failed: &mut HashSet<String>,
+    timeout: Duration,
+) -> Option<String> {
+    let mut copied = None;
+    for source in sources {
+        if !failed.contains(&source) {
+            match copy(&node.shards, &source, shard, timeout).await {
+                Ok(items) => {
+                    tracing::debug!(shard, source, items, merge = every, "shard caught up");
+                    if !every {
+                        return Some(source);
+                    }
+                    copied = Some(source);
+                    continue;
+                }
+                Err(e) => {
+                    // the pass says how many shards are left; each failure is a detail
+                    tracing::debug!(shard, source, error = %e, "cannot copy a shard from a replica");
+                    failed.insert(source);
+                }
+            }
+        }
+        if every {
+            return None;
+        }
+    }
+    copied
 }
 
 /// Where a shard placement no longer gives this node goes next: a whole copy lingers until
@@ -343,8 +342,7 @@ fn plan(
         // lives (this node, or another), its copy (whole or still filling) holds what came
         // after placement moved, and the copies placement took away (lingering) or that it
         // puts back hold what came before; merged from all of them, nothing acknowledged
-        // is missing
-        // placement before the deaths: the members placed now and those now dead
+        // is missing. Placement before the deaths: over the members placed now and the dead.
         let dead = view
             .members
             .iter()

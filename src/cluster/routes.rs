@@ -297,7 +297,7 @@ impl ClusterRoutes {
 }
 
 /// Whether a member may be asked for anything: not declared dead.
-fn reachable(m: &Member) -> bool {
+pub(super) fn reachable(m: &Member) -> bool {
     matches!(
         m.state,
         MemberState::Alive | MemberState::Suspect | MemberState::Leaving
