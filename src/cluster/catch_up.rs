@@ -202,10 +202,11 @@ async fn catch_up_once(
         progress.rebuilding.remove(&shard);
         progress.restored.remove(&shard);
         let copied_from = copy_from(node, shard, sources, every, &mut failed, timeout).await;
-        if let Some(source) = &copied_from {
-            copy_ledger(node, source, shard, timeout).await;
-        }
-        if copied_from.is_some() && node.store.flush().await.is_ok() {
+        let ledger = match &copied_from {
+            Some(source) => copy_ledger(node, source, shard, timeout).await,
+            None => false,
+        };
+        if ledger && node.store.flush().await.is_ok() {
             sync.set(shard, CopyState::Whole);
             progress.mark(shard, true);
             if let Some(p) = publisher {
@@ -531,11 +532,13 @@ pub async fn hand_off(node: &Node, within: Duration, grace: Duration) -> usize {
 /// Copies what `source` knows of the uploads of a shard's systems into this node's ledger,
 /// then, once every page is in, its scan checkpoints of those systems (where ahead of this
 /// node's), so that, should this node become the shard's primary, it neither reads them
-/// again nor lists them from the start. Best effort: an upload missed is read again, which
+/// again nor lists them from the start. Answers whether `source` gave every page: a copy
+/// without them is not whole (its forgotten uploads would be read again). An entry that
+/// cannot be written here is logged and skipped: such an upload is read again, which
 /// changes nothing.
-async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duration) {
+async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duration) -> bool {
     let Some(uploads) = &node.uploads else {
-        return;
+        return true;
     };
     let mut after = None;
     let mut recorded = 0;
@@ -556,7 +559,7 @@ async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duratio
             Ok(page) => page,
             Err(e) => {
                 tracing::debug!(shard, source, error = %e, "cannot copy the shard's upload ledger");
-                return;
+                return false;
             }
         };
         checkpoints.extend(page.checkpoints);
@@ -592,6 +595,7 @@ async fn copy_ledger(node: &Node, source: &str, shard: ShardId, timeout: Duratio
             "copied the shard's upload ledger and checkpoints"
         );
     }
+    true
 }
 
 /// Copies a shard from another node's copy into this node's; returns the items read.
