@@ -28,7 +28,7 @@ use crate::record::ShardId;
 use crate::storage::ann::AnnParams;
 use crate::storage::distance::TopK;
 use crate::storage::index_files::{self, Unclaimed};
-use crate::storage::segment::{location, split_location, Location, Score, Segment};
+use crate::storage::segment::{location, split_location, Location, PointMap, Segment};
 pub use crate::storage::segment::{IndexFilter, PointId, PointMeta};
 use crate::storage::system_graphs::{Systems, RESCORE};
 use crate::storage::warm_index::WarmIndex;
@@ -116,7 +116,7 @@ pub(crate) struct Layout {
     /// every segment; the last one takes new points
     pub(crate) segments: Vec<Arc<Segment>>,
     /// where each live point is
-    pub(crate) locations: HashMap<PointId, Location>,
+    pub(crate) locations: PointMap<Location>,
     /// the number the next segment takes
     pub(crate) next_segment: u32,
 }
@@ -229,7 +229,7 @@ impl HotIndex {
         let shared = Arc::new(Shared {
             layout: RwLock::new(Layout {
                 segments: Vec::new(),
-                locations: HashMap::new(),
+                locations: PointMap::default(),
                 next_segment: 0,
             }),
             params,
@@ -306,34 +306,56 @@ impl HotIndex {
 
     /// Adds the points of records a shard read back from disk: a restored point that holds
     /// the same record unchanged is taken back, the others are added; returns their ids in
-    /// order. Takes the restored points' lock, then the layout's: nothing may hold the
-    /// layout while it waits for the restored points.
+    /// order. Takes the restored points' lock and then the layout's, never both at once.
     pub fn insert_loaded(&self, points: Vec<(Vec<f32>, PointMeta)>) -> Vec<PointId> {
-        let mut ids: Vec<PointId> = vec![0; points.len()];
-        let mut fresh = Vec::new();
-        let mut fresh_at = Vec::new();
-        {
+        // the restored point waiting for each record, if any
+        let claims: Vec<Option<Location>> = {
             let mut unclaimed = self.shared.unclaimed.lock();
             if !points.iter().any(|(_, m)| unclaimed.has_shard(m.shard)) {
                 drop(unclaimed);
                 return self.insert(points);
             }
+            points
+                .iter()
+                .map(|(_, m)| unclaimed.take(m.shard, &m.key))
+                .collect()
+        };
+        // compared outside the locks, so that shards loading at once compare in parallel
+        // and searches go on: reading each kept vector back is most of a restart's work
+        let segments = self.snapshot();
+        let adopted: Vec<Option<(PointId, Location)>> = points
+            .iter()
+            .zip(claims)
+            .map(|((vector, meta), claim)| {
+                let loc = claim?;
+                let (n, off) = split_location(loc);
+                let id = find(&segments, n)?.adopt(off, vector, meta)?;
+                Some((id, loc))
+            })
+            .collect();
+        drop(segments);
+        let mut ids: Vec<PointId> = vec![0; points.len()];
+        let mut fresh = Vec::new();
+        let mut fresh_at = Vec::new();
+        {
             let mut layout = self.shared.layout.write();
-            for (i, (vector, meta)) in points.into_iter().enumerate() {
-                let claimed = unclaimed.take(meta.shard, &meta.key).and_then(|loc| {
-                    let (n, off) = split_location(loc);
-                    let id = layout.segment(n)?.adopt(off, &vector, &meta)?;
-                    Some((id, loc))
-                });
-                match claimed {
-                    Some((id, loc)) => {
+            for (i, (point, adopted)) in points.into_iter().zip(adopted).enumerate() {
+                match adopted {
+                    // merges wait until every shard has loaded, or the claim window ends:
+                    // a point whose segment was merged away meanwhile is where the merge
+                    // put it, or, if the merge listed it before it was taken back, nowhere
+                    Some((id, loc)) if layout.segment(split_location(loc).0).is_some() => {
                         layout.locations.insert(id, loc);
                         ids[i] = id;
                         self.shared.taken_back.fetch_add(1, Ordering::Relaxed);
                     }
-                    None => {
+                    Some((id, _)) if layout.locations.contains_key(&id) => {
+                        ids[i] = id;
+                        self.shared.taken_back.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
                         fresh_at.push(i);
-                        fresh.push((vector, meta));
+                        fresh.push(point);
                     }
                 }
             }
@@ -499,7 +521,10 @@ impl HotIndex {
         filter: &IndexFilter,
     ) -> Vec<ScoredPoint> {
         self.searching();
-        let (segments, locations): (Vec<Arc<Segment>>, Vec<Location>) = {
+        // ascending: the locations table is then read in order (see `IdHasher`)
+        let mut points = points.to_vec();
+        points.sort_unstable();
+        let (segments, mut locations): (Vec<Arc<Segment>>, Vec<Location>) = {
             let layout = self.shared.layout.read();
             let locations = points
                 .iter()
@@ -507,16 +532,19 @@ impl HotIndex {
                 .collect();
             (layout.segments.clone(), locations)
         };
+        // by segment, then offset: one lock per segment, its memory read in order
+        locations.sort_unstable();
         let code = self.shared.params.ann.query_code(q);
         let mut exact = TopK::new(k);
         let mut approx = TopK::new(self.rescored(k));
-        for loc in locations {
-            let (n, off) = split_location(loc);
-            match find(&segments, n).and_then(|seg| seg.score_visible(q, &code, off, filter)) {
-                Some(Score::Exact(s)) => exact.push(loc, s),
-                Some(Score::Approx(s)) => approx.push(loc, s),
-                None => {}
-            }
+        let mut offsets = Vec::new();
+        for group in locations.chunk_by(|a, b| a >> 32 == b >> 32) {
+            let Some(segment) = find(&segments, split_location(group[0]).0) else {
+                continue;
+            };
+            offsets.clear();
+            offsets.extend(group.iter().map(|l| *l as u32));
+            segment.score_points(q, &code, &offsets, filter, &mut exact, &mut approx);
         }
         rescore(q, approx, &mut exact, &segments);
         resolve(exact, &segments)

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::record::{EMBEDDING_DIM, SHARD_COUNT};
+use crate::storage::distance::dot;
 
 /// A unit vector made from a seed (sines of its components).
 pub(crate) fn vector(seed: u64) -> Vec<f32> {
@@ -107,6 +108,62 @@ fn sealed_segments_are_searched_filtered_and_deleted() {
     index.delete_shard(1);
     let hits = index.search(&vector(4_501), 10, &only_shard_1);
     assert!(hits.is_empty(), "{hits:?}");
+}
+
+#[test]
+fn given_points_across_segments_are_scored_as_an_exact_search_would_honouring_deletions_and_filters(
+) {
+    // three sealed segments and a growing one: given points are scored by their codes in
+    // the sealed ones, exactly in the growing one, and the best rescored
+    let index = HotIndex::new(params(2_000, 0));
+    let n = 7_000u64;
+    let ids = index.insert((0..n).map(|i| (random_vector(i), meta(i))).collect());
+    settle(&index, |s| s.sealed_segments == 3 && s.pending_points == 0);
+    // every third point, given out of order
+    let mut given: Vec<PointId> = (0..n).step_by(3).map(|i| ids[i as usize]).collect();
+    given.reverse();
+    let deleted: Vec<PointId> = (0..n).step_by(300).map(|i| ids[i as usize]).collect();
+    index.delete(&deleted);
+    let since = 1_000i64;
+    let filters = [
+        IndexFilter::default(),
+        IndexFilter {
+            since: Some(since),
+            ..IndexFilter::default()
+        },
+    ];
+    for (f, filter) in filters.iter().enumerate() {
+        for seed in [n + 1, n + 2, n + 3] {
+            let q = random_vector(seed);
+            let mut exact: Vec<(f32, PointId)> = (0..n)
+                .step_by(3)
+                .filter(|i| i % 300 != 0 && filter.since.is_none_or(|t| *i as i64 >= t))
+                .map(|i| (dot(&q, &random_vector(i)), ids[i as usize]))
+                .collect();
+            exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let hits = index.search_points(&q, &given, 10, filter);
+            let got: Vec<PointId> = hits.iter().map(|h| h.point).collect();
+            let want: Vec<PointId> = exact.iter().take(10).map(|e| e.1).collect();
+            let found = want.iter().filter(|w| got.contains(w)).count();
+            assert!(found >= 9, "filter {f}, query {seed}: {found} of 10 found");
+            assert!(
+                got.iter().all(|p| !deleted.contains(p)),
+                "a deleted point came back"
+            );
+            for h in &hits {
+                let i = ids.iter().position(|id| *id == h.point).unwrap_or_default() as u64;
+                assert!(i % 3 == 0, "point {i} was not given");
+                assert!(
+                    filter.since.is_none_or(|t| i as i64 >= t),
+                    "point {i} is filtered out"
+                );
+                assert!(
+                    (h.score - dot(&q, &random_vector(i))).abs() < 1e-2,
+                    "rescored"
+                );
+            }
+        }
+    }
 }
 
 /// Waits until `done` holds of the index's stats, up to a minute.

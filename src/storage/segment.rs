@@ -14,6 +14,34 @@ use crate::storage::distance::{dot, TopK};
 /// A point of the index, stable for the life of the point (merges move it, not its id).
 pub type PointId = u64;
 
+/// Hashes point ids, which the index hands out in sequence and no input chooses. The low
+/// bits, which pick the bucket, are the id's own, so ids looked up in ascending order read
+/// the table in order (the default SipHash scatters them, a cache miss each); the top seven,
+/// which the table compares first, are mixed.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        const TOP: u64 = 0xfe00_0000_0000_0000;
+        (self.0 & !TOP) | (self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) & TOP)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// A map keyed by point id.
+pub type PointMap<V> =
+    std::collections::HashMap<PointId, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Where a point is: segment number in the high 32 bits, offset in the low 32.
 pub type Location = u64;
 
@@ -65,6 +93,14 @@ impl Default for IndexFilter {
 }
 
 impl IndexFilter {
+    /// Whether every point passes the filter.
+    pub fn keeps_all(&self) -> bool {
+        self.system.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.shards.iter().all(|s| *s)
+    }
+
     /// Whether a point passes the filter.
     #[inline]
     pub fn accepts(&self, m: &PointMeta) -> bool {
@@ -133,15 +169,6 @@ struct Body {
     meta: Vec<PointMeta>,
     /// the stable id of every point
     ids: Vec<PointId>,
-}
-
-/// A point's similarity with a query.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Score {
-    /// computed from the record's own vector
-    Exact(f32),
-    /// estimated from the graph's int8 codes; rescore before answering
-    Approx(f32),
 }
 
 /// A live point of a segment, listed for a merge.
@@ -443,28 +470,38 @@ impl Segment {
         Some((*body.ids.get(offset)?, m.shard, m.key.clone()))
     }
 
-    /// Similarity of the point at `offset` with the query (`code`: its int8 codes) if it is
-    /// visible under the filter: exact for a point not yet in the graph, approximate (its
-    /// codes) for one in it, to be rescored with [`Segment::rescore`].
-    pub fn score_visible(
+    /// Offers each point at `offsets` visible under the filter, by location: one not yet in
+    /// the graph scored exactly to `exact`, one in it by its codes (`code`: the query's) to
+    /// `approx`, for [`Segment::rescore`]. Offsets in ascending order read memory in order.
+    pub fn score_points(
         &self,
         q: &[f32],
         code: &[i8],
-        offset: usize,
+        offsets: &[u32],
         filter: &IndexFilter,
-    ) -> Option<Score> {
+        exact: &mut TopK,
+        approx: &mut TopK,
+    ) {
         let body = self.body.read();
-        let m = body.meta.get(offset)?;
-        if self.deleted.get(offset) || !filter.accepts(m) {
-            return None;
+        // a filter that keeps every point needs no point's metadata (a read from memory each)
+        let all = filter.keeps_all();
+        let mut coded = Vec::with_capacity(offsets.len());
+        for &o in offsets {
+            let i = o as usize;
+            let Some(m) = body.meta.get(i) else {
+                continue;
+            };
+            if self.deleted.get(i) || !(all || filter.accepts(m)) {
+                continue;
+            }
+            match body.vectors.get(i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM) {
+                Some(v) => exact.push(location(self.id, i), dot(q, v)),
+                None => coded.push(o),
+            }
         }
-        match body
-            .vectors
-            .get(offset * EMBEDDING_DIM..(offset + 1) * EMBEDDING_DIM)
-        {
-            Some(v) => Some(Score::Exact(dot(q, v))),
-            None => self.graph.approx(code, offset).map(Score::Approx),
-        }
+        self.graph.approx_each(code, &coded, |i, s| {
+            approx.push(location(self.id, i as usize), s)
+        });
     }
 
     /// Offers the segment's best visible points, by location: those not yet in the graph,
@@ -481,7 +518,10 @@ impl Segment {
     ) {
         let body = self.body.read();
         let indexed = self.indexed.load(Ordering::Acquire).min(body.meta.len());
-        let visible = |i: usize| !self.deleted.get(i) && filter.accepts(&body.meta[i]);
+        // a filter that keeps every point reads no metadata: a walk visits thousands of
+        // points, and each one's metadata would be a read from memory of its own
+        let all = filter.keeps_all();
+        let visible = |i: usize| !self.deleted.get(i) && (all || filter.accepts(&body.meta[i]));
         for i in indexed..body.meta.len() {
             if visible(i) {
                 let v = &body.vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM];

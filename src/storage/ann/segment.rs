@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::graph::Graph;
+use super::graph::{prefetch, Graph};
 use super::persist::GraphFileError;
 use super::quant::quantize;
 use super::rows::Rows;
@@ -256,16 +256,28 @@ impl GrowingSegment {
             .collect())
     }
 
-    /// Approximate similarity (int8 codes) of a query's codes with slot `i`, once inserted.
-    pub fn approx(&self, code: &[i8], i: usize) -> Option<f32> {
-        if i >= self.graph.rows.cap()
-            || code.len() != self.params.dim
-            || !self.graph.rows.is_ready(i)
-        {
-            return None;
+    /// Calls `each` with the approximate similarity (int8 codes) of a query's codes with
+    /// every inserted slot of `slots`, in order; the codes are fetched ahead of their turn,
+    /// since slots scattered over a segment would otherwise each wait on memory.
+    pub fn approx_each(&self, code: &[i8], slots: &[u32], mut each: impl FnMut(u32, f32)) {
+        /// Slots whose codes are on their way while one is scored.
+        const AHEAD: usize = 8;
+        let rows = &self.graph.rows;
+        if code.len() != self.params.dim {
+            return;
         }
-        // SAFETY: slot `i` is published: `is_ready(i)` returned true on this thread
-        Some(unsafe { self.graph.approx(code, i as u32) })
+        for &i in slots.iter().take(AHEAD) {
+            prefetch(rows.code_ptr(i as usize), self.params.dim);
+        }
+        for (j, &i) in slots.iter().enumerate() {
+            if let Some(&next) = slots.get(j + AHEAD) {
+                prefetch(rows.code_ptr(next as usize), self.params.dim);
+            }
+            if (i as usize) < rows.cap() && rows.is_ready(i as usize) {
+                // SAFETY: slot `i` is published: `is_ready(i)` returned true on this thread
+                each(i, unsafe { self.graph.approx(code, i) });
+            }
+        }
     }
 
     /// Exact inner products of `query` with the stored vectors at `slots`, in order; `None`
