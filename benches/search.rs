@@ -77,6 +77,22 @@ fn rss_mb() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// What the allocator holds from the system and what of it is in use, in MiB (glibc's
+/// `mallinfo2`; zeros elsewhere): their difference is memory freed but not given back.
+fn heap_mb() -> (f64, f64) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters
+        let m = unsafe { libc::mallinfo2() };
+        let mb = |b: usize| b as f64 / (1024.0 * 1024.0);
+        (mb(m.arena + m.hblkhd), mb(m.uordblks + m.hblkhd))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        (0.0, 0.0)
+    }
+}
+
 /// One aging run with these settings; its report and seconds taken.
 async fn age_now(node: &Node, aging: &akosha::config::AgingConfig) -> (AgingReport, f64) {
     let t = Instant::now();
@@ -143,6 +159,9 @@ fn ids_of(answer: &akosha::search::SearchResponse) -> Vec<u32> {
         .collect()
 }
 
+/// Latencies of a run of queries (ms, sorted), its recall, QPS, and each query's latency.
+struct Run(Vec<f64>, f64, f64, Vec<f64>);
+
 /// Runs every query once per client task; returns latencies (ms), recall and QPS.
 async fn run_queries(
     node: &Arc<Node>,
@@ -150,7 +169,7 @@ async fn run_queries(
     truth: &Arc<Vec<Vec<u32>>>,
     scoped: Option<&Arc<Vec<String>>>,
     clients: usize,
-) -> (Vec<f64>, f64, f64) {
+) -> Run {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -169,7 +188,7 @@ async fn run_queries(
                 let system = scoped.as_ref().map(|s| s[q].clone());
                 let t = Instant::now();
                 let answer = node.search(query(v, system)).await.expect("search failed");
-                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                lat.push((q, t.elapsed().as_secs_f64() * 1000.0));
                 let got = ids_of(&answer);
                 let want = &truth[q];
                 wanted += want.len().min(K);
@@ -178,21 +197,46 @@ async fn run_queries(
             (lat, hits, wanted)
         }));
     }
-    let mut lat = Vec::new();
+    let mut by_query = vec![0.0; data.nq];
     let (mut hits, mut wanted) = (0, 0);
     for t in tasks {
         let (l, h, w) = t.await.expect("client task failed");
-        lat.extend(l);
+        for (q, ms) in l {
+            by_query[q] = ms;
+        }
         hits += h;
         wanted += w;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let mut lat: Vec<f64> = by_query.iter().copied().filter(|ms| *ms > 0.0).collect();
     lat.sort_by(|a, b| a.total_cmp(b));
     let qps = lat.len() as f64 / elapsed;
-    (lat, hits as f64 / wanted.max(1) as f64, qps)
+    Run(lat, hits as f64 / wanted.max(1) as f64, qps, by_query)
 }
 
-fn print_search(name: &str, clients: usize, (lat, recall, qps): &(Vec<f64>, f64, f64)) {
+/// System-scoped latency by the size of the query's system: where the tail comes from.
+fn print_bands(run: &Run, scoped: &[String], sizes: &HashMap<String, usize>) {
+    for (lo, hi) in [(0, 2_000), (2_000, 10_000), (10_000, usize::MAX)] {
+        let mut lat: Vec<f64> = run
+            .3
+            .iter()
+            .zip(scoped)
+            .filter(|(_, s)| sizes.get(*s).is_some_and(|n| *n > lo && *n <= hi))
+            .map(|(ms, _)| *ms)
+            .collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{{\"bench\": \"system_top10_by_size\", \"records_above\": {lo}, \"queries\": {}, \"p50_ms\": {:.3}, \"p90_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}}}",
+            lat.len(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(0.0)
+        );
+    }
+}
+
+fn print_search(name: &str, clients: usize, Run(lat, recall, qps, _): &Run) {
     println!(
         "{{\"bench\": \"{name}\", \"clients\": {clients}, \"recall_at_10\": {recall:.4}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"qps\": {qps:.0}}}",
         percentile(lat, 0.5),
@@ -446,11 +490,13 @@ async fn run(dir: &Path) {
         &run_queries(&node, &data, &global_truth, None, 4).await,
     );
 
-    print_search(
-        &format!("{prefix}system_top10"),
-        1,
-        &run_queries(&node, &data, &truth, Some(&systems), 1).await,
-    );
+    let scoped_run = run_queries(&node, &data, &truth, Some(&systems), 1).await;
+    print_search(&format!("{prefix}system_top10"), 1, &scoped_run);
+    let mut sizes: HashMap<String, usize> = HashMap::new();
+    for s in &data.systems {
+        *sizes.entry(system_id(*s)).or_default() += 1;
+    }
+    print_bands(&scoped_run, &systems, &sizes);
     print_search(
         &format!("{prefix}system_top10"),
         4,
@@ -475,8 +521,9 @@ async fn run(dir: &Path) {
     drop(own);
     let (rss, hwm) = rss_mb();
     let index_mb = node.index.stats().memory_bytes as f64 / (1024.0 * 1024.0);
+    let (heap_mb, heap_used_mb) = heap_mb();
     println!(
-        "{{\"bench\": \"memory\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}, \"index_reserved_mb\": {index_mb:.0}}}"
+        "{{\"bench\": \"memory\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}, \"index_reserved_mb\": {index_mb:.0}, \"heap_mb\": {heap_mb:.0}, \"heap_in_use_mb\": {heap_used_mb:.0}}}"
     );
     node.shutdown().await;
     if !warm {
