@@ -152,7 +152,7 @@ fn given_points_across_segments_are_scored_as_an_exact_search_would_honouring_de
             );
             for h in &hits {
                 let i = ids.iter().position(|id| *id == h.point).unwrap_or_default() as u64;
-                assert!(i % 3 == 0, "point {i} was not given");
+                assert!(i.is_multiple_of(3), "point {i} was not given");
                 assert!(
                     filter.since.is_none_or(|t| i as i64 >= t),
                     "point {i} is filtered out"
