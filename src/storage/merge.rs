@@ -72,6 +72,7 @@ fn plan(sealed: &[Sealed], max_points: usize) -> Option<Vec<u32>> {
 
 /// Merges segments until dropped.
 pub(crate) fn merger_loop(shared: Weak<Shared>) {
+    let mut busy = false;
     loop {
         let Some(strong) = shared.upgrade() else {
             return;
@@ -91,7 +92,12 @@ pub(crate) fn merger_loop(shared: Weak<Shared>) {
             && crate::storage::system_graphs::maintain(&strong, strong.params.system_graph_min);
         strong.maintaining.store(merged || built, Ordering::Relaxed);
         drop(strong);
-        if !merged && !built {
+        if busy && !merged && !built {
+            // the graphs built and replaced since the last merge are freed by now
+            give_back_memory();
+        }
+        busy = merged || built;
+        if !busy {
             std::thread::sleep(IDLE);
         }
     }
@@ -173,7 +179,8 @@ struct Moved {
     id: PointId,
 }
 
-/// Returns the heap freed by a merge (the old segments, the copies) to the system: glibc
+/// Returns the heap freed by a merge (the old segments, the copies) or by graphs built again
+/// to the system: glibc
 /// keeps freed memory in its arenas otherwise, and the node's resident size would not
 /// shrink.
 fn give_back_memory() {
