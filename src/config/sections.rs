@@ -80,7 +80,7 @@ impl Default for IndexConfig {
             m: 16,
             ef_construction: 32,
             ef_search: 48,
-            merge_max_points: 200_000,
+            merge_max_points: 500_000,
             persist: true,
             vectors_on_disk: true,
             max_pending_points: 20_000,
