@@ -234,6 +234,22 @@ fn print_bands(run: &Run, scoped: &[String], sizes: &HashMap<String, usize>) {
             lat.last().copied().unwrap_or(0.0)
         );
     }
+    let mut slowest: Vec<(f64, &String)> = run.3.iter().copied().zip(scoped).collect();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(8)
+        .map(|(ms, s)| {
+            format!(
+                "[\"{s}\", {}, {ms:.2}]",
+                sizes.get(*s).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    println!(
+        "{{\"bench\": \"system_top10_slowest\", \"system_records_ms\": [{}]}}",
+        slowest.join(", ")
+    );
 }
 
 fn print_search(name: &str, clients: usize, Run(lat, recall, qps, _): &Run) {
