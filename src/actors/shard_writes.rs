@@ -10,6 +10,7 @@ use crate::actors::shard_state::{Held, ShardState};
 use crate::offload;
 use crate::record::{record_key, MemoryRecord};
 use crate::storage::hot_index::PointMeta;
+use crate::storage::hot_store::remove_each;
 use crate::storage::upsert::{dedupe, Decision, Known, Tier, UpsertJob, WriteCounts};
 use crate::storage::StorageError;
 use crate::version::Version;
@@ -251,19 +252,20 @@ fn covered<P>(
     }
 }
 
-/// Removes a system's conversations from a tree in one batch (on a blocking thread when many).
+/// Removes a system's conversations from a tree (on a blocking thread when many); the
+/// tombstone written before keeps any not yet removed at a crash out.
 async fn remove_records(
     tree: &sled::Tree,
     system_id: &str,
     conversations: &[Box<str>],
 ) -> Result<(), StorageError> {
-    let mut batch = sled::Batch::default();
-    for c in conversations {
-        batch.remove(record_key(system_id, c));
-    }
+    let keys: Vec<Vec<u8>> = conversations
+        .iter()
+        .map(|c| record_key(system_id, c))
+        .collect();
     let tree = tree.clone();
     offload::sized(conversations.len() <= offload::INLINE_ITEMS, move || {
-        tree.apply_batch(batch)
+        remove_each(&tree, keys)
     })
     .await
     .map_err(|e| StorageError::Task(e.to_string()))??;

@@ -2,7 +2,7 @@
 //! duplicates nothing: warm copies are written and flushed, read back and verified, and only
 //! then are the hot copies removed. A restart finishes (or undoes) a move cut short.
 
-use crate::storage::hot_store::decode;
+use crate::storage::hot_store::{decode, insert_each, remove_each};
 use crate::storage::warm::{decode_warm, encode_warm, WarmRecord};
 use crate::storage::{HotStore, StorageError};
 
@@ -39,15 +39,15 @@ pub fn age_to_warm(
     if due.is_empty() {
         return Ok(Vec::new());
     }
-    let mut batch = sled::Batch::default();
-    for (key, record) in &due {
-        batch.insert(key.as_slice(), encode_warm(record)?);
-    }
-    warm.apply_batch(batch)?;
+    let writes = due
+        .iter()
+        .map(|(key, record)| Ok((key.clone(), encode_warm(record)?)))
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    insert_each(warm, writes)?;
     store.flush_blocking()?;
     // read every copy back before the hot one goes
     let mut moved = Vec::with_capacity(due.len());
-    let mut remove = sled::Batch::default();
+    let mut remove = Vec::with_capacity(due.len());
     for (key, record) in due {
         let verified = match warm.get(&key)? {
             Some(bytes) => decode_warm(&key, &bytes)
@@ -56,14 +56,14 @@ pub fn age_to_warm(
             None => false,
         };
         if verified {
-            remove.remove(key.as_slice());
+            remove.push(key.clone());
             moved.push(Moved { key, record });
         } else {
             tracing::error!(shard, key = %String::from_utf8_lossy(&key), "warm copy failed verification; the record stays hot");
             warm.remove(&key)?;
         }
     }
-    hot.apply_batch(remove)?;
+    remove_each(hot, remove)?;
     store.flush_blocking()?;
     Ok(moved)
 }

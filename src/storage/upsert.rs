@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::record::{record_key, MemoryRecord, ShardId, StoredRecord};
 use crate::storage::cold_tier::ColdTier;
-use crate::storage::hot_store::encode;
+use crate::storage::hot_store::{encode, insert_each, remove_each};
 use crate::storage::tombstones::Tombstones;
 use crate::storage::StorageError;
 use crate::version::Version;
@@ -146,9 +146,8 @@ impl UpsertJob {
         known: &[Known],
     ) -> Result<Vec<Decision>, StorageError> {
         let mut decisions = Vec::with_capacity(records.len());
-        let mut hot = sled::Batch::default();
-        let mut warm = sled::Batch::default();
-        let mut warm_any = false;
+        let mut hot = Vec::with_capacity(records.len());
+        let mut warm = Vec::new();
         let mut cold_keys = Vec::new();
         for (r, k) in records.iter().zip(known) {
             let key = record_key(&r.system_id, &r.conversation_id);
@@ -182,21 +181,16 @@ impl UpsertJob {
             };
             if let Decision::Written(was) = decision {
                 match was {
-                    Some(Tier::Warm) => {
-                        warm.remove(key.as_slice());
-                        warm_any = true;
-                    }
+                    Some(Tier::Warm) => warm.push(key.clone()),
                     Some(Tier::Cold) => cold_keys.push(key.clone()),
                     _ => {}
                 }
-                hot.insert(key, encode(&StoredRecord::from(r))?);
+                hot.push((key, encode(&StoredRecord::from(r))?));
             }
             decisions.push(decision);
         }
-        self.hot.apply_batch(hot)?;
-        if warm_any {
-            self.warm.apply_batch(warm)?;
-        }
+        insert_each(&self.hot, hot)?;
+        remove_each(&self.warm, warm)?;
         // the decisions above found each of these cold copies older than its new one
         self.cold.unlink(self.shard, &cold_keys, Version::MAX)?;
         Ok(decisions)
