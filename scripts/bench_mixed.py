@@ -11,13 +11,15 @@ usage: python3 scripts/bench_mixed.py DATA_DIR URL [--preload N] [--seconds S]
    of one system, each identity new) while the searchers search, for S seconds; then the
    seconds from the last write until every point is in a graph.
 Searchers alternate a global top-10 by embedding (the shared queries) and a text search
-(the node embeds the text). Prints one JSON object per phase: records/s, and p50/p99 of
-each kind of search.
+(the node embeds the text). The writers run in a process of their own, so the searchers'
+timings do not wait on the writers' turn at the interpreter. Prints one JSON object per
+phase: records/s, p50/p99 of each kind of search, and the node's own p50/p99 over its
+most recent searches of both kinds.
 
 Bodies are encoded once before the clock starts and only their round number is replaced
 per push, so the client's own CPU (on the same cores as the node) stays small.
 """
-import argparse, http.client, json, threading, time, urllib.parse
+import argparse, http.client, json, multiprocessing, threading, time, urllib.parse
 
 import numpy as np
 
@@ -97,13 +99,10 @@ def wait_indexed(url):
     return time.perf_counter() - t
 
 
-def run(url, bodies, writers, searchers, seconds, queries, first_round, records_per_body):
-    """Writers and searchers for `seconds` (writers 0: searchers alone)."""
-    stop = threading.Event()
+def write_flat_out(url, bodies, writers, first_round, records_per_body, stop, written, errors):
+    """`writers` threads pushing bodies until `stop` is set (in a process of their own, so
+    that the searchers' timings do not wait on the writers' share of the interpreter)."""
     lock = threading.Lock()
-    written = [0]
-    errors = []
-    lat = {"embedding": [], "text": []}
     next_body = [0]
 
     def writer():
@@ -115,10 +114,33 @@ def run(url, bodies, writers, searchers, seconds, queries, first_round, records_
             body = bodies[k % len(bodies)].replace(b"@@R@@", str(first_round + k // len(bodies)).encode())
             status, data = c.post("/api/v1/ingest", body)
             if status != 200:
-                errors.append(f"ingest {status}: {data[:200]!r}")
+                errors.put(f"ingest {status}: {data[:200]!r}")
                 continue
-            with lock:
-                written[0] += records_per_body
+            with written.get_lock():
+                written.value += records_per_body
+
+    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def node_latency(url):
+    """The node's own search p50/p99 over its most recent searches."""
+    _, stats = Client(url).get("/api/v1/stats")
+    m = stats.get("activity", {})
+    return m.get("search_p50_ms"), m.get("search_p99_ms")
+
+
+def run(url, bodies, writers, searchers, seconds, queries, first_round, records_per_body):
+    """Writers and searchers for `seconds` (writers 0: searchers alone)."""
+    stop = threading.Event()
+    lat = {"embedding": [], "text": []}
+    errors = []
+    wstop = multiprocessing.Event()
+    written = multiprocessing.Value("q", 0)
+    werrors = multiprocessing.Queue()
 
     def searcher(s):
         c = Client(url)
@@ -139,21 +161,33 @@ def run(url, bodies, writers, searchers, seconds, queries, first_round, records_
                 lat[kind].append(ms)
             q += searchers
 
-    threads = [threading.Thread(target=writer) for _ in range(writers)]
-    threads += [threading.Thread(target=searcher, args=(s,)) for s in range(searchers)]
+    proc = None
+    if writers:
+        proc = multiprocessing.Process(target=write_flat_out, args=(
+            url, bodies, writers, first_round, records_per_body, wstop, written, werrors))
+    threads = [threading.Thread(target=searcher, args=(s,)) for s in range(searchers)]
     max_pending = 0
     t0 = time.perf_counter()
+    if proc:
+        proc.start()
     for t in threads:
         t.start()
     while time.perf_counter() - t0 < seconds:
         time.sleep(0.5)
         if writers:
             max_pending = max(max_pending, pending(url))
+    node_p50, node_p99 = node_latency(url)
     stop.set()
+    wstop.set()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - t0
-    return written[0] / elapsed, lat, errors, max_pending, next_body[0]
+    if proc:
+        proc.join()
+    while not werrors.empty():
+        errors.append(werrors.get())
+    extra = {"node_search_p50_ms": node_p50, "node_search_p99_ms": node_p99}
+    return written.value / elapsed, lat, errors, max_pending, extra
 
 
 def main():
@@ -197,12 +231,13 @@ def main():
         for e in errors[:5]:
             print(json.dumps({"error": e}), flush=True)
 
-    rate, lat, errors, _, _ = run(a.url, bodies, 0, a.searchers, a.seconds / 3, queries, 0, a.batch)
-    report("mixed_search_alone", rate, lat, errors, {})
-    rate, lat, errors, max_pending, _ = run(a.url, bodies, a.writers, a.searchers, a.seconds,
-                                            queries, 1_000, a.batch)
+    rate, lat, errors, _, extra = run(a.url, bodies, 0, a.searchers, a.seconds / 3, queries, 0, a.batch)
+    report("mixed_search_alone", rate, lat, errors, extra)
+    rate, lat, errors, max_pending, extra = run(a.url, bodies, a.writers, a.searchers, a.seconds,
+                                                queries, 1_000, a.batch)
     indexed = wait_indexed(a.url)
     report("mixed", rate, lat, errors, {
+        **extra,
         "max_points_waiting_for_a_graph": max_pending,
         "seconds_after_last_write_until_indexed": round(indexed, 2)})
 

@@ -14,7 +14,7 @@ pub(crate) fn vector(seed: u64) -> Vec<f32> {
 }
 
 /// A random unit vector (uniform components), the same for the same seed.
-fn random_vector(seed: u64) -> Vec<f32> {
+pub(crate) fn random_vector(seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5;
     let mut v: Vec<f32> = (0..EMBEDDING_DIM)
         .map(|_| {

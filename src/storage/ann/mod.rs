@@ -40,7 +40,7 @@ mod segment;
 
 pub use distance::{dot, dot_kernel, dot_scalar, kernel_name, DotFn};
 pub use persist::GraphFileError;
-pub use quant::{f16_to_f32, f32_to_f16, quant_kernels, QuantKernels};
+pub use quant::{f16_to_f32, f32_to_f16, quant_kernels, quantize, QuantKernels};
 pub use segment::{GrowingSegment, SealedSegment};
 
 use std::fmt;

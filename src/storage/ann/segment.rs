@@ -143,6 +143,11 @@ pub struct GrowingSegment {
 }
 
 impl GrowingSegment {
+    /// The parameters it was made with.
+    pub fn params(&self) -> &AnnParams {
+        &self.params
+    }
+
     /// An empty segment for up to `capacity` points; memory is committed as points arrive.
     pub fn new(capacity: usize, params: &AnnParams) -> Result<Self, AnnError> {
         Self::empty(capacity, params, Rows::with_capacity)
