@@ -29,7 +29,7 @@ pub(crate) fn random_vector(seed: u64) -> Vec<f32> {
     v
 }
 
-fn meta(i: u64) -> PointMeta {
+pub(crate) fn meta(i: u64) -> PointMeta {
     PointMeta {
         shard: (i % 4) as ShardId,
         system: (i % 3) as u32,

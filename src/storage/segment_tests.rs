@@ -1,16 +1,7 @@
 //! Tests of a segment's own search: points not in its graph yet.
 
 use super::*;
-use crate::storage::hot_index::tests::random_vector;
-
-fn meta(i: u64) -> PointMeta {
-    PointMeta {
-        shard: (i % 4) as ShardId,
-        system: (i % 3) as u32,
-        timestamp: i as i64,
-        key: format!("k{i}").into_bytes().into_boxed_slice(),
-    }
-}
+use crate::storage::hot_index::tests::{meta, random_vector};
 
 #[test]
 fn a_backlog_of_points_not_in_the_graph_is_searched_as_exactly_as_a_few() {
