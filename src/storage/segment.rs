@@ -576,9 +576,10 @@ impl Segment {
     ) {
         let exact_row =
             |i: usize| dot(q, &body.vectors[i * EMBEDDING_DIM..(i + 1) * EMBEDDING_DIM]);
+        // every appended point has its code beside its vector until both are dropped, and
+        // nothing is pending by then
         let pending = indexed..body.meta.len();
-        let coded = body.codes.len() / EMBEDDING_DIM;
-        if pending.len() <= PENDING_EXACT || coded < body.meta.len() {
+        if pending.len() <= PENDING_EXACT {
             for i in pending.filter(|i| visible(*i)) {
                 exact.push(location(self.id, i), exact_row(i));
             }
