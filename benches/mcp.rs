@@ -321,6 +321,8 @@ fn main() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     akosha::storage::objects::install_crypto_provider();
+    // as akosha-node does before its threads start
+    akosha::heap::limit_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(akosha::MAX_BLOCKING_THREADS)

@@ -63,6 +63,16 @@ fn load(dir: &Path) -> Data {
     }
 }
 
+/// Prints resident memory, the index's reservation and the allocator's heap as `bench`.
+fn print_memory(bench: &str, node: &Node) {
+    let (rss, hwm) = rss_mb();
+    let index_mb = node.index.stats().memory_bytes as f64 / (1024.0 * 1024.0);
+    let (heap_mb, heap_used_mb) = heap_mb();
+    println!(
+        "{{\"bench\": \"{bench}\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}, \"index_reserved_mb\": {index_mb:.0}, \"heap_mb\": {heap_mb:.0}, \"heap_in_use_mb\": {heap_used_mb:.0}}}"
+    );
+}
+
 fn rss_mb() -> (f64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
@@ -291,8 +301,10 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .expect(
-            "usage: cargo bench --bench search -- DATA_DIR [--warm] (DATA_DIR: output of shared/bench/vectors.py)",
+            "usage: cargo bench --bench search -- DATA_DIR [--warm|--cold|--due=P|--load-only] (DATA_DIR: output of shared/bench/vectors.py)",
         );
+    // as akosha-node does before its threads start
+    akosha::heap::limit_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(akosha::MAX_BLOCKING_THREADS)
@@ -424,6 +436,12 @@ async fn run(dir: &Path) {
         "{{\"bench\": \"index\", \"seconds_from_start_until_built\": {caught_up:.2}, \"seconds_from_start_until_merged\": {merged:.2}, \"segments\": {}, \"live_points\": {}, \"points_held\": {}, \"merges\": {}, \"system_graphs\": {}}}",
         stats.segments, stats.live_points, stats.points, stats.merges, stats.system_graphs
     );
+    print_memory("memory_after_load", &node);
+    if std::env::args().any(|a| a == "--load-only") {
+        // resident memory after load is all that is asked for: no queries, no restart
+        node.shutdown().await;
+        return;
+    }
 
     if let Some(p) = due_percent {
         let mut only_warm = node.config.aging.clone();
@@ -535,12 +553,7 @@ async fn run(dir: &Path) {
         );
     }
     drop(own);
-    let (rss, hwm) = rss_mb();
-    let index_mb = node.index.stats().memory_bytes as f64 / (1024.0 * 1024.0);
-    let (heap_mb, heap_used_mb) = heap_mb();
-    println!(
-        "{{\"bench\": \"memory\", \"rss_mb\": {rss:.0}, \"peak_rss_mb\": {hwm:.0}, \"index_reserved_mb\": {index_mb:.0}, \"heap_mb\": {heap_mb:.0}, \"heap_in_use_mb\": {heap_used_mb:.0}}}"
-    );
+    print_memory("memory", &node);
     node.shutdown().await;
     if !warm {
         drop(node);

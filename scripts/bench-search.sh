@@ -11,6 +11,8 @@
 #                                            # moves them (time proportional to what moves)
 #   scripts/bench-search.sh 1000000 --cold   # 200 days old: on to cold Parquet files, and
 #                                            # cold search over one month
+#   scripts/bench-search.sh 1000000 --load-only  # ingest, index, resident memory; no
+#                                                # queries, references or restart
 # Needs python3 with numpy, faiss-cpu and usearch (installed with pip when missing).
 # Settings of the node can be changed with AKOSHA__INDEX__EF_SEARCH=... and friends.
 set -euo pipefail
@@ -21,7 +23,7 @@ python3 -c 'import usearch' 2>/dev/null || pip install --quiet usearch
 data="$(scripts/bench-data.sh "$n")"
 shift || true
 efs=32,64,96,128
-if [ "${1:-}" != "--warm" ] && [ "${1:-}" != "--cold" ]; then
+if [ "${1:-}" != "--warm" ] && [ "${1:-}" != "--cold" ] && [ "${1:-}" != "--load-only" ]; then
   echo "== faiss HNSW reference (one unsharded index) ==" >&2
   python3 scripts/faiss_reference.py "$data" 10 "$efs"
   # int8 as Akosha walks its graph (usearch's coarser int8 caps its recall), and f16 as

@@ -316,7 +316,7 @@ async fn bad_uploads_are_quarantined_and_good_ones_ingested_once() {
     );
     // one is put back; the other finds it already put back (404) or, when the
     // first was read again before it arrived, already done (409)
-    let mut statuses = vec![a.0, b.0];
+    let mut statuses = [a.0, b.0];
     statuses.sort();
     assert_eq!(statuses[0], 202, "{} {}", a.1, b.1);
     assert!(statuses[1] == 404 || statuses[1] == 409, "{} {}", a.1, b.1);

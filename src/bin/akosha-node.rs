@@ -75,6 +75,7 @@ fn main() -> ExitCode {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    akosha::heap::limit_arenas();
     init_logging();
     let config = match load_config(&args) {
         Ok(c) => c,
