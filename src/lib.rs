@@ -9,6 +9,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod embedding;
+pub mod graph;
 pub mod heap;
 pub mod ingest;
 pub mod metrics;

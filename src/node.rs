@@ -19,6 +19,7 @@ use crate::actors::search_admission::SearchAdmission;
 use crate::actors::shard::DeleteCounts;
 use crate::config::Config;
 use crate::embedding::Embedder;
+use crate::graph::Graph;
 use crate::ingest::pull::{PullError, PullIngestion};
 use crate::ingest::{IngestLimits, IngestRequest, PendingRecord, WriteError, Writer};
 use crate::metrics::{MetricsSnapshot, NodeMetrics};
@@ -60,6 +61,9 @@ pub enum NodeError {
     /// The actor tree could not be spawned.
     #[error("cannot start actor tree: {0}")]
     Spawn(String),
+    /// The knowledge graph could not be opened.
+    #[error("cannot open the knowledge graph: {0}")]
+    Graph(String),
 }
 
 /// Counts of records by tier.
@@ -139,6 +143,8 @@ pub struct Node {
     pub rebuilds: crate::rebuild::Rebuilds,
     /// whether writes succeed, for `/ready`
     pub write_health: Arc<WriteHealth>,
+    /// the knowledge graph, fed by writes and pushes
+    pub graph: Graph,
     /// the root actor, once started
     root: parking_lot::Mutex<Option<ActorRef<NodeMsg>>>,
     /// true once every shard has loaded
@@ -198,7 +204,9 @@ impl Node {
             })?;
         let model_dir = config.embedding.model_dir.clone();
         let write_health = Arc::new(WriteHealth::new());
+        let graph = Graph::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
         let writer = Arc::new(Writer {
+            graph: graph.clone(),
             health: Arc::clone(&write_health),
             store: store.clone(),
             shards: router.clone(),
@@ -278,6 +286,7 @@ impl Node {
             last_forget: LastForget::default(),
             rebuilds,
             write_health,
+            graph,
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
         }))
@@ -422,6 +431,18 @@ impl Node {
                 return Err(NodeIngestError::Write(WriteError::ShardUnavailable(shard)))
             }
         };
+        self.graph
+            .forget(
+                system_id.to_string(),
+                conversation_id.map(str::to_string),
+                version,
+            )
+            .await
+            .map_err(|e| {
+                NodeIngestError::Write(WriteError::Internal(format!(
+                    "records deleted, but not from the knowledge graph: {e}; retrying the deletion is safe"
+                )))
+            })?;
         self.store
             .flush()
             .await

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod cluster;
 pub mod error;
+pub mod graph;
 pub mod guard;
 pub mod health;
 pub mod json_errors;
@@ -74,6 +75,11 @@ pub fn router_with_cluster(
             "/api/v1/systems/{system_id}/conversations/{conversation_id}",
             delete(rest::delete_conversation),
         )
+        .route("/api/v1/graph/entities", post(graph::create_entity))
+        .route("/api/v1/graph/entities/{entity_id}", get(graph::entity))
+        .route("/api/v1/graph/relations", post(graph::create_relation))
+        .route("/api/v1/graph/path", get(graph::path))
+        .route("/api/v1/graph/statistics", get(graph::statistics))
         .route("/api/v1/uploads", get(uploads::uploads))
         .route("/api/v1/uploads/retry", post(uploads::retry))
         .route(

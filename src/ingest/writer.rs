@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::embedding::{embed_in_batches, Embedder};
+use crate::graph::{Graph, RecordFacts};
 use crate::ingest::batch::PendingRecord;
 use crate::record::{normalize, shard_for, MemoryRecord, ShardId};
 use crate::router::{ShardError, ShardRouter};
@@ -72,6 +73,8 @@ pub struct Writer {
     pub index: Arc<HotIndex>,
     /// points waiting for a graph above which a new batch waits (0: never)
     pub max_pending: usize,
+    /// the knowledge graph, fed with what each record's metadata names
+    pub graph: Graph,
 }
 
 impl Writer {
@@ -95,6 +98,7 @@ impl Writer {
             .map_err(|_| WriteError::Internal("writer is shutting down".to_string()))?;
         self.wait_for_index().await;
         let records = self.embed_missing(pending).await?;
+        let facts: Vec<RecordFacts> = records.iter().map(RecordFacts::of).collect();
         let mut by_shard: BTreeMap<ShardId, Vec<MemoryRecord>> = BTreeMap::new();
         for r in records {
             by_shard.entry(shard_for(&r.system_id)).or_default().push(r);
@@ -118,6 +122,11 @@ impl Writer {
         for result in futures::future::join_all(calls).await {
             counts.add(&result?);
         }
+        // durable with the records, by the same flush
+        self.graph
+            .add_records(facts)
+            .await
+            .map_err(|e| WriteError::Internal(format!("knowledge graph: {e}")))?;
         self.store
             .flush()
             .await

@@ -58,7 +58,8 @@ async def main(url, mode):
         names = sorted(t.name for t in tools)
         check(names == sorted([
             "search_all_systems", "generate_embedding", "generate_batch_embeddings", "store_memory",
-            "batch_store_memories", "store_reflection", "get_system_metrics",
+            "batch_store_memories", "store_reflection", "get_system_metrics", "create_entity",
+            "create_relation", "query_knowledge_graph", "find_path", "get_graph_statistics",
         ]), f"tools {names}")
         for t in tools:
             check(t.input_schema.get("type") == "object", f"{t.name} schema")

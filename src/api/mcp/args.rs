@@ -127,6 +127,29 @@ impl<'a> Args<'a> {
         Ok(items)
     }
 
+    /// An optional array of at most `max` strings, empty when absent.
+    pub fn strings(&self, name: &str, max: usize) -> Result<Vec<String>, ArgError> {
+        let items = match self.get(name) {
+            None => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(other) => return Err(wrong(name, "an array of strings", other)),
+        };
+        if items.len() > max {
+            return Err(ArgError(format!(
+                "{name} must hold at most {max} items, got {}",
+                items.len()
+            )));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(wrong(&format!("{name}[{i}]"), "a string", other)),
+            })
+            .collect()
+    }
+
     /// An optional object.
     pub fn object(&self, name: &str) -> Result<Option<&'a Map<String, Value>>, ArgError> {
         match self.get(name) {

@@ -2,6 +2,7 @@
 //! answers), and Session-Buddy's sessionless route `POST /mcp/mcp/v1` with `GET /mcp/status`.
 
 pub mod args;
+pub mod graph_tools;
 pub mod jsonrpc;
 pub mod memory_tools;
 pub mod protocol;

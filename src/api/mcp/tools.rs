@@ -4,7 +4,7 @@ use serde_json::{json, Map, Value};
 
 use super::args::ArgError;
 use super::jsonrpc::{RpcError, INVALID_PARAMS};
-use super::{memory_tools, query_tools, McpState};
+use super::{graph_tools, memory_tools, query_tools, McpState};
 
 /// What a tool call answers: its fields, and whether they report a failure.
 #[derive(Debug, Clone)]
@@ -75,6 +75,21 @@ pub async fn call(
         "store_memory" => memory_tools::store_memory(state, &args).await,
         "batch_store_memories" => memory_tools::batch_store_memories(state, args).await,
         "store_reflection" => memory_tools::store_reflection(state, &args).await,
+        "create_entity" => Ok(graph_tools::tool(
+            graph_tools::create_entity(&state.node.graph, &args).await,
+        )),
+        "create_relation" => Ok(graph_tools::tool(
+            graph_tools::create_relation(&state.node.graph, &args).await,
+        )),
+        "query_knowledge_graph" => Ok(graph_tools::tool(
+            graph_tools::query_knowledge_graph(&state.node.graph, &args).await,
+        )),
+        "find_path" => Ok(graph_tools::tool(
+            graph_tools::find_path(&state.node.graph, &args).await,
+        )),
+        "get_graph_statistics" => Ok(graph_tools::tool(
+            graph_tools::get_graph_statistics(&state.node.graph, &args).await,
+        )),
         other => {
             return Err(RpcError::new(
                 id.clone(),
@@ -90,7 +105,7 @@ pub async fn call(
 }
 
 /// The names of every tool, in `tools/list` order.
-pub const TOOL_NAMES: [&str; 7] = [
+pub const TOOL_NAMES: [&str; 12] = [
     "search_all_systems",
     "generate_embedding",
     "generate_batch_embeddings",
@@ -98,6 +113,11 @@ pub const TOOL_NAMES: [&str; 7] = [
     "batch_store_memories",
     "store_reflection",
     "get_system_metrics",
+    "create_entity",
+    "create_relation",
+    "query_knowledge_graph",
+    "find_path",
+    "get_graph_statistics",
 ];
 
 /// The `tools/list` answer: every tool with its description and argument schema.
@@ -221,6 +241,77 @@ pub fn list(max_batch: usize, max_texts: usize, max_limit: usize) -> Value {
                 },
                 "additionalProperties": false
             }
+        },
+        {
+            "name": "create_entity",
+            "title": "Add an entity to the knowledge graph",
+            "description": "Stores an entity durably. properties.source_system and properties.original_id identify it (its id is entity:<source_system>:<original_id>), so pushing it again updates it; without them it is identified by entity_type and name. Answers id and status created or updated.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "minLength": 1, "maxLength": crate::graph::MAX_ID_BYTES},
+                    "entity_type": {"type": "string", "minLength": 1, "maxLength": crate::graph::MAX_ID_BYTES, "description": "e.g. project, technology, person"},
+                    "observations": {"type": ["array", "null"], "items": {"type": "string"}, "maxItems": graph_tools::MAX_OBSERVATIONS},
+                    "properties": {"type": ["object", "null"], "additionalProperties": true, "description": "attributes; source_system (a system id) and original_id identify the entity"},
+                    "metadata": {"type": ["object", "null"], "additionalProperties": true}
+                },
+                "required": ["name", "entity_type"],
+                "additionalProperties": false
+            }
+        },
+        {
+            "name": "create_relation",
+            "title": "Relate two entities",
+            "description": "Stores a directed relation durably. from_entity and to_entity are the source system's own entity ids (properties.source_system), or graph ids such as user:alice; a relation whose entity has not been pushed yet is kept and joins the graph when it is (joined says whether it has). properties.source_system and properties.original_id identify it, so pushing it again updates it.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "from_entity": {"type": "string", "minLength": 1},
+                    "to_entity": {"type": "string", "minLength": 1},
+                    "relation_type": {"type": "string", "minLength": 1, "description": "e.g. uses, depends_on"},
+                    "properties": {"type": ["object", "null"], "additionalProperties": true},
+                    "metadata": {"type": ["object", "null"], "additionalProperties": true}
+                },
+                "required": ["from_entity", "to_entity", "relation_type"],
+                "additionalProperties": false
+            }
+        },
+        {
+            "name": "query_knowledge_graph",
+            "title": "An entity's neighbourhood",
+            "description": "The entities within depth hops of an entity (relations followed both ways) with their depth, and the relations between. Ingestion adds system:<id>, user:<user_id>, project:<project> and session:<session_id> entities with relations contains, worked_on and about.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "entity_id": {"type": "string", "minLength": 1, "description": "a graph id, e.g. user:alice or entity:<system>:<original_id>"},
+                    "edge_types": {"type": ["array", "null"], "items": {"type": "string"}, "description": "only relations of these types"},
+                    "depth": {"type": "integer", "minimum": 1, "maximum": crate::graph::MAX_DEPTH, "default": 1},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": graph_tools::MAX_NEIGHBOURS, "default": 100, "description": "most entities answered"}
+                },
+                "required": ["entity_id"],
+                "additionalProperties": false
+            }
+        },
+        {
+            "name": "find_path",
+            "title": "Path between two entities",
+            "description": "A shortest path between two entities over relations followed both ways (breadth-first from both ends): the entities along it and the relation of each hop; found false when there is none within max_hops.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "source_id": {"type": "string", "minLength": 1},
+                    "target_id": {"type": "string", "minLength": 1},
+                    "max_hops": {"type": "integer", "minimum": 1, "maximum": crate::graph::MAX_HOPS, "default": 3}
+                },
+                "required": ["source_id", "target_id"],
+                "additionalProperties": false
+            }
+        },
+        {
+            "name": "get_graph_statistics",
+            "title": "Knowledge graph counts",
+            "description": "Entities and relations in the knowledge graph, by type, the systems that gave them, and relations waiting for an entity.",
+            "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false}
         }
     ]})
 }

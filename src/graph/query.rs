@@ -1,0 +1,260 @@
+//! Reading the graph: an entity's neighbourhood, the shortest path between two entities
+//! (breadth-first from both ends), and counts. Relations are followed both ways; one whose
+//! other end has not arrived yet is left out until it does.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{json, Value};
+
+use super::model::{Entity, Relation};
+use super::store::{decode, key, prefix, GraphError, KnowledgeGraph, ENTITY, IN, OUT};
+
+/// Most entities a neighbourhood or path search visits.
+pub const MAX_VISITED: usize = 100_000;
+/// Deepest neighbourhood asked for.
+pub const MAX_DEPTH: usize = 3;
+/// Longest path asked for, in hops.
+pub const MAX_HOPS: usize = 6;
+
+/// Entities reached from one end of a path search: hops from that end, and where from.
+type Parents = HashMap<String, (usize, Option<(String, Relation)>)>;
+
+/// An entity's neighbourhood: the entities within `depth` hops and the relations on the way.
+#[derive(Debug, Clone)]
+pub struct Neighbourhood {
+    /// the entity asked about
+    pub entity: Entity,
+    /// entities reached, with their distance, nearest first
+    pub entities: Vec<(Entity, usize)>,
+    /// relations followed
+    pub relations: Vec<Relation>,
+    /// true when `limit` cut the answer short
+    pub truncated: bool,
+}
+
+/// A shortest path: the entities from source to target and the relation of each hop.
+#[derive(Debug, Clone)]
+pub struct Path {
+    /// entities along it, source first
+    pub entities: Vec<Entity>,
+    /// the relation of each hop, in order
+    pub relations: Vec<Relation>,
+}
+
+impl KnowledgeGraph {
+    /// An entity by its graph id.
+    pub fn entity(&self, id: &str) -> Result<Option<Entity>, GraphError> {
+        let k = key(ENTITY, &[id]);
+        match self.tree.get(&k)? {
+            Some(bytes) => Ok(Some(decode(&k, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The relations from and to an entity, with the other end's id, whose other end is in
+    /// the graph and whose type is in `types` (any when empty).
+    fn edges(&self, id: &str, types: &[String]) -> Result<Vec<(String, Relation)>, GraphError> {
+        let mut out = Vec::new();
+        for tag in [OUT, IN] {
+            for item in self.tree.scan_prefix(prefix(tag, id)) {
+                let (k, v) = item?;
+                let r: Relation = decode(&k, &v)?;
+                if !types.is_empty() && !types.contains(&r.relation_type) {
+                    continue;
+                }
+                let other = if tag == OUT { &r.to } else { &r.from };
+                if other == id && tag == IN {
+                    // a relation to itself is listed once, under its source
+                    continue;
+                }
+                if self.tree.contains_key(key(ENTITY, &[other]))? {
+                    out.push((other.clone(), r));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entities within `depth` hops of `id` over relations of `types` (any when empty),
+    /// at most `limit` of them; `None` when there is no such entity. Blocking.
+    pub fn neighbourhood(
+        &self,
+        id: &str,
+        types: &[String],
+        depth: usize,
+        limit: usize,
+    ) -> Result<Option<Neighbourhood>, GraphError> {
+        let Some(entity) = self.entity(id)? else {
+            return Ok(None);
+        };
+        let depth = depth.clamp(1, MAX_DEPTH);
+        let mut seen: HashSet<String> = HashSet::from([id.to_string()]);
+        let mut relations_seen: HashSet<(String, String, String)> = HashSet::new();
+        let mut entities = Vec::new();
+        let mut relations = Vec::new();
+        let mut frontier = vec![id.to_string()];
+        let mut truncated = false;
+        'levels: for level in 1..=depth {
+            let mut next = Vec::new();
+            for at in &frontier {
+                for (other, r) in self.edges(at, types)? {
+                    let rid = (r.from.clone(), r.relation_type.clone(), r.to.clone());
+                    if !seen.contains(&other) {
+                        if entities.len() >= limit.min(MAX_VISITED) {
+                            truncated = true;
+                            break 'levels;
+                        }
+                        if let Some(e) = self.entity(&other)? {
+                            seen.insert(other.clone());
+                            entities.push((e, level));
+                            next.push(other);
+                        }
+                    }
+                    if relations_seen.insert(rid) {
+                        relations.push(r);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        Ok(Some(Neighbourhood {
+            entity,
+            entities,
+            relations,
+            truncated,
+        }))
+    }
+
+    /// A shortest path of at most `max_hops` from `source` to `target` over relations
+    /// followed both ways, searched breadth-first from both ends; `None` when there is none
+    /// that short. Blocking.
+    pub fn find_path(
+        &self,
+        source: &str,
+        target: &str,
+        max_hops: usize,
+    ) -> Result<Option<Path>, GraphError> {
+        let (Some(_), Some(_)) = (self.entity(source)?, self.entity(target)?) else {
+            return Ok(None);
+        };
+        let max_hops = max_hops.clamp(1, MAX_HOPS);
+        // each side: entity -> its hops from that side's end, and the entity it was reached
+        // from with the relation (none at the end itself)
+        let mut from_source: Parents = HashMap::from([(source.to_string(), (0, None))]);
+        let mut from_target: Parents = HashMap::from([(target.to_string(), (0, None))]);
+        let mut source_side = vec![source.to_string()];
+        let mut target_side = vec![target.to_string()];
+        let mut meet = (source == target).then(|| source.to_string());
+        let mut hops = 0;
+        while meet.is_none()
+            && hops < max_hops
+            && !source_side.is_empty()
+            && !target_side.is_empty()
+        {
+            hops += 1;
+            // widen the smaller side by one level; of the entities where the sides meet in
+            // it, the one on the shortest path
+            let (frontier, parents, others) = if source_side.len() <= target_side.len() {
+                (&mut source_side, &mut from_source, &from_target)
+            } else {
+                (&mut target_side, &mut from_target, &from_source)
+            };
+            let mut next = Vec::new();
+            let mut best: Option<(usize, String)> = None;
+            for at in std::mem::take(frontier) {
+                let depth = parents.get(&at).map_or(0, |p| p.0) + 1;
+                for (other, r) in self.edges(&at, &[])? {
+                    if parents.contains_key(&other) {
+                        continue;
+                    }
+                    if let Some((their, _)) = others.get(&other) {
+                        if best.as_ref().is_none_or(|b| depth + their < b.0) {
+                            best = Some((depth + their, other.clone()));
+                        }
+                    }
+                    parents.insert(other.clone(), (depth, Some((at.clone(), r))));
+                    next.push(other);
+                }
+                if parents.len() + others.len() > MAX_VISITED {
+                    break;
+                }
+            }
+            meet = best.map(|b| b.1);
+            *frontier = next;
+        }
+        let Some(middle) = meet else {
+            return Ok(None);
+        };
+        if from_source.get(&middle).map_or(0, |p| p.0) + from_target.get(&middle).map_or(0, |p| p.0)
+            > max_hops
+        {
+            return Ok(None);
+        }
+        // source .. middle, then middle .. target
+        let mut ids = vec![middle.clone()];
+        let mut relations = Vec::new();
+        let mut at = middle.clone();
+        while let Some((_, Some((prev, r)))) = from_source.get(&at) {
+            ids.push(prev.clone());
+            relations.push(r.clone());
+            at = prev.clone();
+        }
+        ids.reverse();
+        relations.reverse();
+        let mut at = middle;
+        while let Some((_, Some((next, r)))) = from_target.get(&at) {
+            ids.push(next.clone());
+            relations.push(r.clone());
+            at = next.clone();
+        }
+        let mut entities = Vec::with_capacity(ids.len());
+        for id in &ids {
+            match self.entity(id)? {
+                Some(e) => entities.push(e),
+                // removed while the path was searched: no path through it
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(Path {
+            entities,
+            relations,
+        }))
+    }
+
+    /// Counts of entities and relations, by type, and relations waiting for an end. Reads
+    /// the whole graph; blocking.
+    pub fn statistics(&self) -> Result<Value, GraphError> {
+        let mut entity_types: BTreeMap<String, u64> = BTreeMap::new();
+        let mut systems: HashSet<String> = HashSet::new();
+        let mut entities = 0u64;
+        for item in self.tree.scan_prefix([ENTITY]) {
+            let (k, v) = item?;
+            let e: Entity = decode(&k, &v)?;
+            entities += 1;
+            *entity_types.entry(e.entity_type).or_default() += 1;
+            systems.extend(e.systems.into_keys().filter(|s| !s.is_empty()));
+        }
+        let mut relation_types: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut relations, mut waiting) = (0u64, 0u64);
+        for item in self.tree.scan_prefix([OUT]) {
+            let (k, v) = item?;
+            let r: Relation = decode(&k, &v)?;
+            let joined = self.tree.contains_key(key(ENTITY, &[&r.from]))?
+                && self.tree.contains_key(key(ENTITY, &[&r.to]))?;
+            if joined {
+                relations += 1;
+                *relation_types.entry(r.relation_type).or_default() += 1;
+            } else {
+                waiting += 1;
+            }
+        }
+        Ok(json!({
+            "total_entities": entities,
+            "total_relations": relations,
+            "relations_waiting_for_an_entity": waiting,
+            "entity_types": entity_types,
+            "relation_types": relation_types,
+            "systems": systems.len(),
+        }))
+    }
+}

@@ -1,0 +1,123 @@
+//! The graph as the node uses it: each call on a blocking thread, pushes made durable before
+//! they are answered.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::feed::RecordFacts;
+use super::model::{Entity, Relation};
+use super::push::{Pushed, PushedEntity, PushedRelation};
+use super::query::{Neighbourhood, Path};
+use super::store::{GraphError, KnowledgeGraph};
+use crate::storage::HotStore;
+use crate::version::Version;
+
+/// Name of the graph's tree in the node's store.
+const TREE: &str = "graph";
+
+/// The node's knowledge graph, kept in its store.
+#[derive(Clone)]
+pub struct Graph {
+    graph: Arc<KnowledgeGraph>,
+    store: HotStore,
+}
+
+impl Graph {
+    /// The graph kept in `store` (made empty when new).
+    pub fn open(store: &HotStore) -> Result<Self, GraphError> {
+        let tree = store
+            .open_tree(TREE)
+            .map_err(|e| GraphError::Task(format!("cannot open the graph's tree: {e}")))?;
+        Ok(Graph {
+            graph: Arc::new(KnowledgeGraph::new(tree)),
+            store: store.clone(),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KnowledgeGraph) -> Result<T, GraphError> + Send + 'static,
+    ) -> Result<T, GraphError> {
+        let graph = Arc::clone(&self.graph);
+        tokio::task::spawn_blocking(move || f(&graph))
+            .await
+            .map_err(|e| GraphError::Task(e.to_string()))?
+    }
+
+    async fn flushed<T>(&self, value: T) -> Result<T, GraphError> {
+        self.store
+            .flush()
+            .await
+            .map_err(|e| GraphError::Task(format!("cannot make the graph durable: {e}")))?;
+        Ok(value)
+    }
+
+    /// Counts what written records give; durable with the caller's next flush of the store.
+    pub async fn add_records(&self, facts: Vec<RecordFacts>) -> Result<(), GraphError> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |g| g.add_records(&facts)).await
+    }
+
+    /// Takes back what a deleted record (or, without `conversation`, a deleted system)
+    /// gave; durable with the caller's next flush of the store.
+    pub async fn forget(
+        &self,
+        system: String,
+        conversation: Option<String>,
+        version: Version,
+    ) -> Result<(), GraphError> {
+        self.blocking(move |g| match conversation {
+            Some(c) => g.forget_record(&system, &c, version),
+            None => g.forget_system(&system, version),
+        })
+        .await
+    }
+
+    /// Stores a pushed entity, durably.
+    pub async fn push_entity(&self, e: PushedEntity) -> Result<Pushed<Entity>, GraphError> {
+        let pushed = self.blocking(move |g| g.push_entity(e)).await?;
+        self.flushed(pushed).await
+    }
+
+    /// Stores a pushed relation, durably.
+    pub async fn push_relation(&self, r: PushedRelation) -> Result<Pushed<Relation>, GraphError> {
+        let pushed = self.blocking(move |g| g.push_relation(r)).await?;
+        self.flushed(pushed).await
+    }
+
+    /// An entity by its graph id.
+    pub async fn entity(&self, id: String) -> Result<Option<Entity>, GraphError> {
+        self.blocking(move |g| g.entity(&id)).await
+    }
+
+    /// An entity's neighbourhood (see [`KnowledgeGraph::neighbourhood`]).
+    pub async fn neighbourhood(
+        &self,
+        id: String,
+        types: Vec<String>,
+        depth: usize,
+        limit: usize,
+    ) -> Result<Option<Neighbourhood>, GraphError> {
+        self.blocking(move |g| g.neighbourhood(&id, &types, depth, limit))
+            .await
+    }
+
+    /// A shortest path (see [`KnowledgeGraph::find_path`]).
+    pub async fn find_path(
+        &self,
+        source: String,
+        target: String,
+        max_hops: usize,
+    ) -> Result<Option<Path>, GraphError> {
+        self.blocking(move |g| g.find_path(&source, &target, max_hops))
+            .await
+    }
+
+    /// Counts of the graph (see [`KnowledgeGraph::statistics`]).
+    pub async fn statistics(&self) -> Result<Value, GraphError> {
+        self.blocking(|g| g.statistics()).await
+    }
+}

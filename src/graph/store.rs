@@ -1,0 +1,458 @@
+//! The knowledge graph on disk: one sled tree of the node's database, so that the writer's
+//! flush makes a batch's records and what they gave the graph durable together.
+//!
+//! Keys (a tag byte, then parts separated by NUL, which no id holds):
+//! `n id` an entity; `o from type to` and `i to type from` a relation, under both ends so
+//! that an entity's neighbours are two prefix scans; `m system conversation` what a record
+//! gave (its version and names, or that it was deleted); `r system original_id` where a
+//! pushed relation points; `d system` the version of the system's deletion.
+
+use std::collections::HashMap;
+
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::feed::{Names, RecordFacts};
+use super::model::{derived_id, Entity, GraphInputError, Relation};
+use crate::version::Version;
+
+/// Tag of an entity key.
+pub(super) const ENTITY: u8 = b'n';
+/// Tag of a relation key under its source.
+pub(super) const OUT: u8 = b'o';
+/// Tag of a relation key under its target.
+pub(super) const IN: u8 = b'i';
+const MARKER: u8 = b'm';
+const PUSHED_RELATION: u8 = b'r';
+const FLOOR: u8 = b'd';
+
+/// A failure of the graph's store.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// sled reported an I/O or corruption error.
+    #[error("graph store error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored entry could not be decoded.
+    #[error("graph entry under key {key:?} cannot be decoded: {message}")]
+    Decode {
+        /// the key, lossily as text
+        key: String,
+        /// the decoder's message
+        message: String,
+    },
+    /// What was pushed is not valid.
+    #[error("{0}")]
+    Input(#[from] GraphInputError),
+    /// A blocking task failed.
+    #[error("graph task failed: {0}")]
+    Task(String),
+}
+
+/// A key of `tag` and `parts` joined by NUL.
+pub(super) fn key(tag: u8, parts: &[&str]) -> Vec<u8> {
+    let mut k = vec![tag];
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+/// The prefix of every key of `tag` whose first part is `first`.
+pub(super) fn prefix(tag: u8, first: &str) -> Vec<u8> {
+    let mut k = key(tag, &[first]);
+    k.push(0);
+    k
+}
+
+/// Decodes a JSON value stored under `key`.
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, GraphError> {
+    serde_json::from_slice(bytes).map_err(|e| GraphError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // the graph's own types always serialise
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// What the graph holds of one record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Marker {
+    /// version of the copy counted (or of its deletion)
+    v: Version,
+    /// what it gave; none when deleted
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    n: Option<Names>,
+}
+
+/// Where a pushed relation points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Triple {
+    pub(super) from: String,
+    pub(super) relation_type: String,
+    pub(super) to: String,
+}
+
+/// Changes read and made under the graph's write lock, written in one atomic batch.
+pub(super) struct Changes<'a> {
+    tree: &'a sled::Tree,
+    entities: HashMap<String, Option<Entity>>,
+    relations: HashMap<(String, String, String), Option<Relation>>,
+    markers: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    now: String,
+}
+
+impl<'a> Changes<'a> {
+    pub(super) fn new(tree: &'a sled::Tree) -> Self {
+        Changes {
+            tree,
+            entities: HashMap::new(),
+            relations: HashMap::new(),
+            markers: HashMap::new(),
+            now: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+        }
+    }
+
+    /// The entity as changed so far, loaded on first use.
+    pub(super) fn entity(&mut self, id: &str) -> Result<&mut Option<Entity>, GraphError> {
+        if !self.entities.contains_key(id) {
+            let k = key(ENTITY, &[id]);
+            let found = match self.tree.get(&k)? {
+                Some(bytes) => Some(decode(&k, &bytes)?),
+                None => None,
+            };
+            self.entities.insert(id.to_string(), found);
+        }
+        Ok(self.entities.entry(id.to_string()).or_default())
+    }
+
+    /// The relation as changed so far, loaded on first use.
+    pub(super) fn relation(&mut self, t: &Triple) -> Result<&mut Option<Relation>, GraphError> {
+        let id = (t.from.clone(), t.relation_type.clone(), t.to.clone());
+        if !self.relations.contains_key(&id) {
+            let k = key(OUT, &[&t.from, &t.relation_type, &t.to]);
+            let found = match self.tree.get(&k)? {
+                Some(bytes) => Some(decode(&k, &bytes)?),
+                None => None,
+            };
+            self.relations.insert(id.clone(), found);
+        }
+        Ok(self.relations.entry(id).or_default())
+    }
+
+    /// A raw entry as changed so far.
+    fn raw(&mut self, k: &[u8]) -> Result<Option<Vec<u8>>, GraphError> {
+        if let Some(v) = self.markers.get(k) {
+            return Ok(v.clone());
+        }
+        let v = self.tree.get(k)?.map(|b| b.to_vec());
+        self.markers.insert(k.to_vec(), v.clone());
+        Ok(v)
+    }
+
+    /// Sets (or with `None` removes) a raw entry.
+    fn set_raw(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
+        self.markers.insert(k, v);
+    }
+
+    /// Adds `n` (may be negative) references of `system` to an entity, made when missing.
+    pub(super) fn count_entity(
+        &mut self,
+        id: &str,
+        name: &str,
+        entity_type: &str,
+        system: &str,
+        n: i64,
+    ) -> Result<(), GraphError> {
+        let now = self.now.clone();
+        let slot = self.entity(id)?;
+        if slot.is_none() && n <= 0 {
+            return Ok(());
+        }
+        let e = slot.get_or_insert_with(|| Entity {
+            id: id.to_string(),
+            name: name.to_string(),
+            entity_type: entity_type.to_string(),
+            observations: Vec::new(),
+            properties: Default::default(),
+            metadata: Default::default(),
+            systems: Default::default(),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        });
+        add(&mut e.systems, system, n);
+        e.updated_at = now;
+        Ok(())
+    }
+
+    /// Adds `n` (may be negative) references of `system` to a relation, made when missing.
+    pub(super) fn count_relation(
+        &mut self,
+        t: &Triple,
+        system: &str,
+        n: i64,
+    ) -> Result<(), GraphError> {
+        let slot = self.relation(t)?;
+        if slot.is_none() && n <= 0 {
+            return Ok(());
+        }
+        let r = slot.get_or_insert_with(|| Relation {
+            from: t.from.clone(),
+            to: t.to.clone(),
+            relation_type: t.relation_type.clone(),
+            properties: Default::default(),
+            metadata: Default::default(),
+            systems: Default::default(),
+        });
+        add(&mut r.systems, system, n);
+        Ok(())
+    }
+
+    /// Counts (`n` = 1) or takes back (`n` = -1) what a record of `system` gave.
+    fn count_record(&mut self, system: &str, names: &Names, n: i64) -> Result<(), GraphError> {
+        self.count_entity(&derived_id("system", system), system, "system", system, n)?;
+        for (id, name, kind) in names.entities() {
+            self.count_entity(&id, &name, kind, system, n)?;
+        }
+        for (from, relation_type, to) in names.relations(system) {
+            let t = Triple {
+                from,
+                relation_type: relation_type.to_string(),
+                to,
+            };
+            self.count_relation(&t, system, n)?;
+        }
+        Ok(())
+    }
+
+    /// Where the pushed relation `original_id` of `system` points, when pushed before.
+    pub(super) fn pushed_relation(
+        &mut self,
+        system: &str,
+        original_id: &str,
+    ) -> Result<Option<Triple>, GraphError> {
+        let k = key(PUSHED_RELATION, &[system, original_id]);
+        match self.raw(&k)? {
+            Some(bytes) => Ok(Some(decode(&k, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Notes where the pushed relation `original_id` of `system` points.
+    pub(super) fn set_pushed_relation(&mut self, system: &str, original_id: &str, t: &Triple) {
+        self.set_raw(
+            key(PUSHED_RELATION, &[system, original_id]),
+            Some(encode(t)),
+        );
+    }
+
+    /// The version below which writes of `system` were deleted with it.
+    fn floor(&mut self, system: &str) -> Result<Option<Version>, GraphError> {
+        let k = key(FLOOR, &[system]);
+        match self.raw(&k)? {
+            Some(bytes) => Ok(Some(decode(&k, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts one record copy, taking back what an older copy of it gave.
+    fn record(&mut self, f: &RecordFacts) -> Result<(), GraphError> {
+        if self.floor(&f.system)?.is_some_and(|v| f.version <= v) {
+            return Ok(());
+        }
+        let k = key(MARKER, &[&f.system, &f.conversation]);
+        let old: Option<Marker> = match self.raw(&k)? {
+            Some(bytes) => Some(decode(&k, &bytes)?),
+            None => None,
+        };
+        if let Some(old) = &old {
+            if old.v >= f.version {
+                // a replay, or older than what is counted
+                return Ok(());
+            }
+            if let Some(names) = &old.n {
+                self.count_record(&f.system, names, -1)?;
+            }
+        }
+        self.count_record(&f.system, &f.names, 1)?;
+        let marker = Marker {
+            v: f.version,
+            n: Some(f.names.clone()),
+        };
+        self.set_raw(k, Some(encode(&marker)));
+        Ok(())
+    }
+
+    /// Takes back what a record gave, and keeps its deletion's version so that an older
+    /// copy written later gives nothing.
+    fn forget_record(
+        &mut self,
+        system: &str,
+        conversation: &str,
+        version: Version,
+    ) -> Result<(), GraphError> {
+        let k = key(MARKER, &[system, conversation]);
+        let old: Option<Marker> = match self.raw(&k)? {
+            Some(bytes) => Some(decode(&k, &bytes)?),
+            None => None,
+        };
+        if let Some(old) = &old {
+            if old.v >= version {
+                return Ok(());
+            }
+            if let Some(names) = &old.n {
+                self.count_record(system, names, -1)?;
+            }
+        }
+        self.set_raw(
+            k,
+            Some(encode(&Marker {
+                v: version,
+                n: None,
+            })),
+        );
+        Ok(())
+    }
+
+    /// Writes every change in one batch: an entity or relation no system refers to any
+    /// more is removed.
+    pub(super) fn commit(self) -> Result<(), GraphError> {
+        let mut batch = sled::Batch::default();
+        for (id, e) in self.entities {
+            let k = key(ENTITY, &[&id]);
+            match e {
+                Some(e) if !e.systems.is_empty() => batch.insert(k, encode(&e)),
+                _ => batch.remove(k),
+            }
+        }
+        for ((from, relation_type, to), r) in self.relations {
+            let out = key(OUT, &[&from, &relation_type, &to]);
+            let inward = key(IN, &[&to, &relation_type, &from]);
+            match r {
+                Some(r) if !r.systems.is_empty() => {
+                    let bytes = encode(&r);
+                    batch.insert(out, bytes.clone());
+                    batch.insert(inward, bytes);
+                }
+                _ => {
+                    batch.remove(out);
+                    batch.remove(inward);
+                }
+            }
+        }
+        for (k, v) in self.markers {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+/// Adds `n` to `system`'s count, removing it at zero.
+fn add(systems: &mut std::collections::BTreeMap<String, u64>, system: &str, n: i64) {
+    let now = systems.get(system).copied().unwrap_or(0) as i64 + n;
+    if now > 0 {
+        systems.insert(system.to_string(), now as u64);
+    } else {
+        systems.remove(system);
+    }
+}
+
+/// The node's knowledge graph: entities and relations fed by ingestion and by push.
+pub struct KnowledgeGraph {
+    pub(super) tree: sled::Tree,
+    /// one writer at a time: every change reads what it changes under this lock
+    pub(super) write: parking_lot::Mutex<()>,
+}
+
+impl KnowledgeGraph {
+    /// The graph kept in `tree`.
+    pub fn new(tree: sled::Tree) -> Self {
+        KnowledgeGraph {
+            tree,
+            write: parking_lot::Mutex::new(()),
+        }
+    }
+
+    /// Counts what records give the graph (a copy not newer than the one counted, or than
+    /// its system's deletion, changes nothing); blocking.
+    pub fn add_records(&self, facts: &[RecordFacts]) -> Result<(), GraphError> {
+        if facts.is_empty() {
+            return Ok(());
+        }
+        let _write = self.write.lock();
+        let mut changes = Changes::new(&self.tree);
+        for f in facts {
+            changes.record(f)?;
+        }
+        changes.commit()
+    }
+
+    /// Takes back what one record gave, as of its deletion at `version`; blocking.
+    pub fn forget_record(
+        &self,
+        system: &str,
+        conversation: &str,
+        version: Version,
+    ) -> Result<(), GraphError> {
+        let _write = self.write.lock();
+        let mut changes = Changes::new(&self.tree);
+        changes.forget_record(system, conversation, version)?;
+        changes.commit()
+    }
+
+    /// Removes everything `system` gave (records and pushes) as of its deletion at
+    /// `version`: entities and relations no other system refers to go; blocking.
+    pub fn forget_system(&self, system: &str, version: Version) -> Result<(), GraphError> {
+        let _write = self.write.lock();
+        let mut batch = sled::Batch::default();
+        for tag in [MARKER, PUSHED_RELATION] {
+            for item in self.tree.scan_prefix(prefix(tag, system)) {
+                batch.remove(item?.0);
+            }
+        }
+        for item in self.tree.scan_prefix([ENTITY]) {
+            let (k, v) = item?;
+            let mut e: Entity = decode(&k, &v)?;
+            if e.systems.remove(system).is_some() {
+                if e.systems.is_empty() {
+                    batch.remove(k);
+                } else {
+                    batch.insert(k, encode(&e));
+                }
+            }
+        }
+        for tag in [OUT, IN] {
+            for item in self.tree.scan_prefix([tag]) {
+                let (k, v) = item?;
+                let mut r: Relation = decode(&k, &v)?;
+                if r.systems.remove(system).is_some() {
+                    if r.systems.is_empty() {
+                        batch.remove(k);
+                    } else {
+                        batch.insert(k, encode(&r));
+                    }
+                }
+            }
+        }
+        let floor = key(FLOOR, &[system]);
+        let keep = match self.tree.get(&floor)? {
+            Some(bytes) => decode::<Version>(&floor, &bytes)?.max(version),
+            None => version,
+        };
+        batch.insert(floor, encode(&keep));
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! The graph over a real sled tree: counting records, pushes, deletions and queries.
+
+use serde_json::{json, Map, Value};
+
+use super::*;
+use crate::version::Version;
+
+fn graph() -> (tempfile::TempDir, KnowledgeGraph) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    let tree = db.open_tree("graph").unwrap();
+    (dir, KnowledgeGraph::new(tree))
+}
+
+fn v(hlc: u64) -> Version {
+    Version { hlc, node: 1 }
+}
+
+fn facts(
+    system: &str,
+    conv: &str,
+    hlc: u64,
+    user: &str,
+    project: &str,
+    session: &str,
+) -> RecordFacts {
+    let name = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    RecordFacts {
+        system: system.into(),
+        conversation: conv.into(),
+        version: v(hlc),
+        names: Names {
+            user: name(user),
+            project: name(project),
+            session: name(session),
+        },
+    }
+}
+
+fn count(g: &KnowledgeGraph, id: &str) -> u64 {
+    g.entity(id).unwrap().map_or(0, |e| e.count())
+}
+
+fn relation_count(g: &KnowledgeGraph, from: &str, to: &str) -> u64 {
+    g.neighbourhood(from, &[], 1, 100).unwrap().map_or(0, |n| {
+        n.relations
+            .iter()
+            .filter(|r| r.from == from && r.to == to)
+            .map(|r| r.count())
+            .sum()
+    })
+}
+
+fn props(pairs: Value) -> Map<String, Value> {
+    pairs.as_object().unwrap().clone()
+}
+
+#[test]
+fn records_are_counted_once_and_moved_by_newer_copies() {
+    let (_d, g) = graph();
+    let batch = [
+        facts("laptop", "c1", 10, "alice", "akosha", "s1"),
+        facts("laptop", "c2", 10, "alice", "akosha", "s1"),
+    ];
+    g.add_records(&batch).unwrap();
+    // a replay of the same copies changes nothing
+    g.add_records(&batch).unwrap();
+    assert_eq!(count(&g, "system:laptop"), 2);
+    assert_eq!(count(&g, "user:alice"), 2);
+    assert_eq!(relation_count(&g, "user:alice", "project:akosha"), 2);
+    assert_eq!(relation_count(&g, "system:laptop", "session:s1"), 2);
+    assert_eq!(relation_count(&g, "session:s1", "project:akosha"), 2);
+
+    // a newer copy of c2 on another project moves its counts; an older one does nothing
+    g.add_records(&[facts("laptop", "c2", 11, "alice", "other", "s1")])
+        .unwrap();
+    g.add_records(&[facts("laptop", "c2", 9, "bob", "old", "")])
+        .unwrap();
+    assert_eq!(relation_count(&g, "user:alice", "project:akosha"), 1);
+    assert_eq!(relation_count(&g, "user:alice", "project:other"), 1);
+    assert!(g.entity("user:bob").unwrap().is_none());
+    assert!(g.entity("project:old").unwrap().is_none());
+
+    // deleting c1 takes back what it gave; an older copy written after does not bring it back
+    g.forget_record("laptop", "c1", v(20)).unwrap();
+    g.add_records(&[facts("laptop", "c1", 15, "alice", "akosha", "s1")])
+        .unwrap();
+    assert!(g.entity("project:akosha").unwrap().is_none());
+    assert_eq!(relation_count(&g, "user:alice", "project:akosha"), 0);
+    assert_eq!(count(&g, "system:laptop"), 1);
+}
+
+#[test]
+fn deleting_a_system_keeps_what_other_systems_gave() {
+    let (_d, g) = graph();
+    g.add_records(&[
+        facts("a", "c1", 10, "alice", "shared", "sa"),
+        facts("b", "c1", 10, "alice", "shared", "sb"),
+    ])
+    .unwrap();
+    g.push_entity(PushedEntity {
+        name: "Rust".into(),
+        entity_type: "technology".into(),
+        properties: props(json!({"source_system": "a", "original_id": "e1"})),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(relation_count(&g, "user:alice", "project:shared"), 2);
+    g.forget_system("a", v(50)).unwrap();
+    assert!(g.entity("system:a").unwrap().is_none());
+    assert!(g.entity("session:sa").unwrap().is_none());
+    assert!(g.entity("entity:a:e1").unwrap().is_none());
+    assert_eq!(count(&g, "user:alice"), 1);
+    assert_eq!(relation_count(&g, "user:alice", "project:shared"), 1);
+    // writes of the deleted system older than its deletion give nothing; newer ones do
+    g.add_records(&[facts("a", "c9", 40, "carol", "", "")])
+        .unwrap();
+    assert!(g.entity("user:carol").unwrap().is_none());
+    g.add_records(&[facts("a", "c9", 60, "carol", "", "")])
+        .unwrap();
+    assert_eq!(count(&g, "user:carol"), 1);
+}
+
+#[test]
+fn pushes_update_and_relations_wait_for_their_entities() {
+    let (_d, g) = graph();
+    let relation = PushedRelation {
+        from_entity: "u-1".into(),
+        to_entity: "u-2".into(),
+        relation_type: "uses".into(),
+        properties: props(json!({"source_system": "laptop", "original_id": "r-1"})),
+        ..Default::default()
+    };
+    let r = g.push_relation(relation.clone()).unwrap();
+    assert_eq!(r.id, "relation:laptop:r-1");
+    assert!(r.created);
+    let stats = g.statistics().unwrap();
+    assert_eq!(stats["total_relations"], 0, "{stats}");
+    assert_eq!(stats["relations_waiting_for_an_entity"], 1, "{stats}");
+
+    for (original, name) in [("u-1", "akosha"), ("u-2", "Rust")] {
+        let e = PushedEntity {
+            name: name.into(),
+            entity_type: "thing".into(),
+            observations: vec!["seen".into()],
+            properties: props(json!({"source_system": "laptop", "original_id": original})),
+            metadata: Map::new(),
+        };
+        let first = g.push_entity(e.clone()).unwrap();
+        let again = g.push_entity(e).unwrap();
+        assert!(first.created);
+        assert!(!again.created);
+        assert_eq!(first.id, format!("entity:laptop:{original}"));
+    }
+    let n = g
+        .neighbourhood("entity:laptop:u-1", &[], 1, 10)
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.entities.len(), 1);
+    assert_eq!(n.entities[0].0.name, "Rust");
+    assert_eq!(n.relations[0].count(), 1);
+    // pushed again: one relation, counted once
+    assert!(!g.push_relation(relation.clone()).unwrap().created);
+    let stats = g.statistics().unwrap();
+    assert_eq!(stats["total_entities"], 2, "{stats}");
+    assert_eq!(stats["total_relations"], 1, "{stats}");
+    assert_eq!(stats["relations_waiting_for_an_entity"], 0, "{stats}");
+
+    // the same relation pointing elsewhere moves
+    let mut moved = relation;
+    moved.to_entity = "u-1".into();
+    g.push_relation(moved).unwrap();
+    let n = g
+        .neighbourhood("entity:laptop:u-2", &[], 1, 10)
+        .unwrap()
+        .unwrap();
+    assert!(n.entities.is_empty(), "{:?}", n.relations);
+}
+
+#[test]
+fn bad_pushes_say_what_is_wrong() {
+    let (_d, g) = graph();
+    let e = g
+        .push_entity(PushedEntity {
+            name: " ".into(),
+            entity_type: "x".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(e.to_string(), "name must not be empty");
+    let e = g
+        .push_relation(PushedRelation {
+            from_entity: "a".into(),
+            to_entity: "b".into(),
+            relation_type: "r".into(),
+            properties: props(json!({"source_system": "bad.sys"})),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("properties.source_system:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn paths_are_shortest_and_bounded() {
+    let (_d, g) = graph();
+    // alice works on p1 (system a); bob on p1 and p2 (system b); p2 also via a long chain
+    g.add_records(&[
+        facts("a", "c1", 10, "alice", "p1", ""),
+        facts("b", "c1", 10, "bob", "p1", ""),
+        facts("b", "c2", 10, "bob", "p2", ""),
+    ])
+    .unwrap();
+    let path = g.find_path("user:alice", "project:p2", 6).unwrap().unwrap();
+    let ids: Vec<&str> = path.entities.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["user:alice", "project:p1", "user:bob", "project:p2"]);
+    assert_eq!(path.relations.len(), 3);
+    assert!(g
+        .find_path("user:alice", "project:p2", 2)
+        .unwrap()
+        .is_none());
+    assert!(g
+        .find_path("user:alice", "user:nobody", 6)
+        .unwrap()
+        .is_none());
+    let same = g.find_path("user:alice", "user:alice", 6).unwrap().unwrap();
+    assert_eq!(same.entities.len(), 1);
+
+    let n = g
+        .neighbourhood("user:alice", &["worked_on".to_string()], 3, 100)
+        .unwrap()
+        .unwrap();
+    let reached: Vec<(&str, usize)> = n
+        .entities
+        .iter()
+        .map(|(e, d)| (e.id.as_str(), *d))
+        .collect();
+    assert_eq!(
+        reached,
+        [("project:p1", 1), ("user:bob", 2), ("project:p2", 3)]
+    );
+    let cut = g.neighbourhood("user:alice", &[], 3, 2).unwrap().unwrap();
+    assert_eq!(cut.entities.len(), 2);
+    assert!(cut.truncated);
+}
+
+#[test]
+fn concurrent_writers_and_pushes_lose_no_count() {
+    let (_d, g) = graph();
+    let g = std::sync::Arc::new(g);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let g = std::sync::Arc::clone(&g);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let conv = format!("t{t}-c{i}");
+                    g.add_records(&[facts("laptop", &conv, 10, "alice", "akosha", "s1")])
+                        .unwrap();
+                    // the same record written again by another path, and a push between
+                    g.add_records(&[facts("laptop", &conv, 10, "alice", "akosha", "s1")])
+                        .unwrap();
+                    g.push_entity(PushedEntity {
+                        name: format!("e{t}"),
+                        entity_type: "thing".into(),
+                        properties: props(
+                            json!({"source_system": "laptop", "original_id": format!("e{t}")}),
+                        ),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(count(&g, "user:alice"), 200);
+    assert_eq!(relation_count(&g, "user:alice", "project:akosha"), 200);
+    assert_eq!(relation_count(&g, "session:s1", "project:akosha"), 200);
+    let stats = g.statistics().unwrap();
+    assert_eq!(stats["entity_types"]["thing"], 4, "{stats}");
+}
