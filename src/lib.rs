@@ -4,6 +4,7 @@
 //! actors; a node answers semantic search over the shards it owns.
 
 pub mod actors;
+pub mod analytics;
 pub mod api;
 pub mod client;
 pub mod cluster;

@@ -17,6 +17,7 @@ use crate::actors::node_supervisor::{ActorSlots, NodeArgs, NodeMsg, NodeSupervis
 use crate::actors::query_coordinator::CoordinatorMsg;
 use crate::actors::search_admission::SearchAdmission;
 use crate::actors::shard::DeleteCounts;
+use crate::analytics::Analytics;
 use crate::config::Config;
 use crate::embedding::Embedder;
 use crate::graph::Graph;
@@ -61,8 +62,8 @@ pub enum NodeError {
     /// The actor tree could not be spawned.
     #[error("cannot start actor tree: {0}")]
     Spawn(String),
-    /// The knowledge graph could not be opened.
-    #[error("cannot open the knowledge graph: {0}")]
+    /// The knowledge graph or the analytics series could not be opened.
+    #[error("cannot open the knowledge graph or analytics: {0}")]
     Graph(String),
 }
 
@@ -145,6 +146,10 @@ pub struct Node {
     pub write_health: Arc<WriteHealth>,
     /// the knowledge graph, fed by writes and pushes
     pub graph: Graph,
+    /// the time series, fed by writes, uploads and searches
+    pub analytics: Analytics,
+    /// the task that writes the series, while the node runs
+    upkeep: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// the root actor, once started
     root: parking_lot::Mutex<Option<ActorRef<NodeMsg>>>,
     /// true once every shard has loaded
@@ -205,8 +210,10 @@ impl Node {
         let model_dir = config.embedding.model_dir.clone();
         let write_health = Arc::new(WriteHealth::new());
         let graph = Graph::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
+        let analytics = Analytics::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
         let writer = Arc::new(Writer {
             graph: graph.clone(),
+            analytics: analytics.clone(),
             health: Arc::clone(&write_health),
             store: store.clone(),
             shards: router.clone(),
@@ -287,6 +294,8 @@ impl Node {
             rebuilds,
             write_health,
             graph,
+            analytics,
+            upkeep: parking_lot::Mutex::new(None),
             root: parking_lot::Mutex::new(None),
             ready: AtomicBool::new(false),
         }))
@@ -324,6 +333,7 @@ impl Node {
             .await
             .map_err(|e| NodeError::Spawn(e.to_string()))?;
         *self.root.lock() = Some(root);
+        *self.upkeep.lock() = Some(tokio::spawn(self.analytics.clone().run_upkeep()));
         self.ready.store(true, Ordering::Release);
         Ok(())
     }
@@ -483,9 +493,14 @@ impl Node {
     /// Runs a search through the query coordinator.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
         let started = std::time::Instant::now();
+        let system = query.system_id.clone();
         let answer = self.search_now(query).await;
         self.metrics
             .search(answer.as_ref().ok().map(|_| started.elapsed()));
+        if answer.is_ok() {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            self.analytics.observe_search(system.as_deref(), ms);
+        }
         answer
     }
 
@@ -598,6 +613,15 @@ impl Node {
         let root = self.root.lock().take();
         if let Some(root) = root {
             root.stop(Some("shutdown".to_string()));
+        }
+        if let Some(upkeep) = self.upkeep.lock().take() {
+            upkeep.abort();
+        }
+        let analytics = self.analytics.clone();
+        match tokio::task::spawn_blocking(move || analytics.persist_blocking()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the analytics series"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the analytics series"),
         }
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");

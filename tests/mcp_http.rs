@@ -305,7 +305,7 @@ async fn streamable_http_sessions_formats_and_bad_calls() {
         .expect("an SSE data line");
     let listed: Value = serde_json::from_str(data).unwrap();
     assert_eq!(listed["id"], 2);
-    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 12);
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 15);
     let r = mcp_post(&node, Some(&session), "text/html", &list).await;
     assert_eq!(r.status(), 406);
 

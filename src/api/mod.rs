@@ -1,6 +1,7 @@
 //! The ways in: the HTTP API (REST, MCP, upload status, health and readiness), and the same
 //! routes for clients over the cluster transport ([`remote`]).
 
+pub mod analytics;
 pub mod body;
 pub mod cluster;
 pub mod error;
@@ -74,6 +75,12 @@ pub fn router_with_cluster(
         .route(
             "/api/v1/systems/{system_id}/conversations/{conversation_id}",
             delete(rest::delete_conversation),
+        )
+        .route("/api/v1/analytics/trends", get(analytics::trends))
+        .route("/api/v1/analytics/anomalies", get(analytics::anomalies))
+        .route(
+            "/api/v1/analytics/correlations",
+            get(analytics::correlations),
         )
         .route("/api/v1/graph/entities", post(graph::create_entity))
         .route("/api/v1/graph/entities/{entity_id}", get(graph::entity))

@@ -1,6 +1,7 @@
 //! What a record gives the graph: its system, and the user, project and session its
 //! metadata names, with the entities and relations they make.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -17,6 +18,8 @@ pub struct RecordFacts {
     pub conversation: String,
     /// the copy's version: an older copy than the one counted changes nothing
     pub version: Version,
+    /// the record's time
+    pub timestamp: DateTime<Utc>,
     /// what its metadata names
     pub names: Names,
 }
@@ -95,6 +98,7 @@ impl RecordFacts {
             system: record.system_id.clone(),
             conversation: record.conversation_id.clone(),
             version: record.version,
+            timestamp: record.timestamp,
             names: Names {
                 user: name_of(m.get("user_id")),
                 project: name_of(m.get("project")),

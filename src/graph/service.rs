@@ -54,11 +54,23 @@ impl Graph {
     }
 
     /// Counts what written records give; durable with the caller's next flush of the store.
-    pub async fn add_records(&self, facts: Vec<RecordFacts>) -> Result<(), GraphError> {
+    /// Answers the records the graph had never seen a copy of.
+    pub async fn add_records(
+        &self,
+        facts: Vec<RecordFacts>,
+    ) -> Result<Vec<RecordFacts>, GraphError> {
         if facts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.blocking(move |g| g.add_records(&facts)).await
+        self.blocking(move |g| {
+            let new = g.add_records(&facts)?;
+            Ok(facts
+                .into_iter()
+                .zip(new)
+                .filter_map(|(f, new)| new.then_some(f))
+                .collect())
+        })
+        .await
     }
 
     /// Takes back what a deleted record (or, without `conversation`, a deleted system)

@@ -263,10 +263,11 @@ impl<'a> Changes<'a> {
         }
     }
 
-    /// Counts one record copy, taking back what an older copy of it gave.
-    fn record(&mut self, f: &RecordFacts) -> Result<(), GraphError> {
+    /// Counts one record copy, taking back what an older copy of it gave; true when the
+    /// graph had never counted a copy of the record (nor its deletion).
+    fn record(&mut self, f: &RecordFacts) -> Result<bool, GraphError> {
         if self.floor(&f.system)?.is_some_and(|v| f.version <= v) {
-            return Ok(());
+            return Ok(false);
         }
         let k = key(MARKER, &[&f.system, &f.conversation]);
         let old: Option<Marker> = match self.raw(&k)? {
@@ -276,7 +277,7 @@ impl<'a> Changes<'a> {
         if let Some(old) = &old {
             if old.v >= f.version {
                 // a replay, or older than what is counted
-                return Ok(());
+                return Ok(false);
             }
             if let Some(names) = &old.n {
                 self.count_record(&f.system, names, -1)?;
@@ -288,7 +289,7 @@ impl<'a> Changes<'a> {
             n: Some(f.names.clone()),
         };
         self.set_raw(k, Some(encode(&marker)));
-        Ok(())
+        Ok(old.is_none())
     }
 
     /// Takes back what a record gave, and keeps its deletion's version so that an older
@@ -386,17 +387,20 @@ impl KnowledgeGraph {
     }
 
     /// Counts what records give the graph (a copy not newer than the one counted, or than
-    /// its system's deletion, changes nothing); blocking.
-    pub fn add_records(&self, facts: &[RecordFacts]) -> Result<(), GraphError> {
+    /// its system's deletion, changes nothing); answers, for each, whether it was the first
+    /// copy of its record the graph saw. Blocking.
+    pub fn add_records(&self, facts: &[RecordFacts]) -> Result<Vec<bool>, GraphError> {
         if facts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let _write = self.write.lock();
         let mut changes = Changes::new(&self.tree);
+        let mut new = Vec::with_capacity(facts.len());
         for f in facts {
-            changes.record(f)?;
+            new.push(changes.record(f)?);
         }
-        changes.commit()
+        changes.commit()?;
+        Ok(new)
     }
 
     /// Takes back what one record gave, as of its deletion at `version`; blocking.

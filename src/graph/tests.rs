@@ -29,6 +29,7 @@ fn facts(
         system: system.into(),
         conversation: conv.into(),
         version: v(hlc),
+        timestamp: chrono::Utc::now(),
         names: Names {
             user: name(user),
             project: name(project),
@@ -62,9 +63,9 @@ fn records_are_counted_once_and_moved_by_newer_copies() {
         facts("laptop", "c1", 10, "alice", "akosha", "s1"),
         facts("laptop", "c2", 10, "alice", "akosha", "s1"),
     ];
-    g.add_records(&batch).unwrap();
+    assert_eq!(g.add_records(&batch).unwrap(), [true, true]);
     // a replay of the same copies changes nothing
-    g.add_records(&batch).unwrap();
+    assert_eq!(g.add_records(&batch).unwrap(), [false, false]);
     assert_eq!(count(&g, "system:laptop"), 2);
     assert_eq!(count(&g, "user:alice"), 2);
     assert_eq!(relation_count(&g, "user:alice", "project:akosha"), 2);

@@ -104,6 +104,9 @@ impl UploadProcessor {
         if let Err(e) = self.ledger.record(&job.key, &entry) {
             return Outcome::Retry(format!("cannot record the upload's outcome: {e}"));
         }
+        if let (LedgerEntry::Done { .. }, Some(system)) = (&entry, job.key.split('/').nth(1)) {
+            self.writer.analytics.observe_upload(system);
+        }
         self.share(&job.key, &entry).await;
         outcome
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::analytics::Analytics;
 use crate::embedding::{embed_in_batches, Embedder};
 use crate::graph::{Graph, RecordFacts};
 use crate::ingest::batch::PendingRecord;
@@ -75,6 +76,8 @@ pub struct Writer {
     pub max_pending: usize,
     /// the knowledge graph, fed with what each record's metadata names
     pub graph: Graph,
+    /// the time series, fed with the records stored for the first time
+    pub analytics: Analytics,
 }
 
 impl Writer {
@@ -123,10 +126,15 @@ impl Writer {
             counts.add(&result?);
         }
         // durable with the records, by the same flush
-        self.graph
+        let new = self
+            .graph
             .add_records(facts)
             .await
             .map_err(|e| WriteError::Internal(format!("knowledge graph: {e}")))?;
+        self.analytics
+            .count_records(new.into_iter().map(|f| (f.system, f.timestamp)).collect())
+            .await
+            .map_err(|e| WriteError::Internal(e.to_string()))?;
         self.store
             .flush()
             .await

@@ -60,6 +60,7 @@ async def main(url, mode):
             "search_all_systems", "generate_embedding", "generate_batch_embeddings", "store_memory",
             "batch_store_memories", "store_reflection", "get_system_metrics", "create_entity",
             "create_relation", "query_knowledge_graph", "find_path", "get_graph_statistics",
+            "analyze_trends", "detect_anomalies", "correlate_systems",
         ]), f"tools {names}")
         for t in tools:
             check(t.input_schema.get("type") == "object", f"{t.name} schema")

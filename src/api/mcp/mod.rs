@@ -1,6 +1,7 @@
 //! The Model Context Protocol over Streamable HTTP: `POST /mcp` (sessions, JSON or SSE
 //! answers), and Session-Buddy's sessionless route `POST /mcp/mcp/v1` with `GET /mcp/status`.
 
+pub mod analytics_tools;
 pub mod args;
 pub mod graph_tools;
 pub mod jsonrpc;

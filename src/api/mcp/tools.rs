@@ -4,7 +4,7 @@ use serde_json::{json, Map, Value};
 
 use super::args::ArgError;
 use super::jsonrpc::{RpcError, INVALID_PARAMS};
-use super::{graph_tools, memory_tools, query_tools, McpState};
+use super::{analytics_tools, graph_tools, memory_tools, query_tools, McpState};
 
 /// What a tool call answers: its fields, and whether they report a failure.
 #[derive(Debug, Clone)]
@@ -90,6 +90,15 @@ pub async fn call(
         "get_graph_statistics" => Ok(graph_tools::tool(
             graph_tools::get_graph_statistics(&state.node.graph, &args).await,
         )),
+        "analyze_trends" => Ok(graph_tools::tool(
+            analytics_tools::analyze_trends(&state.node.analytics, &args).await,
+        )),
+        "detect_anomalies" => Ok(graph_tools::tool(
+            analytics_tools::detect_anomalies(&state.node.analytics, &args).await,
+        )),
+        "correlate_systems" => Ok(graph_tools::tool(
+            analytics_tools::correlate_systems(&state.node.analytics, &args).await,
+        )),
         other => {
             return Err(RpcError::new(
                 id.clone(),
@@ -105,7 +114,7 @@ pub async fn call(
 }
 
 /// The names of every tool, in `tools/list` order.
-pub const TOOL_NAMES: [&str; 12] = [
+pub const TOOL_NAMES: [&str; 15] = [
     "search_all_systems",
     "generate_embedding",
     "generate_batch_embeddings",
@@ -118,6 +127,9 @@ pub const TOOL_NAMES: [&str; 12] = [
     "query_knowledge_graph",
     "find_path",
     "get_graph_statistics",
+    "analyze_trends",
+    "detect_anomalies",
+    "correlate_systems",
 ];
 
 /// The `tools/list` answer: every tool with its description and argument schema.
@@ -144,7 +156,7 @@ pub fn list(max_batch: usize, max_texts: usize, max_limit: usize) -> Value {
         },
         "required": ["memory_id", "text"]
     });
-    json!({"tools": [
+    let mut listed = json!({"tools": [
         {
             "name": "search_all_systems",
             "title": "Search all systems",
@@ -313,7 +325,11 @@ pub fn list(max_batch: usize, max_texts: usize, max_limit: usize) -> Value {
             "description": "Entities and relations in the knowledge graph, by type, the systems that gave them, and relations waiting for an entity.",
             "inputSchema": {"type": "object", "properties": {}, "additionalProperties": false}
         }
-    ]})
+    ]});
+    if let Some(tools) = listed["tools"].as_array_mut() {
+        tools.extend(analytics_tools::schemas());
+    }
+    listed
 }
 
 #[cfg(test)]
