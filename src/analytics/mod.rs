@@ -18,7 +18,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::storage::HotStore;
+use crate::storage::{HotStore, StorageError};
 pub use report::{Window, ALL_SYSTEMS};
 pub use series::{Metric, Series};
 
@@ -32,9 +32,9 @@ pub const COMPACT_EVERY: StdDuration = StdDuration::from_secs(3600);
 /// A failure of the analytics store.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
-    /// sled reported an I/O or corruption error.
+    /// The store failed.
     #[error("analytics store error: {0}")]
-    Sled(#[from] sled::Error),
+    Store(#[from] StorageError),
     /// A blocking task failed.
     #[error("analytics task failed: {0}")]
     Task(String),
@@ -53,13 +53,13 @@ impl Analytics {
             .open_tree(TREE)
             .map_err(|e| AnalyticsError::Task(format!("cannot open the analytics tree: {e}")))?;
         Ok(Analytics {
-            series: Arc::new(Series::new(tree)),
+            series: Arc::new(Series::open(tree)?),
         })
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Series) -> Result<T, sled::Error> + Send + 'static,
+        f: impl FnOnce(&Series) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, AnalyticsError> {
         let series = Arc::clone(&self.series);
         Ok(tokio::task::spawn_blocking(move || f(&series))

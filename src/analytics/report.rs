@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::series::{bucket_start, Bucket, Metric, Series, HOURLY_HOURS};
 use super::stats::{anomalies, mean_std, pearson, trend};
+use crate::storage::StorageError;
 
 /// Least |r| of a pair of systems reported as correlated.
 pub const MIN_CORRELATION: f64 = 0.7;
@@ -42,7 +43,7 @@ impl Window {
     fn read(
         &self,
         series: &Series,
-    ) -> Result<BTreeMap<String, BTreeMap<i64, Bucket>>, sled::Error> {
+    ) -> Result<BTreeMap<String, BTreeMap<i64, Bucket>>, StorageError> {
         series.read(
             self.metric,
             self.now - Duration::days(self.days),
@@ -104,7 +105,7 @@ impl Window {
 
 /// `analyze_trends`: the least-squares line through the series (slope per bucket and per
 /// day, r², direction).
-pub fn trends(series: &Series, w: &Window, system: Option<&str>) -> Result<Value, sled::Error> {
+pub fn trends(series: &Series, w: &Window, system: Option<&str>) -> Result<Value, StorageError> {
     let points = w.series_of(&w.read(series)?, system);
     let y: Vec<f64> = points.iter().map(|p| p.1).collect();
     let per_day = if w.daily() { 1.0 } else { 24.0 };
@@ -137,7 +138,7 @@ pub fn detect(
     w: &Window,
     system: Option<&str>,
     threshold: f64,
-) -> Result<Value, sled::Error> {
+) -> Result<Value, StorageError> {
     let points = w.series_of(&w.read(series)?, system);
     let y: Vec<f64> = points.iter().map(|p| p.1).collect();
     let (mean, std) = mean_std(&y);
@@ -166,7 +167,7 @@ pub fn detect(
 
 /// `correlate_systems`: Pearson's r of every pair of systems over their shared buckets,
 /// the pairs with |r| at least [`MIN_CORRELATION`], strongest first.
-pub fn correlate(series: &Series, w: &Window) -> Result<Value, sled::Error> {
+pub fn correlate(series: &Series, w: &Window) -> Result<Value, StorageError> {
     let read = w.read(series)?;
     let systems: Vec<(&String, BTreeMap<i64, f64>)> = read
         .iter()

@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
+use crate::storage::logged_batch::{self, LoggedBatch};
+use crate::storage::StorageError;
+
 /// Hours of hourly buckets kept; older ones are folded into daily buckets.
 pub const HOURLY_HOURS: i64 = 7 * 24;
 /// Days of daily buckets kept; older ones are dropped.
@@ -157,13 +160,14 @@ pub struct Series {
 }
 
 impl Series {
-    /// The series kept in `tree`.
-    pub fn new(tree: sled::Tree) -> Self {
-        Series {
+    /// The series kept in `tree`, finishing the write a crash cut short, if any.
+    pub fn open(tree: sled::Tree) -> Result<Self, StorageError> {
+        logged_batch::recover(&tree)?;
+        Ok(Series {
             tree,
             write: parking_lot::Mutex::new(()),
             pending: parking_lot::Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The key a sample at `at` goes to, as of `now` (daily when older than a week).
@@ -181,7 +185,7 @@ impl Series {
         &self,
         metric: Metric,
         samples: &[(&str, DateTime<Utc>, f64)],
-    ) -> Result<(), sled::Error> {
+    ) -> Result<(), StorageError> {
         let now = Utc::now();
         let mut sums: HashMap<Vec<u8>, Bucket> = HashMap::new();
         for (system, at, value) in samples {
@@ -203,17 +207,17 @@ impl Series {
     }
 
     /// Writes the samples noted so far (durable with the next flush of the store).
-    pub fn persist(&self) -> Result<(), sled::Error> {
+    pub fn persist(&self) -> Result<(), StorageError> {
         let sums = std::mem::take(&mut *self.pending.lock());
         self.write_sums(sums)
     }
 
-    fn write_sums(&self, sums: HashMap<Vec<u8>, Bucket>) -> Result<(), sled::Error> {
+    fn write_sums(&self, sums: HashMap<Vec<u8>, Bucket>) -> Result<(), StorageError> {
         if sums.is_empty() {
             return Ok(());
         }
         let _write = self.write.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = LoggedBatch::default();
         for (k, add) in sums {
             let mut b = self
                 .tree
@@ -221,18 +225,18 @@ impl Series {
                 .map(|v| Bucket::from_bytes(&v))
                 .unwrap_or_default();
             b.add(add);
-            batch.insert(k, &b.to_bytes()[..]);
+            batch.insert(k, b.to_bytes().to_vec());
         }
-        self.tree.apply_batch(batch)
+        batch.apply(&self.tree)
     }
 
     /// Folds hourly buckets older than a week into daily ones and drops daily ones older
     /// than [`DAILY_DAYS`]; answers how many buckets went.
-    pub fn compact(&self, now: DateTime<Utc>) -> Result<usize, sled::Error> {
+    pub fn compact(&self, now: DateTime<Utc>) -> Result<usize, StorageError> {
         let oldest_hour = hour_of(now) - HOURLY_HOURS;
         let oldest_day = hour_of(now).div_euclid(24) - DAILY_DAYS;
         let _write = self.write.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = LoggedBatch::default();
         let mut folded: HashMap<Vec<u8>, Bucket> = HashMap::new();
         let mut gone = 0;
         for metric in [Metric::Records, Metric::Uploads, Metric::Searches] {
@@ -249,7 +253,7 @@ impl Series {
                     .entry(key(metric, DAILY, &system, hour.div_euclid(24)))
                     .or_default()
                     .add(Bucket::from_bytes(&v));
-                batch.remove(k);
+                batch.remove(k.to_vec());
                 gone += 1;
             }
             let daily = prefix(metric, DAILY);
@@ -257,7 +261,7 @@ impl Series {
                 let (k, _) = item?;
                 if split(&k, daily.len()).is_some_and(|(_, day)| day < oldest_day) {
                     folded.remove(&k.to_vec());
-                    batch.remove(k);
+                    batch.remove(k.to_vec());
                     gone += 1;
                 }
             }
@@ -269,9 +273,9 @@ impl Series {
                 .map(|v| Bucket::from_bytes(&v))
                 .unwrap_or_default();
             b.add(add);
-            batch.insert(k, &b.to_bytes()[..]);
+            batch.insert(k, b.to_bytes().to_vec());
         }
-        self.tree.apply_batch(batch)?;
+        batch.apply(&self.tree)?;
         Ok(gone)
     }
 
@@ -282,7 +286,7 @@ impl Series {
         metric: Metric,
         from: DateTime<Utc>,
         daily: bool,
-    ) -> Result<BTreeMap<String, BTreeMap<i64, Bucket>>, sled::Error> {
+    ) -> Result<BTreeMap<String, BTreeMap<i64, Bucket>>, StorageError> {
         let stored = metric.stored_as();
         let mut out: BTreeMap<String, BTreeMap<i64, Bucket>> = BTreeMap::new();
         let from_hour = hour_of(from);
@@ -336,7 +340,10 @@ mod tests {
     fn series() -> (tempfile::TempDir, Series) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
-        (dir, Series::new(db.open_tree("analytics").unwrap()))
+        (
+            dir,
+            Series::open(db.open_tree("analytics").unwrap()).unwrap(),
+        )
     }
 
     #[test]

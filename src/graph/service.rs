@@ -30,7 +30,7 @@ impl Graph {
             .open_tree(TREE)
             .map_err(|e| GraphError::Task(format!("cannot open the graph's tree: {e}")))?;
         Ok(Graph {
-            graph: Arc::new(KnowledgeGraph::new(tree)),
+            graph: Arc::new(KnowledgeGraph::open(tree)?),
             store: store.clone(),
         })
     }

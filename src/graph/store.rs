@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::feed::{Names, RecordFacts};
 use super::model::{derived_id, Entity, GraphInputError, Relation};
+use crate::storage::logged_batch::{self, LoggedBatch};
+use crate::storage::StorageError;
 use crate::version::Version;
 
 /// Tag of an entity key.
@@ -32,6 +34,9 @@ pub enum GraphError {
     /// sled reported an I/O or corruption error.
     #[error("graph store error: {0}")]
     Sled(#[from] sled::Error),
+    /// A write of several keys failed.
+    #[error("graph store error: {0}")]
+    Store(#[from] StorageError),
     /// A stored entry could not be decoded.
     #[error("graph entry under key {key:?} cannot be decoded: {message}")]
     Decode {
@@ -323,10 +328,10 @@ impl<'a> Changes<'a> {
         Ok(())
     }
 
-    /// Writes every change in one batch: an entity or relation no system refers to any
-    /// more is removed.
+    /// Writes every change as one (a crash cannot split them): an entity or relation no
+    /// system refers to any more is removed.
     pub(super) fn commit(self) -> Result<(), GraphError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = LoggedBatch::default();
         for (id, e) in self.entities {
             let k = key(ENTITY, &[&id]);
             match e {
@@ -355,7 +360,7 @@ impl<'a> Changes<'a> {
                 None => batch.remove(k),
             }
         }
-        self.tree.apply_batch(batch)?;
+        batch.apply(self.tree)?;
         Ok(())
     }
 }
@@ -378,12 +383,15 @@ pub struct KnowledgeGraph {
 }
 
 impl KnowledgeGraph {
-    /// The graph kept in `tree`.
-    pub fn new(tree: sled::Tree) -> Self {
-        KnowledgeGraph {
+    /// The graph kept in `tree`, finishing the change a crash cut short, if any.
+    pub fn open(tree: sled::Tree) -> Result<Self, GraphError> {
+        if logged_batch::recover(&tree)? {
+            tracing::info!("knowledge graph: finished a change cut short by a crash");
+        }
+        Ok(KnowledgeGraph {
             tree,
             write: parking_lot::Mutex::new(()),
-        }
+        })
     }
 
     /// Counts what records give the graph (a copy not newer than the one counted, or than
@@ -420,10 +428,10 @@ impl KnowledgeGraph {
     /// `version`: entities and relations no other system refers to go; blocking.
     pub fn forget_system(&self, system: &str, version: Version) -> Result<(), GraphError> {
         let _write = self.write.lock();
-        let mut batch = sled::Batch::default();
+        let mut batch = LoggedBatch::default();
         for tag in [MARKER, PUSHED_RELATION] {
             for item in self.tree.scan_prefix(prefix(tag, system)) {
-                batch.remove(item?.0);
+                batch.remove(item?.0.to_vec());
             }
         }
         for item in self.tree.scan_prefix([ENTITY]) {
@@ -431,9 +439,9 @@ impl KnowledgeGraph {
             let mut e: Entity = decode(&k, &v)?;
             if e.systems.remove(system).is_some() {
                 if e.systems.is_empty() {
-                    batch.remove(k);
+                    batch.remove(k.to_vec());
                 } else {
-                    batch.insert(k, encode(&e));
+                    batch.insert(k.to_vec(), encode(&e));
                 }
             }
         }
@@ -443,9 +451,9 @@ impl KnowledgeGraph {
                 let mut r: Relation = decode(&k, &v)?;
                 if r.systems.remove(system).is_some() {
                     if r.systems.is_empty() {
-                        batch.remove(k);
+                        batch.remove(k.to_vec());
                     } else {
-                        batch.insert(k, encode(&r));
+                        batch.insert(k.to_vec(), encode(&r));
                     }
                 }
             }
@@ -456,7 +464,7 @@ impl KnowledgeGraph {
             None => version,
         };
         batch.insert(floor, encode(&keep));
-        self.tree.apply_batch(batch)?;
+        batch.apply(&self.tree)?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ fn graph() -> (tempfile::TempDir, KnowledgeGraph) {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new().path(dir.path()).open().unwrap();
     let tree = db.open_tree("graph").unwrap();
-    (dir, KnowledgeGraph::new(tree))
+    (dir, KnowledgeGraph::open(tree).unwrap())
 }
 
 fn v(hlc: u64) -> Version {

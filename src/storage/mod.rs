@@ -14,6 +14,7 @@ pub mod distance;
 pub mod hot_index;
 pub mod hot_store;
 mod index_files;
+pub mod logged_batch;
 mod merge;
 pub mod objects;
 pub mod resilient;
