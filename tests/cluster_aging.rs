@@ -45,12 +45,17 @@ fn logged_files(objects: &std::path::Path) -> (BTreeMap<u64, Value>, usize) {
     for shard in shards {
         for object in std::fs::read_dir(shard.unwrap().path()).unwrap() {
             let path = object.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // an object being written is staged as `name#N` and renamed once whole
+            if name.contains('#') {
+                continue;
+            }
             // a fold may remove an object between the listing and the read
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            let json: Value = serde_json::from_slice(&bytes).unwrap();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let json: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("cold log object {name}: {e}"));
             if name.ends_with(".snapshot.json") {
                 for f in json["files"].as_array().unwrap() {
                     files.insert(f["seq"].as_u64().unwrap(), f.clone());
