@@ -218,6 +218,16 @@ impl Series {
         }
         let _write = self.write.lock();
         let mut batch = LoggedBatch::default();
+        self.add_to_stored(&mut batch, sums)?;
+        batch.apply(&self.tree)
+    }
+
+    /// Puts into `batch` each stored bucket of `sums` with its sum added.
+    fn add_to_stored(
+        &self,
+        batch: &mut LoggedBatch,
+        sums: HashMap<Vec<u8>, Bucket>,
+    ) -> Result<(), StorageError> {
         for (k, add) in sums {
             let mut b = self
                 .tree
@@ -227,7 +237,7 @@ impl Series {
             b.add(add);
             batch.insert(k, b.to_bytes().to_vec());
         }
-        batch.apply(&self.tree)
+        Ok(())
     }
 
     /// Folds hourly buckets older than a week into daily ones and drops daily ones older
@@ -266,15 +276,7 @@ impl Series {
                 }
             }
         }
-        for (k, add) in folded {
-            let mut b = self
-                .tree
-                .get(&k)?
-                .map(|v| Bucket::from_bytes(&v))
-                .unwrap_or_default();
-            b.add(add);
-            batch.insert(k, b.to_bytes().to_vec());
-        }
+        self.add_to_stored(&mut batch, folded)?;
         batch.apply(&self.tree)?;
         Ok(gone)
     }
