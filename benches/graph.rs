@@ -1,0 +1,105 @@
+//! Knowledge graph benchmark: builds a graph through its own write path (records naming a
+//! user, a project and a session, as ingestion feeds it) and times `find_path` between
+//! random users and projects. With the defaults, 2.35M records make about 1M entities
+//! (200k users, 500k projects, 300k sessions) and 5M relations.
+//!
+//! usage: cargo bench --bench graph -- [RECORDS] [QUERIES]   (defaults 2350000, 1000)
+
+use std::time::Instant;
+
+use akosha::graph::{KnowledgeGraph, Names, RecordFacts};
+use akosha::version::Version;
+
+const USERS: u64 = 200_000;
+const PROJECTS: u64 = 500_000;
+const SESSIONS: u64 = 300_000;
+const SYSTEMS: u64 = 10;
+const BATCH: u64 = 1_000;
+
+/// A well-mixed 64-bit hash (splitmix64).
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn facts(i: u64) -> RecordFacts {
+    RecordFacts {
+        system: format!("sys-{}", i % SYSTEMS),
+        conversation: format!("c{i}"),
+        version: Version { hlc: 1, node: 1 },
+        timestamp: chrono::Utc::now(),
+        names: Names {
+            user: Some(format!("u{}", mix(i) % USERS)),
+            project: Some(format!("p{}", mix(i ^ 0xabcdef) % PROJECTS)),
+            session: Some(format!("s{}", i % SESSIONS)),
+        },
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let records: u64 = args
+        .next()
+        .map(|a| a.parse().expect("RECORDS is a whole number"))
+        .unwrap_or(2_350_000);
+    let queries: u64 = args
+        .next()
+        .map(|a| a.parse().expect("QUERIES is a whole number"))
+        .unwrap_or(1_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(128 << 20)
+        .open()
+        .expect("sled");
+    let graph = KnowledgeGraph::open(db.open_tree("graph").expect("tree")).expect("graph");
+
+    let started = Instant::now();
+    let mut from = 0;
+    while from < records {
+        let to = (from + BATCH).min(records);
+        let batch: Vec<RecordFacts> = (from..to).map(facts).collect();
+        graph.add_records(&batch).expect("add records");
+        from = to;
+    }
+    db.flush().expect("flush");
+    let build_s = started.elapsed().as_secs_f64();
+    let stats = graph.statistics().expect("statistics");
+    println!(
+        "{{\"bench\": \"graph_build\", \"records\": {records}, \"seconds\": {build_s:.1}, \"records_per_s\": {:.0}, \"entities\": {}, \"relations\": {}}}",
+        records as f64 / build_s,
+        stats["total_entities"],
+        stats["total_relations"]
+    );
+
+    let mut took = Vec::with_capacity(queries as usize);
+    let (mut found, mut hops) = (0u64, 0usize);
+    for q in 0..queries {
+        let user = format!("user:u{}", mix(q ^ 0x5555) % USERS);
+        let project = format!("project:p{}", mix(q ^ 0x7777) % PROJECTS);
+        let t = Instant::now();
+        let path = graph.find_path(&user, &project, 6).expect("find_path");
+        took.push(t.elapsed().as_secs_f64() * 1000.0);
+        if let Some(p) = path {
+            found += 1;
+            hops += p.relations.len();
+        }
+    }
+    took.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{{\"bench\": \"find_path\", \"queries\": {queries}, \"found\": {found}, \"mean_hops\": {:.2}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}}}",
+        hops as f64 / found.max(1) as f64,
+        percentile(&took, 0.5),
+        percentile(&took, 0.99),
+        took.last().copied().unwrap_or(0.0)
+    );
+}
