@@ -3,7 +3,7 @@
 //! random users and projects. With the defaults, 2.35M records make about 1M entities
 //! (200k users, 500k projects, 300k sessions) and 5M relations.
 //!
-//! usage: cargo bench --bench graph -- [RECORDS] [QUERIES]   (defaults 2350000, 1000)
+//! usage: cargo bench --bench graph -- [RECORDS] [QUERIES]   (defaults 2350000, 100)
 
 use std::time::Instant;
 
@@ -54,7 +54,7 @@ fn main() {
     let queries: u64 = args
         .next()
         .map(|a| a.parse().expect("QUERIES is a whole number"))
-        .unwrap_or(1_000);
+        .unwrap_or(100);
     let dir = tempfile::tempdir().expect("temp dir");
     let db = sled::Config::new()
         .path(dir.path())
