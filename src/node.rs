@@ -618,10 +618,12 @@ impl Node {
             upkeep.abort();
         }
         let analytics = self.analytics.clone();
-        match tokio::task::spawn_blocking(move || analytics.persist_blocking()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the analytics series"),
-            Err(e) => tracing::warn!(error = %e, "cannot write the analytics series"),
+        let persisted = tokio::task::spawn_blocking(move || analytics.persist_blocking())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|written| written.map_err(|e| e.to_string()));
+        if let Err(e) = persisted {
+            tracing::warn!(error = %e, "cannot write the analytics series");
         }
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final flush failed");

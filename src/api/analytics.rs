@@ -9,23 +9,13 @@ use axum::Json;
 use serde_json::{Map, Value};
 
 use crate::api::error::ApiError;
+use crate::api::graph::query_arguments;
 use crate::api::mcp::analytics_tools;
 use crate::node::Node;
 
-/// Query parameters as tool arguments: numbers as numbers, the rest as strings.
+/// The analytics tools' query parameters as tool arguments.
 fn arguments(params: HashMap<String, String>) -> Map<String, Value> {
-    params
-        .into_iter()
-        .map(|(k, v)| {
-            let value = match v.parse::<f64>() {
-                Ok(x) if k != "system_id" && k != "metric_name" => serde_json::Number::from_f64(x)
-                    .map(Value::Number)
-                    .unwrap_or(Value::String(v)),
-                _ => Value::String(v),
-            };
-            (k, value)
-        })
-        .collect()
+    query_arguments(params, &["time_window_days", "threshold_std"], &[])
 }
 
 /// `GET /api/v1/analytics/trends?metric_name=&system_id=&time_window_days=`.

@@ -19,21 +19,30 @@ impl From<CallError> for ApiError {
     }
 }
 
-/// Query parameters as tool arguments: whole numbers as numbers, `edge_types` split at
-/// commas, the rest as strings.
-fn arguments(params: HashMap<String, String>) -> Map<String, Value> {
+/// Query parameters as tool arguments: those named in `numbers` as numbers when they read
+/// as one, those in `lists` split at commas, the rest as strings (an id stays a string even
+/// when it looks like a number).
+pub fn query_arguments(
+    params: HashMap<String, String>,
+    numbers: &[&str],
+    lists: &[&str],
+) -> Map<String, Value> {
     params
         .into_iter()
         .map(|(k, v)| {
-            let value = if k == "edge_types" {
+            let number = numbers
+                .contains(&k.as_str())
+                .then(|| v.parse::<f64>().ok().and_then(serde_json::Number::from_f64))
+                .flatten();
+            let value = if let Some(n) = number {
+                Value::Number(n)
+            } else if lists.contains(&k.as_str()) {
                 Value::Array(
                     v.split(',')
                         .filter(|t| !t.is_empty())
                         .map(|t| Value::String(t.to_string()))
                         .collect(),
                 )
-            } else if let Ok(n) = v.parse::<i64>() {
-                Value::from(n)
             } else {
                 Value::String(v)
             };
@@ -49,7 +58,7 @@ pub async fn entity(
     Path(entity_id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut args = arguments(params);
+    let mut args = query_arguments(params, &["depth", "limit"], &["edge_types"]);
     if args.contains_key("entity_id") {
         return Err(ApiError::bad_request(
             "entity_id is given in the path, not as a query parameter",
@@ -66,14 +75,7 @@ pub async fn path(
     State(node): State<Arc<Node>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut args = arguments(params);
-    // ids are strings even when they look like numbers
-    for k in ["source_id", "target_id"] {
-        if let Some(v @ Value::Number(_)) = args.get(k) {
-            let text = v.to_string();
-            args.insert(k.to_string(), Value::String(text));
-        }
-    }
+    let args = query_arguments(params, &["max_hops"], &[]);
     Ok(Json(graph_tools::find_path(&node.graph, &args).await?))
 }
 

@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::model::{check_text, named_id, pushed_id, string_property, Entity, Relation};
-use super::store::{key, Changes, GraphError, KnowledgeGraph, Triple, ENTITY};
+use super::store::{Changes, GraphError, KnowledgeGraph, Triple};
 
 /// An entity as pushed.
 #[derive(Debug, Clone, Default)]
@@ -175,7 +175,7 @@ impl KnowledgeGraph {
     /// The graph id a pushed relation's end names: a graph id as it is, else the source
     /// system's entity of that original id.
     fn resolve(&self, end: &str, source: Option<&str>) -> Result<String, GraphError> {
-        if self.tree.contains_key(key(ENTITY, &[end]))? {
+        if self.has_entity(end)? {
             return Ok(end.to_string());
         }
         Ok(match source {

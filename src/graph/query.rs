@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::{json, Value};
 
 use super::model::{Entity, Relation};
-use super::store::{decode, key, prefix, GraphError, KnowledgeGraph, ENTITY, IN, OUT};
+use super::store::{decode, key, load, prefix, GraphError, KnowledgeGraph, ENTITY, IN, OUT};
 
 /// Most entities a neighbourhood or path search visits.
 pub const MAX_VISITED: usize = 100_000;
@@ -44,15 +44,16 @@ pub struct Path {
 impl KnowledgeGraph {
     /// An entity by its graph id.
     pub fn entity(&self, id: &str) -> Result<Option<Entity>, GraphError> {
-        let k = key(ENTITY, &[id]);
-        match self.tree.get(&k)? {
-            Some(bytes) => Ok(Some(decode(&k, &bytes)?)),
-            None => Ok(None),
-        }
+        load(&self.tree, &key(ENTITY, &[id]))
     }
 
-    /// The relations from and to an entity, with the other end's id, whose other end is in
-    /// the graph and whose type is in `types` (any when empty).
+    /// Whether an entity is in the graph (a relation to one that is not waits for it).
+    pub(super) fn has_entity(&self, id: &str) -> Result<bool, GraphError> {
+        Ok(self.tree.contains_key(key(ENTITY, &[id]))?)
+    }
+
+    /// The relations from and to an entity, with the other end's id, whose type is in
+    /// `types` (any when empty); the other end may not have arrived yet.
     fn edges(&self, id: &str, types: &[String]) -> Result<Vec<(String, Relation)>, GraphError> {
         let mut out = Vec::new();
         for tag in [OUT, IN] {
@@ -67,9 +68,7 @@ impl KnowledgeGraph {
                     // a relation to itself is listed once, under its source
                     continue;
                 }
-                if self.tree.contains_key(key(ENTITY, &[other]))? {
-                    out.push((other.clone(), r));
-                }
+                out.push((other.clone(), r));
             }
         }
         Ok(out)
@@ -100,15 +99,17 @@ impl KnowledgeGraph {
                 for (other, r) in self.edges(at, types)? {
                     let rid = (r.from.clone(), r.relation_type.clone(), r.to.clone());
                     if !seen.contains(&other) {
+                        // a relation whose other end has not arrived is left out
+                        let Some(e) = self.entity(&other)? else {
+                            continue;
+                        };
                         if entities.len() >= limit.min(MAX_VISITED) {
                             truncated = true;
                             break 'levels;
                         }
-                        if let Some(e) = self.entity(&other)? {
-                            seen.insert(other.clone());
-                            entities.push((e, level));
-                            next.push(other);
-                        }
+                        seen.insert(other.clone());
+                        entities.push((e, level));
+                        next.push(other);
                     }
                     if relations_seen.insert(rid) {
                         relations.push(r);
@@ -164,7 +165,7 @@ impl KnowledgeGraph {
             for at in std::mem::take(frontier) {
                 let depth = parents.get(&at).map_or(0, |p| p.0) + 1;
                 for (other, r) in self.edges(&at, &[])? {
-                    if parents.contains_key(&other) {
+                    if parents.contains_key(&other) || !self.has_entity(&other)? {
                         continue;
                     }
                     if let Some((their, _)) = others.get(&other) {
@@ -239,8 +240,7 @@ impl KnowledgeGraph {
         for item in self.tree.scan_prefix([OUT]) {
             let (k, v) = item?;
             let r: Relation = decode(&k, &v)?;
-            let joined = self.tree.contains_key(key(ENTITY, &[&r.from]))?
-                && self.tree.contains_key(key(ENTITY, &[&r.to]))?;
+            let joined = self.has_entity(&r.from)? && self.has_entity(&r.to)?;
             if joined {
                 relations += 1;
                 *relation_types.entry(r.relation_type).or_default() += 1;

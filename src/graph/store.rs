@@ -83,6 +83,17 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The JSON value stored under `key` in `tree`, if any.
+pub(super) fn load<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, GraphError> {
+    match tree.get(key)? {
+        Some(bytes) => Ok(Some(decode(key, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // the graph's own types always serialise
     serde_json::to_vec(value).unwrap_or_default()
@@ -129,11 +140,7 @@ impl<'a> Changes<'a> {
     /// The entity as changed so far, loaded on first use.
     pub(super) fn entity(&mut self, id: &str) -> Result<&mut Option<Entity>, GraphError> {
         if !self.entities.contains_key(id) {
-            let k = key(ENTITY, &[id]);
-            let found = match self.tree.get(&k)? {
-                Some(bytes) => Some(decode(&k, &bytes)?),
-                None => None,
-            };
+            let found = load(self.tree, &key(ENTITY, &[id]))?;
             self.entities.insert(id.to_string(), found);
         }
         Ok(self.entities.entry(id.to_string()).or_default())
@@ -143,11 +150,7 @@ impl<'a> Changes<'a> {
     pub(super) fn relation(&mut self, t: &Triple) -> Result<&mut Option<Relation>, GraphError> {
         let id = (t.from.clone(), t.relation_type.clone(), t.to.clone());
         if !self.relations.contains_key(&id) {
-            let k = key(OUT, &[&t.from, &t.relation_type, &t.to]);
-            let found = match self.tree.get(&k)? {
-                Some(bytes) => Some(decode(&k, &bytes)?),
-                None => None,
-            };
+            let found = load(self.tree, &key(OUT, &[&t.from, &t.relation_type, &t.to]))?;
             self.relations.insert(id.clone(), found);
         }
         Ok(self.relations.entry(id).or_default())
@@ -161,6 +164,17 @@ impl<'a> Changes<'a> {
         let v = self.tree.get(k)?.map(|b| b.to_vec());
         self.markers.insert(k.to_vec(), v.clone());
         Ok(v)
+    }
+
+    /// A JSON entry as changed so far.
+    fn cached<T: serde::de::DeserializeOwned>(
+        &mut self,
+        k: &[u8],
+    ) -> Result<Option<T>, GraphError> {
+        match self.raw(k)? {
+            Some(bytes) => Ok(Some(decode(k, &bytes)?)),
+            None => Ok(None),
+        }
     }
 
     /// Sets (or with `None` removes) a raw entry.
@@ -244,11 +258,7 @@ impl<'a> Changes<'a> {
         system: &str,
         original_id: &str,
     ) -> Result<Option<Triple>, GraphError> {
-        let k = key(PUSHED_RELATION, &[system, original_id]);
-        match self.raw(&k)? {
-            Some(bytes) => Ok(Some(decode(&k, &bytes)?)),
-            None => Ok(None),
-        }
+        self.cached(&key(PUSHED_RELATION, &[system, original_id]))
     }
 
     /// Notes where the pushed relation `original_id` of `system` points.
@@ -261,11 +271,28 @@ impl<'a> Changes<'a> {
 
     /// The version below which writes of `system` were deleted with it.
     fn floor(&mut self, system: &str) -> Result<Option<Version>, GraphError> {
-        let k = key(FLOOR, &[system]);
-        match self.raw(&k)? {
-            Some(bytes) => Ok(Some(decode(&k, &bytes)?)),
-            None => Ok(None),
+        self.cached(&key(FLOOR, &[system]))
+    }
+
+    /// Takes back what the copy of a record counted so far gave, unless that copy is as new
+    /// as `version` or newer (then `None`); answers whether there was none.
+    fn take_back(
+        &mut self,
+        system: &str,
+        marker: &[u8],
+        version: Version,
+    ) -> Result<Option<bool>, GraphError> {
+        let Some(old) = self.cached::<Marker>(marker)? else {
+            return Ok(Some(true));
+        };
+        if old.v >= version {
+            // a replay, or older than what is counted
+            return Ok(None);
         }
+        if let Some(names) = &old.n {
+            self.count_record(system, names, -1)?;
+        }
+        Ok(Some(false))
     }
 
     /// Counts one record copy, taking back what an older copy of it gave; true when the
@@ -275,26 +302,16 @@ impl<'a> Changes<'a> {
             return Ok(false);
         }
         let k = key(MARKER, &[&f.system, &f.conversation]);
-        let old: Option<Marker> = match self.raw(&k)? {
-            Some(bytes) => Some(decode(&k, &bytes)?),
-            None => None,
+        let Some(first) = self.take_back(&f.system, &k, f.version)? else {
+            return Ok(false);
         };
-        if let Some(old) = &old {
-            if old.v >= f.version {
-                // a replay, or older than what is counted
-                return Ok(false);
-            }
-            if let Some(names) = &old.n {
-                self.count_record(&f.system, names, -1)?;
-            }
-        }
         self.count_record(&f.system, &f.names, 1)?;
         let marker = Marker {
             v: f.version,
             n: Some(f.names.clone()),
         };
         self.set_raw(k, Some(encode(&marker)));
-        Ok(old.is_none())
+        Ok(first)
     }
 
     /// Takes back what a record gave, and keeps its deletion's version so that an older
@@ -306,25 +323,13 @@ impl<'a> Changes<'a> {
         version: Version,
     ) -> Result<(), GraphError> {
         let k = key(MARKER, &[system, conversation]);
-        let old: Option<Marker> = match self.raw(&k)? {
-            Some(bytes) => Some(decode(&k, &bytes)?),
-            None => None,
-        };
-        if let Some(old) = &old {
-            if old.v >= version {
-                return Ok(());
-            }
-            if let Some(names) = &old.n {
-                self.count_record(system, names, -1)?;
-            }
-        }
-        self.set_raw(
-            k,
-            Some(encode(&Marker {
+        if self.take_back(system, &k, version)?.is_some() {
+            let deleted = Marker {
                 v: version,
                 n: None,
-            })),
-        );
+            };
+            self.set_raw(k, Some(encode(&deleted)));
+        }
         Ok(())
     }
 
@@ -445,24 +450,24 @@ impl KnowledgeGraph {
                 }
             }
         }
-        for tag in [OUT, IN] {
-            for item in self.tree.scan_prefix([tag]) {
-                let (k, v) = item?;
-                let mut r: Relation = decode(&k, &v)?;
-                if r.systems.remove(system).is_some() {
-                    if r.systems.is_empty() {
-                        batch.remove(k.to_vec());
-                    } else {
-                        batch.insert(k.to_vec(), encode(&r));
-                    }
+        // each relation is read once, under its source, and written under both ends
+        for item in self.tree.scan_prefix([OUT]) {
+            let (k, v) = item?;
+            let mut r: Relation = decode(&k, &v)?;
+            if r.systems.remove(system).is_some() {
+                let inward = key(IN, &[&r.to, &r.relation_type, &r.from]);
+                if r.systems.is_empty() {
+                    batch.remove(k.to_vec());
+                    batch.remove(inward);
+                } else {
+                    let bytes = encode(&r);
+                    batch.insert(k.to_vec(), bytes.clone());
+                    batch.insert(inward, bytes);
                 }
             }
         }
         let floor = key(FLOOR, &[system]);
-        let keep = match self.tree.get(&floor)? {
-            Some(bytes) => decode::<Version>(&floor, &bytes)?.max(version),
-            None => version,
-        };
+        let keep = load::<Version>(&self.tree, &floor)?.map_or(version, |v| v.max(version));
         batch.insert(floor, encode(&keep));
         batch.apply(&self.tree)?;
         Ok(())
