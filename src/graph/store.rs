@@ -429,47 +429,44 @@ impl KnowledgeGraph {
         changes.commit()
     }
 
-    /// Removes everything `system` gave (records and pushes) as of its deletion at
-    /// `version`: entities and relations no other system refers to go; blocking.
+    /// Takes back what `system` gave as of its deletion at `version`: every record copy not
+    /// newer than it (a copy written meanwhile with a newer version stays counted, as the
+    /// shard keeps it), and every push of it; entities and relations nothing refers to any
+    /// more go. Blocking.
     pub fn forget_system(&self, system: &str, version: Version) -> Result<(), GraphError> {
         let _write = self.write.lock();
-        let mut batch = LoggedBatch::default();
-        for tag in [MARKER, PUSHED_RELATION] {
-            for item in self.tree.scan_prefix(prefix(tag, system)) {
-                batch.remove(item?.0.to_vec());
+        let mut changes = Changes::new(&self.tree);
+        for item in self.tree.scan_prefix(prefix(MARKER, system)) {
+            let (k, v) = item?;
+            let marker: Marker = decode(&k, &v)?;
+            if marker.v <= version {
+                if let Some(names) = &marker.n {
+                    changes.count_record(system, names, -1)?;
+                }
+                changes.set_raw(k.to_vec(), None);
             }
         }
-        for item in self.tree.scan_prefix([ENTITY]) {
+        for item in self.tree.scan_prefix(prefix(PUSHED_RELATION, system)) {
             let (k, v) = item?;
-            let mut e: Entity = decode(&k, &v)?;
-            if e.systems.remove(system).is_some() {
-                if e.systems.is_empty() {
-                    batch.remove(k.to_vec());
-                } else {
-                    batch.insert(k.to_vec(), encode(&e));
-                }
-            }
+            let triple: Triple = decode(&k, &v)?;
+            changes.count_relation(&triple, system, -1)?;
+            changes.set_raw(k.to_vec(), None);
         }
-        // each relation is read once, under its source, and written under both ends
-        for item in self.tree.scan_prefix([OUT]) {
+        // pushed entities of the system: entity:<system>:<original_id>
+        let pushed = key(ENTITY, &[&super::model::pushed_id(system, "")]);
+        for item in self.tree.scan_prefix(pushed) {
             let (k, v) = item?;
-            let mut r: Relation = decode(&k, &v)?;
-            if r.systems.remove(system).is_some() {
-                let inward = key(IN, &[&r.to, &r.relation_type, &r.from]);
-                if r.systems.is_empty() {
-                    batch.remove(k.to_vec());
-                    batch.remove(inward);
-                } else {
-                    let bytes = encode(&r);
-                    batch.insert(k.to_vec(), bytes.clone());
-                    batch.insert(inward, bytes);
-                }
+            let e: Entity = decode(&k, &v)?;
+            if let Some(n) = e.systems.get(system) {
+                let n = i64::try_from(*n).unwrap_or(i64::MAX);
+                changes.count_entity(&e.id, &e.name, &e.entity_type, system, -n)?;
             }
         }
         let floor = key(FLOOR, &[system]);
-        let keep = load::<Version>(&self.tree, &floor)?.map_or(version, |v| v.max(version));
-        batch.insert(floor, encode(&keep));
-        batch.apply(&self.tree)?;
-        Ok(())
+        let keep = changes
+            .cached::<Version>(&floor)?
+            .map_or(version, |v| v.max(version));
+        changes.set_raw(floor, Some(encode(&keep)));
+        changes.commit()
     }
 }

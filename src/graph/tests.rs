@@ -284,3 +284,30 @@ fn concurrent_writers_and_pushes_lose_no_count() {
     let stats = g.statistics().unwrap();
     assert_eq!(stats["entity_types"]["thing"], 4, "{stats}");
 }
+
+#[test]
+fn a_system_deleted_while_it_is_written_keeps_exactly_its_newer_copies() {
+    let (_d, g) = graph();
+    let g = std::sync::Arc::new(g);
+    let writer = {
+        let g = std::sync::Arc::clone(&g);
+        std::thread::spawn(move || {
+            for batch in 0..20u64 {
+                let facts: Vec<RecordFacts> = (0..10)
+                    .map(|i| {
+                        let n = batch * 10 + i + 1;
+                        facts("s", &format!("c{n}"), n, "alice", "akosha", "")
+                    })
+                    .collect();
+                g.add_records(&facts).unwrap();
+            }
+        })
+    };
+    // the deletion at version 100 runs at some point of the writes, and again after them
+    g.forget_system("s", v(100)).unwrap();
+    writer.join().unwrap();
+    g.forget_system("s", v(100)).unwrap();
+    // whatever the interleaving: the copies newer than the deletion, and only they
+    assert_eq!(count(&g, "system:s"), 100);
+    assert_eq!(relation_count(&g, "user:alice", "project:akosha"), 100);
+}
