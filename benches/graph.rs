@@ -3,7 +3,9 @@
 //! random users and projects. With the defaults, 2.35M records make about 1M entities
 //! (200k users, 500k projects, 300k sessions) and 5M relations.
 //!
-//! usage: cargo bench --bench graph -- [RECORDS] [QUERIES]   (defaults 2350000, 100)
+//! usage: cargo bench --bench graph -- [RECORDS] [QUERIES] [--bare] [--keep DIR]
+//! (defaults 2350000, 100; `--bare`: records that name nothing but their system, as the
+//! search benchmark's; `--keep DIR`: build into DIR once, later runs only search it)
 
 use std::time::Instant;
 
@@ -24,7 +26,16 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn facts(i: u64) -> RecordFacts {
+fn facts(i: u64, bare: bool) -> RecordFacts {
+    if bare {
+        return RecordFacts {
+            system: format!("sys-{}", mix(i) % 1000),
+            conversation: format!("c{i}"),
+            version: Version { hlc: 1, node: 1 },
+            timestamp: chrono::Utc::now(),
+            names: Names::default(),
+        };
+    }
     RecordFacts {
         system: format!("sys-{}", i % SYSTEMS),
         conversation: format!("c{i}"),
@@ -46,7 +57,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let bare = std::env::args().any(|a| a == "--bare");
+    let mut args = std::env::args()
+        .skip(1)
+        .scan(false, |after_keep, a| {
+            let skip = *after_keep || a.starts_with("--");
+            *after_keep = a == "--keep";
+            Some((skip, a))
+        })
+        .filter(|(skip, _)| !skip)
+        .map(|(_, a)| a);
     let records: u64 = args
         .next()
         .map(|a| a.parse().expect("RECORDS is a whole number"))
@@ -55,19 +75,26 @@ fn main() {
         .next()
         .map(|a| a.parse().expect("QUERIES is a whole number"))
         .unwrap_or(100);
+    // `--keep DIR`: build into DIR once and reuse it on later runs (searches only)
+    let keep = std::env::args()
+        .skip_while(|a| a != "--keep")
+        .nth(1)
+        .map(std::path::PathBuf::from);
     let dir = tempfile::tempdir().expect("temp dir");
+    let path = keep.clone().unwrap_or_else(|| dir.path().to_path_buf());
+    let reuse = keep.as_ref().is_some_and(|k| k.join("db").exists());
     let db = sled::Config::new()
-        .path(dir.path())
+        .path(&path)
         .cache_capacity(128 << 20)
         .open()
         .expect("sled");
     let graph = KnowledgeGraph::open(db.open_tree("graph").expect("tree")).expect("graph");
 
     let started = Instant::now();
-    let mut from = 0;
+    let mut from = if reuse { records } else { 0 };
     while from < records {
         let to = (from + BATCH).min(records);
-        let batch: Vec<RecordFacts> = (from..to).map(facts).collect();
+        let batch: Vec<RecordFacts> = (from..to).map(|i| facts(i, bare)).collect();
         graph.add_records(&batch).expect("add records");
         from = to;
     }

@@ -26,7 +26,7 @@ pub struct RecordFacts {
 
 /// The user, project and session a record's metadata names (`user_id`, `project`,
 /// `session_id`); a value that is not a short string or number is left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Names {
     /// `user_id`
     #[serde(default, skip_serializing_if = "Option::is_none")]

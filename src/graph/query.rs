@@ -16,8 +16,12 @@ pub const MAX_DEPTH: usize = 3;
 /// Longest path asked for, in hops.
 pub const MAX_HOPS: usize = 6;
 
-/// Entities reached from one end of a path search: hops from that end, and where from.
-type Parents = HashMap<String, (usize, Option<(String, Relation)>)>;
+/// A relation by its ends and type, as its keys spell it: `(from, type, to)`.
+type Triple = (String, String, String);
+
+/// Entities reached from one end of a path search: hops from that end, and the entity it
+/// was reached from with the relation between them (none at the end itself).
+type Parents = HashMap<String, (usize, Option<(String, Triple)>)>;
 
 /// An entity's neighbourhood: the entities within `depth` hops and the relations on the way.
 #[derive(Debug, Clone)]
@@ -57,18 +61,56 @@ impl KnowledgeGraph {
     fn edges(&self, id: &str, types: &[String]) -> Result<Vec<(String, Relation)>, GraphError> {
         let mut out = Vec::new();
         for tag in [OUT, IN] {
-            for item in self.tree.scan_prefix(prefix(tag, id)) {
+            let start = prefix(tag, id);
+            for item in self.tree.scan_prefix(&start) {
                 let (k, v) = item?;
-                let r: Relation = decode(&k, &v)?;
-                if !types.is_empty() && !types.contains(&r.relation_type) {
+                // the type follows the prefix in the key: skip others before decoding
+                let rest = &k[start.len()..];
+                let relation_type = rest.split(|b| *b == 0).next().unwrap_or_default();
+                if !types.is_empty() && !types.iter().any(|t| t.as_bytes() == relation_type) {
                     continue;
                 }
+                let r: Relation = decode(&k, &v)?;
                 let other = if tag == OUT { &r.to } else { &r.from };
                 if other == id && tag == IN {
                     // a relation to itself is listed once, under its source
                     continue;
                 }
                 out.push((other.clone(), r));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The relations from and to an entity as `(other end, relation)`, read from their keys
+    /// alone (a path search decodes only the relations on the path it finds).
+    fn neighbours(&self, id: &str) -> Result<Vec<(String, Triple)>, GraphError> {
+        let mut out = Vec::new();
+        for tag in [OUT, IN] {
+            let start = prefix(tag, id);
+            for item in self.tree.scan_prefix(&start) {
+                let (k, _) = item?;
+                let rest = &k[start.len()..];
+                let Some(split) = rest.iter().position(|b| *b == 0) else {
+                    continue;
+                };
+                let (relation_type, other) = (&rest[..split], &rest[split + 1..]);
+                let (Ok(relation_type), Ok(other)) = (
+                    std::str::from_utf8(relation_type),
+                    std::str::from_utf8(other),
+                ) else {
+                    continue;
+                };
+                if tag == IN && other == id {
+                    // a relation to itself is listed once, under its source
+                    continue;
+                }
+                let triple = if tag == OUT {
+                    (id.to_string(), relation_type.to_string(), other.to_string())
+                } else {
+                    (other.to_string(), relation_type.to_string(), id.to_string())
+                };
+                out.push((other.to_string(), triple));
             }
         }
         Ok(out)
@@ -164,7 +206,7 @@ impl KnowledgeGraph {
             let mut best: Option<(usize, String)> = None;
             for at in std::mem::take(frontier) {
                 let depth = parents.get(&at).map_or(0, |p| p.0) + 1;
-                for (other, r) in self.edges(&at, &[])? {
+                for (other, r) in self.neighbours(&at)? {
                     if parents.contains_key(&other) || !self.has_entity(&other)? {
                         continue;
                     }
@@ -193,7 +235,7 @@ impl KnowledgeGraph {
         }
         // source .. middle, then middle .. target
         let mut ids = vec![middle.clone()];
-        let mut relations = Vec::new();
+        let mut relations: Vec<Triple> = Vec::new();
         let mut at = middle.clone();
         while let Some((_, Some((prev, r)))) = from_source.get(&at) {
             ids.push(prev.clone());
@@ -216,9 +258,16 @@ impl KnowledgeGraph {
                 None => return Ok(None),
             }
         }
+        let mut found = Vec::with_capacity(relations.len());
+        for (from, relation_type, to) in &relations {
+            match load(&self.tree, &key(OUT, &[from, relation_type, to]))? {
+                Some(r) => found.push(r),
+                None => return Ok(None),
+            }
+        }
         Ok(Some(Path {
             entities,
-            relations,
+            relations: found,
         }))
     }
 

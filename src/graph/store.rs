@@ -109,6 +109,76 @@ struct Marker {
     n: Option<Names>,
 }
 
+/// First byte of a marker in its compact form (a JSON marker starts with `{`).
+const COMPACT: u8 = 1;
+
+impl Marker {
+    /// The compact form: the tag, the version, whether it names anything, then each of
+    /// user, project and session as a length (`u16::MAX` for none) and its bytes.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24);
+        out.push(COMPACT);
+        out.extend_from_slice(&self.v.to_bytes());
+        let Some(n) = &self.n else {
+            out.push(0);
+            return out;
+        };
+        out.push(1);
+        for part in [&n.user, &n.project, &n.session] {
+            match part {
+                // names are checked short (see `check_text`), far below u16::MAX
+                Some(text) if text.len() < usize::from(u16::MAX) => {
+                    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+                    out.extend_from_slice(text.as_bytes());
+                }
+                _ => out.extend_from_slice(&u16::MAX.to_le_bytes()),
+            }
+        }
+        out
+    }
+
+    /// Reads either form; `None` when the bytes are neither.
+    fn from_bytes(b: &[u8]) -> Option<Marker> {
+        if b.first() != Some(&COMPACT) {
+            return serde_json::from_slice(b).ok();
+        }
+        let v = Version::from_bytes(b.get(1..1 + Version::BYTES)?)?;
+        let mut rest = b.get(1 + Version::BYTES..)?;
+        let (&named, tail) = rest.split_first()?;
+        rest = tail;
+        if named == 0 {
+            return rest.is_empty().then_some(Marker { v, n: None });
+        }
+        let mut part = || -> Option<Option<String>> {
+            let len = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?);
+            rest = rest.get(2..)?;
+            if len == u16::MAX {
+                return Some(None);
+            }
+            let text = std::str::from_utf8(rest.get(..usize::from(len))?).ok()?;
+            rest = rest.get(usize::from(len)..)?;
+            Some(Some(text.to_string()))
+        };
+        let (user, project, session) = (part()?, part()?, part()?);
+        Some(Marker {
+            v,
+            n: Some(Names {
+                user,
+                project,
+                session,
+            }),
+        })
+    }
+
+    /// The marker stored under `key`, decoded.
+    fn decode(key: &[u8], bytes: &[u8]) -> Result<Marker, GraphError> {
+        Marker::from_bytes(bytes).ok_or_else(|| GraphError::Decode {
+            key: String::from_utf8_lossy(key).into_owned(),
+            message: "not a record marker".to_string(),
+        })
+    }
+}
+
 /// Where a pushed relation points.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Triple {
@@ -123,6 +193,8 @@ pub(super) struct Changes<'a> {
     entities: HashMap<String, Option<Entity>>,
     relations: HashMap<(String, String, String), Option<Relation>>,
     markers: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// records counted (or taken back) so far, by system and names, applied at commit
+    records: HashMap<(String, Names), i64>,
     now: String,
 }
 
@@ -133,6 +205,7 @@ impl<'a> Changes<'a> {
             entities: HashMap::new(),
             relations: HashMap::new(),
             markers: HashMap::new(),
+            records: HashMap::new(),
             now: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
         }
     }
@@ -252,6 +325,12 @@ impl<'a> Changes<'a> {
         Ok(())
     }
 
+    /// Counts (`n` > 0) or takes back records of `system` that gave `names`, at commit:
+    /// a batch touches each entity once however many of its records name it.
+    fn count_later(&mut self, system: &str, names: Names, n: i64) {
+        *self.records.entry((system.to_string(), names)).or_default() += n;
+    }
+
     /// Where the pushed relation `original_id` of `system` points, when pushed before.
     pub(super) fn pushed_relation(
         &mut self,
@@ -282,15 +361,16 @@ impl<'a> Changes<'a> {
         marker: &[u8],
         version: Version,
     ) -> Result<Option<bool>, GraphError> {
-        let Some(old) = self.cached::<Marker>(marker)? else {
+        let Some(old) = self.raw(marker)? else {
             return Ok(Some(true));
         };
+        let old = Marker::decode(marker, &old)?;
         if old.v >= version {
             // a replay, or older than what is counted
             return Ok(None);
         }
-        if let Some(names) = &old.n {
-            self.count_record(system, names, -1)?;
+        if let Some(names) = old.n {
+            self.count_later(system, names, -1);
         }
         Ok(Some(false))
     }
@@ -305,12 +385,12 @@ impl<'a> Changes<'a> {
         let Some(first) = self.take_back(&f.system, &k, f.version)? else {
             return Ok(false);
         };
-        self.count_record(&f.system, &f.names, 1)?;
+        self.count_later(&f.system, f.names.clone(), 1);
         let marker = Marker {
             v: f.version,
             n: Some(f.names.clone()),
         };
-        self.set_raw(k, Some(encode(&marker)));
+        self.set_raw(k, Some(marker.to_bytes()));
         Ok(first)
     }
 
@@ -328,14 +408,19 @@ impl<'a> Changes<'a> {
                 v: version,
                 n: None,
             };
-            self.set_raw(k, Some(encode(&deleted)));
+            self.set_raw(k, Some(deleted.to_bytes()));
         }
         Ok(())
     }
 
     /// Writes every change as one (a crash cannot split them): an entity or relation no
     /// system refers to any more is removed.
-    pub(super) fn commit(self) -> Result<(), GraphError> {
+    pub(super) fn commit(mut self) -> Result<(), GraphError> {
+        for ((system, names), n) in std::mem::take(&mut self.records) {
+            if n != 0 {
+                self.count_record(&system, &names, n)?;
+            }
+        }
         let mut batch = LoggedBatch::default();
         for (id, e) in self.entities {
             let k = key(ENTITY, &[&id]);
@@ -438,7 +523,7 @@ impl KnowledgeGraph {
         let mut changes = Changes::new(&self.tree);
         for item in self.tree.scan_prefix(prefix(MARKER, system)) {
             let (k, v) = item?;
-            let marker: Marker = decode(&k, &v)?;
+            let marker = Marker::decode(&k, &v)?;
             if marker.v <= version {
                 if let Some(names) = &marker.n {
                     changes.count_record(system, names, -1)?;
@@ -468,5 +553,44 @@ impl KnowledgeGraph {
             .map_or(version, |v| v.max(version));
         changes.set_raw(floor, Some(encode(&keep)));
         changes.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_marker_reads_back_from_its_compact_form_and_from_json() {
+        let v = Version { hlc: 77, node: 3 };
+        let named = Marker {
+            v,
+            n: Some(Names {
+                user: Some("alice".into()),
+                project: None,
+                session: Some(String::new()),
+            }),
+        };
+        for m in [
+            named,
+            Marker { v, n: None },
+            Marker {
+                v,
+                n: Some(Names::default()),
+            },
+        ] {
+            let back = Marker::from_bytes(&m.to_bytes()).unwrap();
+            assert_eq!((back.v, back.n), (m.v, m.n.clone()));
+            let json = serde_json::to_vec(&m).unwrap();
+            let back = Marker::from_bytes(&json).unwrap();
+            assert_eq!((back.v, back.n), (m.v, m.n));
+        }
+        let cut = Marker {
+            v,
+            n: Some(Names::default()),
+        }
+        .to_bytes();
+        assert!(Marker::from_bytes(&cut[..cut.len() - 1]).is_none());
+        assert!(Marker::decode(b"m", b"junk").is_err());
     }
 }
