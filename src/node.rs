@@ -453,6 +453,14 @@ impl Node {
                     "records deleted, but not from the knowledge graph: {e}; retrying the deletion is safe"
                 )))
             })?;
+        if let (None, Some(pull)) = (conversation_id, &self.uploads) {
+            // the system's next DuckDB snapshot is read whole, as a new upload of it would be
+            pull.ledger.forget_duckdb_marks(system_id).map_err(|e| {
+                NodeIngestError::Write(WriteError::Internal(format!(
+                    "records deleted, but what was read of the system's DuckDB uploads is still noted: {e}; retrying the deletion is safe"
+                )))
+            })?;
+        }
         self.store
             .flush()
             .await

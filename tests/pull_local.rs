@@ -148,21 +148,42 @@ async fn put_bad_uploads(store: &dyn ObjectStore) -> Vec<(&'static str, &'static
     let sb_manifest = session_buddy_manifest(sb, "laptop-sb", "reflection.duckdb");
     put(store, &format!("{sb}/manifest.json"), sb_manifest).await;
     vec![
-        ("systems/bad-sys/bad-manifest/", "manifest is not valid JSON"),
+        (
+            "systems/bad-sys/bad-manifest/",
+            "manifest is not valid JSON",
+        ),
         ("systems/bad-sys/no-uploaded-at/", "uploaded_at is required"),
         ("systems/bad-sys/future/", "5 minutes in the future"),
         ("systems/bad-sys/bad-version/", "version must look like 1.0"),
-        ("systems/bad-sys/checksum/", "checksum mismatch for memories.json"),
+        (
+            "systems/bad-sys/checksum/",
+            "checksum mismatch for memories.json",
+        ),
         ("systems/bad-sys/bad-json/", "memories.json is not valid"),
-        ("systems/bad-sys/count/", "conversation count mismatch: manifest says 5, memories.json holds 3"),
-        ("systems/bad-sys/dimension/", "conversations[1].embedding: embedding must have 384 dimensions, got 383"),
+        (
+            "systems/bad-sys/count/",
+            "conversation count mismatch: manifest says 5, memories.json holds 3",
+        ),
+        (
+            "systems/bad-sys/dimension/",
+            "conversations[1].embedding: embedding must have 384 dimensions, got 383",
+        ),
         ("systems/bad-sys/oversize/", "more than the limit of 100000"),
-        ("systems/bad-sys/unsafe-file/", "files[0] must be a plain file name"),
-        ("systems/bad-sys/compression-mismatch/", "memories.json.gz is gzip by its name but the manifest says zstd"),
+        (
+            "systems/bad-sys/unsafe-file/",
+            "files[0] must be a plain file name",
+        ),
+        (
+            "systems/bad-sys/compression-mismatch/",
+            "memories.json.gz is gzip by its name but the manifest says zstd",
+        ),
         ("systems/bad-sys/corrupt-gzip/", "not valid gzip data"),
-        ("systems/bad-sys/no-data/", "data file memories.json not found"),
+        (
+            "systems/bad-sys/no-data/",
+            "data file memories.json not found",
+        ),
         ("systems/bad.sys/u1/", "system_id must match"),
-        (sb, "upload carries reflection.duckdb (a DuckDB database), a format akosha does not read yet"),
+        (sb, "reflection.duckdb is not valid gzip data"),
     ]
 }
 

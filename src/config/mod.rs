@@ -165,7 +165,7 @@ impl Config {
         let h = &self.http;
         // one largest body must fit in the budget of bodies in flight
         let largest_body = g.max_body_bytes.max(m.max_body_bytes);
-        let ranges: [(&str, usize, usize, usize); 52] = [
+        let ranges: [(&str, usize, usize, usize); 54] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -272,6 +272,18 @@ impl Config {
                 u.drain_timeout_ms as usize,
                 0,
                 3_600_000,
+            ),
+            (
+                "uploads.duckdb_timeout_secs",
+                u.duckdb_timeout_secs as usize,
+                1,
+                86_400,
+            ),
+            (
+                "uploads.duckdb_memory_mb",
+                u.duckdb_memory_mb as usize,
+                64,
+                1 << 20,
             ),
             ("aging.interval_secs", a.interval_secs as usize, 1, 1 << 31),
             ("aging.batch", a.batch, 1, 1_000_000),

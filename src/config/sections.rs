@@ -246,6 +246,13 @@ pub struct UploadsConfig {
     pub incomplete_grace_secs: u64,
     /// how long SIGTERM waits for uploads in flight before abandoning them, in milliseconds
     pub drain_timeout_ms: u64,
+    /// the DuckDB command-line program that reads Session-Buddy's database uploads (a path,
+    /// or a name looked up on PATH; PyPI's duckdb-cli installs it)
+    pub duckdb_program: PathBuf,
+    /// longest the DuckDB program may take to read one table of an upload, in seconds
+    pub duckdb_timeout_secs: u64,
+    /// memory the DuckDB program may use, in MiB
+    pub duckdb_memory_mb: u64,
 }
 
 impl Default for UploadsConfig {
@@ -260,6 +267,9 @@ impl Default for UploadsConfig {
             max_data_bytes: 256 * 1024 * 1024,
             incomplete_grace_secs: 600,
             drain_timeout_ms: 30_000,
+            duckdb_program: PathBuf::from("duckdb"),
+            duckdb_timeout_secs: 600,
+            duckdb_memory_mb: 1024,
         }
     }
 }

@@ -65,6 +65,8 @@ pub struct UploadLedger {
     checkpoints: sled::Tree,
     /// totals of the done uploads forgotten, so counts survive forgetting
     forgotten: sled::Tree,
+    /// per system and DuckDB table, the latest row change read (microseconds)
+    duckdb_marks: sled::Tree,
 }
 
 /// The key of the forgotten totals.
@@ -77,7 +79,46 @@ impl UploadLedger {
             uploads: store.open_tree("uploads/state")?,
             checkpoints: store.open_tree("uploads/checkpoint")?,
             forgotten: store.open_tree("uploads/forgotten")?,
+            duckdb_marks: store.open_tree("uploads/duckdb_marks")?,
         })
+    }
+
+    /// The latest change of a row of `table` that a DuckDB upload of `system` gave, once
+    /// its records were durable: later snapshots read only rows changed since.
+    pub fn duckdb_mark(&self, system: &str, table: &str) -> Result<Option<i64>, StorageError> {
+        let key = format!("{system}\0{table}");
+        Ok(self
+            .duckdb_marks
+            .get(key.as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    /// Raises the mark of `system`'s `table` to `mark` (never lowers it: uploads read out of
+    /// order or at once leave the latest).
+    pub fn raise_duckdb_mark(
+        &self,
+        system: &str,
+        table: &str,
+        mark: i64,
+    ) -> Result<(), StorageError> {
+        let key = format!("{system}\0{table}");
+        self.duckdb_marks.fetch_and_update(key.as_bytes(), |old| {
+            let old = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(i64::from_be_bytes);
+            Some(old.map_or(mark, |o| o.max(mark)).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// Forgets the marks of a deleted system, so that its next snapshot is read whole.
+    pub fn forget_duckdb_marks(&self, system: &str) -> Result<(), StorageError> {
+        let prefix = format!("{system}\0");
+        for key in self.duckdb_marks.scan_prefix(prefix.as_bytes()).keys() {
+            self.duckdb_marks.remove(key?)?;
+        }
+        Ok(())
     }
 
     /// The state of one upload, if it has finished.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::actors::ingestion_supervisor::IngestionArgs;
 use crate::actors::upload_scanner::ScannerArgs;
 use crate::config::Config;
+use crate::ingest::duckdb_cli::DuckdbCli;
 use crate::ingest::ledger::UploadLedger;
 use crate::ingest::upload_processor::{UploadLimits, UploadProcessor};
 use crate::ingest::upload_status::{UploadStatus, UploadsReport};
@@ -46,6 +47,13 @@ impl PullIngestion {
         writer: Arc<Writer>,
     ) -> Result<Self, PullError> {
         let ledger = UploadLedger::open(hot)?;
+        // DuckDB uploads unpacked when the node stopped are read again from the store
+        let work_dir = config.node.data_dir.join("duckdb-work");
+        if let Err(e) = std::fs::remove_dir_all(&work_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %work_dir.display(), error = %e, "cannot clear the DuckDB work directory");
+            }
+        }
         let status = Arc::new(UploadStatus::from_summary(ledger.summary()?));
         let u = &config.uploads;
         let processor = Arc::new(UploadProcessor {
@@ -58,6 +66,12 @@ impl PullIngestion {
                 max_content_bytes: config.ingest.max_content_bytes,
                 incomplete_grace_secs: u.incomplete_grace_secs,
             },
+            duckdb: DuckdbCli {
+                program: u.duckdb_program.clone(),
+                timeout: Duration::from_secs(u.duckdb_timeout_secs),
+                memory_mb: u.duckdb_memory_mb,
+            },
+            work_dir,
         });
         Ok(PullIngestion {
             store,

@@ -1,10 +1,13 @@
 //! Processing one upload: fetch, verify, parse, write every record durably, then record the outcome.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::ingest::batch::{IngestLimits, PendingRecord};
+use crate::ingest::duckdb_cli::DuckdbCli;
+use crate::ingest::duckdb_upload::{is_database, GRAPH_DB, REFLECTION_DB};
 use crate::ingest::ledger::{LedgerEntry, UploadLedger};
 use crate::ingest::manifest::{Compression, Manifest};
 use crate::ingest::upload::{data_file, describe_unreadable, Layout, UploadKey, MANIFEST};
@@ -66,6 +69,10 @@ pub struct UploadProcessor {
     pub ledger: UploadLedger,
     /// size limits
     pub limits: UploadLimits,
+    /// reads Session-Buddy's DuckDB databases
+    pub duckdb: DuckdbCli,
+    /// where a DuckDB upload is unpacked while it is read
+    pub work_dir: PathBuf,
 }
 
 /// An upload's data file, found and named.
@@ -151,6 +158,15 @@ impl UploadProcessor {
         let manifest = Manifest::parse(&manifest_bytes, upload.layout.rules(), Utc::now())
             .map_err(Outcome::Quarantined)?;
         check_names(&upload, &manifest).map_err(Outcome::Quarantined)?;
+        if upload.layout == Layout::SessionBuddy {
+            let has = |name: &str| manifest.files.iter().any(|f| f.name == name);
+            if has(GRAPH_DB) {
+                tracing::info!(upload = %upload.manifest, "{GRAPH_DB} is not read yet; the graph arrives through create_entity and create_relation");
+            }
+            if has(REFLECTION_DB) {
+                return self.read_reflection_db(&upload, &manifest, job).await;
+            }
+        }
         let data = self.find_data_file(&upload, &manifest, job).await?;
         let Some(data) = data else {
             return Ok(0);
@@ -213,6 +229,7 @@ impl UploadProcessor {
             .files
             .iter()
             .filter(|f| f.name != MANIFEST && data_file(&f.name).is_none())
+            .filter(|f| !(upload.layout == Layout::SessionBuddy && is_database(&f.name)))
             .map(|f| describe_unreadable(&f.name))
             .collect();
         if !unreadable.is_empty() {

@@ -1,0 +1,189 @@
+//! A Session-Buddy upload that carries its `reflection.duckdb`: the file is fetched within
+//! the size limit, unpacked when gzipped (Session-Buddy gzips it without renaming it),
+//! checked to be DuckDB, and each memory table's rows changed since the system's last
+//! snapshot are read through the DuckDB program and written as records.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::ingest::duckdb_cli::{check_magic, DuckdbError};
+use crate::ingest::manifest::{Compression, Manifest};
+use crate::ingest::session_buddy_db::{table_records, MemoryTable, TableRows};
+use crate::ingest::upload::UploadKey;
+use crate::ingest::upload_data::decompress;
+use crate::ingest::upload_processor::{Outcome, UploadJob, UploadProcessor};
+use crate::ingest::IngestLimits;
+use crate::storage::resilient::StoreError;
+use crate::version::Version;
+
+/// The memories database of a Session-Buddy upload.
+pub const REFLECTION_DB: &str = "reflection.duckdb";
+/// The knowledge graph database of a Session-Buddy upload.
+pub const GRAPH_DB: &str = "knowledge_graph.duckdb";
+
+/// Records written per call.
+const WRITE_CHUNK: usize = 5_000;
+
+/// A directory of the node's, removed with everything in it when dropped.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "cannot remove a DuckDB work directory");
+        }
+    }
+}
+
+/// Whether a manifest's file is one of Session-Buddy's databases.
+pub fn is_database(name: &str) -> bool {
+    name == REFLECTION_DB || name == GRAPH_DB
+}
+
+impl UploadProcessor {
+    /// Reads the memories of an upload's `reflection.duckdb` and writes them; answers how
+    /// many records were written.
+    pub(crate) async fn read_reflection_db(
+        &self,
+        upload: &UploadKey,
+        manifest: &Manifest,
+        job: &UploadJob,
+    ) -> Result<usize, Outcome> {
+        let key = upload.file(REFLECTION_DB);
+        let stored = match self.store.get(&key, self.limits.max_data_bytes as u64).await {
+            Ok(b) => b,
+            Err(StoreError::NotFound(_)) => return Err(self.missing(upload, job)),
+            Err(StoreError::TooLarge { size, limit, .. }) => {
+                return Err(Outcome::Quarantined(format!(
+                    "{REFLECTION_DB} is {size} bytes, more than the limit of {limit} (uploads.max_data_bytes)"
+                )))
+            }
+            Err(e) => return Err(Outcome::Retry(e.to_string())),
+        };
+        let declared = manifest
+            .files
+            .iter()
+            .find(|f| f.name == REFLECTION_DB)
+            .and_then(|f| f.compression);
+        let limit = self.limits.max_data_bytes;
+        let db_bytes = tokio::task::spawn_blocking(move || -> Result<Bytes, String> {
+            // Session-Buddy gzips the file without renaming it: the bytes say which
+            let gzipped = stored.starts_with(&[0x1f, 0x8b]);
+            let compression = declared.or(gzipped.then_some(Compression::Gzip));
+            let plain = decompress(&stored, compression, limit, REFLECTION_DB)?;
+            check_magic(REFLECTION_DB, &plain).map_err(|e| e.to_string())?;
+            Ok(Bytes::from(plain.into_owned()))
+        })
+        .await
+        .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
+        .map_err(Outcome::Quarantined)?;
+
+        let dir = self.work_dir.join(format!(
+            "{}-{}",
+            upload.upload_id,
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+            Outcome::Retry(format!(
+                "cannot make the work directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let dir = WorkDir(dir);
+        let db = dir.0.join(REFLECTION_DB);
+        tokio::fs::write(&db, &db_bytes)
+            .await
+            .map_err(|e| Outcome::Retry(format!("cannot write {}: {e}", db.display())))?;
+        drop(db_bytes);
+
+        let version = Version::of_upload(manifest.uploaded_at.timestamp_micros());
+        let mut written = 0;
+        for table in MemoryTable::ALL {
+            let rows = self.read_table(upload, table, &db, &dir.0).await?;
+            if !rows.refused.is_empty() {
+                let (id, why) = &rows.refused[0];
+                tracing::warn!(
+                    upload = %upload.manifest,
+                    table = table.name(),
+                    refused = rows.refused.len(),
+                    first = %format!("{id}: {why}"),
+                    "rows of a DuckDB upload are not valid memories and were left out"
+                );
+            }
+            let mut records = rows.records;
+            written += records.len();
+            for r in &mut records {
+                r.version = Some(version);
+            }
+            while !records.is_empty() {
+                let rest = records.split_off(records.len().min(WRITE_CHUNK));
+                self.writer.write(records).await.map_err(|e| {
+                    Outcome::Retry(format!(
+                        "cannot write the records of {}: {e}",
+                        upload.manifest
+                    ))
+                })?;
+                records = rest;
+            }
+            if let Some(latest) = rows.latest {
+                self.ledger
+                    .raise_duckdb_mark(&upload.system_id, table.name(), latest)
+                    .map_err(|e| Outcome::Retry(format!("cannot record what was read: {e}")))?;
+            }
+        }
+        Ok(written)
+    }
+
+    /// The rows of one table changed since the system's mark, as records.
+    async fn read_table(
+        &self,
+        upload: &UploadKey,
+        table: MemoryTable,
+        db: &Path,
+        dir: &Path,
+    ) -> Result<TableRows, Outcome> {
+        let since = self
+            .ledger
+            .duckdb_mark(&upload.system_id, table.name())
+            .map_err(|e| Outcome::Retry(format!("cannot read what was read before: {e}")))?;
+        let out = dir.join(format!("{}.parquet", table.name()));
+        self.duckdb
+            .export(REFLECTION_DB, db, &table.select(since), &out)
+            .await
+            .map_err(|e| match e {
+                DuckdbError::Unavailable(m) => Outcome::Retry(m),
+                DuckdbError::NotDuckdb(m) | DuckdbError::Refused(m) => Outcome::Quarantined(m),
+            })?;
+        let parquet = tokio::fs::read(&out)
+            .await
+            .map_err(|e| Outcome::Retry(format!("cannot read {}: {e}", out.display())))?;
+        let system = upload.system_id.clone();
+        let limits = IngestLimits {
+            max_batch: usize::MAX,
+            max_content_bytes: self.limits.max_content_bytes,
+        };
+        let embeds = self.writer.embedder.is_some();
+        tokio::task::spawn_blocking(move || {
+            table_records(table, Bytes::from(parquet), &system, &limits, embeds)
+        })
+        .await
+        .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
+        .map_err(Outcome::Quarantined)
+    }
+
+    /// A database the manifest names is not there: wait for it, then quarantine.
+    fn missing(&self, upload: &UploadKey, job: &UploadJob) -> Outcome {
+        let waited = (Utc::now() - job.manifest_modified).num_seconds().max(0) as u64;
+        let message = format!(
+            "data file {REFLECTION_DB} not found under {}/ {waited} s after the manifest was written",
+            upload.prefix
+        );
+        if waited >= self.limits.incomplete_grace_secs {
+            Outcome::Quarantined(message)
+        } else {
+            Outcome::Incomplete(message)
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Session-Buddy's real uploads through the real binary: a gzipped `reflection.duckdb` made
+//! by DuckDB with Session-Buddy's own schema, in its layout and manifest, becomes records;
+//! the next snapshot adds only its new rows; a memory pushed over `/mcp/mcp/v1` as
+//! Session-Buddy's HTTP sync pushes it is the same record; bad files are quarantined with
+//! their reason. Needs the DuckDB program (`scripts/ensure-test-tools.sh` installs it).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::uploads::put;
+use common::NodeProcess;
+use object_store::local::LocalFileSystem;
+use object_store::ObjectStore;
+use serde_json::{json, Value};
+
+const ENV: &[(&str, &str)] = &[
+    ("AKOSHA__UPLOADS__POLL_INTERVAL_MS", "100"),
+    ("AKOSHA__UPLOADS__MAX_DATA_BYTES", "4000000"),
+    ("AKOSHA__UPLOADS__INCOMPLETE_GRACE_SECS", "0"),
+];
+
+/// Session-Buddy's tables (`session_buddy/memory/schema_v2.py`, with the columns its
+/// reflection adapter adds).
+const SCHEMA: &str = "
+CREATE TABLE conversations_v2 (
+    id TEXT PRIMARY KEY, content TEXT NOT NULL, embedding FLOAT[384],
+    category TEXT NOT NULL, subcategory TEXT, importance_score REAL DEFAULT 0.5,
+    memory_tier TEXT DEFAULT 'long_term', access_count INTEGER DEFAULT 0, last_accessed TIMESTAMP,
+    project TEXT, namespace TEXT DEFAULT 'default', timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    session_id TEXT, user_id TEXT DEFAULT 'default', searchable_content TEXT, reasoning TEXT,
+    metadata VARCHAR,
+    source_type TEXT CHECK (source_type IS NULL OR source_type IN ('claude_code', 'crackerjack', 'mahavishnu_workflow', 'manual', 'migration')),
+    turn_parent_id TEXT, causal_parent_id TEXT, fingerprint BLOB);
+CREATE TABLE reflections_v2 (
+    id TEXT PRIMARY KEY, content TEXT NOT NULL, embedding FLOAT[384], category TEXT NOT NULL,
+    importance_score REAL DEFAULT 0.5, memory_tier TEXT DEFAULT 'long_term', tags TEXT[],
+    related_entities TEXT[], timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP, project TEXT,
+    namespace TEXT DEFAULT 'default', access_count INTEGER DEFAULT 0, last_accessed TIMESTAMP,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, updated_at TIMESTAMP, insight_type TEXT,
+    usage_count INTEGER DEFAULT 0, last_used_at TIMESTAMP, confidence_score REAL,
+    fingerprint BLOB, subcategory TEXT, metadata JSON);
+CREATE INDEX idx_conversations_timestamp ON conversations_v2(timestamp DESC);
+";
+
+/// The embedding of conversation `i`: one large component, the rest small and varied.
+fn embedding_sql(i: &str) -> String {
+    format!(
+        "list_transform(range(384), lambda x: CASE WHEN x = ({i} % 384) THEN 1.0 ELSE 0.001 * ((x * 7 + {i}) % 13) END)::FLOAT[384]"
+    )
+}
+
+fn embedding(i: u64) -> Vec<f32> {
+    (0..384u64)
+        .map(|x| {
+            if x == i % 384 {
+                1.0
+            } else {
+                (0.001 * ((x * 7 + i) % 13) as f64) as f32
+            }
+        })
+        .collect()
+}
+
+fn duckdb() -> String {
+    std::env::var("AKOSHA_TEST_DUCKDB").unwrap_or_else(|_| "duckdb".to_string())
+}
+
+fn run_duckdb(db: &Path, sql: &str) {
+    let out = std::process::Command::new(duckdb())
+        .arg(db)
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .expect("the duckdb program (pip install duckdb-cli) must be on PATH");
+    assert!(
+        out.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Adds conversations `from..to` (every third with reasoning, every fourth in a session)
+/// and one reflection per ten.
+fn add_rows(db: &Path, from: u64, to: u64) {
+    let sql = format!(
+        "INSERT INTO conversations_v2 (id, content, embedding, category, project, timestamp, session_id, reasoning, source_type, metadata, fingerprint)
+         SELECT 'c' || i, 'conversation ' || i, {emb}, 'context', 'akosha',
+                TIMESTAMP '2026-11-01 10:00:00' + INTERVAL (i) SECOND + INTERVAL (i * 1234) MICROSECOND,
+                CASE WHEN i % 4 = 0 THEN 's' || (i // 4) END,
+                CASE WHEN i % 3 = 0 THEN 'because ' || i END,
+                'claude_code', '{{}}', '\\x00'::BLOB
+         FROM range({from}, {to}) t(i);
+         INSERT INTO reflections_v2 (id, content, embedding, category, tags, timestamp, created_at, updated_at, project)
+         SELECT 'r' || i, 'reflection ' || i, {emb}, 'context', ['t1', 't' || i],
+                TIMESTAMP '2026-11-01 10:00:00' + INTERVAL (i) SECOND,
+                TIMESTAMP '2026-11-01 10:00:00' + INTERVAL (i) SECOND,
+                TIMESTAMP '2026-11-01 10:00:00' + INTERVAL (i) SECOND, NULL
+         FROM range({from}, {to}) t(i) WHERE i % 10 = 0;",
+        emb = embedding_sql("i"),
+    );
+    run_duckdb(db, &sql);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+/// Puts an upload as Session-Buddy's cloud sync does: the database gzipped under its own
+/// name, then the manifest.
+async fn put_snapshot(store: &dyn ObjectStore, system: &str, stamp: &str, db: Vec<u8>) -> String {
+    let upload = format!("{stamp}_{system}");
+    let prefix = format!("systems/{system}/uploads/{upload}");
+    put(store, &format!("{prefix}/reflection.duckdb"), db).await;
+    let manifest = json!({
+        "upload_id": upload,
+        "system_id": system,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "files": [{"name": "reflection.duckdb", "path": format!("{prefix}/reflection.duckdb"),
+                   "size_bytes": 0, "compression": "gzip", "checksum": ""}],
+        "metadata": {"uploader": "session-buddy", "version": "1.0.0"},
+    });
+    put(
+        store,
+        &format!("{prefix}/manifest.json"),
+        manifest.to_string().into_bytes(),
+    )
+    .await;
+    prefix
+}
+
+async fn hot_records(node: &NodeProcess) -> u64 {
+    let (_, stats) = node.get("/api/v1/stats").await;
+    stats["records"]["hot"].as_u64().unwrap()
+}
+
+async fn first_hit(node: &NodeProcess, system: &str, i: u64) -> Value {
+    let (status, found) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": embedding(i), "system_id": system, "limit": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    found["results"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_buddy_duckdb_snapshots_become_records_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());
+    let db = dir.path().join("reflection.duckdb");
+    run_duckdb(&db, SCHEMA);
+    add_rows(&db, 0, 50);
+    let first = std::fs::read(&db).unwrap();
+    put_snapshot(store.as_ref(), "mac", "20261201_100000", gzip(&first)).await;
+
+    // bad files, each quarantined with its reason
+    let mut corrupt = first.clone();
+    for b in corrupt.iter_mut().skip(4096) {
+        *b = 0x5a;
+    }
+    let bad = [
+        ("corrupt", gzip(&corrupt), "reflection.duckdb"),
+        (
+            "truncated",
+            gzip(&first[..first.len() / 3]),
+            "reflection.duckdb",
+        ),
+        (
+            "sqlite",
+            gzip(b"SQLite format 3\0 and more bytes"),
+            "is not a DuckDB database",
+        ),
+        (
+            "big",
+            vec![0x1f; 4_000_001],
+            "more than the limit of 4000000",
+        ),
+        ("notgzip", vec![0x1f, 0x8b, 1, 2, 3], "not valid gzip data"),
+    ];
+    for (system, bytes, _) in &bad {
+        put_snapshot(store.as_ref(), system, "20261201_100000", bytes.clone()).await;
+    }
+    let node = NodeProcess::start(dir.path(), ENV).await;
+    let report = node
+        .wait_uploads(Duration::from_secs(120), |r| {
+            r["done"].as_u64().unwrap() + r["quarantined_total"].as_u64().unwrap() == 6
+        })
+        .await;
+    assert_eq!(report["done"], 1, "{report}");
+    // 50 conversations and 5 reflections
+    assert_eq!(hot_records(&node).await, 55, "{report}");
+    let quarantined = report["quarantined"].as_array().unwrap();
+    for (system, _, reason) in &bad {
+        let entry = quarantined
+            .iter()
+            .find(|q| {
+                q["key"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("systems/{system}/"))
+            })
+            .unwrap_or_else(|| panic!("{system} not quarantined: {report}"));
+        let got = entry["reason"].as_str().unwrap();
+        assert!(
+            got.contains(reason),
+            "{system}: expected {reason:?} in {got:?}"
+        );
+    }
+
+    // a conversation as the push makes it: reasoning joined, Nones left out
+    let hit = first_hit(&node, "mac", 3).await;
+    assert_eq!(hit["conversation_id"], "c3", "{hit}");
+    assert_eq!(
+        hit["content"], "conversation 3\n\nReasoning: because 3",
+        "{hit}"
+    );
+    let m = &hit["metadata"];
+    assert_eq!(m["source"], "mac", "{hit}");
+    assert_eq!(m["original_id"], "c3", "{hit}");
+    assert_eq!(m["type"], "conversation", "{hit}");
+    assert_eq!(m["importance_score"], 0.5, "{hit}");
+    assert_eq!(m["user_id"], "default", "{hit}");
+    assert_eq!(m["source_type"], "claude_code", "{hit}");
+    assert_eq!(m["created_at"], "2026-11-01T10:00:03.003702", "{hit}");
+    assert!(m.get("session_id").is_none(), "{hit}");
+    let session = first_hit(&node, "mac", 4).await;
+    assert_eq!(session["metadata"]["session_id"], "s1", "{session}");
+
+    // the next snapshot holds 10 more rows: 10 more records
+    add_rows(&db, 50, 60);
+    let second = std::fs::read(&db).unwrap();
+    put_snapshot(store.as_ref(), "mac", "20261201_110000", gzip(&second)).await;
+    let report = node
+        .wait_uploads(Duration::from_secs(60), |r| {
+            r["done"].as_u64().unwrap() == 2
+        })
+        .await;
+    assert_eq!(hot_records(&node).await, 55 + 10 + 1, "{report}");
+
+    // the same memory pushed as Session-Buddy's HTTP sync pushes it: still one record
+    let pushed = json!({"jsonrpc": "2.0", "id": "x", "method": "tools/call", "params": {
+        "name": "batch_store_memories", "arguments": {"memories": [{
+            "memory_id": "c3",
+            "text": "conversation 3\n\nReasoning: because 3",
+            "embedding": embedding(3),
+            "metadata": {"source": "mac", "original_id": "c3", "type": "conversation",
+                "category": "context", "importance_score": 0.5, "memory_tier": "long_term",
+                "source_type": "claude_code", "project": "akosha", "namespace": "default",
+                "user_id": "default", "created_at": "2026-11-01T10:00:03.003702",
+                "ingestion_method": "http_push"}}]}}});
+    let (status, answer) = node.post("/mcp/mcp/v1", &pushed).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"]["status"], "completed", "{answer}");
+    assert_eq!(hot_records(&node).await, 66);
+    let again = first_hit(&node, "mac", 3).await;
+    assert_eq!(again["content"], hit["content"]);
+    assert_eq!(again["metadata"], hit["metadata"]);
+    // a reflection as the push makes it: None values kept as null
+    let (_, found) = node
+        .post(
+            "/api/v1/search",
+            &json!({"embedding": embedding(50), "system_id": "mac", "limit": 2}),
+        )
+        .await;
+    let r = found["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["conversation_id"] == "r50")
+        .unwrap_or_else(|| panic!("reflection r50 not found: {found}"));
+    assert_eq!(r["content"], "reflection 50", "{r}");
+    assert_eq!(r["metadata"]["type"], "reflection", "{r}");
+    assert_eq!(r["metadata"]["tags"], json!(["t1", "t50"]), "{r}");
+    assert_eq!(r["metadata"]["project"], Value::Null, "{r}");
+    assert_eq!(r["metadata"]["created_at"], "2026-11-01T10:00:50", "{r}");
+}
