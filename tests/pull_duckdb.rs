@@ -46,6 +46,19 @@ CREATE TABLE reflections_v2 (
 CREATE INDEX idx_conversations_timestamp ON conversations_v2(timestamp DESC);
 ";
 
+/// Session-Buddy's knowledge graph tables (`knowledge_graph_adapter_oneiric.py`).
+const GRAPH_SCHEMA: &str = "
+CREATE TABLE kg_entities (id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL,
+    entity_type VARCHAR NOT NULL, observations VARCHAR[], properties JSON,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    metadata JSON, embedding FLOAT[384]);
+CREATE TABLE kg_relationships (id VARCHAR PRIMARY KEY, from_entity VARCHAR NOT NULL,
+    to_entity VARCHAR NOT NULL, relation_type VARCHAR NOT NULL, properties JSON,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    metadata JSON);
+CREATE INDEX idx_relationships_from ON kg_relationships(from_entity);
+";
+
 /// The embedding of conversation `i`: one large component, the rest small and varied.
 fn embedding_sql(i: &str) -> String {
     format!(
@@ -111,18 +124,31 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-/// Puts an upload as Session-Buddy's cloud sync does: the database gzipped under its own
-/// name, then the manifest.
+/// Puts an upload as Session-Buddy's cloud sync does: the databases gzipped under their
+/// own names, then the manifest.
 async fn put_snapshot(store: &dyn ObjectStore, system: &str, stamp: &str, db: Vec<u8>) -> String {
+    put_snapshot_with(store, system, stamp, &[("reflection.duckdb", db)]).await
+}
+
+async fn put_snapshot_with(
+    store: &dyn ObjectStore,
+    system: &str,
+    stamp: &str,
+    files: &[(&str, Vec<u8>)],
+) -> String {
     let upload = format!("{stamp}_{system}");
     let prefix = format!("systems/{system}/uploads/{upload}");
-    put(store, &format!("{prefix}/reflection.duckdb"), db).await;
+    let mut listed = Vec::new();
+    for (name, bytes) in files {
+        put(store, &format!("{prefix}/{name}"), bytes.clone()).await;
+        listed.push(json!({"name": name, "path": format!("{prefix}/{name}"),
+                           "size_bytes": 0, "compression": "gzip", "checksum": ""}));
+    }
     let manifest = json!({
         "upload_id": upload,
         "system_id": system,
         "timestamp": chrono::Utc::now().to_rfc3339(),
-        "files": [{"name": "reflection.duckdb", "path": format!("{prefix}/reflection.duckdb"),
-                   "size_bytes": 0, "compression": "gzip", "checksum": ""}],
+        "files": listed,
         "metadata": {"uploader": "session-buddy", "version": "1.0.0"},
     });
     put(
@@ -160,7 +186,28 @@ async fn session_buddy_duckdb_snapshots_become_records_once() {
     run_duckdb(&db, SCHEMA);
     add_rows(&db, 0, 50);
     let first = std::fs::read(&db).unwrap();
-    put_snapshot(store.as_ref(), "mac", "20261201_100000", gzip(&first)).await;
+    // the graph: a relation to an entity that arrives only with the next snapshot
+    let kg = dir.path().join("knowledge_graph.duckdb");
+    run_duckdb(&kg, GRAPH_SCHEMA);
+    run_duckdb(
+        &kg,
+        "INSERT INTO kg_entities (id, name, entity_type, observations, properties, metadata) VALUES
+           ('u-1', 'alice', 'person', ['writes rust'], '{\"team\": \"core\"}', '{}'),
+           ('u-2', 'akosha', 'project', NULL, NULL, NULL);
+         INSERT INTO kg_relationships (id, from_entity, to_entity, relation_type, properties) VALUES
+           ('r-1', 'u-1', 'u-2', 'works_on', '{\"since\": 2026}'),
+           ('r-2', 'u-2', 'u-3', 'uses', NULL);",
+    );
+    put_snapshot_with(
+        store.as_ref(),
+        "mac",
+        "20261201_100000",
+        &[
+            ("reflection.duckdb", gzip(&first)),
+            ("knowledge_graph.duckdb", gzip(&std::fs::read(&kg).unwrap())),
+        ],
+    )
+    .await;
 
     // bad files, each quarantined with its reason
     let mut corrupt = first.clone();

@@ -16,6 +16,17 @@ use crate::version::Version;
 /// Name of the graph's tree in the node's store.
 const TREE: &str = "graph";
 
+/// What [`Graph::push_many`] stored.
+#[derive(Debug, Clone, Default)]
+pub struct PushedMany {
+    /// entities stored or updated
+    pub entities: usize,
+    /// relations stored or updated
+    pub relations: usize,
+    /// why each refused one was refused
+    pub refused: Vec<String>,
+}
+
 /// The node's knowledge graph, kept in its store.
 #[derive(Clone)]
 pub struct Graph {
@@ -98,6 +109,36 @@ impl Graph {
     pub async fn push_relation(&self, r: PushedRelation) -> Result<Pushed<Relation>, GraphError> {
         let pushed = self.blocking(move |g| g.push_relation(r)).await?;
         self.flushed(pushed).await
+    }
+
+    /// Stores pushed entities, then relations, durably (as many pushes of one each);
+    /// one that is not valid is refused with its reason and the others go on.
+    pub async fn push_many(
+        &self,
+        entities: Vec<PushedEntity>,
+        relations: Vec<PushedRelation>,
+    ) -> Result<PushedMany, GraphError> {
+        let done = self
+            .blocking(move |g| {
+                let mut out = PushedMany::default();
+                for e in entities {
+                    match g.push_entity(e) {
+                        Ok(_) => out.entities += 1,
+                        Err(GraphError::Input(e)) => out.refused.push(format!("entity: {e}")),
+                        Err(e) => return Err(e),
+                    }
+                }
+                for r in relations {
+                    match g.push_relation(r) {
+                        Ok(_) => out.relations += 1,
+                        Err(GraphError::Input(e)) => out.refused.push(format!("relation: {e}")),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        self.flushed(done).await
     }
 
     /// An entity by its graph id.

@@ -1,7 +1,8 @@
-//! A Session-Buddy upload that carries its `reflection.duckdb`: the file is fetched within
+//! A Session-Buddy upload that carries its DuckDB databases: each file is fetched within
 //! the size limit, unpacked when gzipped (Session-Buddy gzips it without renaming it),
-//! checked to be DuckDB, and each memory table's rows changed since the system's last
-//! snapshot are read through the DuckDB program and written as records.
+//! checked to be DuckDB, and each table's rows changed since the system's last snapshot
+//! are read through the DuckDB program: memories become records, the knowledge graph's
+//! entities and relations go to the graph.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use chrono::Utc;
 use crate::ingest::duckdb_cli::{check_magic, DuckdbError};
 use crate::ingest::manifest::{Compression, Manifest};
 use crate::ingest::session_buddy_db::{table_records, MemoryTable, TableRows};
+use crate::ingest::session_buddy_graph::{entities_select, graph_rows, relations_select};
 use crate::ingest::upload::UploadKey;
 use crate::ingest::upload_data::decompress;
 use crate::ingest::upload_processor::{Outcome, UploadJob, UploadProcessor};
@@ -43,21 +45,44 @@ pub fn is_database(name: &str) -> bool {
 }
 
 impl UploadProcessor {
-    /// Reads the memories of an upload's `reflection.duckdb` and writes them; answers how
-    /// many records were written.
-    pub(crate) async fn read_reflection_db(
+    /// Reads the Session-Buddy databases an upload carries: the memories of its
+    /// `reflection.duckdb` become records, the entities and relations of its
+    /// `knowledge_graph.duckdb` go to the graph; answers how many records were written.
+    pub(crate) async fn read_databases(
         &self,
         upload: &UploadKey,
         manifest: &Manifest,
         job: &UploadJob,
     ) -> Result<usize, Outcome> {
-        let key = upload.file(REFLECTION_DB);
+        let has = |name: &str| manifest.files.iter().any(|f| f.name == name);
+        let mut written = 0;
+        if has(REFLECTION_DB) {
+            let (dir, db) = self.unpack(upload, manifest, job, REFLECTION_DB).await?;
+            written = self.read_memories(upload, manifest, &db, &dir.0).await?;
+        }
+        if has(GRAPH_DB) {
+            let (dir, db) = self.unpack(upload, manifest, job, GRAPH_DB).await?;
+            self.read_graph(upload, &db, &dir.0).await?;
+        }
+        Ok(written)
+    }
+
+    /// Fetches one database of an upload within the size limit, unpacks it when gzipped and
+    /// checks it is DuckDB; answers the work directory it was written to and its path.
+    async fn unpack(
+        &self,
+        upload: &UploadKey,
+        manifest: &Manifest,
+        job: &UploadJob,
+        name: &'static str,
+    ) -> Result<(WorkDir, PathBuf), Outcome> {
+        let key = upload.file(name);
         let stored = match self.store.get(&key, self.limits.max_data_bytes as u64).await {
             Ok(b) => b,
-            Err(StoreError::NotFound(_)) => return Err(self.missing(upload, job)),
+            Err(StoreError::NotFound(_)) => return Err(self.missing(upload, job, name)),
             Err(StoreError::TooLarge { size, limit, .. }) => {
                 return Err(Outcome::Quarantined(format!(
-                    "{REFLECTION_DB} is {size} bytes, more than the limit of {limit} (uploads.max_data_bytes)"
+                    "{name} is {size} bytes, more than the limit of {limit} (uploads.max_data_bytes)"
                 )))
             }
             Err(e) => return Err(Outcome::Retry(e.to_string())),
@@ -65,15 +90,15 @@ impl UploadProcessor {
         let declared = manifest
             .files
             .iter()
-            .find(|f| f.name == REFLECTION_DB)
+            .find(|f| f.name == name)
             .and_then(|f| f.compression);
         let limit = self.limits.max_data_bytes;
         let db_bytes = tokio::task::spawn_blocking(move || -> Result<Bytes, String> {
             // Session-Buddy gzips the file without renaming it: the bytes say which
             let gzipped = stored.starts_with(&[0x1f, 0x8b]);
             let compression = declared.or(gzipped.then_some(Compression::Gzip));
-            let plain = decompress(&stored, compression, limit, REFLECTION_DB)?;
-            check_magic(REFLECTION_DB, &plain).map_err(|e| e.to_string())?;
+            let plain = decompress(&stored, compression, limit, name)?;
+            check_magic(name, &plain).map_err(|e| e.to_string())?;
             Ok(Bytes::from(plain.into_owned()))
         })
         .await
@@ -92,16 +117,25 @@ impl UploadProcessor {
             ))
         })?;
         let dir = WorkDir(dir);
-        let db = dir.0.join(REFLECTION_DB);
+        let db = dir.0.join(name);
         tokio::fs::write(&db, &db_bytes)
             .await
             .map_err(|e| Outcome::Retry(format!("cannot write {}: {e}", db.display())))?;
-        drop(db_bytes);
+        Ok((dir, db))
+    }
 
+    /// Writes the memories of `reflection.duckdb` changed since the system's marks.
+    async fn read_memories(
+        &self,
+        upload: &UploadKey,
+        manifest: &Manifest,
+        db: &Path,
+        dir: &Path,
+    ) -> Result<usize, Outcome> {
         let version = Version::of_upload(manifest.uploaded_at.timestamp_micros());
         let mut written = 0;
         for table in MemoryTable::ALL {
-            let rows = self.read_table(upload, table, &db, &dir.0).await?;
+            let rows = self.read_table(upload, table, db, dir).await?;
             if !rows.refused.is_empty() {
                 let (id, why) = &rows.refused[0];
                 tracing::warn!(
@@ -127,13 +161,89 @@ impl UploadProcessor {
                 })?;
                 records = rest;
             }
-            if let Some(latest) = rows.latest {
-                self.ledger
-                    .raise_duckdb_mark(&upload.system_id, table.name(), latest)
-                    .map_err(|e| Outcome::Retry(format!("cannot record what was read: {e}")))?;
-            }
+            self.raise_mark(upload, table.name(), rows.latest)?;
         }
         Ok(written)
+    }
+
+    /// Pushes the entities and relations of `knowledge_graph.duckdb` changed since the
+    /// system's marks into the graph.
+    async fn read_graph(&self, upload: &UploadKey, db: &Path, dir: &Path) -> Result<(), Outcome> {
+        let mut files = Vec::new();
+        for (table, select) in [
+            ("kg_entities", entities_select as fn(Option<i64>) -> String),
+            ("kg_relationships", relations_select),
+        ] {
+            let since = self.mark(upload, table)?;
+            let out = dir.join(format!("{table}.parquet"));
+            self.export(GRAPH_DB, db, &select(since), &out).await?;
+            let bytes = tokio::fs::read(&out)
+                .await
+                .map_err(|e| Outcome::Retry(format!("cannot read {}: {e}", out.display())))?;
+            files.push(Bytes::from(bytes));
+        }
+        let (relations, entities) = (
+            files.pop().unwrap_or_default(),
+            files.pop().unwrap_or_default(),
+        );
+        let system = upload.system_id.clone();
+        let rows = tokio::task::spawn_blocking(move || graph_rows(entities, relations, &system))
+            .await
+            .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
+            .map_err(Outcome::Quarantined)?;
+        let pushed = self
+            .writer
+            .graph
+            .push_many(rows.entities, rows.relations)
+            .await
+            .map_err(|e| {
+                Outcome::Retry(format!(
+                    "cannot store the knowledge graph of {}: {e}",
+                    upload.manifest
+                ))
+            })?;
+        if let Some(first) = pushed.refused.first() {
+            tracing::warn!(
+                upload = %upload.manifest,
+                refused = pushed.refused.len(),
+                first = %first,
+                "entities or relations of a DuckDB upload are not valid and were left out"
+            );
+        }
+        self.raise_mark(upload, "kg_entities", rows.latest.0)?;
+        self.raise_mark(upload, "kg_relationships", rows.latest.1)
+    }
+
+    fn mark(&self, upload: &UploadKey, table: &str) -> Result<Option<i64>, Outcome> {
+        self.ledger
+            .duckdb_mark(&upload.system_id, table)
+            .map_err(|e| Outcome::Retry(format!("cannot read what was read before: {e}")))
+    }
+
+    fn raise_mark(
+        &self,
+        upload: &UploadKey,
+        table: &str,
+        latest: Option<i64>,
+    ) -> Result<(), Outcome> {
+        match latest {
+            Some(latest) => self
+                .ledger
+                .raise_duckdb_mark(&upload.system_id, table, latest)
+                .map_err(|e| Outcome::Retry(format!("cannot record what was read: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs one query of a database into a Parquet file.
+    async fn export(&self, name: &str, db: &Path, select: &str, out: &Path) -> Result<(), Outcome> {
+        self.duckdb
+            .export(name, db, select, out)
+            .await
+            .map_err(|e| match e {
+                DuckdbError::Unavailable(m) => Outcome::Retry(m),
+                DuckdbError::NotDuckdb(m) | DuckdbError::Refused(m) => Outcome::Quarantined(m),
+            })
     }
 
     /// The rows of one table changed since the system's mark, as records.
@@ -144,18 +254,10 @@ impl UploadProcessor {
         db: &Path,
         dir: &Path,
     ) -> Result<TableRows, Outcome> {
-        let since = self
-            .ledger
-            .duckdb_mark(&upload.system_id, table.name())
-            .map_err(|e| Outcome::Retry(format!("cannot read what was read before: {e}")))?;
+        let since = self.mark(upload, table.name())?;
         let out = dir.join(format!("{}.parquet", table.name()));
-        self.duckdb
-            .export(REFLECTION_DB, db, &table.select(since), &out)
-            .await
-            .map_err(|e| match e {
-                DuckdbError::Unavailable(m) => Outcome::Retry(m),
-                DuckdbError::NotDuckdb(m) | DuckdbError::Refused(m) => Outcome::Quarantined(m),
-            })?;
+        self.export(REFLECTION_DB, db, &table.select(since), &out)
+            .await?;
         let parquet = tokio::fs::read(&out)
             .await
             .map_err(|e| Outcome::Retry(format!("cannot read {}: {e}", out.display())))?;
@@ -174,10 +276,10 @@ impl UploadProcessor {
     }
 
     /// A database the manifest names is not there: wait for it, then quarantine.
-    fn missing(&self, upload: &UploadKey, job: &UploadJob) -> Outcome {
+    fn missing(&self, upload: &UploadKey, job: &UploadJob, name: &str) -> Outcome {
         let waited = (Utc::now() - job.manifest_modified).num_seconds().max(0) as u64;
         let message = format!(
-            "data file {REFLECTION_DB} not found under {}/ {waited} s after the manifest was written",
+            "data file {name} not found under {}/ {waited} s after the manifest was written",
             upload.prefix
         );
         if waited >= self.limits.incomplete_grace_secs {

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod pull;
 pub mod retry;
 pub mod session_buddy_db;
+pub mod session_buddy_graph;
 pub mod upload;
 pub mod upload_data;
 pub mod upload_processor;

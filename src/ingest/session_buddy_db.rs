@@ -156,7 +156,7 @@ impl<'a> Columns<'a> {
 }
 
 /// Python's `datetime.isoformat()` of a naive time: microseconds only when not zero.
-fn isoformat(micros: i64) -> Value {
+pub(crate) fn isoformat(micros: i64) -> Value {
     match DateTime::<Utc>::from_timestamp_micros(micros) {
         Some(t) if micros % 1_000_000 == 0 => {
             Value::String(t.format("%Y-%m-%dT%H:%M:%S").to_string())

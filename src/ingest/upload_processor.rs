@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::ingest::batch::{IngestLimits, PendingRecord};
 use crate::ingest::duckdb_cli::DuckdbCli;
-use crate::ingest::duckdb_upload::{is_database, GRAPH_DB, REFLECTION_DB};
+use crate::ingest::duckdb_upload::is_database;
 use crate::ingest::ledger::{LedgerEntry, UploadLedger};
 use crate::ingest::manifest::{Compression, Manifest};
 use crate::ingest::upload::{data_file, describe_unreadable, Layout, UploadKey, MANIFEST};
@@ -158,14 +158,10 @@ impl UploadProcessor {
         let manifest = Manifest::parse(&manifest_bytes, upload.layout.rules(), Utc::now())
             .map_err(Outcome::Quarantined)?;
         check_names(&upload, &manifest).map_err(Outcome::Quarantined)?;
-        if upload.layout == Layout::SessionBuddy {
-            let has = |name: &str| manifest.files.iter().any(|f| f.name == name);
-            if has(GRAPH_DB) {
-                tracing::info!(upload = %upload.manifest, "{GRAPH_DB} is not read yet; the graph arrives through create_entity and create_relation");
-            }
-            if has(REFLECTION_DB) {
-                return self.read_reflection_db(&upload, &manifest, job).await;
-            }
+        if upload.layout == Layout::SessionBuddy
+            && manifest.files.iter().any(|f| is_database(&f.name))
+        {
+            return self.read_databases(&upload, &manifest, job).await;
         }
         let data = self.find_data_file(&upload, &manifest, job).await?;
         let Some(data) = data else {
