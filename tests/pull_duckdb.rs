@@ -282,16 +282,57 @@ async fn session_buddy_duckdb_snapshots_become_records_once() {
     let session = first_hit(&node, "mac", 4).await;
     assert_eq!(session["metadata"]["session_id"], "s1", "{session}");
 
-    // the next snapshot holds 10 more rows: 10 more records
+    // the graph as the push would have made it
+    let (status, alice) = node.get("/api/v1/graph/entities/entity:mac:u-1").await;
+    assert_eq!(status, 200, "{alice}");
+    let e = &alice["entity"];
+    assert_eq!(e["name"], "alice", "{alice}");
+    assert_eq!(e["properties"]["team"], "core", "{alice}");
+    assert_eq!(e["properties"]["ingestion_method"], "http_push", "{alice}");
+    let path = "/api/v1/graph/path?source_id=entity:mac:u-1&target_id=entity:mac:u-3&max_hops=3";
+    let (_, none) = node.get(path).await;
+    assert_eq!(none["found"], false, "{none}");
+
+    // the next snapshot holds 10 more rows and the missing entity: 10 more records, and
+    // the waiting relation joins
     add_rows(&db, 50, 60);
     let second = std::fs::read(&db).unwrap();
-    put_snapshot(store.as_ref(), "mac", "20261201_110000", gzip(&second)).await;
+    run_duckdb(
+        &kg,
+        "INSERT INTO kg_entities (id, name, entity_type) VALUES ('u-3', 'duckdb', 'technology');",
+    );
+    put_snapshot_with(
+        store.as_ref(),
+        "mac",
+        "20261201_110000",
+        &[
+            ("reflection.duckdb", gzip(&second)),
+            ("knowledge_graph.duckdb", gzip(&std::fs::read(&kg).unwrap())),
+        ],
+    )
+    .await;
     let report = node
         .wait_uploads(Duration::from_secs(60), |r| {
             r["done"].as_u64().unwrap() == 2
         })
         .await;
     assert_eq!(hot_records(&node).await, 55 + 10 + 1, "{report}");
+    let (_, found) = node.get(path).await;
+    assert_eq!(found["found"], true, "{found}");
+    assert_eq!(found["hops"], 2, "{found}");
+
+    // the same snapshot again changes nothing
+    put_snapshot(store.as_ref(), "mac", "20261201_120000", gzip(&second)).await;
+    let report = node
+        .wait_uploads(Duration::from_secs(60), |r| {
+            r["done"].as_u64().unwrap() == 3
+        })
+        .await;
+    assert_eq!(hot_records(&node).await, 66, "{report}");
+    let (_, stats) = node.get("/api/v1/graph/statistics").await;
+    assert_eq!(stats["entity_types"]["person"], 1, "{stats}");
+    assert_eq!(stats["relation_types"]["works_on"], 1, "{stats}");
+    assert_eq!(stats["relation_types"]["uses"], 1, "{stats}");
 
     // the same memory pushed as Session-Buddy's HTTP sync pushes it: still one record
     let pushed = json!({"jsonrpc": "2.0", "id": "x", "method": "tools/call", "params": {

@@ -6,8 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::{Read, Write};
+
 use bytes::Bytes;
 use chrono::Utc;
+use sha2::{Digest, Sha256};
 
 use crate::ingest::duckdb_cli::{check_magic, DuckdbError};
 use crate::ingest::manifest::{Compression, Manifest};
@@ -39,6 +42,66 @@ impl Drop for WorkDir {
     }
 }
 
+/// A database unpacked into its work directory.
+struct Unpacked {
+    dir: WorkDir,
+    db: PathBuf,
+    /// sha256 of the bytes as stored
+    digest: Vec<u8>,
+}
+
+/// Unpacks a stored database into `dir` (see [`UploadProcessor::unpack`]); blocking.
+fn unpack_file(
+    stored: &[u8],
+    declared: Option<Compression>,
+    last: Option<Vec<u8>>,
+    limit: usize,
+    dir: PathBuf,
+    name: &str,
+) -> Result<Option<Unpacked>, Outcome> {
+    let digest = Sha256::digest(stored).to_vec();
+    if last.as_deref() == Some(&digest[..]) {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Outcome::Retry(format!(
+            "cannot make the work directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let dir = WorkDir(dir);
+    let db = dir.0.join(name);
+    let io = |e: std::io::Error| Outcome::Retry(format!("cannot write {}: {e}", db.display()));
+    // Session-Buddy gzips the file without renaming it: the bytes say which
+    let gzipped = stored.starts_with(&[0x1f, 0x8b]);
+    match declared.or(gzipped.then_some(Compression::Gzip)) {
+        Some(Compression::Gzip) => {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&db).map_err(io)?);
+            let mut plain = flate2::read::MultiGzDecoder::new(stored).take(limit as u64 + 1);
+            let n = std::io::copy(&mut plain, &mut out)
+                .map_err(|e| Outcome::Quarantined(format!("{name} is not valid gzip data: {e}")))?;
+            if n > limit as u64 {
+                return Err(Outcome::Quarantined(format!(
+                    "{name} unpacks to more than the limit of {limit} bytes (uploads.max_data_bytes)"
+                )));
+            }
+            out.flush().map_err(io)?;
+        }
+        Some(other) => {
+            let plain =
+                decompress(stored, Some(other), limit, name).map_err(Outcome::Quarantined)?;
+            std::fs::write(&db, &plain[..]).map_err(io)?;
+        }
+        None => std::fs::write(&db, stored).map_err(io)?,
+    }
+    let mut head = [0u8; 16];
+    let read = std::fs::File::open(&db)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(io)?;
+    check_magic(name, &head[..read]).map_err(|e| Outcome::Quarantined(e.to_string()))?;
+    Ok(Some(Unpacked { dir, db, digest }))
+}
+
 /// Whether a manifest's file is one of Session-Buddy's databases.
 pub fn is_database(name: &str) -> bool {
     name == REFLECTION_DB || name == GRAPH_DB
@@ -57,25 +120,32 @@ impl UploadProcessor {
         let has = |name: &str| manifest.files.iter().any(|f| f.name == name);
         let mut written = 0;
         if has(REFLECTION_DB) {
-            let (dir, db) = self.unpack(upload, manifest, job, REFLECTION_DB).await?;
-            written = self.read_memories(upload, manifest, &db, &dir.0).await?;
+            if let Some(u) = self.unpack(upload, manifest, job, REFLECTION_DB).await? {
+                written = self
+                    .read_memories(upload, manifest, &u.db, &u.dir.0)
+                    .await?;
+                self.note_digest(upload, REFLECTION_DB, &u.digest)?;
+            }
         }
         if has(GRAPH_DB) {
-            let (dir, db) = self.unpack(upload, manifest, job, GRAPH_DB).await?;
-            self.read_graph(upload, &db, &dir.0).await?;
+            if let Some(u) = self.unpack(upload, manifest, job, GRAPH_DB).await? {
+                self.read_graph(upload, &u.db, &u.dir.0).await?;
+                self.note_digest(upload, GRAPH_DB, &u.digest)?;
+            }
         }
         Ok(written)
     }
 
-    /// Fetches one database of an upload within the size limit, unpacks it when gzipped and
-    /// checks it is DuckDB; answers the work directory it was written to and its path.
+    /// Fetches one database of an upload within the size limit, unpacks it (streaming,
+    /// when gzipped) into a work directory and checks it is DuckDB; `None` when its bytes
+    /// are those of the system's last snapshot of it read whole (nothing changed since).
     async fn unpack(
         &self,
         upload: &UploadKey,
         manifest: &Manifest,
         job: &UploadJob,
         name: &'static str,
-    ) -> Result<(WorkDir, PathBuf), Outcome> {
+    ) -> Result<Option<Unpacked>, Outcome> {
         let key = upload.file(name);
         let stored = match self.store.get(&key, self.limits.max_data_bytes as u64).await {
             Ok(b) => b,
@@ -92,36 +162,19 @@ impl UploadProcessor {
             .iter()
             .find(|f| f.name == name)
             .and_then(|f| f.compression);
+        let last = self
+            .ledger
+            .duckdb_digest(&upload.system_id, name)
+            .map_err(|e| Outcome::Retry(format!("cannot read what was read before: {e}")))?;
         let limit = self.limits.max_data_bytes;
-        let db_bytes = tokio::task::spawn_blocking(move || -> Result<Bytes, String> {
-            // Session-Buddy gzips the file without renaming it: the bytes say which
-            let gzipped = stored.starts_with(&[0x1f, 0x8b]);
-            let compression = declared.or(gzipped.then_some(Compression::Gzip));
-            let plain = decompress(&stored, compression, limit, name)?;
-            check_magic(name, &plain).map_err(|e| e.to_string())?;
-            Ok(Bytes::from(plain.into_owned()))
-        })
-        .await
-        .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
-        .map_err(Outcome::Quarantined)?;
-
         let dir = self.work_dir.join(format!(
             "{}-{}",
             upload.upload_id,
             Utc::now().timestamp_nanos_opt().unwrap_or_default()
         ));
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-            Outcome::Retry(format!(
-                "cannot make the work directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let dir = WorkDir(dir);
-        let db = dir.0.join(name);
-        tokio::fs::write(&db, &db_bytes)
+        tokio::task::spawn_blocking(move || unpack_file(&stored, declared, last, limit, dir, name))
             .await
-            .map_err(|e| Outcome::Retry(format!("cannot write {}: {e}", db.display())))?;
-        Ok((dir, db))
+            .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
     }
 
     /// Writes the memories of `reflection.duckdb` changed since the system's marks.
@@ -212,6 +265,13 @@ impl UploadProcessor {
         }
         self.raise_mark(upload, "kg_entities", rows.latest.0)?;
         self.raise_mark(upload, "kg_relationships", rows.latest.1)
+    }
+
+    /// Notes the digest of a database read whole, so that the same bytes again are skipped.
+    fn note_digest(&self, upload: &UploadKey, name: &str, digest: &[u8]) -> Result<(), Outcome> {
+        self.ledger
+            .set_duckdb_digest(&upload.system_id, name, digest)
+            .map_err(|e| Outcome::Retry(format!("cannot record what was read: {e}")))
     }
 
     fn mark(&self, upload: &UploadKey, table: &str) -> Result<Option<i64>, Outcome> {

@@ -112,6 +112,24 @@ impl UploadLedger {
         Ok(())
     }
 
+    /// The sha256 of the last snapshot of `file` of `system` read whole.
+    pub fn duckdb_digest(&self, system: &str, file: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let key = format!("{system}\0digest/{file}");
+        Ok(self.duckdb_marks.get(key.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Notes the sha256 of a snapshot of `file` of `system` read whole.
+    pub fn set_duckdb_digest(
+        &self,
+        system: &str,
+        file: &str,
+        digest: &[u8],
+    ) -> Result<(), StorageError> {
+        let key = format!("{system}\0digest/{file}");
+        self.duckdb_marks.insert(key.as_bytes(), digest)?;
+        Ok(())
+    }
+
     /// Forgets the marks of a deleted system, so that its next snapshot is read whole.
     pub fn forget_duckdb_marks(&self, system: &str) -> Result<(), StorageError> {
         let prefix = format!("{system}\0");
