@@ -59,7 +59,6 @@ async fn web_pages_and_rebinding_hosts_cannot_call() {
                 "AKOSHA__HTTP__ALLOWED_ORIGINS",
                 r#"["https://app.example"]"#,
             ),
-            ("AKOSHA__MCP__MAX_SESSIONS", "2"),
         ],
     )
     .await;
@@ -197,48 +196,18 @@ async fn web_pages_and_rebinding_hosts_cannot_call() {
     }
     assert_eq!(total_records(&node).await, 3);
 
-    // a flood of initialize calls does not push out sessions in use
-    let mut sessions = Vec::new();
-    for id in 0..2 {
+    // MCP keeps no state per client: a flood of initialize calls is answered, and
+    // holds nothing open
+    for id in 0..20 {
         let r = c
             .post(node.url("/mcp"))
-            .header("accept", "application/json")
+            .header("accept", "application/json, text/event-stream")
             .json(&init_request(id))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        sessions.push(r.headers()["mcp-session-id"].to_str().unwrap().to_string());
-    }
-    for id in 2..20 {
-        let r = c
-            .post(node.url("/mcp"))
-            .header("accept", "application/json")
-            .json(&init_request(id))
-            .send()
-            .await
-            .unwrap();
-        let (status, headers, e) = json_answer(r).await;
-        assert_eq!(status, 503, "{e}");
-        assert!(headers.contains_key("retry-after"));
-        assert!(
-            e["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("mcp.max_sessions"),
-            "{e}"
-        );
-    }
-    for s in &sessions {
-        let r = c
-            .post(node.url("/mcp"))
-            .header("accept", "application/json")
-            .header("mcp-session-id", s)
-            .json(&json!({"jsonrpc": "2.0", "id": 99, "method": "ping"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "session {s} still open");
+        assert!(r.headers().get("mcp-session-id").is_none());
     }
 }
 

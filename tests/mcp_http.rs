@@ -34,9 +34,9 @@ fn run_sdk_client(node: &NodeProcess, mode: &str) -> Value {
 async fn the_official_sdk_stores_and_finds_memories() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(dir.path(), &[("AKOSHA__UPLOADS__ENABLED", "false")]).await;
-    // Client(url): probes server/discover, falls back to the initialize handshake
+    // Client(url): probes server/discover and speaks the stateless 2026-07-28 revision
     let auto = run_sdk_client(&node, "auto");
-    assert_eq!(auto["protocol_version"], "2025-11-25");
+    assert_eq!(auto["protocol_version"], "2026-07-28");
     assert_eq!(auto["stored"], 403);
     // the same texts again under another system would tie with these: start that one clean
     let (status, deleted) = node.delete("/api/v1/systems/sdk-auto").await;
@@ -197,10 +197,11 @@ async fn session_buddy_http_sync_works_unchanged() {
         .contains("unknown tool \"create_nothing\""));
 }
 
-/// A raw MCP POST with a session (or none) and an Accept header.
+/// A raw MCP POST at a protocol revision (none: the initialize request itself) with an
+/// Accept header.
 async fn mcp_post(
     node: &NodeProcess,
-    session: Option<&str>,
+    version: Option<&str>,
     accept: &str,
     body: &Value,
 ) -> reqwest::Response {
@@ -209,8 +210,8 @@ async fn mcp_post(
         .post(node.url("/mcp"))
         .header("accept", accept)
         .json(body);
-    if let Some(s) = session {
-        r = r.header("mcp-session-id", s);
+    if let Some(v) = version {
+        r = r.header("mcp-protocol-version", v);
     }
     r.send().await.expect("request failed")
 }
@@ -227,8 +228,11 @@ fn tool_call(id: u64, name: &str, arguments: Value) -> Value {
     )
 }
 
+/// The revision older clients negotiate through `initialize`.
+const V: Option<&str> = Some("2025-06-18");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streamable_http_sessions_formats_and_bad_calls() {
+async fn streamable_http_revisions_formats_and_bad_calls() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(
         dir.path(),
@@ -238,6 +242,7 @@ async fn streamable_http_sessions_formats_and_bad_calls() {
         ],
     )
     .await;
+    // an older client's handshake: answered as JSON, no session to keep
     let init = rpc(
         1,
         "initialize",
@@ -245,124 +250,82 @@ async fn streamable_http_sessions_formats_and_bad_calls() {
     );
     let r = mcp_post(&node, None, ACCEPT_BOTH, &init).await;
     assert_eq!(r.status(), 200);
-    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
-    assert!(session.len() >= 32 && session.bytes().all(|b| b.is_ascii_graphic()));
+    assert!(r.headers().get("mcp-session-id").is_none());
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["result"]["protocolVersion"], "2025-06-18");
-    assert_eq!(
-        body["result"]["capabilities"]["tools"]["listChanged"],
-        false
-    );
-
+    assert_eq!(body["result"]["serverInfo"]["name"], "akosha");
+    assert!(body["result"]["capabilities"]["tools"].is_object());
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let r = mcp_post(&node, Some(&session), ACCEPT_BOTH, &note).await;
+    let r = mcp_post(&node, V, ACCEPT_BOTH, &note).await;
     assert_eq!(r.status(), 202);
     assert!(r.text().await.unwrap().is_empty());
 
-    // no session, an unknown session, an unsupported protocol version
-    let list = rpc(2, "tools/list", json!({}));
-    let r = mcp_post(&node, None, ACCEPT_BOTH, &list).await;
-    assert_eq!(r.status(), 400);
-    let e: Value = r.json().await.unwrap();
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("Mcp-Session-Id"));
-    let r = mcp_post(
-        &node,
-        Some("0123456789abcdef0123456789abcdef"),
-        ACCEPT_BOTH,
-        &list,
-    )
-    .await;
-    assert_eq!(r.status(), 404);
+    // a current client's probe: the revisions the node speaks, newest first
+    let discover = json!({"jsonrpc": "2.0", "id": 2, "method": "server/discover", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}}}});
     let r = node
         .client
         .post(node.url("/mcp"))
         .header("accept", ACCEPT_BOTH)
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "1999-01-01")
-        .json(&list)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "server/discover")
+        .json(&discover)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    let e: Value = r.json().await.unwrap();
-    assert_eq!(e["error"]["code"], -32022);
-    assert_eq!(e["error"]["data"]["supported"][0], "2025-11-25");
-
-    // SSE when the client prefers it: one `message` event carrying the response
-    let r = mcp_post(&node, Some(&session), "text/event-stream", &list).await;
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let text = r.text().await.unwrap();
-    let data = text
-        .lines()
-        .find_map(|l| l.strip_prefix("data: "))
-        .expect("an SSE data line");
-    let listed: Value = serde_json::from_str(data).unwrap();
-    assert_eq!(listed["id"], 2);
-    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 15);
-    let r = mcp_post(&node, Some(&session), "text/html", &list).await;
-    assert_eq!(r.status(), 406);
+    let found: Value = r.json().await.unwrap();
+    let versions = found["result"]["supportedVersions"].as_array().unwrap();
+    assert!(versions.contains(&json!("2026-07-28")), "{found}");
+    assert!(versions.contains(&json!("2025-06-18")), "{found}");
 
-    // a batch answers each request in order
-    let r = mcp_post(
-        &node,
-        Some(&session),
-        ACCEPT_BOTH,
-        &json!([rpc(3, "ping", json!({})), rpc(4, "no/such", json!({}))]),
-    )
-    .await;
-    let answers: Value = r.json().await.unwrap();
-    assert_eq!(answers[0]["result"], json!({}));
-    assert_eq!(answers[1]["error"]["code"], -32601);
+    let list = rpc(3, "tools/list", json!({}));
+    let r = mcp_post(&node, V, ACCEPT_BOTH, &list).await;
+    assert_eq!(r.status(), 200);
+    let listed: Value = r.json().await.unwrap();
+    assert_eq!(listed["result"]["tools"].as_array().unwrap().len(), 15);
+    // an unknown revision, a client that takes neither JSON nor events, an unknown method
+    let r = mcp_post(&node, Some("1999-01-01"), ACCEPT_BOTH, &list).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("1999-01-01"));
+    let r = mcp_post(&node, V, "text/html", &list).await;
+    assert_eq!(r.status(), 406);
+    let r = mcp_post(&node, V, ACCEPT_BOTH, &rpc(4, "no/such", json!({}))).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32601);
 
     // bad calls, each with a message that says what is wrong, and nothing stored
-    let call = |id, name: &str, args: Value| tool_call(id, name, args);
-    let answer = |r: reqwest::Response| async move { r.json::<Value>().await.unwrap() };
-    let a = answer(
-        mcp_post(
-            &node,
-            Some(&session),
-            ACCEPT_BOTH,
-            &call(5, "nope", json!({})),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(a["error"]["code"], -32602);
-    let a = answer(
-        mcp_post(
-            &node,
-            Some(&session),
-            ACCEPT_BOTH,
-            &call(6, "search_all_systems", json!({"limit": 3})),
-        )
-        .await,
-    )
-    .await;
+    let answer = |body: Value| {
+        let node = &node;
+        async move {
+            mcp_post(node, V, ACCEPT_BOTH, &body)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let a = answer(tool_call(5, "nope", json!({}))).await;
+    assert_eq!(a["error"]["code"], -32602, "{a}");
+    assert!(a["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown tool \"nope\""));
+    let a = answer(tool_call(6, "search_all_systems", json!({"limit": 3}))).await;
     assert_eq!(a["result"]["isError"], true);
     assert_eq!(
         a["result"]["structuredContent"]["error"],
         "missing required argument \"query\""
     );
-    let a = answer(
-        mcp_post(
-            &node,
-            Some(&session),
-            ACCEPT_BOTH,
-            &call(
-                7,
-                "search_all_systems",
-                json!({"query": "x", "limit": "ten"}),
-            ),
-        )
-        .await,
-    )
+    let a = answer(tool_call(
+        7,
+        "search_all_systems",
+        json!({"query": "x", "limit": "ten"}),
+    ))
     .await;
     assert_eq!(
         a["result"]["structuredContent"]["error"],
@@ -371,35 +334,22 @@ async fn streamable_http_sessions_formats_and_bad_calls() {
     let many: Vec<Value> = (0..1001)
         .map(|i| json!({"memory_id": format!("m{i}"), "text": "t", "metadata": {"source": "s1"}}))
         .collect();
-    let a = answer(
-        mcp_post(
-            &node,
-            Some(&session),
-            ACCEPT_BOTH,
-            &call(8, "batch_store_memories", json!({"memories": many})),
-        )
-        .await,
-    )
+    let a = answer(tool_call(
+        8,
+        "batch_store_memories",
+        json!({"memories": many}),
+    ))
     .await;
     assert_eq!(a["result"]["isError"], true);
-    let error = a["result"]["structuredContent"]["error"].as_str().unwrap();
     assert_eq!(
-        error,
+        a["result"]["structuredContent"]["error"],
         "memories must hold at most 1000 items per call, got 1001"
     );
-    let a = answer(
-        mcp_post(
-            &node,
-            Some(&session),
-            ACCEPT_BOTH,
-            &call(
-                9,
-                "store_memory",
-                json!({"memory_id": "m1", "text": "t", "embedding": vec![0.5f32; 383]}),
-            ),
-        )
-        .await,
-    )
+    let a = answer(tool_call(
+        9,
+        "store_memory",
+        json!({"memory_id": "m1", "text": "t", "embedding": vec![0.5f32; 383]}),
+    ))
     .await;
     assert_eq!(a["result"]["isError"], true);
     assert_eq!(a["result"]["structuredContent"]["status"], "failed");
@@ -407,48 +357,22 @@ async fn streamable_http_sessions_formats_and_bad_calls() {
         .as_str()
         .unwrap()
         .contains("384 dimensions, got 383"));
-    let a = answer(
-        mcp_post(
-            &node,
-            Some(&session),
-            ACCEPT_BOTH,
-            &call(10, "store_memory", json!({"memory_id": "m1"})),
-        )
-        .await,
-    )
-    .await;
+    let a = answer(tool_call(10, "store_memory", json!({"memory_id": "m1"}))).await;
     assert_eq!(
         a["result"]["structuredContent"]["error"],
         "text is required"
     );
     assert_eq!(total_records(&node).await, 0);
 
-    // a good store and a search through the session, then the session ends
-    let a = answer(
-        mcp_post(
-            &node,
-            Some(&session),
-            ACCEPT_BOTH,
-            &call(11, "store_memory", json!({"memory_id": "m1", "text": "the deploy needs the staging token", "metadata": {"source": "s1"}})),
-        )
-        .await,
-    )
-    .await;
+    // a good store and a search
+    let a = answer(tool_call(11, "store_memory", json!({"memory_id": "m1", "text": "the deploy needs the staging token", "metadata": {"source": "s1"}}))).await;
     assert_eq!(a["result"]["structuredContent"]["status"], "stored", "{a}");
     assert_eq!(a["result"]["structuredContent"]["embedded_by"], "node");
-    let a = answer(
-        mcp_post(
-            &node,
-            Some(&session),
-            ACCEPT_BOTH,
-            &call(
-                12,
-                "search_all_systems",
-                json!({"query": "which token does deploying need", "threshold": 0.3}),
-            ),
-        )
-        .await,
-    )
+    let a = answer(tool_call(
+        12,
+        "search_all_systems",
+        json!({"query": "which token does deploying need", "threshold": 0.3}),
+    ))
     .await;
     assert_eq!(
         a["result"]["structuredContent"]["results"][0]["conversation_id"], "m1",
@@ -456,21 +380,22 @@ async fn streamable_http_sessions_formats_and_bad_calls() {
     );
     assert_eq!(total_records(&node).await, 1);
 
-    // transport rules: GET opens no stream, other origins are refused, bodies are bounded
+    // transport rules: no event stream to open, other origins are refused, bodies are
+    // bounded, and a body that is not JSON-RPC is refused
     let r = node.client.get(node.url("/mcp")).send().await.unwrap();
     assert_eq!(r.status(), 405);
     let r = node
         .client
         .post(node.url("/mcp"))
         .header("origin", "https://evil.example")
-        .header("mcp-session-id", &session)
+        .header("accept", ACCEPT_BOTH)
         .json(&list)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
     let big = json!({"jsonrpc": "2.0", "id": 13, "method": "ping", "params": {"pad": "x".repeat(3_000_000)}});
-    let r = mcp_post(&node, Some(&session), ACCEPT_BOTH, &big).await;
+    let r = mcp_post(&node, V, ACCEPT_BOTH, &big).await;
     assert_eq!(r.status(), 413);
     let e: Value = r.json().await.unwrap();
     assert!(e["error"]["message"]
@@ -480,23 +405,12 @@ async fn streamable_http_sessions_formats_and_bad_calls() {
     let r = node
         .client
         .post(node.url("/mcp"))
-        .header("mcp-session-id", &session)
+        .header("accept", ACCEPT_BOTH)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32700);
-
-    let r = node
-        .client
-        .delete(node.url("/mcp"))
-        .header("mcp-session-id", &session)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let r = mcp_post(&node, Some(&session), ACCEPT_BOTH, &list).await;
-    assert_eq!(r.status(), 404);
+    assert!(r.status().is_client_error(), "{}", r.status());
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], -32600);
 }

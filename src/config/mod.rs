@@ -165,7 +165,7 @@ impl Config {
         let h = &self.http;
         // one largest body must fit in the budget of bodies in flight
         let largest_body = g.max_body_bytes.max(m.max_body_bytes);
-        let ranges: [(&str, usize, usize, usize); 54] = [
+        let ranges: [(&str, usize, usize, usize); 51] = [
             ("storage.cache_mb", s.cache_mb as usize, 8, 1 << 20),
             ("index.segment_size", i.segment_size, 1_000, 10_000_000),
             (
@@ -297,19 +297,6 @@ impl Config {
                 1_024,
             ),
             ("mcp.max_batch_messages", m.max_batch_messages, 1, 100_000),
-            ("mcp.max_sessions", m.max_sessions, 1, 10_000_000),
-            (
-                "mcp.session_idle_secs",
-                m.session_idle_secs as usize,
-                1,
-                1 << 31,
-            ),
-            (
-                "mcp.session_evict_idle_secs",
-                m.session_evict_idle_secs as usize,
-                0,
-                1 << 31,
-            ),
             ("http.max_connections", h.max_connections, 1, 1_000_000),
             (
                 "http.header_read_timeout_ms",

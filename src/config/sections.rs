@@ -318,12 +318,6 @@ pub struct McpConfig {
     pub max_concurrent_embeds: usize,
     /// most messages in one JSON-RPC batch
     pub max_batch_messages: usize,
-    /// most sessions open at once; the one idle longest is dropped for a new one if idle long enough
-    pub max_sessions: usize,
-    /// a session unused this long is forgotten (its client gets 404 and initializes again)
-    pub session_idle_secs: u64,
-    /// a full table drops a session for a new one only if it was unused this long, in seconds
-    pub session_evict_idle_secs: u64,
 }
 
 impl Default for McpConfig {
@@ -335,9 +329,6 @@ impl Default for McpConfig {
             max_embed_texts: 1_000,
             max_concurrent_embeds: 2,
             max_batch_messages: 100,
-            max_sessions: 10_000,
-            session_idle_secs: 3_600,
-            session_evict_idle_secs: 300,
         }
     }
 }

@@ -12,10 +12,6 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// Internal JSON-RPC error.
 pub const INTERNAL_ERROR: i64 = -32603;
-/// The MCP session named in `Mcp-Session-Id` is not known (expired or never made).
-pub const SESSION_NOT_FOUND: i64 = -32001;
-/// The request's protocol version is not spoken here; `data.supported` lists those that are.
-pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// One message a client sent.
 #[derive(Debug, Clone, PartialEq)]

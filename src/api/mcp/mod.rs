@@ -1,5 +1,6 @@
-//! The Model Context Protocol over Streamable HTTP: `POST /mcp` (sessions, JSON or SSE
-//! answers), and Session-Buddy's sessionless route `POST /mcp/mcp/v1` with `GET /mcp/status`.
+//! The Model Context Protocol over Streamable HTTP: `POST /mcp` on the official Rust SDK
+//! (`server`), and Session-Buddy's sessionless route `POST /mcp/mcp/v1` with
+//! `GET /mcp/status` (`transport`).
 
 pub mod analytics_tools;
 pub mod args;
@@ -8,25 +9,21 @@ pub mod jsonrpc;
 pub mod memory_tools;
 pub mod protocol;
 pub mod query_tools;
-pub mod session;
+pub mod server;
 pub mod tools;
 pub mod transport;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::node::Node;
-use session::Sessions;
 
-/// What the MCP handlers share: the node and the open sessions.
+/// What the MCP handlers share.
 pub struct McpState {
     /// the node the tools act on
     pub node: Arc<Node>,
-    /// open MCP sessions
-    pub sessions: Sessions,
     /// one permit per embedding tool call being computed
     pub embed_permits: tokio::sync::Semaphore,
 }
@@ -34,25 +31,21 @@ pub struct McpState {
 /// The MCP routes. `AKOSHA_URL` may be the `/mcp` endpoint (Session-Buddy's default) or the
 /// node's base URL, so the sessionless route and status answer under both.
 pub fn routes(node: Arc<Node>) -> Router {
-    let config = &node.config.mcp;
-    let sessions = Sessions::new(
-        config.max_sessions,
-        Duration::from_secs(config.session_idle_secs),
-        Duration::from_secs(config.session_evict_idle_secs),
-    );
-    let embed_permits = tokio::sync::Semaphore::new(config.max_concurrent_embeds);
+    let embed_permits = tokio::sync::Semaphore::new(node.config.mcp.max_concurrent_embeds);
     let state = Arc::new(McpState {
         node,
-        sessions,
         embed_permits,
     });
+    let mcp = match server::service(Arc::clone(&state)) {
+        Ok(s) => s,
+        Err(e) => {
+            // the tool list is the node's own; a mismatch is a bug caught by the tests
+            tracing::error!(error = %e, "the MCP server cannot start; /mcp is not served");
+            return Router::new();
+        }
+    };
     Router::new()
-        .route(
-            "/mcp",
-            post(transport::post_mcp)
-                .get(transport::get_mcp)
-                .delete(transport::delete_mcp),
-        )
+        .route_service("/mcp", mcp)
         .route("/mcp/mcp/v1", post(transport::post_sessionless))
         .route("/mcp/v1", post(transport::post_sessionless))
         .route("/mcp/status", get(transport::status))

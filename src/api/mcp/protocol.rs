@@ -12,12 +12,6 @@ pub const PROTOCOL_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-2
 /// The revision assumed for requests that send no `MCP-Protocol-Version` header.
 pub const DEFAULT_PROTOCOL_VERSION: &str = "2025-03-26";
 
-/// Whether the node answers a method (unknown ones get -32601 whatever the session).
-pub fn is_known_method(method: &str) -> bool {
-    matches!(method, "initialize" | "ping" | "tools/list" | "tools/call")
-        || method.starts_with("notifications/")
-}
-
 /// The version to answer an `initialize` with: the client's when the node speaks it, else the newest.
 pub fn negotiate(params: &Map<String, Value>) -> &'static str {
     let asked = params.get("protocolVersion").and_then(Value::as_str);
@@ -132,8 +126,5 @@ mod tests {
         assert_eq!(negotiate(&p("2024-11-05")), "2024-11-05");
         assert_eq!(negotiate(&p("2099-01-01")), "2025-11-25");
         assert_eq!(negotiate(&Map::new()), "2025-11-25");
-        assert!(is_known_method("tools/call"));
-        assert!(is_known_method("notifications/cancelled"));
-        assert!(!is_known_method("server/discover"));
     }
 }

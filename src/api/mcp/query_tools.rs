@@ -201,7 +201,6 @@ pub async fn get_system_metrics(
             "p50_ms": metrics.search_p50_ms,
             "p99_ms": metrics.search_p99_ms,
         },
-        "mcp_sessions": state.sessions.len(),
         "time_range_days": days,
     })))
 }
