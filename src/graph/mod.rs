@@ -8,6 +8,7 @@
 //! the graph moves with them: the node that owns a system's shard keeps what that system
 //! gave, and a query merges at each hop the neighbours every node holds for the frontier.
 
+mod adjacency;
 mod feed;
 mod model;
 mod push;

@@ -79,7 +79,7 @@ impl KnowledgeGraph {
         };
         let system = source.unwrap_or("").to_string();
         let _write = self.write.lock();
-        let mut changes = Changes::new(&self.tree);
+        let mut changes = Changes::new(self);
         let slot = changes.entity(&id)?;
         let created = slot.is_none();
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -133,7 +133,7 @@ impl KnowledgeGraph {
             ),
         };
         let _write = self.write.lock();
-        let mut changes = Changes::new(&self.tree);
+        let mut changes = Changes::new(self);
         let before = match (source, original) {
             (Some(s), Some(o)) => {
                 let before = changes.pushed_relation(s, o)?;

@@ -2,10 +2,11 @@
 //! (breadth-first from both ends), and counts. Relations are followed both ways; one whose
 //! other end has not arrived yet is left out until it does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{json, Value};
 
+use super::adjacency::Adjacency;
 use super::model::{Entity, Relation};
 use super::store::{decode, key, load, prefix, GraphError, KnowledgeGraph, ENTITY, IN, OUT};
 
@@ -15,13 +16,6 @@ pub const MAX_VISITED: usize = 100_000;
 pub const MAX_DEPTH: usize = 3;
 /// Longest path asked for, in hops.
 pub const MAX_HOPS: usize = 6;
-
-/// A relation by its ends and type, as its keys spell it: `(from, type, to)`.
-type Triple = (String, String, String);
-
-/// Entities reached from one end of a path search: hops from that end, and the entity it
-/// was reached from with the relation between them (none at the end itself).
-type Parents = HashMap<String, (usize, Option<(String, Triple)>)>;
 
 /// An entity's neighbourhood: the entities within `depth` hops and the relations on the way.
 #[derive(Debug, Clone)]
@@ -82,40 +76,6 @@ impl KnowledgeGraph {
         Ok(out)
     }
 
-    /// The relations from and to an entity as `(other end, relation)`, read from their keys
-    /// alone (a path search decodes only the relations on the path it finds).
-    fn neighbours(&self, id: &str) -> Result<Vec<(String, Triple)>, GraphError> {
-        let mut out = Vec::new();
-        for tag in [OUT, IN] {
-            let start = prefix(tag, id);
-            for item in self.tree.scan_prefix(&start) {
-                let (k, _) = item?;
-                let rest = &k[start.len()..];
-                let Some(split) = rest.iter().position(|b| *b == 0) else {
-                    continue;
-                };
-                let (relation_type, other) = (&rest[..split], &rest[split + 1..]);
-                let (Ok(relation_type), Ok(other)) = (
-                    std::str::from_utf8(relation_type),
-                    std::str::from_utf8(other),
-                ) else {
-                    continue;
-                };
-                if tag == IN && other == id {
-                    // a relation to itself is listed once, under its source
-                    continue;
-                }
-                let triple = if tag == OUT {
-                    (id.to_string(), relation_type.to_string(), other.to_string())
-                } else {
-                    (other.to_string(), relation_type.to_string(), id.to_string())
-                };
-                out.push((other.to_string(), triple));
-            }
-        }
-        Ok(out)
-    }
-
     /// The entities within `depth` hops of `id` over relations of `types` (any when empty),
     /// at most `limit` of them; `None` when there is no such entity. Blocking.
     pub fn neighbourhood(
@@ -169,87 +129,35 @@ impl KnowledgeGraph {
     }
 
     /// A shortest path of at most `max_hops` from `source` to `target` over relations
-    /// followed both ways, searched breadth-first from both ends; `None` when there is none
-    /// that short. Blocking.
+    /// followed both ways, searched breadth-first from both ends over the relations in
+    /// memory (read from the store by the first search); `None` when there is none that
+    /// short. Blocking.
     pub fn find_path(
         &self,
         source: &str,
         target: &str,
         max_hops: usize,
     ) -> Result<Option<Path>, GraphError> {
-        let (Some(_), Some(_)) = (self.entity(source)?, self.entity(target)?) else {
-            return Ok(None);
-        };
         let max_hops = max_hops.clamp(1, MAX_HOPS);
-        // each side: entity -> its hops from that side's end, and the entity it was reached
-        // from with the relation (none at the end itself)
-        let mut from_source: Parents = HashMap::from([(source.to_string(), (0, None))]);
-        let mut from_target: Parents = HashMap::from([(target.to_string(), (0, None))]);
-        let mut source_side = vec![source.to_string()];
-        let mut target_side = vec![target.to_string()];
-        let mut meet = (source == target).then(|| source.to_string());
-        let mut hops = 0;
-        while meet.is_none()
-            && hops < max_hops
-            && !source_side.is_empty()
-            && !target_side.is_empty()
-        {
-            hops += 1;
-            // widen the smaller side by one level; of the entities where the sides meet in
-            // it, the one on the shortest path
-            let (frontier, parents, others) = if source_side.len() <= target_side.len() {
-                (&mut source_side, &mut from_source, &from_target)
-            } else {
-                (&mut target_side, &mut from_target, &from_source)
-            };
-            let mut next = Vec::new();
-            let mut best: Option<(usize, String)> = None;
-            for at in std::mem::take(frontier) {
-                let depth = parents.get(&at).map_or(0, |p| p.0) + 1;
-                for (other, r) in self.neighbours(&at)? {
-                    if parents.contains_key(&other) || !self.has_entity(&other)? {
-                        continue;
+        let found = {
+            let read = self.adjacency.read();
+            match read.as_ref() {
+                Some(a) => a.path(source, target, max_hops, MAX_VISITED),
+                None => {
+                    drop(read);
+                    let mut write = self.adjacency.write();
+                    if write.is_none() {
+                        *write = Some(Adjacency::build(&self.tree)?);
                     }
-                    if let Some((their, _)) = others.get(&other) {
-                        if best.as_ref().is_none_or(|b| depth + their < b.0) {
-                            best = Some((depth + their, other.clone()));
-                        }
-                    }
-                    parents.insert(other.clone(), (depth, Some((at.clone(), r))));
-                    next.push(other);
-                }
-                if parents.len() + others.len() > MAX_VISITED {
-                    break;
+                    let read = parking_lot::RwLockWriteGuard::downgrade(write);
+                    read.as_ref()
+                        .and_then(|a| a.path(source, target, max_hops, MAX_VISITED))
                 }
             }
-            meet = best.map(|b| b.1);
-            *frontier = next;
-        }
-        let Some(middle) = meet else {
+        };
+        let Some((ids, triples)) = found else {
             return Ok(None);
         };
-        if from_source.get(&middle).map_or(0, |p| p.0) + from_target.get(&middle).map_or(0, |p| p.0)
-            > max_hops
-        {
-            return Ok(None);
-        }
-        // source .. middle, then middle .. target
-        let mut ids = vec![middle.clone()];
-        let mut relations: Vec<Triple> = Vec::new();
-        let mut at = middle.clone();
-        while let Some((_, Some((prev, r)))) = from_source.get(&at) {
-            ids.push(prev.clone());
-            relations.push(r.clone());
-            at = prev.clone();
-        }
-        ids.reverse();
-        relations.reverse();
-        let mut at = middle;
-        while let Some((_, Some((next, r)))) = from_target.get(&at) {
-            ids.push(next.clone());
-            relations.push(r.clone());
-            at = next.clone();
-        }
         let mut entities = Vec::with_capacity(ids.len());
         for id in &ids {
             match self.entity(id)? {
@@ -258,16 +166,16 @@ impl KnowledgeGraph {
                 None => return Ok(None),
             }
         }
-        let mut found = Vec::with_capacity(relations.len());
-        for (from, relation_type, to) in &relations {
+        let mut relations = Vec::with_capacity(triples.len());
+        for (from, relation_type, to) in &triples {
             match load(&self.tree, &key(OUT, &[from, relation_type, to]))? {
-                Some(r) => found.push(r),
+                Some(r) => relations.push(r),
                 None => return Ok(None),
             }
         }
         Ok(Some(Path {
             entities,
-            relations: found,
+            relations,
         }))
     }
 

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::adjacency::Adjacency;
 use super::feed::{Names, RecordFacts};
 use super::model::{derived_id, Entity, GraphInputError, Relation};
 use crate::storage::logged_batch::{self, LoggedBatch};
@@ -190,6 +191,8 @@ pub(super) struct Triple {
 /// Changes read and made under the graph's write lock, written in one atomic batch.
 pub(super) struct Changes<'a> {
     tree: &'a sled::Tree,
+    /// the graph in memory, told what the batch changed once it is written
+    adjacency: &'a parking_lot::RwLock<Option<Adjacency>>,
     entities: HashMap<String, Option<Entity>>,
     relations: HashMap<(String, String, String), Option<Relation>>,
     markers: HashMap<Vec<u8>, Option<Vec<u8>>>,
@@ -199,9 +202,10 @@ pub(super) struct Changes<'a> {
 }
 
 impl<'a> Changes<'a> {
-    pub(super) fn new(tree: &'a sled::Tree) -> Self {
+    pub(super) fn new(graph: &'a KnowledgeGraph) -> Self {
         Changes {
-            tree,
+            tree: &graph.tree,
+            adjacency: &graph.adjacency,
             entities: HashMap::new(),
             relations: HashMap::new(),
             markers: HashMap::new(),
@@ -422,18 +426,27 @@ impl<'a> Changes<'a> {
             }
         }
         let mut batch = LoggedBatch::default();
+        let mut entities = Vec::with_capacity(self.entities.len());
         for (id, e) in self.entities {
             let k = key(ENTITY, &[&id]);
             match e {
-                Some(e) if !e.systems.is_empty() => batch.insert(k, encode(&e)),
-                _ => batch.remove(k),
+                Some(e) if !e.systems.is_empty() => {
+                    batch.insert(k, encode(&e));
+                    entities.push((id, true));
+                }
+                _ => {
+                    batch.remove(k);
+                    entities.push((id, false));
+                }
             }
         }
+        let mut relations = Vec::with_capacity(self.relations.len());
         for ((from, relation_type, to), r) in self.relations {
             let out = key(OUT, &[&from, &relation_type, &to]);
             let inward = key(IN, &[&to, &relation_type, &from]);
+            let present = matches!(&r, Some(r) if !r.systems.is_empty());
             match r {
-                Some(r) if !r.systems.is_empty() => {
+                Some(r) if present => {
                     let bytes = encode(&r);
                     batch.insert(out, bytes.clone());
                     batch.insert(inward, bytes);
@@ -443,6 +456,7 @@ impl<'a> Changes<'a> {
                     batch.remove(inward);
                 }
             }
+            relations.push((from, relation_type, to, present));
         }
         for (k, v) in self.markers {
             match v {
@@ -451,6 +465,14 @@ impl<'a> Changes<'a> {
             }
         }
         batch.apply(self.tree)?;
+        if let Some(a) = self.adjacency.write().as_mut() {
+            for (id, present) in &entities {
+                a.set_entity(id, *present);
+            }
+            for (from, relation_type, to, present) in &relations {
+                a.set_relation(from, relation_type, to, *present);
+            }
+        }
         Ok(())
     }
 }
@@ -470,6 +492,8 @@ pub struct KnowledgeGraph {
     pub(super) tree: sled::Tree,
     /// one writer at a time: every change reads what it changes under this lock
     pub(super) write: parking_lot::Mutex<()>,
+    /// the relations in memory for path searches, made by the first one
+    pub(super) adjacency: parking_lot::RwLock<Option<Adjacency>>,
 }
 
 impl KnowledgeGraph {
@@ -481,6 +505,7 @@ impl KnowledgeGraph {
         Ok(KnowledgeGraph {
             tree,
             write: parking_lot::Mutex::new(()),
+            adjacency: parking_lot::RwLock::new(None),
         })
     }
 
@@ -492,7 +517,7 @@ impl KnowledgeGraph {
             return Ok(Vec::new());
         }
         let _write = self.write.lock();
-        let mut changes = Changes::new(&self.tree);
+        let mut changes = Changes::new(self);
         let mut new = Vec::with_capacity(facts.len());
         for f in facts {
             new.push(changes.record(f)?);
@@ -509,7 +534,7 @@ impl KnowledgeGraph {
         version: Version,
     ) -> Result<(), GraphError> {
         let _write = self.write.lock();
-        let mut changes = Changes::new(&self.tree);
+        let mut changes = Changes::new(self);
         changes.forget_record(system, conversation, version)?;
         changes.commit()
     }
@@ -520,7 +545,7 @@ impl KnowledgeGraph {
     /// more go. Blocking.
     pub fn forget_system(&self, system: &str, version: Version) -> Result<(), GraphError> {
         let _write = self.write.lock();
-        let mut changes = Changes::new(&self.tree);
+        let mut changes = Changes::new(self);
         for item in self.tree.scan_prefix(prefix(MARKER, system)) {
             let (k, v) = item?;
             let marker = Marker::decode(&k, &v)?;

@@ -245,6 +245,19 @@ fn paths_are_shortest_and_bounded() {
     let cut = g.neighbourhood("user:alice", &[], 3, 2).unwrap().unwrap();
     assert_eq!(cut.entities.len(), 2);
     assert!(cut.truncated);
+    // the relations in memory follow later changes: a shorter way arrives, then a system
+    // with its records leaves
+    g.add_records(&[facts("a", "c2", 10, "alice", "p2", "")])
+        .unwrap();
+    let path = g.find_path("user:alice", "project:p2", 6).unwrap().unwrap();
+    assert_eq!(path.relations.len(), 1);
+    g.forget_system("b", Version { hlc: 11, node: 0 }).unwrap();
+    g.forget_record("a", "c2", Version { hlc: 11, node: 0 })
+        .unwrap();
+    assert!(g
+        .find_path("user:alice", "project:p2", 6)
+        .unwrap()
+        .is_none());
 }
 
 #[test]
