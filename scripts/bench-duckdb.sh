@@ -15,22 +15,8 @@ work="$(mktemp -d)"
 trap 'kill "${node:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 port=8793
 
+duckdb "$work/reflection.duckdb" -c "$(cat tests/fixtures/session_buddy_reflection.sql)"
 duckdb "$work/reflection.duckdb" -c "
-CREATE TABLE conversations_v2 (
-    id TEXT PRIMARY KEY, content TEXT NOT NULL, embedding FLOAT[384],
-    category TEXT NOT NULL, subcategory TEXT, importance_score REAL DEFAULT 0.5,
-    memory_tier TEXT DEFAULT 'long_term', access_count INTEGER DEFAULT 0, last_accessed TIMESTAMP,
-    project TEXT, namespace TEXT DEFAULT 'default', timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    session_id TEXT, user_id TEXT DEFAULT 'default', searchable_content TEXT, reasoning TEXT,
-    metadata VARCHAR, source_type TEXT, turn_parent_id TEXT, causal_parent_id TEXT, fingerprint BLOB);
-CREATE TABLE reflections_v2 (
-    id TEXT PRIMARY KEY, content TEXT NOT NULL, embedding FLOAT[384], category TEXT NOT NULL,
-    importance_score REAL DEFAULT 0.5, memory_tier TEXT DEFAULT 'long_term', tags TEXT[],
-    related_entities TEXT[], timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP, project TEXT,
-    namespace TEXT DEFAULT 'default', access_count INTEGER DEFAULT 0, last_accessed TIMESTAMP,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, updated_at TIMESTAMP, insight_type TEXT,
-    usage_count INTEGER DEFAULT 0, last_used_at TIMESTAMP, confidence_score REAL,
-    fingerprint BLOB, subcategory TEXT, metadata JSON);
 INSERT INTO conversations_v2 (id, content, embedding, category, project, timestamp, session_id, reasoning, source_type)
 SELECT 'c' || i,
        'conversation ' || i || ': ' || repeat('the assistant changed the shard loader and ran the tests again. ', 4),

@@ -25,26 +25,7 @@ const ENV: &[(&str, &str)] = &[
 
 /// Session-Buddy's tables (`session_buddy/memory/schema_v2.py`, with the columns its
 /// reflection adapter adds).
-const SCHEMA: &str = "
-CREATE TABLE conversations_v2 (
-    id TEXT PRIMARY KEY, content TEXT NOT NULL, embedding FLOAT[384],
-    category TEXT NOT NULL, subcategory TEXT, importance_score REAL DEFAULT 0.5,
-    memory_tier TEXT DEFAULT 'long_term', access_count INTEGER DEFAULT 0, last_accessed TIMESTAMP,
-    project TEXT, namespace TEXT DEFAULT 'default', timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    session_id TEXT, user_id TEXT DEFAULT 'default', searchable_content TEXT, reasoning TEXT,
-    metadata VARCHAR,
-    source_type TEXT CHECK (source_type IS NULL OR source_type IN ('claude_code', 'crackerjack', 'mahavishnu_workflow', 'manual', 'migration')),
-    turn_parent_id TEXT, causal_parent_id TEXT, fingerprint BLOB);
-CREATE TABLE reflections_v2 (
-    id TEXT PRIMARY KEY, content TEXT NOT NULL, embedding FLOAT[384], category TEXT NOT NULL,
-    importance_score REAL DEFAULT 0.5, memory_tier TEXT DEFAULT 'long_term', tags TEXT[],
-    related_entities TEXT[], timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP, project TEXT,
-    namespace TEXT DEFAULT 'default', access_count INTEGER DEFAULT 0, last_accessed TIMESTAMP,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, updated_at TIMESTAMP, insight_type TEXT,
-    usage_count INTEGER DEFAULT 0, last_used_at TIMESTAMP, confidence_score REAL,
-    fingerprint BLOB, subcategory TEXT, metadata JSON);
-CREATE INDEX idx_conversations_timestamp ON conversations_v2(timestamp DESC);
-";
+const SCHEMA: &str = include_str!("fixtures/session_buddy_reflection.sql");
 
 /// Session-Buddy's knowledge graph tables (`knowledge_graph_adapter_oneiric.py`).
 const GRAPH_SCHEMA: &str = "
