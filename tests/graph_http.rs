@@ -235,3 +235,72 @@ async fn pushed_and_ingested_graph_answers_paths_and_survives_sigkill() {
     );
     assert!(s["entity_types"].get("user").is_some_and(|u| u == 1), "{s}");
 }
+
+/// Pushes at once: every copy of one entity and relation, sent by many callers together,
+/// is one entity and one relation; distinct ones each count once; ingestion running beside
+/// them loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_and_ingest_count_each_thing_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), ENV).await;
+    let node = &node;
+    let push = |tool: &'static str, args: Value, n: usize| async move {
+        let (status, answer) = node.post("/mcp/mcp/v1", &sb_call(tool, args, n)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer["result"]["id"].is_string(), "{answer}");
+    };
+    let mut calls = Vec::new();
+    for copy in 0..8 {
+        // the same two entities and the relation between them, eight times over
+        calls.push(push(
+            "create_entity",
+            sb_entity("dev", "e-a", "alpha"),
+            copy,
+        ));
+        calls.push(push(
+            "create_entity",
+            sb_entity("dev", "e-b", "beta"),
+            100 + copy,
+        ));
+        calls.push(push(
+            "create_relation",
+            sb_relation("dev", "r-ab", "e-a", "e-b"),
+            200 + copy,
+        ));
+        // and eight distinct relations from alpha, each pushed twice
+        for twice in 0..2 {
+            calls.push(push(
+                "create_relation",
+                sb_relation("dev", &format!("r-{copy}"), "e-a", &format!("e-x{copy}")),
+                300 + copy * 2 + twice,
+            ));
+        }
+    }
+    // ingestion beside the pushes: ten records naming one user and project
+    let memories: Vec<Value> = (0..10)
+        .map(|i| memory(i, "laptop", "alice", "akosha", "s-1"))
+        .collect();
+    let ingest = async {
+        let (status, answer) = node
+            .post(
+                "/mcp/mcp/v1",
+                &sb_call("batch_store_memories", json!({ "memories": memories }), 999),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["result"]["stored"], 10, "{answer}");
+    };
+    let pushes = futures::future::join_all(calls);
+    tokio::join!(pushes, ingest);
+
+    let (_, stats) = node.get("/api/v1/graph/statistics").await;
+    // alpha, beta, system:laptop, user:alice, project:akosha, session:s-1
+    assert_eq!(stats["total_entities"], 6, "{stats}");
+    // alpha->beta, contains, worked_on, about; the eight to entities not pushed yet wait
+    assert_eq!(stats["total_relations"], 4, "{stats}");
+    assert_eq!(stats["relations_waiting_for_an_entity"], 8, "{stats}");
+    let (_, laptop) = node.get("/api/v1/graph/entities/system:laptop").await;
+    assert_eq!(laptop["entity"]["count"], 10, "{laptop}");
+    let (_, alpha) = node.get("/api/v1/graph/entities/entity:dev:e-a").await;
+    assert_eq!(alpha["entities"].as_array().unwrap().len(), 1, "{alpha}");
+}
