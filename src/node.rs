@@ -323,6 +323,7 @@ impl Node {
                 self.aging_timeout(),
             ),
             last_forget: Arc::clone(&self.last_forget),
+            graph: self.graph.clone(),
             aging: self
                 .config
                 .aging

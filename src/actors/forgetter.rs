@@ -13,6 +13,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, Message};
 use serde::Serialize;
 
 use crate::actors::aging_gate::AgingGate;
+use crate::graph::Graph;
 use crate::record::ShardId;
 use crate::router::ShardRouter;
 use crate::storage::cold_log::{self, ColdEvent};
@@ -35,6 +36,8 @@ pub struct ForgetReport {
     pub at: String,
     /// record tombstones folded into their systems'
     pub tombstones: usize,
+    /// the knowledge graph's markers of deleted records folded into their systems' floors
+    pub graph_deletions: usize,
     /// cold files with no visible row removed
     pub cold_files: usize,
     /// shards whose cold log was folded into a snapshot
@@ -77,6 +80,8 @@ pub struct ForgetterArgs {
     pub gate: Arc<AgingGate>,
     /// where the last pass is published
     pub last: LastForget,
+    /// the knowledge graph, whose markers of deleted records fold like tombstones
+    pub graph: Graph,
 }
 
 /// The forgetter actor.
@@ -107,9 +112,15 @@ impl Actor for Forgetter {
         let next = match state.gate.try_start("forget") {
             Ok(_run) => {
                 let report = forget_all(state).await;
-                if report.tombstones + report.cold_files + report.logs_folded > 0 {
+                if report.tombstones
+                    + report.graph_deletions
+                    + report.cold_files
+                    + report.logs_folded
+                    > 0
+                {
                     tracing::info!(
                         tombstones = report.tombstones,
+                        graph_deletions = report.graph_deletions,
                         cold_files = report.cold_files,
                         logs_folded = report.logs_folded,
                         missing = report.missing_shards.len(),
@@ -149,6 +160,12 @@ async fn forget_all(args: &ForgetterArgs) -> ForgetReport {
                 tracing::warn!(shard, %error, "forgetting on a shard failed; it is tried again next pass");
                 report.missing_shards.push(shard);
             }
+        }
+    }
+    match args.graph.fold_deletions(before).await {
+        Ok(n) => report.graph_deletions = n,
+        Err(error) => {
+            tracing::warn!(%error, "folding the knowledge graph's deletions failed; it is tried again next pass")
         }
     }
     report.at = chrono::Utc::now().to_rfc3339();

@@ -40,6 +40,8 @@ pub struct ActorSlots {
 pub struct NodeArgs {
     /// the node's store
     pub store: HotStore,
+    /// the knowledge graph, whose deletion markers the forgetter folds
+    pub graph: crate::graph::Graph,
     /// the node's hot index
     pub index: Arc<HotIndex>,
     /// live shard actors
@@ -142,6 +144,7 @@ impl NodeSupervisor {
                 timeout,
                 gate: Arc::clone(&args.aging_gate),
                 last: Arc::clone(&args.last_forget),
+                graph: args.graph.clone(),
             },
             myself.get_cell(),
         )

@@ -99,6 +99,12 @@ impl Graph {
         .await
     }
 
+    /// Folds the markers of records deleted before `before` into their systems' floors
+    /// (see [`KnowledgeGraph::fold_deletions`]); durable with the next flush of the store.
+    pub async fn fold_deletions(&self, before: Version) -> Result<usize, GraphError> {
+        self.blocking(move |g| g.fold_deletions(before)).await
+    }
+
     /// Stores a pushed entity, durably.
     pub async fn push_entity(&self, e: PushedEntity) -> Result<Pushed<Entity>, GraphError> {
         let pushed = self.blocking(move |g| g.push_entity(e)).await?;

@@ -539,6 +539,54 @@ impl KnowledgeGraph {
         changes.commit()
     }
 
+    /// Folds the markers of records deleted before `before` into their systems' floors, as
+    /// the shards fold their record tombstones, a page at a time so that writes go on
+    /// between pages; answers how many were folded. Blocking.
+    pub fn fold_deletions(&self, before: Version) -> Result<usize, GraphError> {
+        const PAGE: usize = 10_000;
+        let mut after: Option<Vec<u8>> = None;
+        let mut folded = 0;
+        loop {
+            let _write = self.write.lock();
+            let mut changes = Changes::new(self);
+            let start = match &after {
+                Some(k) => std::ops::Bound::Excluded(k.clone()),
+                None => std::ops::Bound::Included(vec![MARKER]),
+            };
+            let (mut seen, mut last) = (0, None);
+            for item in self
+                .tree
+                .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
+            {
+                let (k, v) = item?;
+                if k.first() != Some(&MARKER) {
+                    break;
+                }
+                seen += 1;
+                let marker = Marker::decode(&k, &v)?;
+                if marker.n.is_none() && marker.v < before {
+                    let system = k[1..].split(|b| *b == 0).next().unwrap_or_default();
+                    let floor = key(FLOOR, &[&String::from_utf8_lossy(system)]);
+                    let keep = changes
+                        .cached::<Version>(&floor)?
+                        .map_or(marker.v, |f| f.max(marker.v));
+                    changes.set_raw(floor, Some(encode(&keep)));
+                    changes.set_raw(k.to_vec(), None);
+                    folded += 1;
+                }
+                last = Some(k.to_vec());
+                if seen >= PAGE {
+                    break;
+                }
+            }
+            changes.commit()?;
+            match last {
+                Some(k) if seen >= PAGE => after = Some(k),
+                _ => return Ok(folded),
+            }
+        }
+    }
+
     /// Takes back what `system` gave as of its deletion at `version`: every record copy not
     /// newer than it (a copy written meanwhile with a newer version stays counted, as the
     /// shard keeps it), and every push of it; entities and relations nothing refers to any

@@ -92,6 +92,37 @@ fn records_are_counted_once_and_moved_by_newer_copies() {
 }
 
 #[test]
+fn old_deletions_fold_into_their_systems_floor() {
+    let (_d, g) = graph();
+    g.add_records(&[
+        facts("laptop", "c1", 10, "alice", "akosha", ""),
+        facts("laptop", "c2", 10, "alice", "akosha", ""),
+        facts("desk", "c1", 10, "bob", "akosha", ""),
+    ])
+    .unwrap();
+    g.forget_record("laptop", "c1", v(20)).unwrap();
+    g.forget_record("desk", "c1", v(40)).unwrap();
+    let markers = |g: &KnowledgeGraph| g.tree.scan_prefix([b'm']).count();
+    assert_eq!(markers(&g), 3);
+    // only deletions older than the horizon fold; live records keep their markers
+    assert_eq!(g.fold_deletions(v(30)).unwrap(), 1);
+    assert_eq!(markers(&g), 2);
+    assert_eq!(g.fold_deletions(v(30)).unwrap(), 0);
+    // the floor keeps an older copy of the deleted record out, as its marker did
+    g.add_records(&[facts("laptop", "c1", 15, "carol", "old", "")])
+        .unwrap();
+    assert!(g.entity("user:carol").unwrap().is_none());
+    assert_eq!(count(&g, "system:laptop"), 1);
+    // a newer copy, and the untouched live record, count as before
+    g.add_records(&[facts("laptop", "c1", 25, "carol", "new", "")])
+        .unwrap();
+    assert_eq!(count(&g, "user:carol"), 1);
+    assert_eq!(count(&g, "system:laptop"), 2);
+    g.forget_record("laptop", "c2", v(26)).unwrap();
+    assert_eq!(relation_count(&g, "user:alice", "project:akosha"), 0);
+}
+
+#[test]
 fn deleting_a_system_keeps_what_other_systems_gave() {
     let (_d, g) = graph();
     g.add_records(&[
