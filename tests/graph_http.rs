@@ -304,3 +304,79 @@ async fn concurrent_pushes_and_ingest_count_each_thing_once() {
     let (_, alpha) = node.get("/api/v1/graph/entities/entity:dev:e-a").await;
     assert_eq!(alpha["entities"].as_array().unwrap().len(), 1, "{alpha}");
 }
+
+/// SIGKILL while batches stream in, then the client sends again what was not acknowledged:
+/// every record is stored once and the graph counts each once (a batch whose records were
+/// stored but not yet counted when the node died is counted when it comes again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_counts_match_the_records_after_sigkill_and_retries() {
+    const BATCHES: u64 = 300;
+    const PER: u64 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), ENV).await;
+    let batches: Vec<Value> = (0..BATCHES)
+        .map(|b| {
+            let memories: Vec<Value> = (0..PER)
+                .map(|i| memory(b * PER + i, "crash", "alice", "akosha", &format!("s{b}")))
+                .collect();
+            sb_call(
+                "batch_store_memories",
+                json!({ "memories": memories }),
+                b as usize,
+            )
+        })
+        .collect();
+    let writer = {
+        let (url, client, batches) = (
+            node.url("/mcp/mcp/v1"),
+            node.client.clone(),
+            batches.clone(),
+        );
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for (b, call) in batches.iter().enumerate() {
+                let Ok(r) = client.post(&url).json(call).send().await else {
+                    break;
+                };
+                let Ok(answer) = r.json::<Value>().await else {
+                    break;
+                };
+                if answer["result"]["status"] != "completed" {
+                    break;
+                }
+                acked.push(b);
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let data = node.kill9();
+    let acked = writer.await.unwrap();
+    assert!(
+        !acked.is_empty() && acked.len() < BATCHES as usize,
+        "the kill should land while batches stream in: {} acknowledged",
+        acked.len()
+    );
+
+    let node = NodeProcess::start(&data, ENV).await;
+    for (b, call) in batches.iter().enumerate() {
+        if !acked.contains(&b) {
+            let (status, answer) = node.post("/mcp/mcp/v1", call).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["result"]["status"], "completed", "{answer}");
+        }
+    }
+    let total = BATCHES * PER;
+    let (_, s) = node.get("/api/v1/stats").await;
+    assert_eq!(s["records"]["hot"], total, "{s}");
+    for id in ["system:crash", "user:alice", "project:akosha"] {
+        let (_, e) = node.get(&format!("/api/v1/graph/entities/{id}")).await;
+        assert_eq!(e["entity"]["count"], total, "{id}: {e}");
+    }
+    let (_, worked) = node
+        .get("/api/v1/graph/entities/user:alice?edge_types=worked_on")
+        .await;
+    assert_eq!(worked["relations"][0]["count"], total, "{worked}");
+    let (_, session) = node.get("/api/v1/graph/entities/session:s7").await;
+    assert_eq!(session["entity"]["count"], PER, "{session}");
+}
