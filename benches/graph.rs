@@ -49,6 +49,18 @@ fn facts(i: u64, bare: bool) -> RecordFacts {
     }
 }
 
+/// The process's resident memory, in MiB.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -108,6 +120,7 @@ fn main() {
         stats["total_relations"]
     );
 
+    let rss_before = rss_mb();
     let mut took = Vec::with_capacity(queries as usize);
     let (mut found, mut hops) = (0u64, 0usize);
     for q in 0..queries {
@@ -123,10 +136,12 @@ fn main() {
     }
     took.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "{{\"bench\": \"find_path\", \"queries\": {queries}, \"found\": {found}, \"mean_hops\": {:.2}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}}}",
+        "{{\"bench\": \"find_path\", \"queries\": {queries}, \"found\": {found}, \"mean_hops\": {:.2}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}, \"rss_mb_before\": {:.0}, \"rss_mb_after\": {:.0}}}",
         hops as f64 / found.max(1) as f64,
         percentile(&took, 0.5),
         percentile(&took, 0.99),
-        took.last().copied().unwrap_or(0.0)
+        took.last().copied().unwrap_or(0.0),
+        rss_before,
+        rss_mb()
     );
 }
