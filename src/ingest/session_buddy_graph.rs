@@ -122,6 +122,24 @@ fn later(latest: &mut Option<i64>, mark: Option<i64>) {
     }
 }
 
+/// A JSON object.
+type Object = Map<String, Value>;
+
+/// What every pushed row carries: its id, its properties with the push's keys over them,
+/// and its metadata; notes the row's mark in `latest`.
+fn common(
+    c: &Columns,
+    row: usize,
+    system: &str,
+    latest: &mut Option<i64>,
+) -> Result<(String, Object, Object), String> {
+    later(latest, c.micros("mark", row)?);
+    let id = c.text("id", row)?.unwrap_or_default();
+    let created = c.micros("created", row)?;
+    let properties = pushed_properties(c.object("properties", row)?, system, &id, created);
+    Ok((id, properties, c.object("metadata", row)?))
+}
+
 /// Makes the pushes of the two tables' rows, read from the Parquet files DuckDB wrote.
 /// CPU work for a blocking thread.
 pub fn graph_rows(
@@ -136,8 +154,7 @@ pub fn graph_rows(
             table: "kg_entities",
         };
         for row in 0..batch.num_rows() {
-            later(&mut out.latest.0, c.micros("mark", row)?);
-            let id = c.text("id", row)?.unwrap_or_default();
+            let (id, properties, metadata) = common(&c, row, system, &mut out.latest.0)?;
             let observations = match c.text("observations", row)? {
                 Some(s) => serde_json::from_str::<Vec<Value>>(&s)
                     .map_err(|e| format!("kg_entities: observations of {id} are not a list: {e}"))?
@@ -150,13 +167,8 @@ pub fn graph_rows(
                 name: c.text("name", row)?.unwrap_or_default(),
                 entity_type: c.text("entity_type", row)?.unwrap_or_default(),
                 observations,
-                properties: pushed_properties(
-                    c.object("properties", row)?,
-                    system,
-                    &id,
-                    c.micros("created", row)?,
-                ),
-                metadata: c.object("metadata", row)?,
+                properties,
+                metadata,
             });
         }
     }
@@ -166,19 +178,13 @@ pub fn graph_rows(
             table: "kg_relationships",
         };
         for row in 0..batch.num_rows() {
-            later(&mut out.latest.1, c.micros("mark", row)?);
-            let id = c.text("id", row)?.unwrap_or_default();
+            let (_, properties, metadata) = common(&c, row, system, &mut out.latest.1)?;
             out.relations.push(PushedRelation {
                 from_entity: c.text("from_entity", row)?.unwrap_or_default(),
                 to_entity: c.text("to_entity", row)?.unwrap_or_default(),
                 relation_type: c.text("relation_type", row)?.unwrap_or_default(),
-                properties: pushed_properties(
-                    c.object("properties", row)?,
-                    system,
-                    &id,
-                    c.micros("created", row)?,
-                ),
-                metadata: c.object("metadata", row)?,
+                properties,
+                metadata,
             });
         }
     }
