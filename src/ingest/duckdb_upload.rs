@@ -21,15 +21,11 @@ use crate::ingest::upload_data::decompress;
 use crate::ingest::upload_processor::{Outcome, UploadJob, UploadProcessor};
 use crate::ingest::IngestLimits;
 use crate::storage::resilient::StoreError;
-use crate::version::Version;
 
 /// The memories database of a Session-Buddy upload.
 pub const REFLECTION_DB: &str = "reflection.duckdb";
 /// The knowledge graph database of a Session-Buddy upload.
 pub const GRAPH_DB: &str = "knowledge_graph.duckdb";
-
-/// Records written per call.
-const WRITE_CHUNK: usize = 5_000;
 
 /// A directory of the node's, removed with everything in it when dropped.
 struct WorkDir(PathBuf);
@@ -185,7 +181,6 @@ impl UploadProcessor {
         db: &Path,
         dir: &Path,
     ) -> Result<usize, Outcome> {
-        let version = Version::of_upload(manifest.uploaded_at.timestamp_micros());
         let mut written = 0;
         for table in MemoryTable::ALL {
             let rows = self.read_table(upload, table, db, dir).await?;
@@ -199,21 +194,8 @@ impl UploadProcessor {
                     "rows of a DuckDB upload are not valid memories and were left out"
                 );
             }
-            let mut records = rows.records;
-            written += records.len();
-            for r in &mut records {
-                r.version = Some(version);
-            }
-            while !records.is_empty() {
-                let rest = records.split_off(records.len().min(WRITE_CHUNK));
-                self.writer.write(records).await.map_err(|e| {
-                    Outcome::Retry(format!(
-                        "cannot write the records of {}: {e}",
-                        upload.manifest
-                    ))
-                })?;
-                records = rest;
-            }
+            written += rows.records.len();
+            self.write_as_upload(rows.records, upload, manifest).await?;
             self.raise_mark(upload, table.name(), rows.latest)?;
         }
         Ok(written)
@@ -333,19 +315,5 @@ impl UploadProcessor {
         .await
         .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
         .map_err(Outcome::Quarantined)
-    }
-
-    /// A database the manifest names is not there: wait for it, then quarantine.
-    fn missing(&self, upload: &UploadKey, job: &UploadJob, name: &str) -> Outcome {
-        let waited = (Utc::now() - job.manifest_modified).num_seconds().max(0) as u64;
-        let message = format!(
-            "data file {name} not found under {}/ {waited} s after the manifest was written",
-            upload.prefix
-        );
-        if waited >= self.limits.incomplete_grace_secs {
-            Outcome::Quarantined(message)
-        } else {
-            Outcome::Incomplete(message)
-        }
     }
 }

@@ -195,11 +195,22 @@ impl UploadProcessor {
         .await
         .map_err(|e| Outcome::Retry(format!("upload decoding task failed: {e}")))?
         .map_err(Outcome::Quarantined)?;
-        // of two copies of a record, the later upload's wins however the uploads are processed
-        let version = Version::of_upload(manifest.uploaded_at.timestamp_micros());
         let total = records.len();
         // within one upload, of a record given twice the later timestamp wins
-        let mut records = keep_latest(records);
+        self.write_as_upload(keep_latest(records), &upload, &manifest)
+            .await?;
+        Ok(total)
+    }
+
+    /// Writes an upload's records in chunks, each as new as the upload: of two copies of a
+    /// record, the later upload's wins however the uploads are processed.
+    pub(crate) async fn write_as_upload(
+        &self,
+        mut records: Vec<PendingRecord>,
+        upload: &UploadKey,
+        manifest: &Manifest,
+    ) -> Result<(), Outcome> {
+        let version = Version::of_upload(manifest.uploaded_at.timestamp_micros());
         for r in &mut records {
             r.version = Some(version);
         }
@@ -211,7 +222,22 @@ impl UploadProcessor {
                 .map_err(|e| write_outcome(e, &upload.manifest))?;
             records = rest;
         }
-        Ok(total)
+        Ok(())
+    }
+
+    /// A data file the upload needs is not there: waited for until the grace period ends,
+    /// then the upload is quarantined.
+    pub(crate) fn missing(&self, upload: &UploadKey, job: &UploadJob, name: &str) -> Outcome {
+        let waited = (Utc::now() - job.manifest_modified).num_seconds().max(0) as u64;
+        let message = format!(
+            "data file {name} not found under {}/ {waited} s after the manifest was written",
+            upload.prefix
+        );
+        if waited >= self.limits.incomplete_grace_secs {
+            Outcome::Quarantined(message)
+        } else {
+            Outcome::Incomplete(message)
+        }
     }
 
     /// Finds the data file: `Ok(None)` for an upload that declares none and holds nothing to read.
@@ -280,16 +306,7 @@ impl UploadProcessor {
             }
             (declared, _) => {
                 let wanted = declared.map_or("memories.json", |f| f.name.as_str());
-                let waited = (Utc::now() - job.manifest_modified).num_seconds().max(0) as u64;
-                let message = format!(
-                    "data file {wanted} not found under {}/ {waited} s after the manifest was written",
-                    upload.prefix
-                );
-                return Err(if waited >= self.limits.incomplete_grace_secs {
-                    Outcome::Quarantined(message)
-                } else {
-                    Outcome::Incomplete(message)
-                });
+                return Err(self.missing(upload, job, wanted));
             }
         };
         let implied = data_file(&name).flatten();
