@@ -10,6 +10,9 @@
 //! With --due=P, P percent of the records (every record whose number modulo 100 is below P)
 //! are 30 days old and the rest new: once the index is built, one aging run moves the old
 //! ones to warm, which measures aging proportional to what it moves, not to the tree.
+//! With --names every record names a user, a project and a session in its metadata, as
+//! Session-Buddy's do, and the `graph_feed` line gives the knowledge graph's share of the
+//! CPU the ingest used (with or without it, the graph counts each record on its system).
 //! Index and search settings come from AKOSHA__SECTION__KEY variables as for the node.
 
 use std::collections::HashMap;
@@ -301,7 +304,7 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
         .expect(
-            "usage: cargo bench --bench search -- DATA_DIR [--warm|--cold|--due=P|--load-only] (DATA_DIR: output of shared/bench/vectors.py)",
+            "usage: cargo bench --bench search -- DATA_DIR [--warm|--cold|--due=P|--load-only|--names] (DATA_DIR: output of shared/bench/vectors.py)",
         );
     // as akosha-node does before its threads start
     akosha::heap::limit_arenas();
@@ -311,6 +314,20 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(run(&dir));
+}
+
+/// Metadata naming a user, a project and a session, as Session-Buddy's records do, for the
+/// record sent `at`-th: each system has its user and five projects, worked on in turns of
+/// 2,000 records, and a session is 200 records in a row.
+fn bench_names(system: u32, at: usize) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("user_id".into(), format!("user-{}", system % 100).into());
+    m.insert(
+        "project".into(),
+        format!("project-{system}-{}", at / 2000 % 5).into(),
+    );
+    m.insert("session_id".into(), format!("session-{}", at / 200).into());
+    m
 }
 
 async fn run(dir: &Path) {
@@ -352,6 +369,16 @@ async fn run(dir: &Path) {
     } else {
         chrono::Utc::now()
     };
+    // --names: records name a user, a project and a session, as Session-Buddy's do, so
+    // that the knowledge graph is fed as in production (without it, only their systems)
+    let names = std::env::args().any(|a| a == "--names");
+    // and then come as Session-Buddy sends them: each batch from one system (one upload)
+    let mut order: Vec<usize> = (0..data.n).collect();
+    if names {
+        order.sort_by_key(|&i| data.systems[i]);
+    }
+    let order = Arc::new(order);
+    let cpu_before = akosha::cpu::process_cpu_nanos();
     let started = Instant::now();
     let chunks: Vec<(usize, usize)> = (0..data.n)
         .step_by(BATCH)
@@ -363,6 +390,7 @@ async fn run(dir: &Path) {
     for _ in 0..WRITERS {
         let (node, data, chunks, next) = (node.clone(), data.clone(), chunks.clone(), next.clone());
         let base = Arc::clone(&base);
+        let order = Arc::clone(&order);
         writers.push(tokio::spawn(async move {
             loop {
                 let c = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -370,7 +398,8 @@ async fn run(dir: &Path) {
                     break;
                 };
                 let records: Vec<PendingRecord> = (from..to)
-                    .map(|i| {
+                    .map(|at| {
+                        let i = order[at];
                         let content = format!("benchmark record {i}");
                         PendingRecord {
                             system_id: system_id(data.systems[i]),
@@ -386,7 +415,11 @@ async fn run(dir: &Path) {
                                 }
                                 _ => timestamp,
                             },
-                            metadata: serde_json::Map::new(),
+                            metadata: if names {
+                                bench_names(data.systems[i], at)
+                            } else {
+                                serde_json::Map::new()
+                            },
                             version: None,
                         }
                     })
@@ -400,10 +433,21 @@ async fn run(dir: &Path) {
     }
     drop(base);
     let ingest_s = started.elapsed().as_secs_f64();
+    let cpu_s = akosha::cpu::process_cpu_nanos().saturating_sub(cpu_before) as f64 / 1e9;
     println!(
         "{{\"bench\": \"ingest\", \"records\": {}, \"seconds\": {ingest_s:.2}, \"records_per_s\": {:.0}}}",
         data.n,
         data.n as f64 / ingest_s
+    );
+    // the knowledge graph's share of the CPU the ingest used (the node is CPU-bound here,
+    // so this is the share of ingest throughput the graph costs)
+    let feed = node.graph.feed_cost();
+    println!(
+        "{{\"bench\": \"graph_feed\", \"names\": {names}, \"records\": {}, \"graph_cpu_s\": {:.2}, \"process_cpu_s\": {cpu_s:.2}, \"graph_share\": {:.3}, \"graph_us_per_record\": {:.2}}}",
+        feed.records,
+        feed.cpu_seconds,
+        feed.cpu_seconds / cpu_s.max(1e-9),
+        feed.cpu_seconds * 1e6 / (feed.records.max(1) as f64),
     );
 
     // wait for the background index builds to catch up (records due for aging are days old

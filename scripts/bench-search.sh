@@ -13,6 +13,9 @@
 #                                            # cold search over one month
 #   scripts/bench-search.sh 1000000 --load-only  # ingest, index, resident memory; no
 #                                                # queries, references or restart
+#   scripts/bench-search.sh 1000000 --load-only --names  # records name a user, project
+#                                                # and session: the knowledge graph's
+#                                                # share of the ingest's CPU (graph_feed)
 # Needs python3 with numpy, faiss-cpu and usearch (installed with pip when missing).
 # Settings of the node can be changed with AKOSHA__INDEX__EF_SEARCH=... and friends.
 set -euo pipefail

@@ -20,7 +20,7 @@ pub use feed::{Names, RecordFacts};
 pub use model::{Entity, GraphInputError, Relation, MAX_ID_BYTES};
 pub use push::{Pushed, PushedEntity, PushedRelation};
 pub use query::{Neighbourhood, Path, MAX_DEPTH, MAX_HOPS};
-pub use service::{Graph, PushedMany};
+pub use service::{FeedCost, Graph, PushedMany};
 pub use store::{GraphError, KnowledgeGraph};
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The graph as the node uses it: each call on a blocking thread, pushes made durable before
 //! they are answered.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::Value;
 
 use super::feed::RecordFacts;
@@ -27,11 +29,28 @@ pub struct PushedMany {
     pub refused: Vec<String>,
 }
 
+/// What feeding the graph from written records has cost so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct FeedCost {
+    /// records the graph was given
+    pub records: u64,
+    /// CPU seconds its threads spent on them (not time waiting for a turn)
+    pub cpu_seconds: f64,
+}
+
+/// Counters behind [`FeedCost`].
+#[derive(Default)]
+struct FeedCounters {
+    records: AtomicU64,
+    cpu_nanos: AtomicU64,
+}
+
 /// The node's knowledge graph, kept in its store.
 #[derive(Clone)]
 pub struct Graph {
     graph: Arc<KnowledgeGraph>,
     store: HotStore,
+    fed: Arc<FeedCounters>,
 }
 
 impl Graph {
@@ -43,6 +62,7 @@ impl Graph {
         Ok(Graph {
             graph: Arc::new(KnowledgeGraph::open(tree)?),
             store: store.clone(),
+            fed: Arc::default(),
         })
     }
 
@@ -73,8 +93,14 @@ impl Graph {
         if facts.is_empty() {
             return Ok(Vec::new());
         }
+        let fed = Arc::clone(&self.fed);
         self.blocking(move |g| {
-            let new = g.add_records(&facts)?;
+            let started = crate::cpu::thread_cpu_nanos();
+            let new = g.add_records(&facts);
+            let spent = crate::cpu::thread_cpu_nanos().saturating_sub(started);
+            fed.records.fetch_add(facts.len() as u64, Ordering::Relaxed);
+            fed.cpu_nanos.fetch_add(spent, Ordering::Relaxed);
+            let new = new?;
             Ok(facts
                 .into_iter()
                 .zip(new)
@@ -82,6 +108,14 @@ impl Graph {
                 .collect())
         })
         .await
+    }
+
+    /// What feeding the graph from written records has cost since the node started.
+    pub fn feed_cost(&self) -> FeedCost {
+        FeedCost {
+            records: self.fed.records.load(Ordering::Relaxed),
+            cpu_seconds: self.fed.cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
     }
 
     /// Takes back what a deleted record (or, without `conversation`, a deleted system)

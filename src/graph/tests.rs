@@ -355,3 +355,21 @@ fn a_system_deleted_while_it_is_written_keeps_exactly_its_newer_copies() {
     assert_eq!(count(&g, "system:s"), 100);
     assert_eq!(relation_count(&g, "user:alice", "project:akosha"), 100);
 }
+
+#[tokio::test]
+async fn the_feed_reports_what_it_was_given_and_its_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::storage::HotStore::open(dir.path(), 8).unwrap();
+    let g = Graph::open(&store).unwrap();
+    assert_eq!(g.feed_cost(), FeedCost::default());
+    let batch: Vec<RecordFacts> = (0..200)
+        .map(|i| facts("laptop", &format!("c{i}"), 1, "alice", "akosha", "s1"))
+        .collect();
+    let new = g.add_records(batch.clone()).await.unwrap();
+    assert_eq!(new.len(), 200);
+    // a replay is given to the graph (and costs) but is not new
+    assert!(g.add_records(batch).await.unwrap().is_empty());
+    let cost = g.feed_cost();
+    assert_eq!(cost.records, 400);
+    assert!(cost.cpu_seconds > 0.0, "{cost:?}");
+}
