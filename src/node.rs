@@ -23,7 +23,7 @@ use crate::embedding::Embedder;
 use crate::graph::Graph;
 use crate::ingest::pull::{PullError, PullIngestion};
 use crate::ingest::{IngestLimits, IngestRequest, PendingRecord, WriteError, Writer};
-use crate::metrics::{MetricsSnapshot, NodeMetrics};
+use crate::metrics::{MetricsSnapshot, NodeMetrics, Source};
 use crate::offload;
 use crate::record::{
     shard_for, validate_conversation_id, validate_system_id, ShardId, SHARD_COUNT,
@@ -131,7 +131,7 @@ pub struct Node {
     /// the actor tree's published refs
     pub slots: Arc<ActorSlots>,
     /// counters of pushes and searches
-    pub metrics: NodeMetrics,
+    pub metrics: Arc<NodeMetrics>,
     /// versions of writes and deletions
     pub clock: Arc<Clock>,
     /// versioned deletions
@@ -211,7 +211,9 @@ impl Node {
         let write_health = Arc::new(WriteHealth::new());
         let graph = Graph::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
         let analytics = Analytics::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
+        let metrics = Arc::new(NodeMetrics::default());
         let writer = Arc::new(Writer {
+            metrics: Arc::clone(&metrics),
             graph: graph.clone(),
             analytics: analytics.clone(),
             health: Arc::clone(&write_health),
@@ -286,7 +288,7 @@ impl Node {
             uploads,
             cold,
             slots: Arc::new(ActorSlots::default()),
-            metrics: NodeMetrics::default(),
+            metrics,
             clock,
             tombstones,
             aging_gate: Arc::new(AgingGate::default()),
@@ -374,10 +376,7 @@ impl Node {
                 "node is loading its shards".to_string(),
             ));
         }
-        let written = self.writer.write(records).await;
-        self.metrics
-            .push(written.as_ref().ok().map(WriteCounts::accepted));
-        written
+        self.writer.write(records, Source::Push).await
     }
 
     /// Deletes a system's records, or one conversation of it, from every tier of the shard
@@ -503,9 +502,10 @@ impl Node {
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
         let started = std::time::Instant::now();
         let system = query.system_id.clone();
+        let tier = query.tiers.deepest();
         let answer = self.search_now(query).await;
         self.metrics
-            .search(answer.as_ref().ok().map(|_| started.elapsed()));
+            .search(tier, answer.as_ref().ok().map(|_| started.elapsed()));
         if answer.is_ok() {
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             self.analytics.observe_search(system.as_deref(), ms);

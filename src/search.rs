@@ -65,6 +65,19 @@ impl Default for Tiers {
     }
 }
 
+impl Tiers {
+    /// The name of the deepest tier covered (`hot` when none is).
+    pub fn deepest(&self) -> &'static str {
+        if self.cold {
+            "cold"
+        } else if self.warm {
+            "warm"
+        } else {
+            "hot"
+        }
+    }
+}
+
 /// The tier a hit was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {

@@ -108,6 +108,7 @@ pub async fn age_all(
         p.hot_to_warm = report.hot_to_warm;
         p.warm_to_cold = report.warm_to_cold;
     });
+    run.moved(report.hot_to_warm, report.warm_to_cold);
     report.missing_shards = (0..SHARD_COUNT)
         .filter(|s| !answered[*s])
         .map(|s| s as ShardId)

@@ -1,6 +1,7 @@
 //! One aging run at a time: the scheduled ager and `POST /api/v1/admin/age` both take the
 //! gate, and whoever comes second sees the running run's progress instead.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -24,17 +25,28 @@ pub struct AgingProgress {
     pub warm_to_cold: usize,
 }
 
+/// Records moved by every run since the node started.
+#[derive(Debug, Default)]
+pub struct AgingTotals {
+    /// records moved from hot to warm
+    pub to_warm: AtomicU64,
+    /// records moved from warm to cold
+    pub to_cold: AtomicU64,
+}
+
 /// The gate and the progress of the run holding it.
 #[derive(Default)]
 pub struct AgingGate {
     lock: Arc<tokio::sync::Mutex<()>>,
     progress: Arc<parking_lot::Mutex<AgingProgress>>,
+    totals: Arc<AgingTotals>,
 }
 
 /// Held by the one running aging run; reports its progress.
 pub struct AgingRun {
     _held: tokio::sync::OwnedMutexGuard<()>,
     progress: Arc<parking_lot::Mutex<AgingProgress>>,
+    totals: Arc<AgingTotals>,
 }
 
 impl AgingGate {
@@ -50,10 +62,16 @@ impl AgingGate {
                 Ok(AgingRun {
                     _held: held,
                     progress: Arc::clone(&self.progress),
+                    totals: Arc::clone(&self.totals),
                 })
             }
             Err(_) => Err(self.progress.lock().clone()),
         }
+    }
+
+    /// Records moved by every run since the node started.
+    pub fn totals(&self) -> &AgingTotals {
+        &self.totals
     }
 
     /// The progress of the run under way, if one is.
@@ -69,6 +87,16 @@ impl AgingRun {
     /// Updates the progress others see.
     pub fn report(&self, update: impl FnOnce(&mut AgingProgress)) {
         update(&mut self.progress.lock());
+    }
+
+    /// Adds records moved to the node's totals.
+    pub fn moved(&self, to_warm: usize, to_cold: usize) {
+        self.totals
+            .to_warm
+            .fetch_add(to_warm as u64, Ordering::Relaxed);
+        self.totals
+            .to_cold
+            .fetch_add(to_cold as u64, Ordering::Relaxed);
     }
 }
 
@@ -89,7 +117,10 @@ mod tests {
             (busy.started_by, busy.shards_done, busy.hot_to_warm),
             ("request", 3, 40)
         );
+        run.moved(40, 2);
         drop(run);
+        assert_eq!(gate.totals().to_warm.load(Ordering::Relaxed), 40);
+        assert_eq!(gate.totals().to_cold.load(Ordering::Relaxed), 2);
         let again = gate.try_start("schedule").unwrap();
         again.report(|p| p.shards_total = 256);
         assert_eq!(gate.try_start("request").err().unwrap().shards_done, 0);

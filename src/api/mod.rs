@@ -10,6 +10,7 @@ pub mod guard;
 pub mod health;
 pub mod json_errors;
 pub mod mcp;
+pub mod metrics;
 pub mod observe;
 pub mod rebuild;
 pub mod remote;
@@ -93,6 +94,10 @@ pub fn router_with_cluster(
             "/api/v1/admin/shards/{shard}/rebuild",
             post(rebuild::start).get(rebuild::status),
         );
+    let router = router.route(
+        "/metrics",
+        get(metrics::metrics).with_state((Arc::clone(&node), cluster_view.clone())),
+    );
     let router = match cluster_view {
         Some(view) => router
             .route(

@@ -54,6 +54,18 @@ pub enum MemberState {
     Leaving,
 }
 
+impl MemberState {
+    /// The state's name, as answers and metrics show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Dead => "dead",
+            MemberState::Leaving => "leaving",
+        }
+    }
+}
+
 /// One member of the cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Member {

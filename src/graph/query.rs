@@ -179,6 +179,19 @@ impl KnowledgeGraph {
         }))
     }
 
+    /// How many entities and relations (joined or waiting for an entity) the graph holds,
+    /// counted from their keys alone; blocking, proportional to the graph's size.
+    pub fn counts(&self) -> Result<(u64, u64), GraphError> {
+        let mut n = [0u64; 2];
+        for (slot, tag) in [ENTITY, OUT].into_iter().enumerate() {
+            for item in self.tree.scan_prefix([tag]) {
+                item?;
+                n[slot] += 1;
+            }
+        }
+        Ok((n[0], n[1]))
+    }
+
     /// Counts of entities and relations, by type, and relations waiting for an end. Reads
     /// the whole graph; blocking.
     pub fn statistics(&self) -> Result<Value, GraphError> {

@@ -209,6 +209,11 @@ impl Graph {
             .await
     }
 
+    /// Entities and relations held (see [`KnowledgeGraph::counts`]).
+    pub async fn counts(&self) -> Result<(u64, u64), GraphError> {
+        self.blocking(|g| g.counts()).await
+    }
+
     /// Counts of the graph (see [`KnowledgeGraph::statistics`]).
     pub async fn statistics(&self) -> Result<Value, GraphError> {
         self.blocking(|g| g.statistics()).await

@@ -13,6 +13,7 @@ use crate::ingest::manifest::{Compression, Manifest};
 use crate::ingest::upload::{data_file, describe_unreadable, Layout, UploadKey, MANIFEST};
 use crate::ingest::upload_data::{decompress, parse_memories, verify_checksum};
 use crate::ingest::writer::{WriteError, Writer};
+use crate::metrics::Source;
 use crate::storage::resilient::{ResilientStore, StoreError};
 use crate::version::Version;
 
@@ -217,7 +218,7 @@ impl UploadProcessor {
         while !records.is_empty() {
             let rest = records.split_off(records.len().min(WRITE_CHUNK));
             self.writer
-                .write(records)
+                .write(records, Source::Pull)
                 .await
                 .map_err(|e| write_outcome(e, &upload.manifest))?;
             records = rest;

@@ -11,6 +11,7 @@ use crate::analytics::Analytics;
 use crate::embedding::{embed_in_batches, Embedder};
 use crate::graph::{Graph, RecordFacts};
 use crate::ingest::batch::PendingRecord;
+use crate::metrics::{NodeMetrics, Source};
 use crate::record::{normalize, shard_for, MemoryRecord, ShardId};
 use crate::router::{ShardError, ShardRouter};
 use crate::storage::upsert::WriteCounts;
@@ -78,6 +79,8 @@ pub struct Writer {
     pub graph: Graph,
     /// the time series, fed with the records stored for the first time
     pub analytics: Analytics,
+    /// the node's metrics, told each write's outcome and duration
+    pub metrics: Arc<NodeMetrics>,
 }
 
 impl Writer {
@@ -87,9 +90,17 @@ impl Writer {
     /// # Cancel safety
     /// Not cancel safe: a cancelled write may have stored some records (never acknowledged);
     /// writing them again is safe, as every copy carries its version.
-    pub async fn write(&self, pending: Vec<PendingRecord>) -> Result<WriteCounts, WriteError> {
+    pub async fn write(
+        &self,
+        pending: Vec<PendingRecord>,
+        source: Source,
+    ) -> Result<WriteCounts, WriteError> {
+        let started = std::time::Instant::now();
+        let given = pending.len();
         let written = self.write_durably(pending).await;
         self.health.observe(&written);
+        self.metrics
+            .ingested(source, given, written.as_ref().ok(), started.elapsed());
         written
     }
 

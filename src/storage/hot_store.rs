@@ -73,6 +73,11 @@ impl HotStore {
         Ok(self.db.generate_id()?)
     }
 
+    /// Bytes the store takes on disk (every tree: hot and warm records, ledger, graph).
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Makes every write so far durable, on the calling (blocking) thread.
     pub fn flush_blocking(&self) -> Result<(), StorageError> {
         self.db.flush()?;

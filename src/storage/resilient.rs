@@ -65,8 +65,51 @@ struct Breaker {
     last_error: Option<String>,
 }
 
+/// An object store operation, as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// listing keys
+    List,
+    /// reading an object
+    Get,
+    /// writing an object
+    Put,
+    /// deleting an object
+    Delete,
+}
+
+impl Operation {
+    /// Every operation, in the order of [`ResilientStore::requests`].
+    pub const ALL: [Operation; 4] = [
+        Operation::List,
+        Operation::Get,
+        Operation::Put,
+        Operation::Delete,
+    ];
+
+    /// The operation's name in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::List => "list",
+            Operation::Get => "get",
+            Operation::Put => "put",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// Requests tried and failed, by operation; shared by the stores made with
+/// [`ResilientStore::with_own_breaker`].
+#[derive(Debug, Default)]
+struct RequestCounts {
+    tried: [AtomicU64; 4],
+    failed: [AtomicU64; 4],
+}
+
 /// An object store whose calls retry and stop while the store is down.
 pub struct ResilientStore {
+    /// requests by operation, shared with the stores made from this one
+    counts: Arc<RequestCounts>,
     inner: Arc<dyn ObjectStore>,
     url: String,
     retries: u32,
@@ -176,6 +219,7 @@ impl ResilientStore {
             .unwrap_or(0x9E37_79B9_7F4A_7C15)
             | 1;
         ResilientStore {
+            counts: Arc::default(),
             inner,
             url,
             retries: config.retries,
@@ -199,6 +243,7 @@ impl ResilientStore {
     /// ingestion).
     pub fn with_own_breaker(&self) -> ResilientStore {
         ResilientStore {
+            counts: Arc::clone(&self.counts),
             inner: Arc::clone(&self.inner),
             url: self.url.clone(),
             retries: self.retries,
@@ -232,6 +277,27 @@ impl ResilientStore {
         matches!(self.breaker.lock().state, BreakerState::Open { until } if Instant::now() < until)
     }
 
+    /// Requests tried and failed since start, by operation (every try of a retried call),
+    /// over this store and every one made from it.
+    pub fn requests(&self) -> [(Operation, u64, u64); 4] {
+        Operation::ALL.map(|op| {
+            let i = op as usize;
+            (
+                op,
+                self.counts.tried[i].load(Ordering::Relaxed),
+                self.counts.failed[i].load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Counts one try of `op`, failed or not.
+    fn tried(&self, op: Operation, failed: bool) {
+        self.counts.tried[op as usize].fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.counts.failed[op as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The breaker's state and counters.
     pub fn snapshot(&self) -> BreakerSnapshot {
         let b = self.breaker.lock();
@@ -250,7 +316,7 @@ impl ResilientStore {
     /// Names of the "directories" right under `prefix` (e.g. system ids under `systems/`).
     pub async fn list_children(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let path = Path::from(prefix);
-        self.call(|| {
+        self.call(Operation::List, || {
             let path = path.clone();
             async move {
                 match self.inner.list_with_delimiter(Some(&path)).await {
@@ -282,7 +348,7 @@ impl ResilientStore {
         if !self.sorted_listing {
             let (prefix, offset) = (Path::from(prefix), offset.map(str::to_string));
             return self
-                .call(|| {
+                .call(Operation::List, || {
                     let (prefix, offset) = (prefix.clone(), offset.clone());
                     async move {
                         let mut out = Vec::new();
@@ -323,6 +389,7 @@ impl ResilientStore {
                 }
             }
             admitted.reported();
+            self.tried(Operation::List, failed.is_some());
             match failed {
                 None => {
                     self.record_success();
@@ -350,7 +417,7 @@ impl ResilientStore {
     pub async fn get(&self, key: &str, limit: u64) -> Result<Bytes, StoreError> {
         let path = Path::parse(key).map_err(|_| StoreError::NotFound(key.to_string()))?;
         let result = self
-            .call(|| {
+            .call(Operation::Get, || {
                 let path = path.clone();
                 async move {
                     let got = match self.inner.get(&path).await {
@@ -377,7 +444,7 @@ impl ResilientStore {
     /// Writes a whole object (replacing one of the same key).
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = Path::from(key);
-        self.call(|| {
+        self.call(Operation::Put, || {
             let (path, bytes) = (path.clone(), bytes.clone());
             async move {
                 match self.inner.put(&path, bytes.into()).await {
@@ -392,7 +459,7 @@ impl ResilientStore {
     /// Deletes an object; one already gone counts as deleted.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = Path::from(key);
-        self.call(|| {
+        self.call(Operation::Delete, || {
             let path = path.clone();
             async move {
                 match self.inner.delete(&path).await {
@@ -405,7 +472,7 @@ impl ResilientStore {
     }
 
     /// Runs `op` with retries; a not-found answer is final and counts as the store answering.
-    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    async fn call<T, F, Fut>(&self, operation: Operation, op: F) -> Result<T, StoreError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Attempt<T>>,
@@ -415,6 +482,7 @@ impl ResilientStore {
             let admitted = self.admit()?;
             let outcome = op().await;
             admitted.reported();
+            self.tried(operation, matches!(outcome, Attempt::Failed(_)));
             match outcome {
                 Attempt::Done(v) => {
                     self.record_success();
@@ -643,7 +711,7 @@ mod tests {
         let store = ResilientStore::new(Arc::new(InMemory::new()), "x".into(), &config());
         trip_and_cool(&store);
         // the probe hangs (a client that went away mid-call drops it)
-        let probe = store.call(std::future::pending::<Attempt<()>>);
+        let probe = store.call(Operation::Get, std::future::pending::<Attempt<()>>);
         let dropped = tokio::time::timeout(Duration::from_millis(20), probe).await;
         assert!(dropped.is_err(), "the probe was still running when dropped");
         assert_eq!(
@@ -656,9 +724,47 @@ mod tests {
             .last_error
             .is_some_and(|e| e.contains("dropped")));
         std::thread::sleep(Duration::from_millis(60));
-        let answered = store.call(|| async { Attempt::Done(7) }).await;
+        let answered = store
+            .call(Operation::Get, || async { Attempt::Done(7) })
+            .await;
         assert_eq!(answered.ok(), Some(7), "a later call probes and closes it");
         assert_eq!(store.snapshot().state, "closed");
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_operation_across_stores_made_from_one() {
+        let store = ResilientStore::new(Arc::new(InMemory::new()), "memory://".into(), &config());
+        let other = store.with_own_breaker();
+        store.put("a/1", "x".into()).await.unwrap();
+        other.get("a/1", 10).await.unwrap();
+        assert!(matches!(
+            other.get("a/2", 10).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store.list_after("a", None, 10).await.unwrap();
+        store.delete("a/1").await.unwrap();
+        let failed = store
+            .call(Operation::Put, || async {
+                Attempt::<()>::Failed("down".into())
+            })
+            .await;
+        assert!(failed.is_err());
+        let counts: Vec<(&str, u64, u64)> = store
+            .requests()
+            .iter()
+            .map(|(op, tried, failed)| (op.name(), *tried, *failed))
+            .collect();
+        // the failing put was tried once and retried `retries` times
+        let puts = 2 + u64::from(config().retries);
+        assert_eq!(
+            counts,
+            [
+                ("list", 1, 0),
+                ("get", 2, 0),
+                ("put", puts, puts - 1),
+                ("delete", 1, 0)
+            ]
+        );
     }
 
     #[tokio::test]
