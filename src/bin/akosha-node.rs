@@ -65,6 +65,11 @@ struct Args {
     /// AKOSHA_COOKIE environment variable: a flag shows in the process list
     #[arg(long, value_name = "SECRET")]
     cookie: Option<String>,
+    /// Check the configuration (FILE, else --config, else config/akosha.toml when it
+    /// exists), with its AKOSHA__SECTION__KEY overrides, and exit: 0 when it is valid, 2
+    /// with every problem listed, one per line
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    check_config: Option<Option<PathBuf>>,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,9 @@ fn main() -> ExitCode {
     // Set before any thread starts; an operator's own value wins.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if let Some(file) = &args.check_config {
+        return check_config(file.as_deref().or(args.config.as_deref()));
     }
     akosha::heap::limit_arenas();
     init_logging();
@@ -130,6 +138,30 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// `--check-config`: every problem of the configuration, or that it is valid.
+fn check_config(file: Option<&std::path::Path>) -> ExitCode {
+    let default = PathBuf::from(DEFAULT_CONFIG);
+    let file = file.or_else(|| default.is_file().then_some(default.as_path()));
+    let shown = file.map_or("the defaults".to_string(), |f| f.display().to_string());
+    match Config::check(file) {
+        Ok(_) => {
+            println!("akosha-node: configuration {shown} is valid");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!(
+                "akosha-node: configuration {shown} has {} problem{}:",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            for p in &problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn load_config(args: &Args) -> Result<Config, akosha::config::ConfigError> {

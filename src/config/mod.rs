@@ -88,56 +88,97 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Self::check_with_env(file, env).map_err(|mut problems| problems.remove(0))
+    }
+
+    /// Loads like [`Config::load`], but answers every problem found, not just the first:
+    /// unknown keys, values of the wrong type and values out of range (an unreadable or
+    /// unparsable file is the one problem then).
+    pub fn check(file: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+        Self::check_with_env(file, std::env::vars())
+    }
+
+    /// Like [`Config::check`] with the environment given explicitly.
+    pub fn check_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    vec![ConfigError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    }]
                 })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax {
+                text.parse::<toml::Table>().map_err(|e| {
+                    vec![ConfigError::Syntax {
                         path: path.to_path_buf(),
                         message: e.message().to_string(),
-                    })?
+                    }]
+                })?
             }
             None => toml::Table::new(),
         };
+        let mut problems = Vec::new();
         for (name, value) in env {
             if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
-                apply_override(&mut table, rest, &value)?;
+                problems.extend(apply_override(&mut table, rest, &value).err());
             }
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                ConfigError::Invalid {
-                    key: e.path().to_string(),
-                    message: e.inner().message().to_string(),
+        // each key that does not deserialize is noted and left out, until the rest does
+        let config = loop {
+            match serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table.clone())) {
+                Ok(config) => break Some(config),
+                Err(e) => {
+                    let message = e.inner().message().to_string();
+                    let key = e.path().to_string();
+                    let removed = remove_key(&mut table, &key, &message);
+                    problems.push(ConfigError::Invalid { key, message });
+                    if !removed || problems.len() > MAX_PROBLEMS {
+                        break None;
+                    }
                 }
-            })?;
-        config.validate()?;
-        Ok(config)
+            }
+        };
+        if let Some(c) = &config {
+            problems.extend(c.problems());
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(problems),
+        }
     }
 
     /// Checks ranges and formats that the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
+    }
+
+    /// Every range and format problem the types alone do not catch, in key order of checks.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
         if self.node.data_dir.as_os_str().is_empty() {
-            return Err(invalid(
+            out.push(invalid(
                 "node.data_dir",
                 "expected a directory path, got an empty string",
             ));
         }
-        self.http_addr()?;
-        self.object_store_url()?;
-        self.cluster.validate()?;
+        out.extend(self.http_addr().err());
+        out.extend(self.object_store_url().err());
+        out.extend(self.cluster.validate().err());
         let a = &self.aging;
         if !(a.hot_days.is_finite() && a.hot_days > 0.0) {
-            return Err(invalid(
+            out.push(invalid(
                 "aging.hot_days",
                 &format!("expected a number of days above 0, got {}", a.hot_days),
             ));
         }
         if !(a.warm_days.is_finite() && a.warm_days > a.hot_days) {
-            return Err(invalid(
+            out.push(invalid(
                 "aging.warm_days",
                 &format!(
                     "expected a number of days above aging.hot_days ({}), got {}",
@@ -147,14 +188,14 @@ impl Config {
         }
         let forget = self.storage.forget_after_days;
         if !(forget.is_finite() && forget > 0.0) {
-            return Err(invalid(
+            out.push(invalid(
                 "storage.forget_after_days",
                 &format!("expected a number of days above 0, got {forget}"),
             ));
         }
         let every = self.storage.forget_interval_secs;
         if !(1..=1 << 31).contains(&every) {
-            return Err(invalid(
+            out.push(invalid(
                 "storage.forget_interval_secs",
                 &format!("expected 1 .. 2147483648 seconds, got {every}"),
             ));
@@ -324,11 +365,11 @@ impl Config {
             ),
         ];
         for (key, value, min, max) in ranges {
-            check_range(key, value, min, max)?;
+            out.extend(check_range(key, value, min, max).err());
         }
         for host in &h.allowed_hosts {
             if host != "*" && url::Host::parse(host).is_err() {
-                return Err(invalid(
+                out.push(invalid(
                     "http.allowed_hosts",
                     &format!(
                         "expected host names or IP addresses without port, or \"*\", got {host:?}"
@@ -340,13 +381,13 @@ impl Config {
             let ok = url::Url::parse(origin)
                 .is_ok_and(|u| u.host_str().is_some() && u.path() == "/" && u.query().is_none());
             if !ok {
-                return Err(invalid(
+                out.push(invalid(
                     "http.allowed_origins",
                     &format!("expected origins of the form scheme://host[:port], got {origin:?}"),
                 ));
             }
         }
-        Ok(())
+        out
     }
 
     /// The HTTP listening address, parsed.
@@ -393,6 +434,38 @@ impl Config {
             )),
         }
     }
+}
+
+/// Problems [`Config::check`] lists at most (a file of nothing but mistakes ends there).
+const MAX_PROBLEMS: usize = 100;
+
+/// Takes out of `table` the key a deserialization error names (the field of an "unknown
+/// field" message under the section the path names); false when there is none to take.
+fn remove_key(table: &mut toml::Table, path: &str, message: &str) -> bool {
+    let mut parts: Vec<String> = if path.is_empty() || path == "." {
+        Vec::new()
+    } else {
+        path.split('.').map(str::to_string).collect()
+    };
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        if parts.last().map(String::as_str) != Some(field) {
+            parts.push(field.to_string());
+        }
+    }
+    let Some((last, sections)) = parts.split_last() else {
+        return false;
+    };
+    let mut at = table;
+    for section in sections {
+        match at.get_mut(section) {
+            Some(toml::Value::Table(t)) => at = t,
+            _ => return false,
+        }
+    }
+    at.remove(last).is_some()
 }
 
 fn invalid(key: &str, message: &str) -> ConfigError {
@@ -473,6 +546,45 @@ mod tests {
         .unwrap();
         assert_eq!(c.index.segment_size, 20_000);
         assert_eq!(c.node.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn a_check_lists_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(
+            &file,
+            "[node]\nnope = 1\n[index]\nsegment_size = \"many\"\n[search]\nmax_limit = 0\n[aging]\nhot_days = -1.0\n[bogus]\nx = 1\n",
+        )
+        .unwrap();
+        let problems = Config::check_with_env(
+            Some(&file),
+            env(&[("AKOSHA__HTTP__NOPE", "2"), ("AKOSHA__NODE", "3")]),
+        )
+        .unwrap_err();
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        for expected in [
+            "AKOSHA__NODE",
+            "nope",
+            "index.segment_size",
+            "bogus",
+            "search.max_limit",
+            "aging.hot_days",
+        ] {
+            assert!(
+                text.iter().any(|t| t.contains(expected)),
+                "{expected} missing from {text:#?}"
+            );
+        }
+        // the http.nope override and node.nope each listed once
+        assert_eq!(
+            text.iter().filter(|t| t.contains("nope")).count(),
+            2,
+            "{text:#?}"
+        );
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "[search]\nmax_limit = 50\n").unwrap();
+        assert!(Config::check_with_env(Some(&good), env(&[])).is_ok());
     }
 
     #[test]
