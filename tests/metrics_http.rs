@@ -143,3 +143,54 @@ async fn counters_move_by_what_was_done_and_prometheus_parses_them() {
     assert_eq!(stats["activity"]["pushed_batches"], 3);
     assert_eq!(stats["activity"]["pushed_records"], 170);
 }
+
+/// The `akosha_*` names a text uses.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("akosha_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_alerts_and_the_dashboard_use_is_exported() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(dir.path(), &[]).await;
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exported: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["deploy/prometheus/alerts.yml", "deploy/grafana/akosha.json"] {
+        let used = metric_names(&std::fs::read_to_string(root.join(file)).unwrap());
+        assert!(used.len() >= 5, "{file} names only {used:?}");
+        // a histogram's series are named by its family and a suffix
+        let known = |n: &String| {
+            exported.contains(n)
+                || ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .filter_map(|s| n.strip_suffix(s))
+                    .any(|family| exported.contains(family))
+        };
+        let missing: Vec<&String> = used.iter().filter(|n| !known(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} uses metrics the node does not export: {missing:?}"
+        );
+    }
+}

@@ -108,17 +108,19 @@ async fn observe(node: &Arc<Node>, view: Option<&watch::Receiver<Arc<ClusterView
         totals.to_warm.load(Ordering::Relaxed),
         totals.to_cold.load(Ordering::Relaxed),
     );
-    if let Some(view) = view {
-        let current = view.borrow().clone();
-        for state in [
-            MemberState::Alive,
-            MemberState::Suspect,
-            MemberState::Dead,
-            MemberState::Leaving,
-        ] {
-            let n = current.members.iter().filter(|m| m.state == state).count();
-            s.members.with_label_values(&[state.name()]).set(n as i64);
-        }
+    // without a cluster, the node is a one-node cluster of itself
+    let members: Vec<MemberState> = match view {
+        Some(view) => view.borrow().members.iter().map(|m| m.state).collect(),
+        None => vec![MemberState::Alive],
+    };
+    for state in [
+        MemberState::Alive,
+        MemberState::Suspect,
+        MemberState::Dead,
+        MemberState::Leaving,
+    ] {
+        let n = members.iter().filter(|m| **m == state).count();
+        s.members.with_label_values(&[state.name()]).set(n as i64);
     }
     let fed = node.graph.feed_cost();
     advance(&s.graph_fed, fed.records);

@@ -70,6 +70,19 @@ struct Args {
     /// with every problem listed, one per line
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check_config: Option<Option<PathBuf>>,
+    /// Log lines as text for people (human) or one JSON object per line (json), on stderr;
+    /// RUST_LOG sets what is logged
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// text for people, coloured on a terminal
+    Human,
+    /// one JSON object per line: timestamp, level, target, fields, spans
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -84,7 +97,7 @@ fn main() -> ExitCode {
         return check_config(file.as_deref().or(args.config.as_deref()));
     }
     akosha::heap::limit_arenas();
-    init_logging();
+    init_logging(args.log_format);
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -131,13 +144,20 @@ fn main() -> ExitCode {
 /// that ends (each akosha-admin run would leave one); the membership actor logs members'.
 const DEFAULT_LOG: &str = "info,ractor_cluster::node=error";
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 /// `--check-config`: every problem of the configuration, or that it is valid.
