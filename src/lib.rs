@@ -22,6 +22,7 @@ pub mod record;
 pub mod router;
 pub mod search;
 pub mod storage;
+pub mod telemetry;
 pub mod version;
 pub mod write_health;
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::embedding::{embed_in_batches, Embedder};
 use crate::offload;
@@ -268,9 +269,23 @@ impl Searcher {
 
     /// Answers one search.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
+        let span = tracing::info_span!(
+            "search",
+            tiers = query.tiers.deepest(),
+            system = query.system_id.as_deref().unwrap_or(""),
+            limit = query.limit,
+        );
+        self.search_in_span(query).instrument(span).await
+    }
+
+    async fn search_in_span(&self, query: SearchQuery) -> Result<SearchResponse, SearchError> {
         let started = Instant::now();
         let vector = match query.target.clone() {
-            QueryTarget::Text(t) => self.embed_text(t).await?,
+            QueryTarget::Text(t) => {
+                self.embed_text(t)
+                    .instrument(tracing::info_span!("embed"))
+                    .await?
+            }
             QueryTarget::Embedding(mut v) => {
                 validate_embedding(&v).map_err(|e| SearchError::Invalid(e.to_string()))?;
                 normalize(&mut v);
@@ -297,7 +312,10 @@ impl Searcher {
                 None => wanted,
                 Some(_) => MAX_FILTER_CANDIDATES,
             };
-            let cold = self.search_cold(&query, vector, cold_k).await?;
+            let cold = self
+                .search_cold(&query, vector, cold_k)
+                .instrument(tracing::info_span!("cold_search"))
+                .await?;
             found.add_cold(cold);
         }
         Ok(found.into_response(wanted, started))
@@ -324,10 +342,12 @@ impl Searcher {
             let (h, m) = match &query.system_id {
                 Some(system) => {
                     self.search_system(system, vector.clone(), k, filter.clone())
+                        .instrument(tracing::info_span!("hot_search", scope = "system"))
                         .await?
                 }
                 None => {
                     self.search_global(vector.clone(), k, filter.clone())
+                        .instrument(tracing::info_span!("hot_search", scope = "global"))
                         .await?
                 }
             };
@@ -337,6 +357,7 @@ impl Searcher {
         if query.tiers.warm {
             let (h, m) = self
                 .search_warm(query.system_id.as_deref(), vector, k, filter)
+                .instrument(tracing::info_span!("warm_search"))
                 .await?;
             hits.extend(h.into_iter().map(|h| (h, Tier::Warm)));
             for shard in m {
@@ -357,8 +378,9 @@ impl Searcher {
         // a search dropped (its caller gone) stops reading records
         let cancelled = CancelOnDrop::default();
         let stop = Arc::clone(&cancelled.0);
+        let span = tracing::info_span!("read_results", candidates);
         let results = tokio::task::spawn_blocking(move || {
-            select(&store, hits, threshold, meta.as_ref(), limit, &stop)
+            span.in_scope(|| select(&store, hits, threshold, meta.as_ref(), limit, &stop))
         })
         .await
         .map_err(|e| SearchError::Internal(format!("result lookup failed: {e}")))??;
@@ -413,6 +435,7 @@ impl Searcher {
         let deadline = tokio::time::Instant::now() + self.cold_deadline;
         let out = fanout::bounded_fanout(shards, &self.cold_permits, deadline, |shard| {
             let meta = meta.clone();
+            let span = tracing::info_span!("cold_shard", shard);
             async move {
                 let mut only = [false; SHARD_COUNT];
                 only[shard as usize] = true;
@@ -429,6 +452,7 @@ impl Searcher {
                 .await
                 .map_err(|e| format!("cold filter task failed: {e}"))
             }
+            .instrument(span)
         })
         .await;
         for (_, hits) in out.done {
@@ -529,7 +553,11 @@ impl Searcher {
         if !self.asked(shard) {
             return Ok((Vec::new(), Vec::new()));
         }
-        let asked = self.shards.candidates(shard, system, self.timeout).await;
+        let asked = self
+            .shards
+            .candidates(shard, system, self.timeout)
+            .instrument(tracing::info_span!("shard_candidates", shard))
+            .await;
         let Ok(candidates) = asked else {
             return Ok((Vec::new(), vec![shard]));
         };

@@ -97,12 +97,19 @@ fn main() -> ExitCode {
         return check_config(file.as_deref().or(args.config.as_deref()));
     }
     akosha::heap::limit_arenas();
-    init_logging(args.log_format);
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("akosha-node: invalid configuration: {e:#}");
             return ExitCode::from(2);
+        }
+    };
+    // flushes the spans still queued when the node exits
+    let _exporter = match init_logging(args.log_format, &config.telemetry) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("akosha-node: cannot start the span exporter: {e}");
+            return ExitCode::FAILURE;
         }
     };
     let cookie = args
@@ -144,20 +151,42 @@ fn main() -> ExitCode {
 /// that ends (each akosha-admin run would leave one); the membership actor logs members'.
 const DEFAULT_LOG: &str = "info,ractor_cluster::node=error";
 
-fn init_logging(format: LogFormat) {
+/// Logs on stderr in `format`, and spans to the OTLP collector `telemetry` names, if any.
+fn init_logging(
+    format: LogFormat,
+    telemetry: &akosha::config::TelemetryConfig,
+) -> std::io::Result<Option<akosha::telemetry::OtlpExporter>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => logs.init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Human => logs.boxed(),
         LogFormat::Json => logs
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-    }
+            .boxed(),
+    };
+    let (otlp, exporter) = if telemetry.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        let (layer, exporter) = akosha::telemetry::OtlpLayer::new(
+            &telemetry.otlp_endpoint,
+            &telemetry.service_name,
+            std::time::Duration::from_millis(telemetry.export_timeout_ms),
+        )?;
+        (Some(layer), Some(exporter))
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(otlp)
+        .init();
+    Ok(exporter)
 }
 
 /// `--check-config`: every problem of the configuration, or that it is valid.

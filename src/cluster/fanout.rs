@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use ractor::ActorRef;
 
@@ -78,6 +79,20 @@ pub async fn search(
     routes: &ClusterRoutes,
     query: SearchQuery,
 ) -> Result<SearchResponse, SearchError> {
+    let span = tracing::info_span!(
+        "cluster_search",
+        tiers = query.tiers.deepest(),
+        system = query.system_id.as_deref().unwrap_or(""),
+        limit = query.limit,
+    );
+    search_members(node, routes, query).instrument(span).await
+}
+
+async fn search_members(
+    node: &Node,
+    routes: &ClusterRoutes,
+    query: SearchQuery,
+) -> Result<SearchResponse, SearchError> {
     let started = Instant::now();
     let vector = match &query.target {
         QueryTarget::Text(t) => node.searcher.embed_text(t.clone()).await?,
@@ -98,7 +113,8 @@ pub async fn search(
     };
     let timeout = Duration::from_millis(node.config.search.timeout_ms);
     let asked = ask_readers(routes, &shards, |member, shards| {
-        ask_node(node, routes, member, shards, &query, &vector, timeout)
+        let span = tracing::info_span!("ask_member", member = %member, shards = shards.len());
+        ask_node(node, routes, member, shards, &query, &vector, timeout).instrument(span)
     })
     .await;
     let mut missing = asked.unplaced;
@@ -221,6 +237,7 @@ async fn ask_node(
             .metadata
             .as_ref()
             .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+        traceparent: crate::telemetry::traceparent(),
     };
     let called = shard_host::call(
         &member,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::routes::{ClusterRoutes, CopyState};
 use super::wire::{Payload, WireError};
@@ -242,6 +243,9 @@ pub struct RemoteQuery {
     pub tiers: (bool, bool, bool),
     /// the metadata filter as a JSON object text
     pub metadata_json: Option<String>,
+    /// the asking node's span as a W3C traceparent, when it exports spans
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// A hit as it crosses nodes.
@@ -630,6 +634,11 @@ impl ShardHostArgs {
 
     async fn search(&self, q: RemoteQuery) -> Result<RemoteAnswer, String> {
         let query = q.to_query();
+        let span = tracing::info_span!(
+            "member_search",
+            shards = q.shards.len(),
+            traceparent = q.traceparent.as_deref().unwrap_or(""),
+        );
         let (hits, missing_shards, partial_reason) = search_here(
             &self.searcher,
             self.shards.cluster(),
@@ -637,6 +646,7 @@ impl ShardHostArgs {
             &q.shards,
             query,
         )
+        .instrument(span)
         .await?;
         Ok(RemoteAnswer {
             hits: hits.into_iter().map(RemoteHit::from).collect(),

@@ -12,7 +12,7 @@ pub use cluster::{check_node_id, ClusterConfig};
 
 pub use sections::{
     AgingConfig, EmbeddingConfig, HttpConfig, IndexConfig, IngestConfig, McpConfig, NodeConfig,
-    ObjectStoreConfig, SearchConfig, StorageConfig, UploadsConfig,
+    ObjectStoreConfig, SearchConfig, StorageConfig, TelemetryConfig, UploadsConfig,
 };
 
 /// Prefix of environment variables that override configuration keys (`AKOSHA__SECTION__KEY`).
@@ -46,6 +46,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// joining other nodes and spreading shards over them
     pub cluster: ClusterConfig,
+    /// traces exported over OTLP
+    pub telemetry: TelemetryConfig,
 }
 
 /// Why a configuration was refused; always names the key.
@@ -367,6 +369,35 @@ impl Config {
         for (key, value, min, max) in ranges {
             out.extend(check_range(key, value, min, max).err());
         }
+        let t = &self.telemetry;
+        if !t.otlp_endpoint.is_empty() {
+            let ok = url::Url::parse(&t.otlp_endpoint)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                out.push(invalid(
+                    "telemetry.otlp_endpoint",
+                    &format!(
+                        "expected an http:// or https:// URL of an OTLP/HTTP collector, or \"\" for none, got {:?}",
+                        t.otlp_endpoint
+                    ),
+                ));
+            }
+        }
+        if t.service_name.trim().is_empty() {
+            out.push(invalid(
+                "telemetry.service_name",
+                "expected a name, got an empty string",
+            ));
+        }
+        out.extend(
+            check_range(
+                "telemetry.export_timeout_ms",
+                t.export_timeout_ms as usize,
+                100,
+                600_000,
+            )
+            .err(),
+        );
         for host in &h.allowed_hosts {
             if host != "*" && url::Host::parse(host).is_err() {
                 out.push(invalid(

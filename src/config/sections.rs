@@ -366,3 +366,25 @@ impl Default for HttpConfig {
         }
     }
 }
+
+/// `[telemetry]`: traces exported over OTLP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP collector base URL (spans go to `<it>/v1/traces`); empty: no export
+    pub otlp_endpoint: String,
+    /// the `service.name` spans are exported under
+    pub service_name: String,
+    /// how long one export request may take, in milliseconds
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            service_name: "akosha-node".to_string(),
+            export_timeout_ms: 5_000,
+        }
+    }
+}

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use crate::ingest::batch::{IngestLimits, PendingRecord};
 use crate::ingest::duckdb_cli::DuckdbCli;
@@ -91,7 +92,8 @@ impl UploadProcessor {
     /// Cancel safe in effect: a cancelled upload is not recorded and is read again later;
     /// records it had already written are upserted again, which changes nothing.
     pub async fn process(&self, job: &UploadJob) -> Outcome {
-        let outcome = match self.fetch_and_write(job).await {
+        let span = tracing::info_span!("upload", key = %job.key);
+        let outcome = match self.fetch_and_write(job).instrument(span).await {
             Ok(records) => Outcome::Done { records },
             Err(o) => o,
         };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::analytics::Analytics;
 use crate::embedding::{embed_in_batches, Embedder};
@@ -97,7 +98,8 @@ impl Writer {
     ) -> Result<WriteCounts, WriteError> {
         let started = std::time::Instant::now();
         let given = pending.len();
-        let written = self.write_durably(pending).await;
+        let span = tracing::info_span!("write", source = source.label(), records = given);
+        let written = self.write_durably(pending).instrument(span).await;
         self.health.observe(&written);
         self.metrics
             .ingested(source, given, written.as_ref().ok(), started.elapsed());
@@ -110,27 +112,36 @@ impl Writer {
             .acquire()
             .await
             .map_err(|_| WriteError::Internal("writer is shutting down".to_string()))?;
-        self.wait_for_index().await;
-        let records = self.embed_missing(pending).await?;
+        self.wait_for_index()
+            .instrument(tracing::info_span!("wait_for_index"))
+            .await;
+        let records = self
+            .embed_missing(pending)
+            .instrument(tracing::info_span!("embed"))
+            .await?;
         let facts: Vec<RecordFacts> = records.iter().map(RecordFacts::of).collect();
         let mut by_shard: BTreeMap<ShardId, Vec<MemoryRecord>> = BTreeMap::new();
         for r in records {
             by_shard.entry(shard_for(&r.system_id)).or_default().push(r);
         }
-        let calls = by_shard.into_iter().map(|(shard, records)| async move {
-            match self
-                .shards
-                .upsert_replicated(shard, records, self.timeout)
-                .await
-            {
-                Ok(counts) => Ok(counts),
-                Err(e @ ShardError::Replica { .. }) => Err(WriteError::Unavailable(format!(
-                    "{e}; nothing acknowledged, retrying the batch is safe"
-                ))),
-                Err(e @ ShardError::Failed(..)) => Err(WriteError::Internal(e.to_string())),
-                Err(ShardError::Timeout(..)) => Err(WriteError::Timeout(shard, self.timeout)),
-                Err(ShardError::Down(_)) => Err(WriteError::ShardUnavailable(shard)),
+        let calls = by_shard.into_iter().map(|(shard, records)| {
+            let span = tracing::info_span!("shard_upsert", shard, records = records.len());
+            async move {
+                match self
+                    .shards
+                    .upsert_replicated(shard, records, self.timeout)
+                    .await
+                {
+                    Ok(counts) => Ok(counts),
+                    Err(e @ ShardError::Replica { .. }) => Err(WriteError::Unavailable(format!(
+                        "{e}; nothing acknowledged, retrying the batch is safe"
+                    ))),
+                    Err(e @ ShardError::Failed(..)) => Err(WriteError::Internal(e.to_string())),
+                    Err(ShardError::Timeout(..)) => Err(WriteError::Timeout(shard, self.timeout)),
+                    Err(ShardError::Down(_)) => Err(WriteError::ShardUnavailable(shard)),
+                }
             }
+            .instrument(span)
         });
         let mut counts = WriteCounts::default();
         for result in futures::future::join_all(calls).await {
@@ -140,14 +151,17 @@ impl Writer {
         let new = self
             .graph
             .add_records(facts)
+            .instrument(tracing::info_span!("graph_feed"))
             .await
             .map_err(|e| WriteError::Internal(format!("knowledge graph: {e}")))?;
         self.analytics
             .count_records(new.into_iter().map(|f| (f.system, f.timestamp)).collect())
+            .instrument(tracing::info_span!("analytics"))
             .await
             .map_err(|e| WriteError::Internal(e.to_string()))?;
         self.store
             .flush()
+            .instrument(tracing::info_span!("flush"))
             .await
             .map_err(|e| WriteError::Internal(e.to_string()))?;
         Ok(counts)
