@@ -138,6 +138,8 @@ pub struct Node {
     pub tombstones: Tombstones,
     /// one aging run at a time
     pub aging_gate: Arc<AgingGate>,
+    /// held by the backup under way (one at a time)
+    pub backups: tokio::sync::Mutex<()>,
     /// what the forgetter did last
     pub last_forget: LastForget,
     /// shard rebuilds asked for by operators
@@ -292,6 +294,7 @@ impl Node {
             clock,
             tombstones,
             aging_gate: Arc::new(AgingGate::default()),
+            backups: tokio::sync::Mutex::new(()),
             last_forget: LastForget::default(),
             rebuilds,
             write_health,

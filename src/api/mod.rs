@@ -2,6 +2,7 @@
 //! routes for clients over the cluster transport ([`remote`]).
 
 pub mod analytics;
+pub mod backup;
 pub mod body;
 pub mod cluster;
 pub mod error;
@@ -72,6 +73,7 @@ pub fn router_with_cluster(
         .route("/api/v1/search", post(rest::search))
         .route("/api/v1/stats", get(rest::stats))
         .route("/api/v1/admin/age", post(rest::age))
+        .route("/api/v1/admin/backup", post(backup::backup))
         .route("/api/v1/systems/{system_id}", delete(rest::delete_system))
         .route(
             "/api/v1/systems/{system_id}/conversations/{conversation_id}",

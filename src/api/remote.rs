@@ -71,6 +71,11 @@ pub enum ApiRequest {
     },
     /// `GET /api/v1/admin/shards/{shard}/rebuild`
     RebuildStatus(u64),
+    /// `POST /api/v1/admin/backup` with `{"to": URL}`
+    Backup {
+        /// `file:///abs/path` or `s3://bucket/prefix`
+        to: String,
+    },
 }
 
 /// A request that failed: the HTTP status the route answers, and why.
@@ -220,6 +225,7 @@ impl ApiHostArgs {
                 }),
                 Err(AgeError::Failed(e)) => Err(ApiError::from(e).into()),
             },
+            ApiRequest::Backup { to } => json(&crate::api::backup::take(&self.node, &to).await?),
         }
     }
 }

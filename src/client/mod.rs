@@ -251,6 +251,13 @@ impl Client {
         self.ask(ApiRequest::Age, false).await
     }
 
+    /// Backs the member up to `to` (`file:///abs/path` or `s3://bucket/prefix`), as
+    /// `POST /api/v1/admin/backup` does (not retried); the call must be given time for it.
+    pub async fn backup(&self, to: &str) -> Result<serde_json::Value, ClientError> {
+        self.ask(ApiRequest::Backup { to: to.to_string() }, false)
+            .await
+    }
+
     /// Lets go of the client. Its session to the member stays open in the process's
     /// transport for the next client of that member, and ends with the process.
     pub fn close(self) {}

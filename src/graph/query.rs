@@ -10,6 +10,8 @@ use super::adjacency::Adjacency;
 use super::model::{Entity, Relation};
 use super::store::{decode, key, load, prefix, GraphError, KnowledgeGraph, ENTITY, IN, OUT};
 
+/// A key and its value in the graph's tree.
+pub type Entry = (Vec<u8>, Vec<u8>);
 /// Most entities a neighbourhood or path search visits.
 pub const MAX_VISITED: usize = 100_000;
 /// Deepest neighbourhood asked for.
@@ -177,6 +179,18 @@ impl KnowledgeGraph {
             entities,
             relations,
         }))
+    }
+
+    /// Every entry of the graph's tree, read under its write lock (no change is half in
+    /// them); blocking, proportional to the graph's size.
+    pub fn entries(&self) -> Result<Vec<Entry>, GraphError> {
+        let _write = self.write.lock();
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// How many entities and relations (joined or waiting for an entity) the graph holds,

@@ -209,6 +209,11 @@ impl Graph {
             .await
     }
 
+    /// Every entry of the graph's tree (see [`KnowledgeGraph::entries`]).
+    pub async fn entries(&self) -> Result<Vec<super::query::Entry>, GraphError> {
+        self.blocking(|g| g.entries()).await
+    }
+
     /// Entities and relations held (see [`KnowledgeGraph::counts`]).
     pub async fn counts(&self) -> Result<(u64, u64), GraphError> {
         self.blocking(|g| g.counts()).await

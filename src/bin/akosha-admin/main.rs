@@ -84,6 +84,35 @@ enum Command {
     /// Moves records between tiers now on the member asked (each member ages the shards it
     /// is the primary of)
     Age,
+    /// Backs the member asked up to an object store prefix while it keeps serving: every
+    /// shard (every tier, deletions), the ledger, the graph, the analytics and the cold
+    /// files; a later backup to the same place writes only what changed. Give --timeout
+    /// enough for it
+    Backup {
+        /// where: file:///abs/path or s3://bucket/prefix (S3 settings as the member's)
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+    /// Restores a backup into a new data directory, without asking any member; start a node
+    /// on the directory afterwards (akosha-node --data-dir DIR)
+    Restore {
+        /// where the backup is: file:///abs/path or s3://bucket/prefix
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// the new node's data directory (must be empty or absent)
+        #[arg(long, value_name = "DIR")]
+        data_dir: std::path::PathBuf,
+        /// the backup to restore [default: the latest]
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+        /// the configuration the new node will run with (its S3 settings and object store)
+        #[arg(long, value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+        /// the new node's object store, which gets the cold files
+        /// [default: file://<data-dir>/objects]
+        #[arg(long, value_name = "URL")]
+        object_store: Option<String>,
+    },
     /// Rebuilds a copy of a shard, from a whole replica on another member or from the object
     /// store, with a progress bar; started again after an interruption, it goes on from there
     Rebuild {
@@ -155,7 +184,7 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let args = Args::parse();
     match run(args).await {
@@ -168,6 +197,27 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
+    if let Command::Restore {
+        from,
+        data_dir,
+        backup,
+        config,
+        object_store,
+    } = &args.command
+    {
+        let report = restore(
+            from,
+            data_dir,
+            backup.as_deref(),
+            config.as_deref(),
+            object_store.as_deref(),
+        )
+        .await?;
+        let report = serde_json::to_value(&report)?;
+        let text = print_or(args.json, &report, || pairs(&report))?;
+        print!("{text}");
+        return Ok(());
+    }
     let cookie = match args
         .cookie
         .clone()
@@ -285,6 +335,12 @@ async fn run(args: Args) -> Result<(), Failure> {
             let report = client.age().await?;
             print_or(args.json, &report, || pairs(&report))
         }
+        Command::Backup { to } => {
+            let report = client.backup(&to).await?;
+            print_or(args.json, &report, || pairs(&report))
+        }
+        // answered above, before connecting
+        Command::Restore { .. } => Ok(String::new()),
         Command::Delete { what, .. } => {
             let answer = match &what {
                 DeleteWhat::System { system_id } => client.delete_system(system_id).await?,
@@ -359,4 +415,26 @@ pub fn print_or<T: serde::Serialize>(
     } else {
         Ok(text())
     }
+}
+
+/// `restore`: the backup at `from` into a new node's data directory and object store.
+async fn restore(
+    from: &str,
+    data_dir: &std::path::Path,
+    backup: Option<&str>,
+    config: Option<&std::path::Path>,
+    object_store: Option<&str>,
+) -> Result<akosha::backup::RestoreReport, Failure> {
+    let mut config = akosha::config::Config::load(config)
+        .map_err(|e| Failure(2, format!("invalid configuration: {e}")))?;
+    config.node.data_dir = data_dir.to_path_buf();
+    if let Some(url) = object_store {
+        config.object_store.url = Some(url.to_string());
+    }
+    config
+        .validate()
+        .map_err(|e| Failure(2, format!("invalid configuration: {e}")))?;
+    let source =
+        akosha::backup::open(from, &config.object_store).map_err(|e| Failure(2, e.to_string()))?;
+    Ok(akosha::backup::restore(config, &source, backup).await?)
 }
