@@ -193,7 +193,7 @@ impl Default for NodeMetrics {
             queue_depth: gauge_vec(
                 &r,
                 "akosha_queue_depth",
-                "work waiting or in flight: ingest_batches (writes in flight), uploads_in_flight, searches_running, searches_waiting, index_pending_points",
+                "work waiting or in flight: shard_mailboxes (messages waiting for every shard actor), largest_shard_mailbox, ingest_batches (writes in flight), uploads_in_flight, searches_running, searches_waiting, index_pending_points",
                 &["queue"],
             ),
             store_requests: counter_vec(
@@ -253,7 +253,11 @@ impl Default for NodeMetrics {
                 "points of the hot index: live, held (live and not yet dropped), pending (not yet in a graph)",
                 &["state"],
             ),
-            ready: gauge(&r, "akosha_ready", "1 when the node serves reads and writes"),
+            ready: gauge(
+                &r,
+                "akosha_ready",
+                "1 when /ready answers 200: shards loaded and writes to the store succeeding",
+            ),
         };
         let m = NodeMetrics {
             ingestion: counter_vec(

@@ -137,6 +137,9 @@ async fn counters_move_by_what_was_done_and_prometheus_parses_them() {
     assert!(value(&after, "akosha_storage_size_bytes{tier=hot}") > 0.0);
     assert_eq!(value(&after, "akosha_shards_up{}"), 256.0);
     assert_eq!(value(&after, "akosha_shard_restarts_total{}"), 0.0);
+    // every write answered: no message waits for a shard
+    assert_eq!(after["akosha_queue_depth{queue=shard_mailboxes}"], 0.0);
+    assert_eq!(after["akosha_queue_depth{queue=ingest_batches}"], 0.0);
     // the node's own view agrees
     let (_, stats) = node.get("/api/v1/stats").await;
     assert_eq!(stats["activity"]["searches"], 3, "{stats}");

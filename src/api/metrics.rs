@@ -54,7 +54,9 @@ async fn observe(node: &Arc<Node>, view: Option<&watch::Receiver<Arc<ClusterView
     s.shards_up.set(stats.shards_up as i64);
     s.under_replicated
         .set(stats.under_replicated_shards.len() as i64);
-    s.ready.set(i64::from(stats.ready));
+    // as /ready answers: loaded, and writes to the store succeeding
+    s.ready
+        .set(i64::from(stats.ready && node.write_health.status().ok));
     for (state, n) in [
         ("live", stats.index.live_points),
         ("held", stats.index.points),
@@ -65,7 +67,15 @@ async fn observe(node: &Arc<Node>, view: Option<&watch::Receiver<Arc<ClusterView
 
     let (running, waiting) = node.search_admission.load();
     let writes = node.config.ingest.max_concurrent - node.writer.permits.available_permits();
+    let mailboxes: Vec<usize> = (0..crate::record::SHARD_COUNT as crate::record::ShardId)
+        .map(|shard| node.directory.in_mailbox(shard))
+        .collect();
     let mut queues = vec![
+        ("shard_mailboxes", mailboxes.iter().sum()),
+        (
+            "largest_shard_mailbox",
+            mailboxes.iter().copied().max().unwrap_or(0),
+        ),
         ("ingest_batches", writes),
         ("searches_running", running),
         ("searches_waiting", waiting),
