@@ -55,7 +55,7 @@ pub struct NodeMetrics {
     aging_moves: IntCounterVec,
     /// gauges and counters set from the node's state at each scrape
     pub state: StateMetrics,
-    /// when `/metrics` last counted the knowledge graph (a count reads every key)
+    /// when `/metrics` last counted the knowledge graph and the cold files
     pub graph_counted_at: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
@@ -180,7 +180,7 @@ impl Default for NodeMetrics {
             storage_bytes: gauge_vec(
                 &r,
                 "akosha_storage_size_bytes",
-                "bytes held by tier: hot is the in-memory index, warm the on-disk store (warm records and the hot tier's durable copies)",
+                "bytes held by tier: hot is the in-memory index, warm the on-disk store (warm records and the hot tier's durable copies), cold the cold files in the object store (counted at most once a minute)",
                 &["tier"],
             ),
             storage_records: gauge_vec(&r, "akosha_storage_records", "records by tier", &["tier"]),

@@ -352,3 +352,81 @@ async fn session_buddy_duckdb_snapshots_become_records_once() {
     assert_eq!(r["metadata"]["project"], Value::Null, "{r}");
     assert_eq!(r["metadata"]["created_at"], "2026-11-01T10:00:50", "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_snapshots_and_a_sigkill_mid_read_count_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());
+    let env: &[(&str, &str)] = &[
+        ("AKOSHA__UPLOADS__POLL_INTERVAL_MS", "100"),
+        ("AKOSHA__UPLOADS__MAX_DATA_BYTES", "200000000"),
+        ("AKOSHA__UPLOADS__INCOMPLETE_GRACE_SECS", "0"),
+        ("AKOSHA__UPLOADS__WORKERS", "4"),
+    ];
+    // three snapshots of one machine's database, each a superset of the one before, all
+    // waiting when the node starts: its workers read them at once
+    let db = dir.path().join("reflection.duckdb");
+    run_duckdb(&db, SCHEMA);
+    for (i, (from, to)) in [(0, 1000), (1000, 1500), (1500, 2000)]
+        .into_iter()
+        .enumerate()
+    {
+        add_rows(&db, from, to);
+        let stamp = format!("20261201_10000{i}");
+        put_snapshot(
+            store.as_ref(),
+            "mac",
+            &stamp,
+            gzip(&std::fs::read(&db).unwrap()),
+        )
+        .await;
+    }
+    let node = NodeProcess::start(dir.path(), env).await;
+    node.wait_uploads(Duration::from_secs(120), |r| r["done"] == 3)
+        .await;
+    // 2,000 conversations and 200 reflections, each once
+    assert_eq!(hot_records(&node).await, 2_200);
+
+    // a big snapshot, and SIGKILL while its rows are being written
+    add_rows(&db, 2_000, 20_000);
+    put_snapshot(
+        store.as_ref(),
+        "mac",
+        "20261201_110000",
+        gzip(&std::fs::read(&db).unwrap()),
+    )
+    .await;
+    let mut seen = 2_200;
+    for _ in 0..600 {
+        seen = hot_records(&node).await;
+        if seen > 2_200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let data_dir = node.kill9();
+    eprintln!("killed with {seen} records stored");
+    let node = NodeProcess::start(&data_dir, env).await;
+    let report = node
+        .wait_uploads(Duration::from_secs(300), |r| r["done"] == 4)
+        .await;
+    assert_eq!(report["quarantined_total"], 0, "{report}");
+    assert_eq!(
+        hot_records(&node).await,
+        22_000,
+        "20,000 conversations and 2,000 reflections once each ({seen} were stored at the kill)"
+    );
+    // the same snapshot again changes nothing
+    put_snapshot(
+        store.as_ref(),
+        "mac",
+        "20261201_120000",
+        gzip(&std::fs::read(&db).unwrap()),
+    )
+    .await;
+    node.wait_uploads(Duration::from_secs(120), |r| r["done"] == 5)
+        .await;
+    assert_eq!(hot_records(&node).await, 22_000);
+}

@@ -17,8 +17,11 @@ use crate::node::Node;
 
 /// The text format's content type.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// How often the graph's entities and relations are counted (a count reads every key).
-const GRAPH_COUNT_EVERY: Duration = Duration::from_secs(60);
+/// How often the graph's entities and relations, and the cold files' bytes, are counted (a
+/// count reads every key of the graph and lists every cold file).
+const SLOW_COUNT_EVERY: Duration = Duration::from_secs(60);
+/// Cold files listed per request when they are counted.
+const LIST_PAGE: usize = 1_000;
 /// How long the shard supervisor may take to say how often its shards restarted.
 const SUPERVISOR_TIMEOUT_MS: u64 = 2_000;
 
@@ -138,16 +141,17 @@ async fn observe(node: &Arc<Node>, view: Option<&watch::Receiver<Arc<ClusterView
     if spent > 0.0 {
         s.graph_cpu.inc_by(spent);
     }
-    count_graph(node, m).await;
+    count_slowly(node, m).await;
 }
 
-/// Counts the graph's entities and relations on the first scrape, then at most every
-/// [`GRAPH_COUNT_EVERY`] in the background (the scrape answers the last count).
-async fn count_graph(node: &Arc<Node>, m: &NodeMetrics) {
+/// Counts the graph's entities and relations and the cold files' bytes on the first scrape,
+/// then at most every [`SLOW_COUNT_EVERY`] in the background (the scrape answers the last
+/// count).
+async fn count_slowly(node: &Arc<Node>, m: &NodeMetrics) {
     let first = {
         let mut last = m.graph_counted_at.lock();
         match *last {
-            Some(at) if at.elapsed() < GRAPH_COUNT_EVERY => return,
+            Some(at) if at.elapsed() < SLOW_COUNT_EVERY => return,
             at => {
                 *last = Some(Instant::now());
                 at.is_none()
@@ -156,17 +160,41 @@ async fn count_graph(node: &Arc<Node>, m: &NodeMetrics) {
     };
     let node = Arc::clone(node);
     let count = async move {
+        let state = &node.metrics.state;
         match node.graph.counts().await {
             Ok((entities, relations)) => {
-                node.metrics.state.graph_entities.set(entities as i64);
-                node.metrics.state.graph_relations.set(relations as i64);
+                state.graph_entities.set(entities as i64);
+                state.graph_relations.set(relations as i64);
             }
             Err(e) => tracing::warn!(error = %e, "cannot count the knowledge graph for /metrics"),
+        }
+        match cold_bytes(&node).await {
+            Ok(bytes) => state
+                .storage_bytes
+                .with_label_values(&["cold"])
+                .set(bytes as i64),
+            Err(e) => tracing::warn!(error = %e, "cannot list the cold files for /metrics"),
         }
     };
     if first {
         count.await;
     } else {
         tokio::spawn(count);
+    }
+}
+
+/// Bytes of the node's cold files in the object store.
+async fn cold_bytes(node: &Node) -> Result<u64, crate::storage::resilient::StoreError> {
+    let store = node.cold.store();
+    let (mut total, mut after) = (0u64, None::<String>);
+    loop {
+        let page = store
+            .list_after("cold/", after.as_deref(), LIST_PAGE)
+            .await?;
+        total += page.iter().map(|m| m.size).sum::<u64>();
+        match page.last() {
+            Some(last) if page.len() == LIST_PAGE => after = Some(last.location.to_string()),
+            _ => return Ok(total),
+        }
     }
 }
