@@ -6,6 +6,7 @@
 pub mod actors;
 pub mod analytics;
 pub mod api;
+pub mod auth;
 pub mod backup;
 pub mod client;
 pub mod cluster;

@@ -65,6 +65,9 @@ pub enum NodeError {
     /// The knowledge graph or the analytics series could not be opened.
     #[error("cannot open the knowledge graph or analytics: {0}")]
     Graph(String),
+    /// The tokens file could not be read.
+    #[error("cannot use the tokens file (auth.tokens_file): {0}")]
+    Tokens(#[from] crate::auth::TokensError),
 }
 
 /// Counts of records by tier.
@@ -140,6 +143,8 @@ pub struct Node {
     pub aging_gate: Arc<AgingGate>,
     /// held by the backup under way (one at a time)
     pub backups: tokio::sync::Mutex<()>,
+    /// the tokens callers must present (off without `auth.tokens_file`)
+    pub auth: Arc<crate::auth::Auth>,
     /// what the forgetter did last
     pub last_forget: LastForget,
     /// shard rebuilds asked for by operators
@@ -214,6 +219,10 @@ impl Node {
         let graph = Graph::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
         let analytics = Analytics::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
         let metrics = Arc::new(NodeMetrics::default());
+        let auth = match config.auth.tokens_file.as_str() {
+            "" => crate::auth::Auth::off(),
+            file => crate::auth::Auth::from_file(std::path::PathBuf::from(file))?,
+        };
         let writer = Arc::new(Writer {
             metrics: Arc::clone(&metrics),
             graph: graph.clone(),
@@ -295,6 +304,7 @@ impl Node {
             tombstones,
             aging_gate: Arc::new(AgingGate::default()),
             backups: tokio::sync::Mutex::new(()),
+            auth,
             last_forget: LastForget::default(),
             rebuilds,
             write_health,
@@ -308,6 +318,7 @@ impl Node {
 
     /// Starts the actor tree; returns once every shard has loaded from disk.
     pub async fn start(&self) -> Result<(), NodeError> {
+        self.auth.watch();
         let args = NodeArgs {
             store: self.store.clone(),
             index: Arc::clone(&self.index),

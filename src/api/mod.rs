@@ -2,6 +2,7 @@
 //! routes for clients over the cluster transport ([`remote`]).
 
 pub mod analytics;
+pub mod auth;
 pub mod backup;
 pub mod body;
 pub mod cluster;
@@ -116,15 +117,20 @@ pub fn router_with_cluster(
             body::check_body,
         ));
     let router = if node.config.mcp.enabled {
-        let mcp =
-            mcp::routes(node).layer(middleware::from_fn_with_state(mcp_bodies, body::check_body));
+        let mcp = mcp::routes(Arc::clone(&node))
+            .layer(middleware::from_fn_with_state(mcp_bodies, body::check_body));
         router.merge(mcp)
     } else {
         router
     };
+    let tokens = Arc::new(auth::AuthCheck {
+        auth: Arc::clone(&node.auth),
+        mcp_body_limit: node.config.mcp.max_body_bytes,
+    });
     router
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(tokens, auth::check))
         .layer(middleware::from_fn_with_state(callers, guard::check_caller))
         .layer(middleware::from_fn(json_errors::json_errors))
 }

@@ -70,6 +70,15 @@ struct Args {
     /// with every problem listed, one per line
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     check_config: Option<Option<PathBuf>>,
+    /// Tokens file that callers' `Authorization: Bearer` tokens are checked against (made
+    /// with `akosha-admin token create`), read again when it changes
+    /// [default: auth.tokens_file]
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Serve every caller as admin without tokens on an address other than loopback (a node
+    /// on loopback without tokens does so anyway)
+    #[arg(long)]
+    insecure: bool,
     /// Log lines as text for people (human) or one JSON object per line (json), on stderr;
     /// RUST_LOG sets what is logged
     #[arg(long, value_enum, default_value_t = LogFormat::Human)]
@@ -112,6 +121,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = check_exposure(&config, args.insecure) {
+        eprintln!("akosha-node: {e}");
+        return ExitCode::from(2);
+    }
     let cookie = args
         .cookie
         .clone()
@@ -189,6 +202,21 @@ fn init_logging(
     Ok(exporter)
 }
 
+/// Refuses to serve an address other than loopback without tokens, unless `insecure`.
+fn check_exposure(config: &Config, insecure: bool) -> Result<(), String> {
+    let addr = config.http_addr().map_err(|e| e.to_string())?;
+    if addr.ip().is_loopback() || !config.auth.tokens_file.is_empty() {
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(http = %addr, "serving every caller as admin without tokens (--insecure)");
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to serve {addr} without tokens: anyone who reaches it could read, write and delete every memory. Give --tokens FILE (make one with: akosha-admin token create --tokens FILE --role admin), or --insecure to serve every caller as admin"
+    ))
+}
+
 /// `--check-config`: every problem of the configuration, or that it is valid.
 fn check_config(file: Option<&std::path::Path>) -> ExitCode {
     let default = PathBuf::from(DEFAULT_CONFIG);
@@ -238,6 +266,9 @@ fn load_config(args: &Args) -> Result<Config, akosha::config::ConfigError> {
     }
     if let Some(id) = &args.node_id {
         config.cluster.node_id = Some(id.clone());
+    }
+    if let Some(tokens) = &args.tokens {
+        config.auth.tokens_file = tokens.display().to_string();
     }
     config.validate()?;
     Ok(config)

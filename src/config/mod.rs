@@ -11,8 +11,8 @@ mod sections;
 pub use cluster::{check_node_id, ClusterConfig};
 
 pub use sections::{
-    AgingConfig, EmbeddingConfig, HttpConfig, IndexConfig, IngestConfig, McpConfig, NodeConfig,
-    ObjectStoreConfig, SearchConfig, StorageConfig, TelemetryConfig, UploadsConfig,
+    AgingConfig, AuthConfig, EmbeddingConfig, HttpConfig, IndexConfig, IngestConfig, McpConfig,
+    NodeConfig, ObjectStoreConfig, SearchConfig, StorageConfig, TelemetryConfig, UploadsConfig,
 };
 
 /// Prefix of environment variables that override configuration keys (`AKOSHA__SECTION__KEY`).
@@ -48,6 +48,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// traces exported over OTLP
     pub telemetry: TelemetryConfig,
+    /// the tokens callers must present
+    pub auth: AuthConfig,
 }
 
 /// Why a configuration was refused; always names the key.

@@ -388,3 +388,12 @@ impl Default for TelemetryConfig {
         }
     }
 }
+
+/// `[auth]`: the tokens callers must present.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// the tokens file (`akosha-admin token create`); empty: no tokens, which only a node on
+    /// loopback (or started with `--insecure`) accepts
+    pub tokens_file: String,
+}

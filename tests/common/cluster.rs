@@ -54,7 +54,18 @@ pub async fn start_member_in(
 ) -> NodeProcess {
     let joins: Vec<String> = join.iter().map(|a| format!("{a}:7600")).collect();
     let (listen, http) = (format!("{addr}:7600"), format!("{addr}:8080"));
-    start_at(Some(netns), &http, dir, id, &listen, &joins, &[], env).await
+    // a test network of its own: no tokens on a non-loopback address
+    start_at(
+        Some(netns),
+        &http,
+        dir,
+        id,
+        &listen,
+        &joins,
+        &["--insecure"],
+        env,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

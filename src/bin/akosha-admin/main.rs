@@ -93,6 +93,12 @@ enum Command {
         #[arg(long, value_name = "URL")]
         to: String,
     },
+    /// Makes, revokes and lists the tokens of a tokens file (akosha-node --tokens FILE), without
+    /// asking any member; the node reads the file again when it changes
+    Token {
+        #[command(subcommand)]
+        what: TokenWhat,
+    },
     /// Restores a backup into a new data directory, without asking any member; start a node
     /// on the directory afterwards (akosha-node --data-dir DIR)
     Restore {
@@ -184,6 +190,41 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// What `token` does.
+#[derive(Debug, Subcommand)]
+enum TokenWhat {
+    /// Makes a token and prints it once on stdout, alone on its line (the file keeps only
+    /// its SHA-256)
+    Create {
+        /// the tokens file (made when absent)
+        #[arg(long, value_name = "FILE")]
+        tokens: std::path::PathBuf,
+        /// reader, writer or admin
+        #[arg(long, value_name = "ROLE")]
+        role: String,
+        /// who or what it is for
+        #[arg(long, value_name = "NAME", default_value = "")]
+        name: String,
+        /// days until it stops working [default: never]
+        #[arg(long, value_name = "DAYS")]
+        expires_days: Option<f64>,
+    },
+    /// Revokes a token by its id (the 12 hex digits after `akosha_`)
+    Revoke {
+        /// the tokens file
+        #[arg(long, value_name = "FILE")]
+        tokens: std::path::PathBuf,
+        /// the token's id
+        id: String,
+    },
+    /// Lists the tokens: id, role, name, created, expires, revoked (never the tokens)
+    List {
+        /// the tokens file
+        #[arg(long, value_name = "FILE")]
+        tokens: std::path::PathBuf,
+    },
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -197,6 +238,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
+    if let Command::Token { what } = &args.command {
+        return token(what, args.json);
+    }
     if let Command::Restore {
         from,
         data_dir,
@@ -340,7 +384,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             print_or(args.json, &report, || pairs(&report))
         }
         // answered above, before connecting
-        Command::Restore { .. } => Ok(String::new()),
+        Command::Restore { .. } | Command::Token { .. } => Ok(String::new()),
         Command::Delete { what, .. } => {
             let answer = match &what {
                 DeleteWhat::System { system_id } => client.delete_system(system_id).await?,
@@ -437,4 +481,79 @@ async fn restore(
     let source =
         akosha::backup::open(from, &config.object_store).map_err(|e| Failure(2, e.to_string()))?;
     Ok(akosha::backup::restore(config, &source, backup).await?)
+}
+
+/// `token`: works on the tokens file alone.
+fn token(what: &TokenWhat, json: bool) -> Result<(), Failure> {
+    use akosha::auth::{Role, Tokens};
+    match what {
+        TokenWhat::Create {
+            tokens,
+            role,
+            name,
+            expires_days,
+        } => {
+            let role = Role::parse(role).ok_or_else(|| {
+                Failure(
+                    2,
+                    format!("--role: expected reader, writer or admin, got {role:?}"),
+                )
+            })?;
+            let expires_at = match expires_days {
+                Some(d) if d.is_finite() && *d > 0.0 => {
+                    Some(chrono::Utc::now() + chrono::Duration::seconds((d * 86_400.0) as i64))
+                }
+                Some(d) => {
+                    return Err(Failure(
+                        2,
+                        format!("--expires-days: expected a number of days above 0, got {d}"),
+                    ))
+                }
+                None => None,
+            };
+            let mut file = Tokens::load(tokens)?;
+            let token = file.create(role, name, expires_at)?;
+            file.save(tokens)?;
+            println!("{token}");
+            Ok(())
+        }
+        TokenWhat::Revoke { tokens, id } => {
+            let mut file = Tokens::load(tokens)?;
+            file.revoke(id).map_err(|e| Failure(2, e.to_string()))?;
+            file.save(tokens)?;
+            println!("revoked {id}");
+            Ok(())
+        }
+        TokenWhat::List { tokens } => {
+            let file = Tokens::load(tokens)?;
+            if json {
+                let listed: Vec<Value> = file
+                    .tokens
+                    .iter()
+                    .map(|t| json!({"id": t.id, "role": t.role, "name": t.name, "created_at": t.created_at, "expires_at": t.expires_at, "revoked_at": t.revoked_at}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+                return Ok(());
+            }
+            println!(
+                "{:<14}{:<8}{:<24}{:<22}{:<22}REVOKED",
+                "ID", "ROLE", "NAME", "CREATED", "EXPIRES"
+            );
+            let day = |t: &Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+            };
+            for t in &file.tokens {
+                println!(
+                    "{:<14}{:<8}{:<24}{:<22}{:<22}{}",
+                    t.id,
+                    t.role.name(),
+                    if t.name.is_empty() { "-" } else { &t.name },
+                    t.created_at.format("%Y-%m-%d %H:%M"),
+                    day(&t.expires_at),
+                    day(&t.revoked_at)
+                );
+            }
+            Ok(())
+        }
+    }
 }

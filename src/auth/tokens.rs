@@ -1,0 +1,286 @@
+//! The tokens file: each token's id, role, expiry and revocation, and the SHA-256 of the
+//! token, never the token itself.
+//!
+//! A token is `akosha_<id>_<secret>`: 12 hex digits that name its entry and 64 hex digits
+//! (256 random bits). SHA-256 suffices to keep such a token: a password hash (Argon2id)
+//! slows down guessing low-entropy secrets, but 256 random bits cannot be guessed, and a
+//! fast hash keeps checking a request's token in microseconds.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a token may do; each role may do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// search, stats, graph and analytics queries, metrics
+    Reader,
+    /// and ingest, the memory and graph store tools
+    Writer,
+    /// and delete, age, rebuild, backup, upload retries
+    Admin,
+}
+
+impl Role {
+    /// The role's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reader => "reader",
+            Role::Writer => "writer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// A role by name.
+    pub fn parse(name: &str) -> Option<Role> {
+        match name {
+            "reader" => Some(Role::Reader),
+            "writer" => Some(Role::Writer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// One token's entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenEntry {
+    /// the token's id (also in the token itself)
+    pub id: String,
+    /// what it may do
+    pub role: Role,
+    /// SHA-256 of the whole token, hex
+    pub sha256: String,
+    /// who or what it is for
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// when it was made
+    pub created_at: DateTime<Utc>,
+    /// when it stops working, if ever
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// when it was revoked, if it was
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// No `Authorization: Bearer` header.
+    #[error("this node requires a token: send Authorization: Bearer <token>")]
+    Missing,
+    /// Not a token of this node.
+    #[error("the token is not valid for this node")]
+    Unknown,
+    /// Expired.
+    #[error("the token {0} expired at {1}")]
+    Expired(String, String),
+    /// Revoked.
+    #[error("the token {0} was revoked at {1}")]
+    Revoked(String, String),
+}
+
+/// The tokens file's content.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tokens {
+    /// every token ever made (revoked ones stay, marked)
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// Why the tokens file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    /// It could not be read or written.
+    #[error("tokens file {path}: {message}")]
+    Io {
+        /// the file
+        path: String,
+        /// what failed
+        message: String,
+    },
+    /// It is not a tokens file.
+    #[error("tokens file {path} is not valid: {message}")]
+    Invalid {
+        /// the file
+        path: String,
+        /// what is wrong
+        message: String,
+    },
+    /// The token asked for is not in it.
+    #[error("no token {0} in the file")]
+    NoSuchToken(String),
+}
+
+/// SHA-256 of a token, hex.
+pub fn digest(token: &str) -> String {
+    format!("{:x}", Sha256::digest(token.as_bytes()))
+}
+
+/// Whether two strings are equal, in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Tokens {
+    /// The file at `path`; an absent file is an empty one.
+    pub fn load(path: &Path) -> Result<Tokens, TokensError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tokens::default()),
+            Err(e) => {
+                return Err(TokensError::Io {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        serde_json::from_str(&text).map_err(|e| TokensError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the file whole (a new file renamed over the old, readable by its owner only).
+    pub fn save(&self, path: &Path) -> Result<(), TokensError> {
+        let io = |e: std::io::Error| TokensError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|e| TokensError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(&tmp).map_err(io)?;
+            f.write_all(text.as_bytes()).map_err(io)?;
+            f.write_all(b"\n").map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Makes a token of `role`; answers it (the only time it is seen) and keeps its hash.
+    pub fn create(
+        &mut self,
+        role: Role,
+        name: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<String, TokensError> {
+        let mut bytes = [0u8; 38];
+        getrandom::fill(&mut bytes).map_err(|e| TokensError::Io {
+            path: "(random source)".to_string(),
+            message: e.to_string(),
+        })?;
+        let id = hex(&bytes[..6]);
+        let token = format!("akosha_{id}_{}", hex(&bytes[6..]));
+        self.tokens.push(TokenEntry {
+            id,
+            role,
+            sha256: digest(&token),
+            name: name.to_string(),
+            created_at: Utc::now(),
+            expires_at,
+            revoked_at: None,
+        });
+        Ok(token)
+    }
+
+    /// Revokes the token `id`.
+    pub fn revoke(&mut self, id: &str) -> Result<(), TokensError> {
+        let entry = self
+            .tokens
+            .iter_mut()
+            .find(|t| t.id == id)
+            .ok_or_else(|| TokensError::NoSuchToken(id.to_string()))?;
+        if entry.revoked_at.is_none() {
+            entry.revoked_at = Some(Utc::now());
+        }
+        Ok(())
+    }
+
+    /// The entry of a token presented at `now`, or why it is refused.
+    pub fn check(&self, token: &str, now: DateTime<Utc>) -> Result<&TokenEntry, Refused> {
+        let id = token
+            .strip_prefix("akosha_")
+            .and_then(|rest| rest.split('_').next())
+            .ok_or(Refused::Unknown)?;
+        let entry = self
+            .tokens
+            .iter()
+            .find(|t| t.id == id)
+            .ok_or(Refused::Unknown)?;
+        if !same(&entry.sha256, &digest(token)) {
+            return Err(Refused::Unknown);
+        }
+        if let Some(at) = entry.revoked_at {
+            return Err(Refused::Revoked(entry.id.clone(), at.to_rfc3339()));
+        }
+        if let Some(at) = entry.expires_at.filter(|at| *at <= now) {
+            return Err(Refused::Expired(entry.id.clone(), at.to_rfc3339()));
+        }
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_by_hash_expiry_and_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let mut t = Tokens::load(&path).unwrap();
+        let reader = t.create(Role::Reader, "ci", None).unwrap();
+        let soon = Utc::now() + chrono::Duration::seconds(60);
+        let admin = t.create(Role::Admin, "", Some(soon)).unwrap();
+        t.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&reader) && !text.contains(&admin), "{text}");
+        let t = Tokens::load(&path).unwrap();
+        let now = Utc::now();
+        assert_eq!(t.check(&reader, now).unwrap().role, Role::Reader);
+        assert_eq!(t.check(&admin, now).unwrap().role, Role::Admin);
+        let later = now + chrono::Duration::seconds(120);
+        assert!(matches!(t.check(&admin, later), Err(Refused::Expired(..))));
+        // one character off, another node's token, garbage
+        let mut wrong = reader.clone();
+        wrong.pop();
+        wrong.push('x');
+        for bad in [wrong.as_str(), "akosha_000000000000_00", "Bearer", ""] {
+            assert_eq!(t.check(bad, now).err(), Some(Refused::Unknown), "{bad}");
+        }
+        let mut t = t;
+        let id = t.tokens[0].id.clone();
+        t.revoke(&id).unwrap();
+        assert!(matches!(t.check(&reader, now), Err(Refused::Revoked(..))));
+        assert!(t.revoke("nope").is_err());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

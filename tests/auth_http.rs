@@ -1,0 +1,370 @@
+//! Tokens and roles through the real binaries: `akosha-admin token` makes and revokes them in
+//! a tokens file, and every REST route and MCP tool of a node started with `--tokens`
+//! answers 401 without a valid token and 403 to a role too low; a node on an address other
+//! than loopback refuses to start without tokens.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{batch, unit_vector, NodeProcess};
+use serde_json::{json, Value};
+
+/// `akosha-admin token ...`; its stdout.
+fn admin(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_akosha-admin"))
+        .arg("token")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn create(file: &Path, role: &str, extra: &[&str]) -> String {
+    let mut args = vec!["create", "--tokens", file.to_str().unwrap(), "--role", role];
+    args.extend_from_slice(extra);
+    let out = admin(&args);
+    let token = out.trim_end_matches('\n');
+    assert!(
+        !token.contains('\n') && token.starts_with("akosha_"),
+        "{out:?}"
+    );
+    token.to_string()
+}
+
+/// Sends a request with an optional token; the status and body.
+async fn send(
+    node: &NodeProcess,
+    method: &str,
+    path: &str,
+    body: &Value,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut r = match method {
+        "GET" => node.client.get(node.url(path)),
+        "DELETE" => node.client.delete(node.url(path)),
+        _ => node.client.post(node.url(path)).json(body),
+    };
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let answer = r.send().await.unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_and_tool_answers_each_caller_by_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
+    let reader = create(&file, "reader", &["--name", "dashboards"]);
+    let writer = create(&file, "writer", &["--name", "session-buddy"]);
+    let admin_token = create(&file, "admin", &[]);
+    let expired = create(&file, "admin", &["--expires-days", "0.00001"]);
+    let revoked = create(&file, "admin", &[]);
+    let revoked_id = revoked.split('_').nth(1).unwrap().to_string();
+    admin(&["revoke", "--tokens", file.to_str().unwrap(), &revoked_id]);
+    let listed = admin(&["list", "--tokens", file.to_str().unwrap()]);
+    assert!(
+        listed.contains("dashboards") && listed.contains(&revoked_id),
+        "{listed}"
+    );
+    let stored = std::fs::read_to_string(&file).unwrap();
+    for t in [&reader, &writer, &admin_token, &expired, &revoked] {
+        assert!(!stored.contains(t.as_str()), "a token is in the file");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let node = NodeProcess::start_with(
+        &dir.path().join("data"),
+        &["--tokens", file.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    // setup as admin: a record to find, and an entity
+    let (status, body) = send(
+        &node,
+        "POST",
+        "/api/v1/ingest",
+        &batch("auth-sys", 0, 5),
+        Some(&admin_token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let search = json!({"embedding": unit_vector(1), "limit": 1});
+    let entity = json!({"name": "x", "entity_type": "thing"});
+    let relation = json!({"from_entity": "a", "to_entity": "b", "relation_type": "r"});
+    // (method, path, body, role needed: 0 none, 1 reader, 2 writer, 3 admin)
+    let routes: Vec<(&str, &str, Value, u8)> = vec![
+        ("GET", "/health", Value::Null, 0),
+        ("GET", "/ready", Value::Null, 0),
+        ("GET", "/metrics", Value::Null, 1),
+        ("POST", "/api/v1/search", search.clone(), 1),
+        ("GET", "/api/v1/stats", Value::Null, 1),
+        ("GET", "/api/v1/uploads", Value::Null, 1),
+        ("GET", "/api/v1/graph/statistics", Value::Null, 1),
+        (
+            "GET",
+            "/api/v1/graph/entities/system:auth-sys",
+            Value::Null,
+            1,
+        ),
+        (
+            "GET",
+            "/api/v1/graph/path?source_id=a&target_id=b",
+            Value::Null,
+            1,
+        ),
+        (
+            "GET",
+            "/api/v1/analytics/trends?metric_name=records&time_window_days=7",
+            Value::Null,
+            1,
+        ),
+        ("GET", "/api/v1/admin/shards/3/rebuild", Value::Null, 1),
+        ("GET", "/mcp/status", Value::Null, 1),
+        ("POST", "/api/v1/ingest", batch("auth-sys", 100, 2), 2),
+        ("POST", "/api/v1/graph/entities", entity, 2),
+        ("POST", "/api/v1/graph/relations", relation, 2),
+        (
+            "DELETE",
+            "/api/v1/systems/gone-sys/conversations/c1",
+            Value::Null,
+            3,
+        ),
+        ("DELETE", "/api/v1/systems/gone-sys", Value::Null, 3),
+        ("POST", "/api/v1/admin/age", json!({}), 3),
+        (
+            "POST",
+            "/api/v1/admin/backup",
+            json!({"to": format!("file://{}", dir.path().join("b").display())}),
+            3,
+        ),
+        (
+            "POST",
+            "/api/v1/uploads/retry",
+            json!({"key": "systems/x/u/manifest.json"}),
+            3,
+        ),
+        ("POST", "/api/v1/admin/shards/3/rebuild", json!({}), 3),
+    ];
+    let callers: [(&str, Option<&str>, u8); 6] = [
+        ("no token", None, 0),
+        ("expired", Some(&expired), 0),
+        ("revoked", Some(&revoked), 0),
+        ("reader", Some(&reader), 1),
+        ("writer", Some(&writer), 2),
+        ("admin", Some(&admin_token), 3),
+    ];
+    for (method, path, body, needed) in &routes {
+        for (who, token, role) in &callers {
+            let (status, answer) = send(&node, method, path, body, *token).await;
+            let expect = if *needed == 0 {
+                "allowed"
+            } else if *role == 0 {
+                "401"
+            } else if role < needed {
+                "403"
+            } else {
+                "allowed"
+            };
+            match expect {
+                "401" => {
+                    assert_eq!(status, 401, "{who} {method} {path}: {answer}");
+                    // REST's {"error": "..."}, or a JSON-RPC error on the MCP routes
+                    let said = answer["error"]
+                        .as_str()
+                        .or(answer["error"]["message"].as_str());
+                    assert!(said.is_some(), "{who} {method} {path}: {answer}");
+                }
+                "403" => {
+                    assert_eq!(status, 403, "{who} {method} {path}: {answer}");
+                    let said = answer["error"]
+                        .as_str()
+                        .or(answer["error"]["message"].as_str());
+                    assert!(said.unwrap_or_default().contains("needs"), "{answer}");
+                }
+                _ => assert!(
+                    status != 401 && status != 403,
+                    "{who} {method} {path}: {status} {answer}"
+                ),
+            }
+        }
+    }
+    let (_, expired_answer) =
+        send(&node, "GET", "/api/v1/stats", &Value::Null, Some(&expired)).await;
+    assert!(
+        expired_answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{expired_answer}"
+    );
+    let (_, revoked_answer) =
+        send(&node, "GET", "/api/v1/stats", &Value::Null, Some(&revoked)).await;
+    assert!(
+        revoked_answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{revoked_answer}"
+    );
+
+    // MCP: every tool, as reader and writer, on Session-Buddy's route and on /mcp
+    let tools = [
+        ("search_all_systems", json!({"query": "x"}), 1),
+        ("generate_embedding", json!({"text": "x"}), 1),
+        ("generate_batch_embeddings", json!({"texts": ["x"]}), 1),
+        ("get_system_metrics", json!({}), 1),
+        (
+            "store_memory",
+            json!({"content": "x", "metadata": {"source": "s"}}),
+            2,
+        ),
+        ("batch_store_memories", json!({"memories": []}), 2),
+        ("store_reflection", json!({"content": "x"}), 2),
+        ("create_entity", json!({"name": "e", "entity_type": "t"}), 2),
+        (
+            "create_relation",
+            json!({"from_entity": "a", "to_entity": "b", "relation_type": "r"}),
+            2,
+        ),
+        (
+            "query_knowledge_graph",
+            json!({"entity_id": "system:auth-sys"}),
+            1,
+        ),
+        ("find_path", json!({"source_id": "a", "target_id": "b"}), 1),
+        ("get_graph_statistics", json!({}), 1),
+        (
+            "analyze_trends",
+            json!({"metric_name": "records", "time_window_days": 7}),
+            1,
+        ),
+        ("detect_anomalies", json!({"metric_name": "records"}), 1),
+        (
+            "correlate_systems",
+            json!({"metric_name": "records", "time_window_days": 7}),
+            1,
+        ),
+    ];
+    for (name, args, needed) in &tools {
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}});
+        for (who, token, role) in &callers {
+            let (status, answer) = send(&node, "POST", "/mcp/mcp/v1", &call, *token).await;
+            let want = if *role == 0 {
+                401
+            } else if role < needed {
+                403
+            } else {
+                200
+            };
+            assert_eq!(status, want, "{who} {name}: {answer}");
+            if want != 200 {
+                assert!(
+                    answer["error"]["message"].is_string(),
+                    "a JSON-RPC error body: {answer}"
+                );
+            }
+        }
+    }
+    // Session-Buddy's sync sends no header of its own: its endpoint URL carries the token as
+    // a password (https://session-buddy:<token>@host), which its HTTP client sends as Basic
+    let push = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "store_memory", "arguments": {"content": "from the URL", "metadata": {"source": "laptop"}}}});
+    let r = node
+        .client
+        .post(node.url("/mcp/mcp/v1"))
+        .basic_auth("session-buddy", Some(&writer))
+        .json(&push)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["result"].is_object(), "{answer}");
+    let r = node
+        .client
+        .post(node.url("/mcp/mcp/v1"))
+        .basic_auth("session-buddy", Some(&reader))
+        .json(&push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // the SDK's route: a reader's store call is refused before it runs
+    let store = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "store_memory", "arguments": {"content": "x"}}});
+    let r = node
+        .client
+        .post(node.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .bearer_auth(&reader)
+        .json(&store)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // a token made while the node runs works once the node has read the file again; a
+    // revoked one stops working the same way
+    let late = create(&file, "reader", &[]);
+    let mut ok = false;
+    for _ in 0..50 {
+        if send(&node, "GET", "/api/v1/stats", &Value::Null, Some(&late))
+            .await
+            .0
+            == 200
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok, "a new token was not taken up");
+    let late_id = late.split('_').nth(1).unwrap().to_string();
+    admin(&["revoke", "--tokens", file.to_str().unwrap(), &late_id]);
+    let mut refused = false;
+    for _ in 0..50 {
+        if send(&node, "GET", "/api/v1/stats", &Value::Null, Some(&late))
+            .await
+            .0
+            == 401
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refused, "a revoked token kept working");
+}
+
+#[test]
+fn a_node_on_another_address_than_loopback_needs_tokens_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_akosha-node"))
+        .args(["--http", &format!("0.0.0.0:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without tokens")
+            && err.contains("--insecure")
+            && err.contains("token create"),
+        "{err}"
+    );
+    // nothing was created: the node stopped before opening its store
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
