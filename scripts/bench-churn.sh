@@ -13,7 +13,7 @@ data="$(scripts/bench-data.sh "$n")"
 cargo build --release --bin akosha-node >&2
 work="$(mktemp -d)"
 trap 'kill "${node:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
-AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false \
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA__AUTH__RATE_PER_SECOND=0 \
   target/release/akosha-node --data-dir "$work/node" --http 127.0.0.1:8791 >"$work/node.log" 2>&1 &
 node=$!
 for _ in $(seq 1 300); do

@@ -15,7 +15,7 @@ http="127.0.0.1:$(free_port)"
 listen="127.0.0.1:$(free_port)"
 dir="$(mktemp -d)"
 export AKOSHA_COOKIE="bench-$RANDOM$RANDOM"
-AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false \
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA__AUTH__RATE_PER_SECOND=0 \
   target/release/akosha-node --data-dir "$dir/data" --http "$http" --listen "$listen" \
   --node-id bench >"$dir/node.log" 2>&1 &
 node=$!

@@ -26,7 +26,7 @@ wait_ready() {
 }
 
 echo "one node ..." >&2
-AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false \
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA__AUTH__RATE_PER_SECOND=0 \
   target/release/akosha-node --data-dir "$work/one" --http 127.0.0.1:8789 >"$work/one.log" 2>&1 &
 single=$!
 wait_ready http://127.0.0.1:8789
@@ -36,14 +36,14 @@ wait "$single" 2>/dev/null || true
 single=""
 
 echo "three nodes, replication factor 2 ..." >&2
-AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA_CLUSTER_FETCH_MODEL=0 \
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA__AUTH__RATE_PER_SECOND=0 AKOSHA_CLUSTER_FETCH_MODEL=0 \
   AKOSHA_CLUSTER_STATE="$work/cluster" scripts/cluster.sh up >&2
 three="$(python3 scripts/bench_cluster.py "$data" http://127.0.0.1:8691 http://127.0.0.1:8693 \
   --kill-pid-file "$work/cluster/n2.pid")"
 
 echo "n4 joins n1 and n3 ..." >&2
 mkdir -p "$work/n4"
-AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA_COOKIE="$(cat "$work/cluster/cookie")" \
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA__AUTH__RATE_PER_SECOND=0 AKOSHA_COOKIE="$(cat "$work/cluster/cookie")" \
   target/release/akosha-node --data-dir "$work/n4" --http 127.0.0.1:8694 --listen 127.0.0.1:7694 \
   --node-id n4 --join 127.0.0.1:7691 >"$work/n4.log" 2>&1 &
 joiner=$!

@@ -17,7 +17,7 @@ cargo build --release --bin akosha-node >&2
 work="$(mktemp -d)"
 trap 'kill "${node:-}" 2>/dev/null || true; wait "${node:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false \
+AKOSHA__AGING__ENABLED=false AKOSHA__UPLOADS__ENABLED=false AKOSHA__AUTH__RATE_PER_SECOND=0 \
   target/release/akosha-node --data-dir "$work/node" --http "127.0.0.1:$port" >"$work/node.log" 2>&1 &
 node=$!
 for _ in $(seq 1 300); do

@@ -65,6 +65,14 @@ pub enum NodeError {
     /// The knowledge graph or the analytics series could not be opened.
     #[error("cannot open the knowledge graph or analytics: {0}")]
     Graph(String),
+    /// The audit log could not be opened.
+    #[error("cannot open the audit log {path} (auth.audit_file): {source}")]
+    Audit {
+        /// the file
+        path: String,
+        /// why
+        source: std::io::Error,
+    },
     /// The tokens file could not be read.
     #[error("cannot use the tokens file (auth.tokens_file): {0}")]
     Tokens(#[from] crate::auth::TokensError),
@@ -145,6 +153,10 @@ pub struct Node {
     pub backups: tokio::sync::Mutex<()>,
     /// the tokens callers must present (off without `auth.tokens_file`)
     pub auth: Arc<crate::auth::Auth>,
+    /// each caller's request rate
+    pub limiter: Arc<crate::auth::RateLimiter>,
+    /// the audit log, when kept
+    pub audit: Option<Arc<crate::auth::AuditLog>>,
     /// what the forgetter did last
     pub last_forget: LastForget,
     /// shard rebuilds asked for by operators
@@ -223,6 +235,28 @@ impl Node {
             "" => crate::auth::Auth::off(),
             file => crate::auth::Auth::from_file(std::path::PathBuf::from(file))?,
         };
+        let audit = if config.auth.audit {
+            let path = match config.auth.audit_file.as_str() {
+                "" => data_dir.join("audit").join("audit.log"),
+                file => std::path::PathBuf::from(file),
+            };
+            let log = crate::auth::AuditLog::open(
+                &path,
+                config.auth.audit_max_bytes,
+                config.auth.audit_keep,
+            )
+            .map_err(|source| NodeError::Audit {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Some(Arc::new(log))
+        } else {
+            None
+        };
+        let limiter = Arc::new(crate::auth::RateLimiter::new(
+            config.auth.rate_per_second,
+            config.auth.rate_burst,
+        ));
         let writer = Arc::new(Writer {
             metrics: Arc::clone(&metrics),
             graph: graph.clone(),
@@ -305,6 +339,8 @@ impl Node {
             aging_gate: Arc::new(AgingGate::default()),
             backups: tokio::sync::Mutex::new(()),
             auth,
+            limiter,
+            audit,
             last_forget: LastForget::default(),
             rebuilds,
             write_health,

@@ -368,3 +368,129 @@ fn a_node_on_another_address_than_loopback_needs_tokens_or_insecure() {
     // nothing was created: the node stopped before opening its store
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_rate_is_429_and_nothing_stored_and_the_audit_log_has_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
+    let writer = create(&file, "writer", &[]);
+    let reader = create(&file, "reader", &[]);
+    let data = dir.path().join("data");
+    let node = NodeProcess::start_with(
+        &data,
+        &["--tokens", file.to_str().unwrap()],
+        &[
+            ("AKOSHA__AUTH__RATE_PER_SECOND", "0.2"),
+            ("AKOSHA__AUTH__RATE_BURST", "3"),
+        ],
+    )
+    .await;
+    for i in 0..3 {
+        let (status, body) = send(
+            &node,
+            "POST",
+            "/api/v1/ingest",
+            &batch("rate-sys", i * 10, 10),
+            Some(&writer),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let r = node
+        .client
+        .post(node.url("/api/v1/ingest"))
+        .bearer_auth(&writer)
+        .json(&batch("rate-sys", 100, 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&wait), "{wait}");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("auth.rate_per_second"),
+        "{body}"
+    );
+    // another caller has its own bucket, and the refused batch stored nothing
+    let (status, stats) = send(&node, "GET", "/api/v1/stats", &Value::Null, Some(&reader)).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["records"]["hot"], 30, "{stats}");
+    // a refusal without a token, and a reader's refused write
+    assert_eq!(
+        send(
+            &node,
+            "POST",
+            "/api/v1/ingest",
+            &batch("rate-sys", 200, 1),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        send(
+            &node,
+            "POST",
+            "/api/v1/ingest",
+            &batch("rate-sys", 200, 1),
+            Some(&reader)
+        )
+        .await
+        .0,
+        403
+    );
+    // searches are not writes: not audited
+    assert_eq!(
+        send(
+            &node,
+            "POST",
+            "/api/v1/search",
+            &json!({"embedding": unit_vector(1)}),
+            Some(&reader)
+        )
+        .await
+        .0,
+        200
+    );
+
+    let log = std::fs::read_to_string(data.join("audit/audit.log")).unwrap();
+    for t in [&writer, &reader] {
+        assert!(!log.contains(t.as_str()), "a token in the audit log");
+    }
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statuses: Vec<u64> = lines
+        .iter()
+        .map(|l| l["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 401, 403], "{log}");
+    let writer_id = writer.split('_').nth(1).unwrap();
+    for l in &lines[..4] {
+        assert_eq!(l["token"], writer_id, "{l}");
+        assert_eq!(l["role"], "writer", "{l}");
+        assert_eq!(l["path"], "/api/v1/ingest", "{l}");
+        assert_eq!(l["from"], "127.0.0.1", "{l}");
+        assert!(l["at"].as_str().unwrap().starts_with("20"), "{l}");
+    }
+    assert_eq!(lines[0]["result"], "done");
+    assert_eq!(lines[4]["token"], "-");
+    assert!(
+        lines[5]["result"]
+            .as_str()
+            .unwrap()
+            .contains("needs writer"),
+        "{}",
+        lines[5]
+    );
+}

@@ -125,6 +125,8 @@ pub fn router_with_cluster(
     };
     let tokens = Arc::new(auth::AuthCheck {
         auth: Arc::clone(&node.auth),
+        limiter: Arc::clone(&node.limiter),
+        audit: node.audit.clone(),
         mcp_body_limit: node.config.mcp.max_body_bytes,
     });
     router

@@ -116,6 +116,7 @@ pub async fn serve_router(
         let service = Tracked {
             inner: TowerToHyperService::new(app.clone()),
             activity: Arc::clone(&activity),
+            peer,
         };
         let connection = builder.serve_connection(io, service);
         let mut stop_seen = stop_seen.clone();
@@ -276,18 +277,23 @@ struct Tracked<S> {
     inner: S,
     /// the connection's activity
     activity: Arc<Activity>,
+    /// the caller's address, given to every request as `ConnectInfo`
+    peer: std::net::SocketAddr,
 }
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+impl<S, B> hyper::service::Service<hyper::Request<B>> for Tracked<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<hyper::Request<B>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
-    fn call(&self, request: R) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         self.activity.begin();
         let busy = Busy(Arc::clone(&self.activity));
         let answer = self.inner.call(request);

@@ -1,6 +1,8 @@
 //! Who may do what: tokens with roles ([`tokens`]), what each route and MCP tool needs
 //! ([`policy`]), and the node's view of its tokens file, read again when it changes.
 
+pub mod audit;
+pub mod limits;
 pub mod policy;
 pub mod tokens;
 
@@ -8,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub use policy::{mcp_role, rest_role};
+pub use audit::{AuditEntry, AuditLog};
+pub use limits::RateLimiter;
+pub use policy::{mcp_role, mcp_tools, rest_role};
 pub use tokens::{Refused, Role, TokenEntry, Tokens, TokensError};
 
 /// How often the tokens file is looked at for changes.

@@ -36,11 +36,10 @@ const STORE_TOOLS: [&str; 5] = [
     "create_relation",
 ];
 
-/// The role an MCP request body needs: `writer` when it calls a store tool (alone or in a
-/// batch), `reader` for anything else (tool list, search, graph queries, handshake).
-pub fn mcp_role(body: &[u8]) -> Role {
+/// The tools an MCP request body calls (alone or in a batch).
+pub fn mcp_tools(body: &[u8]) -> Vec<String> {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return Role::Reader;
+        return Vec::new();
     };
     let messages = match &v {
         Value::Array(a) => a.iter().collect(),
@@ -48,19 +47,19 @@ pub fn mcp_role(body: &[u8]) -> Role {
     };
     messages
         .into_iter()
-        .map(|m| {
-            let calls_store = m["method"] == "tools/call"
-                && m["params"]["name"]
-                    .as_str()
-                    .is_some_and(|n| STORE_TOOLS.contains(&n));
-            if calls_store {
-                Role::Writer
-            } else {
-                Role::Reader
-            }
-        })
-        .max()
-        .unwrap_or(Role::Reader)
+        .filter(|m| m["method"] == "tools/call")
+        .filter_map(|m| m["params"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The role the tools an MCP request calls need: `writer` for a store tool, `reader` for
+/// anything else (tool list, search, graph queries, handshake).
+pub fn mcp_role(tools: &[String]) -> Role {
+    if tools.iter().any(|t| STORE_TOOLS.contains(&t.as_str())) {
+        Role::Writer
+    } else {
+        Role::Reader
+    }
 }
 
 #[cfg(test)]
@@ -94,14 +93,13 @@ mod tests {
             serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name}})
                 .to_string()
         };
-        assert_eq!(
-            mcp_role(call("search_all_systems").as_bytes()),
-            Role::Reader
-        );
-        assert_eq!(mcp_role(call("store_memory").as_bytes()), Role::Writer);
+        let role = |body: &[u8]| mcp_role(&mcp_tools(body));
+        assert_eq!(role(call("search_all_systems").as_bytes()), Role::Reader);
+        assert_eq!(role(call("store_memory").as_bytes()), Role::Writer);
         let batch = format!("[{}, {}]", call("find_path"), call("create_entity"));
-        assert_eq!(mcp_role(batch.as_bytes()), Role::Writer);
-        assert_eq!(mcp_role(b"{\"method\": \"tools/list\"}"), Role::Reader);
-        assert_eq!(mcp_role(b"not json"), Role::Reader);
+        assert_eq!(mcp_tools(batch.as_bytes()), ["find_path", "create_entity"]);
+        assert_eq!(role(batch.as_bytes()), Role::Writer);
+        assert_eq!(role(b"{\"method\": \"tools/list\"}"), Role::Reader);
+        assert_eq!(role(b"not json"), Role::Reader);
     }
 }

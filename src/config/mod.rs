@@ -371,6 +371,32 @@ impl Config {
         for (key, value, min, max) in ranges {
             out.extend(check_range(key, value, min, max).err());
         }
+        let au = &self.auth;
+        if !(au.rate_per_second.is_finite() && au.rate_per_second >= 0.0) {
+            out.push(invalid(
+                "auth.rate_per_second",
+                &format!(
+                    "expected requests a second, 0 or more, got {}",
+                    au.rate_per_second
+                ),
+            ));
+        }
+        if !(au.rate_burst.is_finite() && au.rate_burst >= 1.0) {
+            out.push(invalid(
+                "auth.rate_burst",
+                &format!("expected 1 or more requests, got {}", au.rate_burst),
+            ));
+        }
+        out.extend(
+            check_range(
+                "auth.audit_max_bytes",
+                au.audit_max_bytes as usize,
+                4_096,
+                1 << 40,
+            )
+            .err(),
+        );
+        out.extend(check_range("auth.audit_keep", au.audit_keep, 0, 1_000).err());
         let t = &self.telemetry;
         if !t.otlp_endpoint.is_empty() {
             let ok = url::Url::parse(&t.otlp_endpoint)

@@ -389,11 +389,38 @@ impl Default for TelemetryConfig {
     }
 }
 
-/// `[auth]`: the tokens callers must present.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[auth]`: the tokens callers must present, the rate they may call at, the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// the tokens file (`akosha-admin token create`); empty: no tokens, which only a node on
     /// loopback (or started with `--insecure`) accepts
     pub tokens_file: String,
+    /// requests a second each caller (token, or address without one) may make on average
+    /// (0: no limit)
+    pub rate_per_second: f64,
+    /// requests a caller may make at once
+    pub rate_burst: f64,
+    /// keep the audit log
+    pub audit: bool,
+    /// the audit log's file; empty: `<data_dir>/audit/audit.log`
+    pub audit_file: String,
+    /// size at which the audit log is rotated, in bytes
+    pub audit_max_bytes: u64,
+    /// rotated audit logs kept
+    pub audit_keep: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens_file: String::new(),
+            rate_per_second: 500.0,
+            rate_burst: 1_000.0,
+            audit: true,
+            audit_file: String::new(),
+            audit_max_bytes: 64 * 1024 * 1024,
+            audit_keep: 5,
+        }
+    }
 }
