@@ -19,6 +19,7 @@ pub mod remote;
 pub mod rest;
 pub mod serve;
 pub mod shards;
+pub mod tls;
 pub mod uploads;
 
 use std::sync::Arc;

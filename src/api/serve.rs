@@ -13,9 +13,10 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::tls::TlsFiles;
 use crate::config::HttpConfig;
 use crate::node::Node;
 
@@ -48,7 +49,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let limits = ConnectionLimits::from(&node.config.http);
-    serve_router(listener, super::router(node), limits, shutdown).await
+    let tls = tls_of(&node)?;
+    serve_router(listener, super::router(node), limits, tls, shutdown).await
+}
+
+/// The node's TLS files, when `http.tls_cert_file` is set; read again on SIGHUP.
+fn tls_of(node: &Node) -> io::Result<Option<Arc<TlsFiles>>> {
+    let http = &node.config.http;
+    if http.tls_cert_file.is_empty() {
+        return Ok(None);
+    }
+    let files = TlsFiles::open(
+        std::path::Path::new(&http.tls_cert_file),
+        std::path::Path::new(&http.tls_key_file),
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    files.reload_on_sighup();
+    Ok(Some(files))
 }
 
 /// Like [`serve`], with `GET /api/v1/cluster` answering from the cluster view.
@@ -59,15 +76,18 @@ pub async fn serve_with_cluster(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let limits = ConnectionLimits::from(&node.config.http);
+    let tls = tls_of(&node)?;
     let app = super::router_with_cluster(node, Some(cluster));
-    serve_router(listener, app, limits, shutdown).await
+    serve_router(listener, app, limits, tls, shutdown).await
 }
 
-/// Serves a router on a bound listener with the given limits until `shutdown` completes.
+/// Serves a router on a bound listener with the given limits (over TLS when `tls` is given)
+/// until `shutdown` completes.
 pub async fn serve_router(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<TlsFiles>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     // one permit per open connection; all of them back means every connection has ended
@@ -108,37 +128,26 @@ pub async fn serve_router(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched {
-            inner: stream,
-            activity: Arc::clone(&activity),
-        });
-        let service = Tracked {
-            inner: TowerToHyperService::new(app.clone()),
-            activity: Arc::clone(&activity),
+        let connection = Connection {
+            app: app.clone(),
+            builder: builder.clone(),
+            limits,
             peer,
+            stop_seen: stop_seen.clone(),
         };
-        let connection = builder.serve_connection(io, service);
-        let mut stop_seen = stop_seen.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            let mut stopping = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    why = activity.expired(limits) => {
-                        tracing::debug!(%peer, why, "connection closed");
-                        break;
-                    }
-                    _ = stop_seen.wait_for(|s| *s), if !stopping => {
-                        // finish the request in progress, take no other
-                        stopping = true;
-                        connection.as_mut().graceful_shutdown();
+            match acceptor {
+                None => connection.serve(stream).await,
+                Some(acceptor) => {
+                    // the handshake gets the time a request head gets
+                    let shaken =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                            .await;
+                    match shaken {
+                        Ok(Ok(tls)) => connection.serve(tls).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "tls handshake too slow"),
                     }
                 }
             }
@@ -150,6 +159,57 @@ pub async fn serve_router(
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
     Ok(())
+}
+
+/// What serving one connection needs.
+struct Connection {
+    app: Router,
+    builder: hyper::server::conn::http1::Builder,
+    limits: ConnectionLimits,
+    peer: std::net::SocketAddr,
+    stop_seen: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves requests on `stream` until it closes, expires or the server stops.
+    async fn serve<T>(mut self, stream: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (peer, limits) = (self.peer, self.limits);
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            activity: Arc::clone(&activity),
+        });
+        let service = Tracked {
+            inner: TowerToHyperService::new(self.app),
+            activity: Arc::clone(&activity),
+            peer,
+        };
+        let connection = self.builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                why = activity.expired(limits) => {
+                    tracing::debug!(%peer, why, "connection closed");
+                    break;
+                }
+                _ = self.stop_seen.wait_for(|s| *s), if !stopping => {
+                    // finish the request in progress, take no other
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
 }
 
 /// First pause after a failed accept; doubled on each failure in a row.
@@ -306,14 +366,14 @@ where
 }
 
 /// A socket that tells its connection's [`Activity`] when bytes move.
-struct Watched {
-    /// the accepted socket
-    inner: TcpStream,
+struct Watched<T> {
+    /// the accepted socket (or its TLS session)
+    inner: T,
     /// the connection's activity
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -329,7 +389,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -371,6 +371,12 @@ impl Config {
         for (key, value, min, max) in ranges {
             out.extend(check_range(key, value, min, max).err());
         }
+        if self.http.tls_cert_file.is_empty() != self.http.tls_key_file.is_empty() {
+            out.push(invalid(
+                "http.tls_key_file",
+                "expected both http.tls_cert_file and http.tls_key_file, or neither",
+            ));
+        }
         let au = &self.auth;
         if !(au.rate_per_second.is_finite() && au.rate_per_second >= 0.0) {
             out.push(invalid(

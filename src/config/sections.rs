@@ -351,6 +351,10 @@ pub struct HttpConfig {
     pub body_read_timeout_ms: u64,
     /// request body bytes held at once over all requests; more are answered 503
     pub max_body_bytes_in_flight: usize,
+    /// PEM certificate chain for HTTPS (with `tls_key_file`); empty: plain HTTP
+    pub tls_cert_file: String,
+    /// PEM private key of the certificate
+    pub tls_key_file: String,
 }
 
 impl Default for HttpConfig {
@@ -363,6 +367,8 @@ impl Default for HttpConfig {
             idle_timeout_ms: 60_000,
             body_read_timeout_ms: 60_000,
             max_body_bytes_in_flight: 256 * 1024 * 1024,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
