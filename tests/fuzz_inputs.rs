@@ -81,10 +81,13 @@ fn cluster_messages(data: &[u8]) {
     }
 }
 
+/// A fuzz target: its name and what it runs an input through.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn kept_fuzzing_inputs_are_parsed_or_refused_without_a_panic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let targets: [(&str, fn(&[u8])); 5] = [
+    let targets: [Target; 5] = [
         ("manifest", manifest),
         ("memories", memories),
         ("rest_bodies", rest_bodies),
