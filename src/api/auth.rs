@@ -26,8 +26,14 @@ pub struct AuthCheck {
     pub limiter: Arc<RateLimiter>,
     /// the audit log, when kept
     pub audit: Option<Arc<AuditLog>>,
-    /// `mcp.max_body_bytes` (an MCP body is read whole to see the tools it calls)
-    pub mcp_body_limit: usize,
+}
+
+/// What the MCP check ([`check_mcp_tools`]) saw, handed back to [`check`] on the answer for
+/// the audit log: the tools called, and the refusal when the caller's role was short.
+#[derive(Debug, Clone)]
+struct McpCall {
+    tools: Vec<String>,
+    refused: Option<String>,
 }
 
 /// The token of an `Authorization` header: `Bearer <token>`, or HTTP Basic with the token
@@ -144,31 +150,6 @@ pub async fn check(State(check): State<Arc<AuthCheck>>, request: Request, next: 
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return answer;
     }
-    let mut request = request;
-    let is_mcp =
-        ErrorShape::for_path(&seen.path) == ErrorShape::JsonRpc && request.method() == Method::POST;
-    if is_mcp {
-        // the tools called decide the role, and the audit names them
-        let (parts, body) = request.into_parts();
-        let bytes = match axum::body::to_bytes(body, check.mcp_body_limit).await {
-            Ok(b) => b,
-            Err(_) => {
-                let message = format!(
-                    "request body larger than mcp.max_body_bytes ({} bytes)",
-                    check.mcp_body_limit
-                );
-                return check.refuse(
-                    &seen,
-                    Some(&caller),
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &message,
-                );
-            }
-        };
-        seen.tools = mcp_tools(&bytes);
-        needed = needed.max(mcp_role(&seen.tools));
-        request = Request::from_parts(parts, Body::from(bytes));
-    }
     if caller.role < needed {
         let message = format!(
             "token {} has the role {}; this needs {}",
@@ -178,8 +159,19 @@ pub async fn check(State(check): State<Arc<AuthCheck>>, request: Request, next: 
         );
         return check.refuse(&seen, Some(&caller), StatusCode::FORBIDDEN, &message);
     }
+    let mut request = request;
     request.extensions_mut().insert(caller.clone());
     let answer = next.run(request).await;
+    // on the MCP routes the tools called decide (the MCP check, behind the body check)
+    if let Some(call) = answer.extensions().get::<McpCall>().cloned() {
+        seen.tools = call.tools;
+        needed = needed.max(mcp_role(&seen.tools));
+        if let Some(message) = &call.refused {
+            tracing::info!(path = %seen.path, from = %seen.from, reason = %message, "request refused");
+            check.audit(&seen, Some(&caller), answer.status(), message);
+            return answer;
+        }
+    }
     if needed >= Role::Writer {
         let status = answer.status();
         let result = if status.is_success() {
@@ -189,6 +181,46 @@ pub async fn check(State(check): State<Arc<AuthCheck>>, request: Request, next: 
         };
         check.audit(&seen, Some(&caller), status, result);
     }
+    answer
+}
+
+/// On the MCP routes, behind the body check (so the body is already read, within its limits,
+/// budget and timeout): refuses with 403 a call of a tool the caller's role does not reach,
+/// and hands the tools called back to [`check`] for the audit log.
+pub async fn check_mcp_tools(request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let caller = request.extensions().get::<Caller>().cloned();
+    let (parts, body) = request.into_parts();
+    // the body check has read the body whole already
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ErrorShape::JsonRpc.response(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the request body: {e}"),
+            )
+        }
+    };
+    let tools = mcp_tools(&bytes);
+    let needed = mcp_role(&tools);
+    let refused = caller.as_ref().filter(|c| c.role < needed).map(|c| {
+        format!(
+            "token {} has the role {}; this needs {}",
+            c.token,
+            c.role.name(),
+            needed.name()
+        )
+    });
+    let mut answer = match &refused {
+        Some(message) => ErrorShape::JsonRpc.response(StatusCode::FORBIDDEN, message),
+        None => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    };
+    answer.extensions_mut().insert(McpCall { tools, refused });
     answer
 }
 

@@ -119,6 +119,7 @@ pub fn router_with_cluster(
         ));
     let router = if node.config.mcp.enabled {
         let mcp = mcp::routes(Arc::clone(&node))
+            .layer(middleware::from_fn(auth::check_mcp_tools))
             .layer(middleware::from_fn_with_state(mcp_bodies, body::check_body));
         router.merge(mcp)
     } else {
@@ -128,7 +129,6 @@ pub fn router_with_cluster(
         auth: Arc::clone(&node.auth),
         limiter: Arc::clone(&node.limiter),
         audit: node.audit.clone(),
-        mcp_body_limit: node.config.mcp.max_body_bytes,
     });
     router
         .fallback(error::not_found)
