@@ -25,6 +25,7 @@ pub mod router;
 pub mod search;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod version;
 pub mod write_health;
 

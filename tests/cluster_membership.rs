@@ -412,6 +412,7 @@ async fn a_peer_speaking_another_wire_version_is_not_dialled_and_refused_at_the_
         http: "127.0.0.1:9".to_string(),
         cookie: COOKIE.to_string(),
         config,
+        tls: None,
     })
     .await
     .unwrap();
@@ -425,7 +426,7 @@ async fn a_peer_speaking_another_wire_version_is_not_dialled_and_refused_at_the_
         wire_version: WIRE_VERSION + 1,
     };
     let other: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let server = transport::start_server(&future, other, COOKIE)
+    let server = transport::start_server(&future, other, COOKIE, None, Duration::from_secs(3))
         .await
         .unwrap();
     let gossip = chitchat::spawn_chitchat(
@@ -475,7 +476,7 @@ async fn a_peer_speaking_another_wire_version_is_not_dialled_and_refused_at_the_
     );
 
     // the future node dials n1 itself: refused once the cookie handshake passed
-    transport::dial(&server, listen, Duration::from_secs(2))
+    transport::dial(&server, listen, None, Duration::from_secs(2))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -3,93 +3,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::certs::issue;
 use common::{batch, unit_vector};
 use serde_json::{json, Value};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, and a certificate for localhost and 127.0.0.1 signed by it named `name`.
-fn issue(dir: &Path, name: &str, cn: &str) {
-    if !dir.join("ca.pem").exists() {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=akosha test CA",
-            ],
-        );
-    }
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
-    );
-}
 
 /// The subject of the certificate a fresh connection to `addr` is shown.
 fn served_subject(addr: &str) -> String {
@@ -111,7 +30,7 @@ async fn https_with_a_private_ca_and_a_certificate_renewed_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(&pki).unwrap();
-    issue(&pki, "server", "localhost");
+    issue(&pki, "server", "localhost", "DNS:localhost,IP:127.0.0.1");
     // the files the node reads: replaced in place on renewal
     std::fs::copy(pki.join("server.pem"), pki.join("live.pem")).unwrap();
     std::fs::copy(pki.join("server.key"), pki.join("live.key")).unwrap();
@@ -203,7 +122,12 @@ async fn https_with_a_private_ca_and_a_certificate_renewed_on_sighup() {
         "{}",
         served_subject(&addr)
     );
-    issue(&pki, "renewed", "localhost-renewed");
+    issue(
+        &pki,
+        "renewed",
+        "localhost-renewed",
+        "DNS:localhost,IP:127.0.0.1",
+    );
     std::fs::copy(pki.join("renewed.pem"), pki.join("live.pem")).unwrap();
     std::fs::copy(pki.join("renewed.key"), pki.join("live.key")).unwrap();
     Command::new("kill")

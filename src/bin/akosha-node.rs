@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use akosha::api::tls::TlsFiles;
 use akosha::cluster::routes::{ClusterRoutes, ShardSync};
+use akosha::cluster::tls::ClusterTls;
 use akosha::cluster::{catch_up, fanout};
 use akosha::cluster::{ClusterHandle, ClusterSettings};
 use akosha::config::Config;
@@ -222,7 +224,28 @@ fn check_config(file: Option<&std::path::Path>) -> ExitCode {
     let default = PathBuf::from(DEFAULT_CONFIG);
     let file = file.or_else(|| default.is_file().then_some(default.as_path()));
     let shown = file.map_or("the defaults".to_string(), |f| f.display().to_string());
-    match Config::check(file) {
+    // the certificate files named are read too: a node would refuse them at start
+    let checked = Config::check(file)
+        .map_err(|problems| problems.iter().map(ToString::to_string).collect())
+        .and_then(|config| {
+            let mut problems = Vec::new();
+            if let Some(paths) = config.cluster.tls_paths() {
+                problems.extend(ClusterTls::open(paths).err().map(|e| e.to_string()));
+            }
+            let http = &config.http;
+            if !http.tls_cert_file.is_empty() {
+                let (cert, key) = (
+                    std::path::Path::new(&http.tls_cert_file),
+                    std::path::Path::new(&http.tls_key_file),
+                );
+                problems.extend(TlsFiles::open(cert, key).err().map(|e| e.to_string()));
+            }
+            match problems.is_empty() {
+                true => Ok(config),
+                false => Err(problems),
+            }
+        });
+    match checked {
         Ok(_) => {
             println!("akosha-node: configuration {shown} is valid");
             ExitCode::SUCCESS
@@ -307,12 +330,17 @@ fn cluster_settings(
             ))
         }
     };
+    let tls = match c.tls_paths() {
+        Some(paths) => Some(ClusterTls::open(paths).map_err(|e| e.to_string())?),
+        None => None,
+    };
     Ok(Some(ClusterSettings {
         node_id,
         listen,
         http: config.node.http_addr.clone(),
         cookie,
         config: c.clone(),
+        tls,
     }))
 }
 

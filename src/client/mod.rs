@@ -33,6 +33,7 @@ pub use types::{
 pub use crate::api::observe::{ActorView, NodeTree};
 use crate::api::remote::{ApiFailure, ApiMsg, ApiRequest};
 pub use crate::api::shards::ShardRow as ShardInfo;
+pub use crate::cluster::tls::TlsPaths;
 use crate::cluster::wire::Payload;
 pub use crate::ingest::retry::Requeued;
 pub use crate::rebuild::{RebuildProgress, RebuildState};
@@ -49,7 +50,7 @@ pub enum ClientError {
         message: String,
     },
     /// The member closed the handshake.
-    #[error("{addr} refused the connection: wrong cookie, or a node of another wire version")]
+    #[error("{addr} refused the connection: wrong cookie, a TLS certificate it does not trust (or none where it asks for one), or a node of another wire version")]
     Refused {
         /// the member's cluster address
         addr: String,
@@ -71,6 +72,9 @@ pub enum ClientError {
     /// The client could not start its own transport.
     #[error("cannot start the client transport: {0}")]
     Start(String),
+    /// The client's TLS files could not be used.
+    #[error("cannot use the client's TLS files: {0}")]
+    Tls(String),
     /// No alive member has that id.
     #[error("no alive member {node_id}; the others alive are [{others}]")]
     NoMember {
@@ -92,6 +96,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// how long one call may take
     pub call_timeout: Duration,
+    /// mutual TLS, for a cluster whose members set `cluster.tls_*`: this client's certificate
+    /// and key (signed by the cluster's CA), the CA, and the name members' certificates carry
+    pub tls: Option<TlsPaths>,
 }
 
 impl ClientConfig {
@@ -102,6 +109,7 @@ impl ClientConfig {
             cookie: cookie.to_string(),
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -127,7 +135,7 @@ struct Link {
 impl Client {
     /// Connects to the first member of `config.nodes` that answers.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let transport = transport::for_cookie(&config.cookie).await?;
+        let transport = transport::for_settings(&config.cookie, config.tls.as_ref()).await?;
         let client = Client {
             link: Mutex::new(Link {
                 addr: String::new(),

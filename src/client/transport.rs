@@ -1,4 +1,4 @@
-//! The process's client transport: one transport node per cookie, shared by every
+//! The process's client transport: one transport node per cookie (and TLS files), shared by every
 //! [`super::Client`] of the process, and one session per member, shared by the clients that
 //! talk to it. ractor_cluster numbers a transport's sessions from 0, and remote actors are
 //! known process-wide by that number: two transports in one process would give two
@@ -12,35 +12,47 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage,
+};
 use tokio::sync::watch;
 
 use super::ClientError;
 use crate::api::remote::{ApiMsg, API_GROUP};
+use crate::cluster::tls::{ClusterTls, TlsPaths};
 use crate::cluster::wire::client_name;
 
 /// Numbers subscriptions and transports of the process, for unique names.
 static NUMBERS: AtomicU64 = AtomicU64::new(0);
 
-/// The process's transports, by cookie.
-static TRANSPORTS: OnceLock<tokio::sync::Mutex<HashMap<String, Arc<Transport>>>> = OnceLock::new();
+/// The process's transports, by cookie and TLS files.
+type Transports = HashMap<(String, Option<TlsPaths>), Arc<Transport>>;
+
+/// The process's transports.
+static TRANSPORTS: OnceLock<tokio::sync::Mutex<Transports>> = OnceLock::new();
 
 /// A transport node of the process and its sessions to members.
 pub(super) struct Transport {
     server: ActorRef<NodeServerMessage>,
+    /// mutual TLS to members, when configured
+    tls: Option<Arc<ClusterTls>>,
     /// sessions by member address, with their numbers; one dial at a time
     sessions: tokio::sync::Mutex<HashMap<SocketAddr, u64>>,
 }
 
-/// The process's transport for `cookie`, started on first use.
-pub(super) async fn for_cookie(cookie: &str) -> Result<Arc<Transport>, ClientError> {
+/// The process's transport for `cookie` and `tls`, started on first use.
+pub(super) async fn for_settings(
+    cookie: &str,
+    tls: Option<&TlsPaths>,
+) -> Result<Arc<Transport>, ClientError> {
+    let key = (cookie.to_string(), tls.cloned());
     let mut transports = TRANSPORTS
         .get_or_init(|| tokio::sync::Mutex::new(HashMap::new()))
         .lock()
         .await;
     // a transport whose node stopped (its runtime ended, say) is started again
     if let Some(t) = transports
-        .get(cookie)
+        .get(&key)
         .filter(|t| t.server.get_status() == ractor::ActorStatus::Running)
     {
         return Ok(Arc::clone(t));
@@ -52,12 +64,22 @@ pub(super) async fn for_cookie(cookie: &str) -> Result<Arc<Transport>, ClientErr
         NUMBERS.fetch_add(1, Ordering::Relaxed)
     );
     crate::storage::objects::install_crypto_provider();
+    let tls = match tls {
+        Some(paths) => {
+            Some(ClusterTls::open(paths.clone()).map_err(|e| ClientError::Tls(e.to_string()))?)
+        }
+        None => None,
+    };
+    // nobody dials a client; with TLS its listener asks for a certificate all the same
+    let encryption = tls
+        .as_ref()
+        .map(|t| IncomingEncryptionMode::Tls(t.acceptor()));
     let server = NodeServer::new(
         0,
         cookie.to_string(),
         client_name(&id),
         "127.0.0.1".to_string(),
-        None,
+        encryption,
         Some(NodeConnectionMode::Isolated),
     )
     .with_listen_addr(std::net::IpAddr::from([127, 0, 0, 1]));
@@ -66,9 +88,10 @@ pub(super) async fn for_cookie(cookie: &str) -> Result<Arc<Transport>, ClientErr
         .map_err(|e| ClientError::Start(e.to_string()))?;
     let transport = Arc::new(Transport {
         server,
+        tls,
         sessions: tokio::sync::Mutex::new(HashMap::new()),
     });
-    transports.insert(cookie.to_string(), Arc::clone(&transport));
+    transports.insert(key, Arc::clone(&transport));
     Ok(transport)
 }
 
@@ -118,9 +141,9 @@ impl Transport {
             subscription: Box::new(Watch { peer, tx }),
         });
         let outcome = tokio::time::timeout(timeout, async {
-            ractor_cluster::client_connect(&self.server, peer)
+            crate::cluster::transport::dial(&self.server, peer, self.tls.as_deref(), timeout)
                 .await
-                .map_err(|e| unreachable(e.to_string()))?;
+                .map_err(unreachable)?;
             loop {
                 let state = *rx.borrow_and_update();
                 match state {

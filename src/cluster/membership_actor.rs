@@ -20,6 +20,7 @@ use super::membership::{
 };
 use super::peer::{PingError, Pong};
 use super::sessions::Sessions;
+use super::tls::ClusterTls;
 use super::transport;
 
 /// What the membership actor is told.
@@ -104,6 +105,8 @@ pub struct MembershipArgs {
     pub chitchat: ChitchatHandle,
     /// the transport's node server
     pub server: ActorRef<NodeServerMessage>,
+    /// mutual TLS for the sessions this node dials, when configured
+    pub tls: Option<Arc<ClusterTls>>,
     /// pace and placement settings
     pub timings: Timings,
     /// where views are published
@@ -122,6 +125,8 @@ pub struct MembershipState {
     chitchat: Option<ChitchatHandle>,
     /// the transport's node server, handed each dialled connection
     server: ActorRef<NodeServerMessage>,
+    /// mutual TLS for the sessions this node dials, when configured
+    tls: Option<Arc<ClusterTls>>,
     /// pace and placement settings
     timings: Timings,
     /// the transport sessions and the identities admitted through them
@@ -173,6 +178,7 @@ impl Actor for MembershipActor {
             wire_version: args.wire_version,
             chitchat: Some(args.chitchat),
             server: args.server,
+            tls: args.tls,
             timings: args.timings,
             sessions,
             last_dial: HashMap::new(),
@@ -410,9 +416,10 @@ impl MembershipState {
             self.counters.dials.fetch_add(1, Ordering::Relaxed);
             let (server, membership) = (self.server.clone(), myself.clone());
             let (addr, timeout) = (node.listen_addr(), self.timings.dial_timeout);
+            let tls = self.tls.clone();
             tracing::debug!(peer = %key.0, %addr, "dialling member");
             tokio::spawn(async move {
-                if let Err(reason) = transport::dial(&server, addr, timeout).await {
+                if let Err(reason) = transport::dial(&server, addr, tls.as_deref(), timeout).await {
                     let _ = membership.cast(MembershipMsg::DialFailed {
                         peer: key,
                         addr,

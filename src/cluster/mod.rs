@@ -18,6 +18,7 @@ pub mod release;
 pub mod routes;
 pub mod sessions;
 pub mod shard_host;
+pub mod tls;
 pub mod transport;
 pub mod whole_marks;
 pub mod wire;
@@ -99,6 +100,8 @@ pub struct ClusterSettings {
     pub cookie: String,
     /// the `[cluster]` section
     pub config: ClusterConfig,
+    /// mutual TLS on the transport, read from `config`'s `tls_*` files; `None`: plain TCP
+    pub tls: Option<Arc<tls::ClusterTls>>,
 }
 
 /// The running cluster membership of this node, or the one-node cluster of itself.
@@ -195,9 +198,20 @@ impl ClusterHandle {
         let (peer, _) = Actor::spawn(None, PeerActor, pong)
             .await
             .map_err(|e| ClusterError::Actor(format!("cannot start the peer actor: {e}")))?;
+        if let Some(tls) = &settings.tls {
+            crate::tls::reload_on_sighup(tls);
+        }
         // then the transport, so that it accepts sessions by the time gossip makes it known
         let name = PeerName::new(&me.node_id, me.generation);
-        let server = match transport::start_server(&name, settings.listen, &settings.cookie).await {
+        let server = match transport::start_server(
+            &name,
+            settings.listen,
+            &settings.cookie,
+            settings.tls.as_ref(),
+            config.dial_timeout(),
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 peer.stop(None);
@@ -235,6 +249,7 @@ impl ClusterHandle {
             wire_version: WIRE_VERSION,
             chitchat,
             server: server.clone(),
+            tls: settings.tls.clone(),
             timings: Timings {
                 gossip_interval: config.gossip_interval(),
                 dial_timeout: config.dial_timeout(),

@@ -45,6 +45,16 @@ pub struct ClusterConfig {
     /// how long a node told to stop (SIGTERM) waits for its shards' new replicas to be
     /// whole before it exits anyway, in seconds
     pub leave_timeout_secs: u64,
+    /// PEM certificate chain this member shows peers and clients on the transport (with
+    /// `tls_key_file` and `tls_ca_file`); empty: the transport is plain TCP
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`
+    pub tls_key_file: String,
+    /// PEM certificates of the CA that signs every member's and client's certificate; a peer
+    /// or client without a certificate from it cannot open a session (mutual TLS)
+    pub tls_ca_file: String,
+    /// DNS name every member's certificate carries (subjectAltName), checked on each dial
+    pub tls_server_name: String,
 }
 
 impl Default for ClusterConfig {
@@ -63,6 +73,10 @@ impl Default for ClusterConfig {
             dial_timeout_ms: 3_000,
             redial_interval_ms: 2_000,
             leave_timeout_secs: 300,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_server_name: "akosha".to_string(),
         }
     }
 }
@@ -99,6 +113,28 @@ impl ClusterConfig {
         }
         if let Some(id) = &self.node_id {
             check_node_id(id)?;
+        }
+        let tls = [
+            ("cluster.tls_cert_file", &self.tls_cert_file),
+            ("cluster.tls_key_file", &self.tls_key_file),
+            ("cluster.tls_ca_file", &self.tls_ca_file),
+        ];
+        if tls.iter().any(|(_, v)| !v.is_empty()) {
+            if let Some((key, _)) = tls.iter().find(|(_, v)| v.is_empty()) {
+                return Err(invalid(
+                    key,
+                    "expected cluster.tls_cert_file, tls_key_file and tls_ca_file all set, or none, got it empty",
+                ));
+            }
+        }
+        if rustls::pki_types::ServerName::try_from(self.tls_server_name.as_str()).is_err() {
+            return Err(invalid(
+                "cluster.tls_server_name",
+                &format!(
+                    "expected a DNS name or IP address, got {:?}",
+                    self.tls_server_name
+                ),
+            ));
         }
         if self.cluster_id.is_empty() || self.cluster_id.len() > MAX_NODE_ID_LEN {
             return Err(invalid(
@@ -179,6 +215,16 @@ impl ClusterConfig {
     /// How long a leaving node waits for its shards to be handed over.
     pub fn leave_timeout(&self) -> Duration {
         Duration::from_secs(self.leave_timeout_secs)
+    }
+
+    /// The transport's TLS files, when `tls_cert_file` is set.
+    pub fn tls_paths(&self) -> Option<crate::cluster::tls::TlsPaths> {
+        (!self.tls_cert_file.is_empty()).then(|| crate::cluster::tls::TlsPaths {
+            cert: self.tls_cert_file.clone().into(),
+            key: self.tls_key_file.clone().into(),
+            ca: self.tls_ca_file.clone().into(),
+            server_name: self.tls_server_name.clone(),
+        })
     }
 
     /// Pause before an unreachable peer is dialled again.

@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `akosha-node` binary.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod cluster;
 pub mod netns;
 pub mod s3;
@@ -21,12 +22,26 @@ pub struct NodeProcess {
     pub client: reqwest::Client,
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port for TCP and UDP (bound then released), below Linux's ephemeral range
+/// (32768 and up), so that no outgoing connection of this or another test is given it
+/// between its release and the node binding it; each call of a process gets another port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // test binaries run one after another but may overlap another run: start apart by pid
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port from {FIRST} to {}", FIRST + SPAN)
 }
 
 /// Where the embedding model is looked for by tests: the repository's default.

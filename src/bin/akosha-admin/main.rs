@@ -4,18 +4,59 @@
 //! Exit codes: 0 done, 1 the operation failed, 2 bad usage.
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use akosha::client::{Client, ClientConfig, SearchRequest};
+use akosha::client::{Client, ClientConfig, SearchRequest, TlsPaths};
 
 mod rebuild;
 mod tables;
 
 use tables::{cluster_table, pairs, shards_table, stats_table, tree_text, uploads_table};
+
+/// The client's TLS files from the flags or the environment: all three, or none.
+fn tls_paths(args: &Args) -> Result<Option<TlsPaths>, Failure> {
+    let pick = |flag: &Option<PathBuf>, env: &str| {
+        flag.clone().or_else(|| {
+            std::env::var_os(env)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    };
+    let cert = pick(&args.tls_cert, "AKOSHA_TLS_CERT");
+    let key = pick(&args.tls_key, "AKOSHA_TLS_KEY");
+    let ca = pick(&args.tls_ca, "AKOSHA_TLS_CA");
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsPaths {
+            cert,
+            key,
+            ca,
+            server_name: args.tls_server_name.clone(),
+        })),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                ("--tls-cert", cert.is_none()),
+                ("--tls-key", key.is_none()),
+                ("--tls-ca", ca.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, gone)| gone.then_some(flag))
+            .collect();
+            Err(Failure(
+                2,
+                format!(
+                    "expected --tls-cert, --tls-key and --tls-ca together (or AKOSHA_TLS_CERT, _KEY, _CA), got no {}",
+                    missing.join(" or ")
+                ),
+            ))
+        }
+    }
+}
 
 /// Inspects and steers an Akosha cluster through any of its members.
 ///
@@ -33,6 +74,20 @@ struct Args {
     /// shows in the process list
     #[arg(long, value_name = "SECRET", global = true)]
     cookie: Option<String>,
+    /// this client's PEM certificate, signed by the cluster's CA, for a cluster whose members
+    /// set cluster.tls_* (mutual TLS); default AKOSHA_TLS_CERT
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// the PEM private key of --tls-cert; default AKOSHA_TLS_KEY
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_key: Option<PathBuf>,
+    /// PEM certificate of the cluster's CA (the members' cluster.tls_ca_file); default
+    /// AKOSHA_TLS_CA
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// the name members' certificates carry (their cluster.tls_server_name)
+    #[arg(long, value_name = "NAME", default_value = "akosha", global = true)]
+    tls_server_name: String,
     /// print JSON instead of tables
     #[arg(long, global = true)]
     json: bool,
@@ -289,6 +344,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let mut config = ClientConfig::new(&nodes, &cookie);
     config.connect_timeout = timeout;
     config.call_timeout = timeout;
+    config.tls = tls_paths(&args)?;
     let client = Client::connect(config).await?;
     let out = match args.command {
         Command::Tree { watch, all } => loop {
