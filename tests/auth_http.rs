@@ -492,3 +492,52 @@ async fn over_the_rate_is_429_and_nothing_stored_and_the_audit_log_has_it_all() 
         lines[5]
     );
 }
+
+#[test]
+fn token_commands_from_many_shells_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
+    let first = create(&file, "reader", &["--name", "first"]);
+    let first_id = first.split('_').nth(1).unwrap().to_string();
+    // twelve creates and a revoke, each its own process, all at once
+    let made: Vec<String> = std::thread::scope(|s| {
+        let revoke = s.spawn(|| admin(&["revoke", "--tokens", file.to_str().unwrap(), &first_id]));
+        let creates: Vec<_> = (0..12)
+            .map(|i| {
+                let (file, name) = (&file, format!("shell-{i}"));
+                s.spawn(move || create(file, "writer", &["--name", &name]))
+            })
+            .collect();
+        assert!(revoke.join().unwrap().contains("revoked"));
+        creates.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let listed: Value = serde_json::from_str(&admin(&[
+        "list",
+        "--tokens",
+        file.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 13, "{listed:?}");
+    let tokens = akosha::auth::Tokens::load(&file).unwrap();
+    let now = chrono::Utc::now();
+    for token in &made {
+        let entry = tokens.check(token, now).expect("every token made is kept");
+        assert_eq!(entry.role, akosha::auth::Role::Writer);
+    }
+    assert!(
+        tokens.check(&first, now).is_err(),
+        "the revoke was kept too"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| n == "tokens.json" || n == "tokens.json.lock"),
+        "no temporary file left: {names:?}"
+    );
+}

@@ -115,6 +115,13 @@ pub enum TokensError {
     NoSuchToken(String),
 }
 
+/// The lock file beside a tokens file.
+fn lock_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
 /// SHA-256 of a token, hex.
 pub fn digest(token: &str) -> String {
     format!("{:x}", Sha256::digest(token.as_bytes()))
@@ -152,6 +159,34 @@ impl Tokens {
         })
     }
 
+    /// Changes the file at `path` with `change`, holding an exclusive lock on `<path>.lock`
+    /// from reading to writing, so that two writers at once (two shells running
+    /// `akosha-admin token`) each see the other's change; answers what `change` answered.
+    pub fn update<T>(
+        path: &Path,
+        change: impl FnOnce(&mut Tokens) -> Result<T, TokensError>,
+    ) -> Result<T, TokensError> {
+        let io = |e: std::io::Error| TokensError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let lock = options.open(lock_path(path)).map_err(io)?;
+        lock.lock().map_err(io)?;
+        let mut tokens = Tokens::load(path)?;
+        let answer = change(&mut tokens)?;
+        tokens.save(path)?;
+        // the lock goes with the file handle, also on an early return
+        drop(lock);
+        Ok(answer)
+    }
+
     /// Writes the file whole (a new file renamed over the old, readable by its owner only).
     pub fn save(&self, path: &Path) -> Result<(), TokensError> {
         let io = |e: std::io::Error| TokensError::Io {
@@ -162,7 +197,8 @@ impl Tokens {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        let tmp = path.with_extension("tmp");
+        // a name of its own, so that a writer not holding the lock cannot mix into it
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         {
             use std::io::Write;
             let mut options = std::fs::OpenOptions::new();

@@ -541,7 +541,7 @@ async fn restore(
 
 /// `token`: works on the tokens file alone.
 fn token(what: &TokenWhat, json: bool) -> Result<(), Failure> {
-    use akosha::auth::{Role, Tokens};
+    use akosha::auth::{Role, Tokens, TokensError};
     match what {
         TokenWhat::Create {
             tokens,
@@ -567,16 +567,15 @@ fn token(what: &TokenWhat, json: bool) -> Result<(), Failure> {
                 }
                 None => None,
             };
-            let mut file = Tokens::load(tokens)?;
-            let token = file.create(role, name, expires_at)?;
-            file.save(tokens)?;
+            let token = Tokens::update(tokens, |file| file.create(role, name, expires_at))?;
             println!("{token}");
             Ok(())
         }
         TokenWhat::Revoke { tokens, id } => {
-            let mut file = Tokens::load(tokens)?;
-            file.revoke(id).map_err(|e| Failure(2, e.to_string()))?;
-            file.save(tokens)?;
+            Tokens::update(tokens, |file| file.revoke(id)).map_err(|e| match e {
+                TokensError::NoSuchToken(_) => Failure(2, e.to_string()),
+                e => Failure(1, e.to_string()),
+            })?;
             println!("revoked {id}");
             Ok(())
         }
