@@ -331,3 +331,108 @@ async fn akosha_admin_backs_a_member_up_over_the_transport() {
     let copy = NodeProcess::start(&restored, &[]).await;
     assert_eq!(system_count(&copy, "admin-sys").await, 120);
 }
+
+/// The node's record count over every tier.
+async fn total(node: &NodeProcess) -> u64 {
+    let (_, stats) = node.get("/api/v1/stats").await;
+    stats["records"]["total"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_backups_at_once_beside_aging_and_a_backup_cut_by_sigkill_lose_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let env = [("AKOSHA__AGING__ENABLED", "false")];
+    let node = NodeProcess::start(&root.path().join("a"), &env).await;
+    // all hot for now; aging will take one system to cold and one to warm, each a shard of
+    // several export pages
+    for (system, n, days) in [
+        ("cold-sys", 5_000, 200),
+        ("warm-sys", 3_000, 20),
+        ("hot-sys", 500, 0),
+    ] {
+        for from in (0..n).step_by(500) {
+            ingest(&node, system, old_conversations(system, from, 500, days)).await;
+        }
+    }
+    assert_eq!(total(&node).await, 8_500);
+
+    // two backups to one place and an aging run, all at once
+    let url = format!("file://{}", root.path().join("backups").display());
+    let (to, none) = (json!({ "to": url }), json!({}));
+    let ((s1, b1), (s2, b2), (sa, aged)) = tokio::join!(
+        node.post("/api/v1/admin/backup", &to),
+        node.post("/api/v1/admin/backup", &to),
+        node.post("/api/v1/admin/age", &none)
+    );
+    assert_eq!(sa, 200, "{aged}");
+    assert_eq!(
+        (aged["hot_to_warm"].as_u64(), aged["warm_to_cold"].as_u64()),
+        (Some(8_000), Some(5_000)),
+        "{aged}"
+    );
+    let mut taken = Vec::new();
+    for (status, body) in [(s1, b1), (s2, b2)] {
+        match status {
+            200 => taken.push(body["id"].as_str().unwrap().to_string()),
+            409 => assert!(
+                body["error"].as_str().unwrap().contains("already running"),
+                "{body}"
+            ),
+            _ => panic!("a backup answered {status}: {body}"),
+        }
+    }
+    assert!(!taken.is_empty(), "one of the two backups ran");
+    for (i, id) in taken.iter().enumerate() {
+        let dir = root.path().join(format!("restored-{i}"));
+        restore(&url, &dir, Some(id));
+        let copy = NodeProcess::start(&dir, &env).await;
+        assert_eq!(total(&copy).await, 8_500, "backup {id} holds every record");
+        assert_eq!(system_count(&copy, "hot-sys").await, 500);
+        drop(copy);
+    }
+
+    // a backup cut by SIGKILL leaves no backup behind it; the next one is whole
+    let url2 = format!("file://{}", root.path().join("backups-2").display());
+    let request = node
+        .client
+        .post(node.url("/api/v1/admin/backup"))
+        .json(&json!({ "to": url2 }))
+        .send();
+    let cut = tokio::spawn(async move {
+        let _ = request.await;
+    });
+    // killed once its first blob is written, long before its manifest
+    let blobs = root.path().join("backups-2/blobs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !blobs.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never began"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let data = node.kill9();
+    let _ = cut.await;
+    let listed = Command::new(env!("CARGO_BIN_EXE_akosha-admin"))
+        .args(["restore", "--from", &url2, "--data-dir"])
+        .arg(root.path().join("never"))
+        .output()
+        .unwrap();
+    assert!(
+        !listed.status.success(),
+        "the cut backup is not restorable: {}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    let node = NodeProcess::start(&data, &env).await;
+    assert_eq!(total(&node).await, 8_500);
+    let (status, again) = node
+        .post("/api/v1/admin/backup", &json!({ "to": url2 }))
+        .await;
+    assert_eq!(status, 200, "{again}");
+    let dir = root.path().join("restored-after-kill");
+    restore(&url2, &dir, None);
+    let copy = NodeProcess::start(&dir, &env).await;
+    assert_eq!(total(&copy).await, 8_500);
+    let (_, stats) = copy.get("/api/v1/stats").await;
+    assert_eq!(stats["records"]["cold"], 5_000, "{stats}");
+}

@@ -248,6 +248,7 @@ impl Actor for ShardActor {
             warm_records: 0,
             cold: args.cold,
             cold_records: 0,
+            moves: super::shard_state::first_moves(),
             tombstones: args.tombstones,
             deleted_systems: HashMap::new(),
             floors: HashMap::new(),
@@ -506,6 +507,7 @@ impl ShardState {
                 r.timestamp_micros,
             ));
         }
+        self.moved(n);
         self.index.delete(&hot_points);
         let ids = self.index.warm.insert(items);
         for ((system_id, conversation_id, version, timestamp), point) in names.into_iter().zip(ids)
@@ -542,6 +544,7 @@ impl ShardState {
             self.forget_warm_points(&system_id, &conversations);
         }
         self.cold_records += moved.len();
+        self.moved(moved.len());
         Ok(moved)
     }
 }

@@ -38,12 +38,25 @@ enum Replace {
 }
 
 impl ShardState {
-    /// Reads a page of this shard for another replica, on a blocking thread.
+    /// Reads a page of this shard for another replica, on a blocking thread; starts the
+    /// export over when records moved between tiers since it began.
     pub(super) async fn export(
         &self,
-        cursor: ExportCursor,
+        mut cursor: ExportCursor,
         max: usize,
     ) -> Result<ShardPage, StorageError> {
+        if cursor.moves == 0 {
+            cursor.moves = self.moves;
+        } else if cursor.moves != self.moves {
+            tracing::debug!(
+                shard = self.shard,
+                "records moved between tiers during an export of the shard; it starts over"
+            );
+            cursor = ExportCursor {
+                moves: self.moves,
+                ..ExportCursor::start()
+            };
+        }
         let (store, cold, tombstones) = (
             self.store.clone(),
             Arc::clone(&self.cold),
@@ -149,6 +162,7 @@ impl ShardState {
         .await
         .map_err(|e| StorageError::Task(e.to_string()))??;
         self.cold_records += new;
+        self.moved(older_here.len());
         for (s, c, v) in older_here {
             // only a copy the cold one is newer than goes; a copy written meanwhile stays
             self.delete_hot(&s, Some(&c), v).await?;
@@ -366,5 +380,80 @@ mod tests {
         assert!(b.tombstones.systems_of(shard).unwrap().is_empty());
         a.shutdown().await;
         b.shutdown().await;
+    }
+
+    /// The keys of the records a run of pages holds, in any tier.
+    fn keys_of(
+        pages: &[crate::storage::shard_export::ShardPage],
+    ) -> std::collections::BTreeSet<Vec<u8>> {
+        let mut keys = std::collections::BTreeSet::new();
+        for p in pages {
+            keys.extend(p.cold_live.iter().map(|l| l.key.clone()));
+            keys.extend(
+                p.warm
+                    .iter()
+                    .map(|r| crate::record::record_key(&r.system_id, &r.conversation_id)),
+            );
+            keys.extend(
+                p.hot
+                    .iter()
+                    .map(|r| crate::record::record_key(&r.system_id, &r.conversation_id)),
+            );
+        }
+        keys
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_that_aging_overtakes_still_holds_every_record() {
+        use crate::storage::shard_export::{ExportCursor, ExportPart};
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        std::fs::create_dir_all(&objects).unwrap();
+        let a = node(&dir.path().join("a"), &objects).await;
+        let (shard, t) = (shard_for("mv"), Duration::from_secs(10));
+        // one old half that aging takes to cold, one younger that it takes to warm
+        let batch: Vec<PendingRecord> = (0..600)
+            .map(|i| record("mv", i, if i % 2 == 0 { 200 } else { 20 }, &format!("c{i}")))
+            .collect();
+        assert_eq!(a.write(batch).await.unwrap().stored, 600);
+
+        // aging runs between two pages of the hot part, and again between two of the warm part
+        for age_in in [ExportPart::Hot, ExportPart::Warm] {
+            if age_in == ExportPart::Warm {
+                // start over with everything hot again: a second system, aged mid-warm
+                let batch: Vec<PendingRecord> = (600..1200)
+                    .map(|i| record("mv", i, if i % 2 == 0 { 200 } else { 20 }, &format!("c{i}")))
+                    .collect();
+                assert_eq!(a.write(batch).await.unwrap().stored, 600);
+            }
+            let before = a.shards.counts(shard, t).await.unwrap();
+            let total = before.hot + before.warm + before.cold;
+            let mut pages = Vec::new();
+            let mut cursor = ExportCursor::start();
+            let mut aged = false;
+            loop {
+                let page = a
+                    .shards
+                    .export(shard, cursor.clone(), 100, t)
+                    .await
+                    .unwrap();
+                let next = page.next.clone();
+                pages.push(page);
+                match next {
+                    Some(c) => {
+                        if !aged && c.part == age_in && c.after.is_some() {
+                            let report = a.age().await.unwrap();
+                            assert!(report.hot_to_warm + report.warm_to_cold > 0, "{report:?}");
+                            aged = true;
+                        }
+                        cursor = c;
+                    }
+                    None => break,
+                }
+            }
+            assert!(aged, "aging ran mid-export ({age_in:?})");
+            assert_eq!(keys_of(&pages).len(), total, "aged mid-{age_in:?}");
+        }
+        a.shutdown().await;
     }
 }

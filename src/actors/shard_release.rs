@@ -73,6 +73,7 @@ impl ShardState {
         .await
         .map_err(|e| StorageError::Task(e.to_string()));
         self.changes += 1;
+        self.moved(1);
         self.systems.clear();
         self.records = 0;
         self.hot_by_time.clear();

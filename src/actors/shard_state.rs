@@ -71,9 +71,33 @@ pub struct ShardState {
     pub(super) clock: Arc<Clock>,
     /// changes taken since the actor started (writes, deletions, copies, aging)
     pub(super) changes: u64,
+    /// records moved between tiers (aging, cold copies taken), counted from a random start
+    /// so that a count of an earlier run of the actor is not taken for this one's; an export
+    /// that began at another count starts over (see [`ExportCursor::moves`])
+    ///
+    /// [`ExportCursor::moves`]: crate::storage::shard_export::ExportCursor::moves
+    pub(super) moves: u64,
+}
+
+/// A nonzero count to start [`ShardState::moves`] at.
+pub(super) fn first_moves() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // no random source: the clock differs between two runs of the actor all the same
+        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        bytes = nanos.to_le_bytes();
+    }
+    u64::from_le_bytes(bytes).max(1)
 }
 
 impl ShardState {
+    /// Counts records moved between tiers, so that exports under way start over.
+    pub(super) fn moved(&mut self, n: usize) {
+        if n > 0 {
+            self.moves = self.moves.wrapping_add(1).max(1);
+        }
+    }
+
     /// Forgets the shard's record tombstones older than `before`, folding them into their
     /// systems' floors, on a blocking thread; returns how many went.
     pub(super) async fn forget(&mut self, before: Version) -> Result<usize, StorageError> {

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::record::ShardId;
 
 /// Version of the manifest's layout.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// Where manifests are.
 pub const BACKUPS: &str = "backups";
 /// Where blobs are.
@@ -228,9 +228,9 @@ impl BackupStore {
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
             BackupError::Invalid(format!("manifest of backup {id} is not valid: {e}"))
         })?;
-        if m.format != FORMAT {
+        if !(1..=FORMAT).contains(&m.format) {
             return Err(BackupError::Invalid(format!(
-                "backup {id} has layout version {}, this akosha reads {FORMAT}",
+                "backup {id} has layout version {}, this akosha reads 1 to {FORMAT}",
                 m.format
             )));
         }

@@ -139,7 +139,15 @@ pub async fn restore(
         .await
         .map_err(|e| BackupError::Node(format!("restored node did not start: {e}")))?;
     let timeout = Duration::from_millis(node.config.ingest.timeout_ms);
-    let imported = import_shards(&node, source, &manifest.shards, timeout, &mut report).await;
+    let imported = import_shards(
+        &node,
+        source,
+        &manifest.shards,
+        manifest.format,
+        timeout,
+        &mut report,
+    )
+    .await;
     // a shard's pages bring warm records in as hot ones (as a replica takes them): one aging
     // pass puts each record in the tier its age says, as the backed-up node had
     let aged = match imported {
@@ -183,12 +191,13 @@ async fn import_shards(
     node: &Node,
     source: &BackupStore,
     shards: &[super::layout::ShardEntry],
+    format: u32,
     timeout: Duration,
     report: &mut RestoreReport,
 ) -> Result<(), BackupError> {
     for s in shards {
         let bytes = source.blob(&s.blob).await?;
-        let pages = tokio::task::spawn_blocking(move || decode_pages(&bytes))
+        let pages = tokio::task::spawn_blocking(move || decode_pages(&bytes, format))
             .await
             .map_err(|e| BackupError::Node(e.to_string()))??;
         for page in pages {

@@ -159,7 +159,8 @@ pub async fn backup(node: &Node, target: &BackupStore) -> Result<BackupReport, B
     Ok(report)
 }
 
-/// Every page of one shard, read while it keeps taking writes.
+/// Every page of one shard, read while it keeps taking writes; when records moved between
+/// tiers meanwhile the shard starts the export over, and the pages before are dropped.
 async fn export_shard(
     node: &Node,
     shard: ShardId,
@@ -168,12 +169,20 @@ async fn export_shard(
     let mut pages = Vec::new();
     let mut cursor = ExportCursor::start();
     loop {
-        let page = node
+        let asked = cursor.moves;
+        let mut page = node
             .shards
             .export(shard, cursor, PAGE, timeout)
             .await
             .map_err(|e| BackupError::Node(format!("cannot read shard {shard}: {e}")))?;
-        let next = page.next.clone();
+        // a backup is read whole: where a page ends is nobody's business
+        let next = page.next.take();
+        if next
+            .as_ref()
+            .is_some_and(|n| asked != 0 && n.moves != asked)
+        {
+            pages.clear();
+        }
         pages.push(page);
         match next {
             Some(c) => cursor = c,
@@ -191,12 +200,17 @@ fn encode_pages(pages: &[ShardPage]) -> Result<Bytes, BackupError> {
     Ok(Bytes::from(packed))
 }
 
-/// A blob of [`encode_pages`] read back.
-pub fn decode_pages(bytes: &[u8]) -> Result<Vec<ShardPage>, BackupError> {
+/// A blob of [`encode_pages`] read back, written by a backup of layout version `format`.
+pub fn decode_pages(bytes: &[u8], format: u32) -> Result<Vec<ShardPage>, BackupError> {
     let raw = zstd::stream::decode_all(bytes)
         .map_err(|e| BackupError::Invalid(format!("shard pages are not zstd data: {e}")))?;
-    bincode::deserialize(&raw)
-        .map_err(|e| BackupError::Invalid(format!("shard pages do not decode: {e}")))
+    let decoded = if format == 1 {
+        bincode::deserialize::<Vec<v1::Page>>(&raw)
+            .map(|pages| pages.into_iter().map(v1::Page::into_page).collect())
+    } else {
+        bincode::deserialize(&raw)
+    };
+    decoded.map_err(|e| BackupError::Invalid(format!("shard pages do not decode: {e}")))
 }
 
 /// Copies the node's cold files and logs; an object the previous backup holds at the same
@@ -257,4 +271,108 @@ async fn copy_objects(
         }
     }
     Ok(out)
+}
+
+/// Shard pages as layout version 1 wrote them: their cursor had no count of moves.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::record::StoredRecord;
+    use crate::storage::cold_copy::ColdLive;
+    use crate::storage::cold_log::Deletion;
+    use crate::storage::cold_tier::ColdFile;
+    use crate::storage::shard_export::{ExportPart, ShardPage};
+    use crate::storage::warm::WarmRecord;
+
+    /// A page, its fields in [`ShardPage`]'s order.
+    #[derive(Serialize, Deserialize)]
+    pub struct Page {
+        pub cold_files: Vec<ColdFile>,
+        pub cold_live: Vec<ColdLive>,
+        pub deletions: Vec<Deletion>,
+        pub warm: Vec<WarmRecord>,
+        pub hot: Vec<StoredRecord>,
+        pub next: Option<Cursor>,
+        pub floors: Vec<Deletion>,
+    }
+
+    /// The cursor of version 1 (not needed to restore: pages are read whole).
+    #[derive(Serialize, Deserialize)]
+    pub struct Cursor {
+        pub part: ExportPart,
+        pub after: Option<Vec<u8>>,
+    }
+
+    impl Page {
+        /// The page as this version holds it.
+        pub fn into_page(self) -> ShardPage {
+            ShardPage {
+                cold_files: self.cold_files,
+                cold_live: self.cold_live,
+                deletions: self.deletions,
+                warm: self.warm,
+                hot: self.hot,
+                next: None,
+                floors: self.floors,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::cold_log::Deletion;
+    use crate::storage::shard_export::ExportPart;
+
+    #[test]
+    fn pages_of_layout_version_1_are_read_with_their_old_cursors() {
+        let old = vec![
+            v1::Page {
+                cold_files: vec![],
+                cold_live: vec![],
+                deletions: vec![Deletion {
+                    system_id: "s".into(),
+                    conversation_id: Some("c1".into()),
+                    version: crate::version::Version::MAX,
+                }],
+                warm: vec![],
+                hot: vec![],
+                next: Some(v1::Cursor {
+                    part: ExportPart::Hot,
+                    after: Some(b"s\0c1".to_vec()),
+                }),
+                floors: vec![],
+            },
+            v1::Page {
+                cold_files: vec![],
+                cold_live: vec![],
+                deletions: vec![],
+                warm: vec![],
+                hot: vec![],
+                next: None,
+                floors: vec![Deletion {
+                    system_id: "f".into(),
+                    conversation_id: None,
+                    version: crate::version::Version::MAX,
+                }],
+            },
+        ];
+        let raw = bincode::serialize(&old).unwrap();
+        let blob = zstd::bulk::compress(&raw, 3).unwrap();
+        let pages = decode_pages(&blob, 1).unwrap();
+        assert_eq!(pages.len(), 2);
+        assert_eq!(pages[0].deletions[0].conversation_id.as_deref(), Some("c1"));
+        assert_eq!(pages[1].floors[0].system_id, "f");
+        // read as the current layout, the old cursor does not decode to the same pages
+        let misread = decode_pages(&blob, FORMAT);
+        assert!(
+            misread.map_or(true, |p| p.len() != 2 || p[1].floors.len() != 1),
+            "version 1 needs its own reading"
+        );
+        // pages written now (no cursor kept) read the same either way
+        let now = encode_pages(&pages).unwrap();
+        assert_eq!(decode_pages(&now, 1).unwrap().len(), 2);
+        assert_eq!(decode_pages(&now, FORMAT).unwrap().len(), 2);
+    }
 }

@@ -107,6 +107,7 @@ async fn hand_back(
     let mut cursor = Some(ExportCursor {
         part: ExportPart::RecordTombstones,
         after: None,
+        moves: 0,
     });
     while let Some(at) = cursor {
         let page = node.shards.export(shard, at, PAGE, timeout).await?;

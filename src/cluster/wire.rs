@@ -48,7 +48,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Version of the wire format; nodes speaking different versions never form a session.
-pub const WIRE_VERSION: u32 = 5;
+pub const WIRE_VERSION: u32 = 6;
 
 /// First part of every Akosha node's transport name.
 pub const NAME_PREFIX: &str = "akosha";

@@ -37,6 +37,11 @@ pub struct ExportCursor {
     pub part: ExportPart,
     /// the last record key sent of that part
     pub after: Option<Vec<u8>>,
+    /// the shard's count of records moved between tiers when the export began (0: not yet
+    /// known); a page asked with a count the shard has since left starts the export over,
+    /// as a record that aging moved into a part already sent would be in no page
+    #[serde(default)]
+    pub moves: u64,
 }
 
 impl ExportCursor {
@@ -45,10 +50,16 @@ impl ExportCursor {
         ExportCursor {
             part: ExportPart::Cold,
             after: None,
+            moves: 0,
         }
     }
 
-    fn next_part(part: ExportPart) -> Option<ExportCursor> {
+    /// Whether this is the start of a whole shard.
+    pub fn is_start(&self) -> bool {
+        self.part == ExportPart::Cold && self.after.is_none()
+    }
+
+    fn next_part(part: ExportPart, moves: u64) -> Option<ExportCursor> {
         let part = match part {
             ExportPart::Cold => ExportPart::RecordTombstones,
             ExportPart::RecordTombstones => ExportPart::SystemTombstones,
@@ -56,7 +67,11 @@ impl ExportCursor {
             ExportPart::Warm => ExportPart::Hot,
             ExportPart::Hot => return None,
         };
-        Some(ExportCursor { part, after: None })
+        Some(ExportCursor {
+            part,
+            after: None,
+            moves,
+        })
     }
 }
 
@@ -166,8 +181,9 @@ pub fn export_page(
         Some(after) => Some(ExportCursor {
             part: cursor.part,
             after: Some(after),
+            moves: cursor.moves,
         }),
-        None => ExportCursor::next_part(cursor.part),
+        None => ExportCursor::next_part(cursor.part, cursor.moves),
     };
     Ok(page)
 }
