@@ -541,3 +541,55 @@ fn token_commands_from_many_shells_at_once_lose_nothing() {
         "no temporary file left: {names:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_at_once_each_get_their_own_burst_and_not_one_write_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.json");
+    let writers = [create(&file, "writer", &[]), create(&file, "writer", &[])];
+    let reader = create(&file, "reader", &[]);
+    let node = NodeProcess::start_with(
+        &dir.path().join("data"),
+        &["--tokens", file.to_str().unwrap()],
+        &[
+            ("AKOSHA__AUTH__RATE_PER_SECOND", "0.1"),
+            ("AKOSHA__AUTH__RATE_BURST", "8"),
+        ],
+    )
+    .await;
+    // 2 tokens x 24 writes, all sent at once, each of 5 records of its own
+    let sends = (0..48u64).map(|i| {
+        let (node, token) = (&node, &writers[(i % 2) as usize]);
+        async move {
+            let r = node
+                .client
+                .post(node.url("/api/v1/ingest"))
+                .bearer_auth(token)
+                .json(&batch("burst-sys", i * 5, 5))
+                .send()
+                .await
+                .unwrap();
+            ((i % 2) as usize, r.status().as_u16())
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    let mut passed = [0u64; 2];
+    for (token, status) in &answers {
+        match status {
+            200 => passed[*token] += 1,
+            429 => {}
+            other => panic!("a write answered {other}"),
+        }
+    }
+    // each token's burst, and at most one refill (0.1/s) while they ran
+    for p in passed {
+        assert!((8..=9).contains(&p), "{passed:?}");
+    }
+    let (status, stats) = send(&node, "GET", "/api/v1/stats", &Value::Null, Some(&reader)).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        stats["records"]["hot"],
+        5 * (passed[0] + passed[1]),
+        "the refused writes stored nothing: {stats}"
+    );
+}
