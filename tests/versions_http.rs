@@ -449,7 +449,8 @@ async fn deletions_and_writes_racing_aging_and_the_scheduler_lose_and_bring_back
         for i in N..N + TOUCHED {
             let body = json!({"system_id": "kept", "conversations": [{
                 "id": format!("c{i}"), "content": format!("Record {i}, written again."),
-                "embedding": unit_vector(i), "timestamp": Utc::now().to_rfc3339()}]});
+                "embedding": unit_vector(i), "timestamp": Utc::now().to_rfc3339(),
+                "metadata": {"project": "again", "user_id": "u1"}}]});
             let (status, answer) = node.post("/api/v1/ingest", &body).await;
             assert_eq!(
                 (status, answer["replaced"].as_u64()),
@@ -482,6 +483,16 @@ async fn settled_and_found(node: &NodeProcess, n: u64, touched: u64) {
             "aging never settled: {r}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // the knowledge graph counts the live records too: none deleted, each written again once
+    for (id, want) in [
+        ("system:doomed", n - touched),
+        ("system:kept", n),
+        ("project:again", touched),
+    ] {
+        let (status, e) = node.get(&format!("/api/v1/graph/entities/{id}")).await;
+        assert_eq!(status, 200, "{e}");
+        assert_eq!(e["entity"]["count"], want, "{id}: {e}");
     }
     for i in (0..2 * n).step_by(20) {
         let system = if i < n { "doomed" } else { "kept" };

@@ -373,3 +373,87 @@ async fn the_feed_reports_what_it_was_given_and_its_cpu() {
     assert_eq!(cost.records, 400);
     assert!(cost.cpu_seconds > 0.0, "{cost:?}");
 }
+
+#[test]
+fn folding_deletions_beside_writes_deletions_and_replays_keeps_every_count_exact() {
+    let (_d, g) = graph();
+    let g = std::sync::Arc::new(g);
+    let rec = |i: u64, hlc: u64| {
+        facts(
+            "laptop",
+            &format!("c{i}"),
+            hlc,
+            &format!("u{}", i % 4),
+            &format!("p{}", i % 3),
+            &format!("s{}", i % 10),
+        )
+    };
+    let first: Vec<RecordFacts> = (0..400).map(|i| rec(i, 10)).collect();
+    g.add_records(&first).unwrap();
+    // the even records are deleted at version 20 while: deletions older than 25 are folded
+    // into the floor again and again; every record is replayed at versions 10, 13 and 16
+    // (older than the deletions); 200 new records arrive at version 30
+    let spawn = |work: Box<dyn FnOnce(&KnowledgeGraph) + Send>| {
+        let g = std::sync::Arc::clone(&g);
+        std::thread::spawn(move || work(&g))
+    };
+    let threads = vec![
+        spawn(Box::new(|g| {
+            for i in (0..400).step_by(2) {
+                g.forget_record("laptop", &format!("c{i}"), v(20)).unwrap();
+            }
+        })),
+        spawn(Box::new(|g| {
+            for _ in 0..40 {
+                g.fold_deletions(v(25)).unwrap();
+            }
+        })),
+        spawn(Box::new(move |g| {
+            for hlc in [10, 13, 16] {
+                for from in (0..400).step_by(50) {
+                    let replay: Vec<RecordFacts> = (from..from + 50).map(|i| rec(i, hlc)).collect();
+                    g.add_records(&replay).unwrap();
+                }
+            }
+        })),
+        spawn(Box::new(move |g| {
+            for i in 400..600 {
+                g.add_records(&[rec(i, 30)]).unwrap();
+            }
+        })),
+    ];
+    for t in threads {
+        t.join().unwrap();
+    }
+    g.fold_deletions(v(25)).unwrap();
+    assert_eq!(
+        g.tree.scan_prefix([b'm']).count(),
+        400,
+        "a marker per live record only"
+    );
+
+    // the same counts as a graph given only what survived
+    let (_d2, want) = graph();
+    let survivors: Vec<RecordFacts> = (1..400)
+        .step_by(2)
+        .map(|i| rec(i, 16))
+        .chain((400..600).map(|i| rec(i, 30)))
+        .collect();
+    want.add_records(&survivors).unwrap();
+    let mut ids = vec!["system:laptop".to_string()];
+    ids.extend((0..4).map(|u| format!("user:u{u}")));
+    ids.extend((0..3).map(|p| format!("project:p{p}")));
+    ids.extend((0..10).map(|s| format!("session:s{s}")));
+    for id in &ids {
+        assert_eq!(count(&g, id), count(&want, id), "{id}");
+        for to in &ids {
+            assert_eq!(
+                relation_count(&g, id, to),
+                relation_count(&want, id, to),
+                "{id} -> {to}"
+            );
+        }
+    }
+    assert_eq!(count(&g, "system:laptop"), 400);
+    assert_eq!(g.statistics().unwrap(), want.statistics().unwrap());
+}
