@@ -2,7 +2,9 @@
 //! by DuckDB with Session-Buddy's own schema, in its layout and manifest, becomes records;
 //! the next snapshot adds only its new rows; a memory pushed over `/mcp/mcp/v1` as
 //! Session-Buddy's HTTP sync pushes it is the same record; bad files are quarantined with
-//! their reason. Needs the DuckDB program (`scripts/ensure-test-tools.sh` installs it).
+//! their reason. The databases are written by PyPI's `duckdb` Python package, as Session-Buddy
+//! writes its own, and read by the node through the DuckDB program (`scripts/ensure-test-tools.sh`
+//! installs both).
 
 mod common;
 
@@ -59,20 +61,26 @@ fn embedding(i: u64) -> Vec<f32> {
         .collect()
 }
 
-fn duckdb() -> String {
-    std::env::var("AKOSHA_TEST_DUCKDB").unwrap_or_else(|_| "duckdb".to_string())
+/// The Python that writes the test databases: with PyPI's `duckdb` package, as
+/// Session-Buddy writes its own (scripts/ensure-test-tools.sh installs it).
+fn python() -> String {
+    std::env::var("AKOSHA_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
+/// Runs `sql` on the database `db` through Python's `duckdb` package.
 fn run_duckdb(db: &Path, sql: &str) {
-    let out = std::process::Command::new(duckdb())
+    let out = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, duckdb\ncon = duckdb.connect(sys.argv[1])\ncon.execute(sys.argv[2])\ncon.close()",
+        ])
         .arg(db)
-        .arg("-c")
         .arg(sql)
         .output()
-        .expect("the duckdb program (pip install duckdb-cli) must be on PATH");
+        .expect("python3 with the duckdb package (pip install duckdb) must be on PATH");
     assert!(
         out.status.success(),
-        "duckdb failed: {}",
+        "duckdb (python) failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
