@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 const ENV: &[(&str, &str)] = &[
     ("AKOSHA__UPLOADS__POLL_INTERVAL_MS", "100"),
-    ("AKOSHA__UPLOADS__MAX_DATA_BYTES", "4000000"),
+    ("AKOSHA__UPLOADS__MAX_DATA_BYTES", "16000000"),
     ("AKOSHA__UPLOADS__INCOMPLETE_GRACE_SECS", "0"),
 ];
 
@@ -67,17 +67,24 @@ fn python() -> String {
     std::env::var("AKOSHA_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
-/// Runs `sql` on the database `db` through Python's `duckdb` package.
+/// Runs `sql` on the database `db` through Python's `duckdb` package with the vss
+/// extension loaded, as Session-Buddy connects when HNSW indexing is on (PyPI's
+/// duckdb-extension-vss carries DuckDB's signed build of it; nothing is downloaded).
 fn run_duckdb(db: &Path, sql: &str) {
+    const SCRIPT: &str = "import os, sys, duckdb, duckdb_extension_vss
+con = duckdb.connect(sys.argv[1])
+ext = os.path.join(os.path.dirname(duckdb_extension_vss.__file__), 'extensions', 'v' + duckdb.__version__, 'vss.duckdb_extension')
+con.execute(\"LOAD '\" + ext + \"'\")
+con.execute('SET hnsw_enable_experimental_persistence = true')
+con.execute(sys.argv[2])
+con.execute('CHECKPOINT')
+con.close()";
     let out = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys, duckdb\ncon = duckdb.connect(sys.argv[1])\ncon.execute(sys.argv[2])\ncon.close()",
-        ])
+        .args(["-c", SCRIPT])
         .arg(db)
         .arg(sql)
         .output()
-        .expect("python3 with the duckdb package (pip install duckdb) must be on PATH");
+        .expect("python3 with the duckdb and duckdb-extension-vss packages must be on PATH");
     assert!(
         out.status.success(),
         "duckdb (python) failed: {}",
@@ -174,6 +181,13 @@ async fn session_buddy_duckdb_snapshots_become_records_once() {
     let db = dir.path().join("reflection.duckdb");
     run_duckdb(&db, SCHEMA);
     add_rows(&db, 0, 50);
+    // HNSW indexes, as Session-Buddy makes them when vss is there: the node reads the file
+    // without the extension
+    run_duckdb(
+        &db,
+        "CREATE INDEX conv_embeddings_hnsw ON conversations_v2 USING HNSW (embedding) WITH (metric = 'cosine', M = 16, ef_construction = 64);
+         CREATE INDEX refl_embeddings_hnsw ON reflections_v2 USING HNSW (embedding) WITH (metric = 'cosine', M = 16, ef_construction = 64);",
+    );
     let first = std::fs::read(&db).unwrap();
     // the graph: a relation to an entity that arrives only with the next snapshot
     let kg = dir.path().join("knowledge_graph.duckdb");
@@ -217,8 +231,8 @@ async fn session_buddy_duckdb_snapshots_become_records_once() {
         ),
         (
             "big",
-            vec![0x1f; 4_000_001],
-            "more than the limit of 4000000",
+            vec![0x1f; 16_000_001],
+            "more than the limit of 16000000",
         ),
         ("notgzip", vec![0x1f, 0x8b, 1, 2, 3], "not valid gzip data"),
     ];
