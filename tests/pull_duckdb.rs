@@ -235,6 +235,12 @@ async fn session_buddy_duckdb_snapshots_become_records_once() {
             "more than the limit of 16000000",
         ),
         ("notgzip", vec![0x1f, 0x8b, 1, 2, 3], "not valid gzip data"),
+        // small on the store, too large unpacked: stopped while unpacking
+        (
+            "bomb",
+            gzip(&vec![0u8; 16_000_001]),
+            "unpacks to more than the limit of 16000000 bytes",
+        ),
     ];
     for (system, bytes, _) in &bad {
         put_snapshot(store.as_ref(), system, "20261201_100000", bytes.clone()).await;
@@ -242,7 +248,7 @@ async fn session_buddy_duckdb_snapshots_become_records_once() {
     let node = NodeProcess::start(dir.path(), ENV).await;
     let report = node
         .wait_uploads(Duration::from_secs(120), |r| {
-            r["done"].as_u64().unwrap() + r["quarantined_total"].as_u64().unwrap() == 6
+            r["done"].as_u64().unwrap() + r["quarantined_total"].as_u64().unwrap() == 7
         })
         .await;
     assert_eq!(report["done"], 1, "{report}");
