@@ -1,5 +1,6 @@
 //! Session-Buddy's real uploads through the real binary: a gzipped `reflection.duckdb` made
-//! by DuckDB with Session-Buddy's own schema, in its layout and manifest, becomes records;
+//! by DuckDB with Session-Buddy's own schema, in its layout and manifest on the S3 test
+//! server (moto), becomes records;
 //! the next snapshot adds only its new rows; a memory pushed over `/mcp/mcp/v1` as
 //! Session-Buddy's HTTP sync pushes it is the same record; bad files are quarantined with
 //! their reason. The databases are written by PyPI's `duckdb` Python package, as Session-Buddy
@@ -13,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::s3::S3Server;
 use common::uploads::put;
 use common::NodeProcess;
 use object_store::local::LocalFileSystem;
@@ -175,9 +177,10 @@ async fn first_hit(node: &NodeProcess, system: &str, i: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_buddy_duckdb_snapshots_become_records_once() {
     let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects");
-    std::fs::create_dir_all(&objects).unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&objects).unwrap());
+    // uploaded to the S3 test server, where Session-Buddy's cloud sync puts them
+    let server = S3Server::start().await;
+    server.create_bucket("session-buddy").await;
+    let store = server.client("session-buddy");
     let db = dir.path().join("reflection.duckdb");
     run_duckdb(&db, SCHEMA);
     add_rows(&db, 0, 50);
@@ -245,7 +248,11 @@ async fn session_buddy_duckdb_snapshots_become_records_once() {
     for (system, bytes, _) in &bad {
         put_snapshot(store.as_ref(), system, "20261201_100000", bytes.clone()).await;
     }
-    let node = NodeProcess::start(dir.path(), ENV).await;
+    let mut env: Vec<(&str, String)> = server.node_env();
+    env.extend(ENV.iter().map(|(k, v)| (*k, v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let node =
+        NodeProcess::start_with(dir.path(), &["--object-store", "s3://session-buddy"], &env).await;
     let report = node
         .wait_uploads(Duration::from_secs(120), |r| {
             r["done"].as_u64().unwrap() + r["quarantined_total"].as_u64().unwrap() == 7
