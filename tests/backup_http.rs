@@ -382,6 +382,39 @@ async fn two_backups_at_once_beside_aging_and_a_backup_cut_by_sigkill_lose_nothi
         }
     }
     assert!(!taken.is_empty(), "one of the two backups ran");
+
+    // a restore cut by SIGKILL leaves its target empty; run again, it clears what the cut
+    // one left and restores whole
+    let target = root.path().join("restored-cut");
+    let staging = root.path().join("restored-cut.restoring");
+    let mut cut = Command::new(env!("CARGO_BIN_EXE_akosha-admin"))
+        .args(["restore", "--from", &url, "--data-dir"])
+        .arg(&target)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !staging.join("hot").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never began"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    cut.kill().unwrap();
+    assert!(!cut.wait().unwrap().success());
+    assert!(
+        !target.exists(),
+        "nothing in the target before the restore ends"
+    );
+    assert!(staging.join("RESTORING").is_file());
+    let report = restore(&url, &target, Some(&taken[0]));
+    assert_eq!(report["data_dir"], target.display().to_string(), "{report}");
+    assert!(!staging.exists(), "the staging directory became the target");
+    let copy = NodeProcess::start(&target, &env).await;
+    assert_eq!(total(&copy).await, 8_500);
+    drop(copy);
     for (i, id) in taken.iter().enumerate() {
         let dir = root.path().join(format!("restored-{i}"));
         restore(&url, &dir, Some(id));

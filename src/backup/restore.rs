@@ -49,7 +49,12 @@ pub struct RestoreReport {
 }
 
 /// Restores backup `id` (the latest without one) of `source` into the data directory and
-/// object store of `config`; the directory must not hold a store yet.
+/// object store of `config`; the directory must not hold anything yet.
+///
+/// Everything is written into `<dir>.restoring` beside it, renamed to `dir` at the end, so
+/// a restore cut short (SIGKILL, a full disk) never leaves a half-restored directory a node
+/// could start on; running it again clears what the cut one left there. An object store
+/// outside the data directory is written in place (the same keys again on a second run).
 pub async fn restore(
     mut config: Config,
     source: &BackupStore,
@@ -69,13 +74,20 @@ pub async fn restore(
             None => format!("no backup at {}", source.url),
         })
     })?;
+    // the object store the restored node will use, as it will name it
+    let restored_url = config
+        .object_store_url()
+        .map_err(|e| BackupError::Node(e.to_string()))?;
+    let staging = staging_dir(&dir)?;
+    prepare_staging(&staging, &manifest.id)?;
+    config.node.data_dir = staging.clone();
     let url = config
         .object_store_url()
         .map_err(|e| BackupError::Node(e.to_string()))?;
     let mut report = RestoreReport {
         id: manifest.id.clone(),
         data_dir: dir.display().to_string(),
-        object_store: url.to_string(),
+        object_store: restored_url.to_string(),
         ..RestoreReport::default()
     };
 
@@ -96,8 +108,6 @@ pub async fn restore(
         report.objects += 1;
     }
 
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| BackupError::Node(format!("cannot create {}: {e}", dir.display())))?;
     let mut trees = Vec::new();
     for t in &manifest.trees {
         let bytes = source.blob(&t.blob).await?;
@@ -109,7 +119,7 @@ pub async fn restore(
         })?;
         trees.push((t.name.clone(), entries));
     }
-    let store_dir = dir.join("hot");
+    let store_dir = staging.join("hot");
     let cache_mb = config.storage.cache_mb;
     report.trees = tokio::task::spawn_blocking(move || -> Result<usize, BackupError> {
         let store = HotStore::open(&store_dir, cache_mb)
@@ -159,9 +169,67 @@ pub async fn restore(
         Err(e) => Err(e),
     };
     node.shutdown().await;
+    drop(node);
     aged?;
+    finish_staging(&staging, &dir)?;
     report.took_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
+}
+
+/// Name of the file that marks a directory as a restore's staging directory.
+const STAGING_MARK: &str = "RESTORING";
+
+/// `<dir>.restoring`, beside `dir` (on its file system, so that the rename is atomic).
+fn staging_dir(dir: &std::path::Path) -> Result<std::path::PathBuf, BackupError> {
+    let dir = std::path::absolute(dir)
+        .map_err(|e| BackupError::Node(format!("cannot make {} absolute: {e}", dir.display())))?;
+    let name = dir.file_name().ok_or_else(|| {
+        BackupError::Invalid(format!(
+            "expected a data directory with a name, got {}",
+            dir.display()
+        ))
+    })?;
+    let mut staged = name.to_os_string();
+    staged.push(".restoring");
+    Ok(dir.with_file_name(staged))
+}
+
+/// Makes an empty staging directory with its mark; one a cut restore left (it has the
+/// mark) is cleared first, anything else there is refused.
+fn prepare_staging(staging: &std::path::Path, id: &str) -> Result<(), BackupError> {
+    let io = |what: &str, e: std::io::Error| {
+        BackupError::Node(format!("cannot {what} {}: {e}", staging.display()))
+    };
+    if staging.exists() {
+        if !staging.join(STAGING_MARK).is_file() {
+            return Err(BackupError::Invalid(format!(
+                "{} exists and is not a restore's staging directory; move it away",
+                staging.display()
+            )));
+        }
+        tracing::warn!(dir = %staging.display(), "clearing what a restore cut short left");
+        std::fs::remove_dir_all(staging).map_err(|e| io("clear", e))?;
+    }
+    std::fs::create_dir_all(staging).map_err(|e| io("create", e))?;
+    std::fs::write(staging.join(STAGING_MARK), format!("{id}\n")).map_err(|e| io("mark", e))
+}
+
+/// Moves the finished staging directory to `dir` (which may exist, empty).
+fn finish_staging(staging: &std::path::Path, dir: &std::path::Path) -> Result<(), BackupError> {
+    let io = |what: String, e: std::io::Error| BackupError::Node(format!("cannot {what}: {e}"));
+    std::fs::remove_file(staging.join(STAGING_MARK))
+        .map_err(|e| io(format!("unmark {}", staging.display()), e))?;
+    if dir.exists() {
+        std::fs::remove_dir(dir)
+            .map_err(|e| io(format!("replace the empty {}", dir.display()), e))?;
+    }
+    // (files sled still has open follow the rename: they are the same files)
+    std::fs::rename(staging, dir).map_err(|e| {
+        io(
+            format!("move {} to {}", staging.display(), dir.display()),
+            e,
+        )
+    })
 }
 
 /// Whether `dir` exists and holds anything.
