@@ -537,7 +537,7 @@ fn token_commands_from_many_shells_at_once_lose_nothing() {
     assert!(
         names
             .iter()
-            .all(|n| n == "tokens.json" || n == "tokens.json.lock"),
+            .all(|n| n == "tokens.json" || n == "tokens.json.lock" || n == "tokens.json.key"),
         "no temporary file left: {names:?}"
     );
 }

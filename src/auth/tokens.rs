@@ -52,7 +52,11 @@ pub struct TokenEntry {
     pub id: String,
     /// what it may do
     pub role: Role,
-    /// SHA-256 of the whole token, hex
+    /// HMAC-SHA256 of the whole token under the file's key (`<file>.key`), hex
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hmac_sha256: String,
+    /// SHA-256 of the whole token, hex: tokens made before the key (still taken)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
     /// who or what it is for
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -84,11 +88,14 @@ pub enum Refused {
     Revoked(String, String),
 }
 
-/// The tokens file's content.
+/// The tokens file's content, and the key its tokens are hashed with.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tokens {
     /// every token ever made (revoked ones stay, marked)
     pub tokens: Vec<TokenEntry>,
+    /// the key of the file (`<file>.key`), made with the first token
+    #[serde(skip)]
+    key: Option<[u8; 32]>,
 }
 
 /// Why the tokens file could not be used.
@@ -113,6 +120,82 @@ pub enum TokensError {
     /// The token asked for is not in it.
     #[error("no token {0} in the file")]
     NoSuchToken(String),
+}
+
+/// The key file beside a tokens file.
+fn key_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".key");
+    path.with_file_name(name)
+}
+
+/// The key in a key file (64 hex digits), `None` when there is no file.
+fn read_key(path: &Path) -> Result<Option<[u8; 32]>, TokensError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(TokensError::Io {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+        }
+    };
+    let text = text.trim();
+    let bytes: Option<Vec<u8>> = (text.len() == 64)
+        .then(|| {
+            (0..32)
+                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+                .collect()
+        })
+        .flatten();
+    match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+        Some(key) => Ok(Some(key)),
+        None => Err(TokensError::Invalid {
+            path: path.display().to_string(),
+            message: format!("expected 64 hex digits, got {} characters", text.len()),
+        }),
+    }
+}
+
+/// Writes a file whole, readable by its owner only: a temporary file renamed over it.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), TokensError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| TokensError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under a 32-byte `key`.
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut inner_pad = [0x36u8; 64];
+    let mut outer_pad = [0x5cu8; 64];
+    for (i, b) in key.iter().enumerate() {
+        inner_pad[i] ^= b;
+        outer_pad[i] ^= b;
+    }
+    let inner = Sha256::new()
+        .chain_update(inner_pad)
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(outer_pad)
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 /// The lock file beside a tokens file.
@@ -145,7 +228,12 @@ impl Tokens {
     pub fn load(path: &Path) -> Result<Tokens, TokensError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Tokens::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Tokens {
+                    key: read_key(&key_path(path))?,
+                    ..Tokens::default()
+                })
+            }
             Err(e) => {
                 return Err(TokensError::Io {
                     path: path.display().to_string(),
@@ -153,10 +241,18 @@ impl Tokens {
                 })
             }
         };
-        serde_json::from_str(&text).map_err(|e| TokensError::Invalid {
+        let mut tokens: Tokens = serde_json::from_str(&text).map_err(|e| TokensError::Invalid {
             path: path.display().to_string(),
             message: e.to_string(),
-        })
+        })?;
+        tokens.key = read_key(&key_path(path))?;
+        if tokens.key.is_none() && tokens.tokens.iter().any(|t| !t.hmac_sha256.is_empty()) {
+            return Err(TokensError::Invalid {
+                path: key_path(path).display().to_string(),
+                message: "missing: the tokens made with this key cannot be checked without it; keep it beside the tokens file".to_string(),
+            });
+        }
+        Ok(tokens)
     }
 
     /// Changes the file at `path` with `change`, holding an exclusive lock on `<path>.lock`
@@ -187,8 +283,15 @@ impl Tokens {
         Ok(answer)
     }
 
-    /// Writes the file whole (a new file renamed over the old, readable by its owner only).
+    /// Writes the file whole (a new file renamed over the old, readable by its owner only),
+    /// and its key file first when there is none yet.
     pub fn save(&self, path: &Path) -> Result<(), TokensError> {
+        if let Some(key) = &self.key {
+            let at = key_path(path);
+            if !at.exists() {
+                write_whole(&at, format!("{}\n", hex(key)).as_bytes())?;
+            }
+        }
         let io = |e: std::io::Error| TokensError::Io {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -230,10 +333,23 @@ impl Tokens {
         })?;
         let id = hex(&bytes[..6]);
         let token = format!("akosha_{id}_{}", hex(&bytes[6..]));
+        let key = match self.key {
+            Some(k) => k,
+            None => {
+                let mut k = [0u8; 32];
+                getrandom::fill(&mut k).map_err(|e| TokensError::Io {
+                    path: "(random source)".to_string(),
+                    message: e.to_string(),
+                })?;
+                self.key = Some(k);
+                k
+            }
+        };
         self.tokens.push(TokenEntry {
             id,
             role,
-            sha256: digest(&token),
+            hmac_sha256: hex(&hmac_sha256(&key, token.as_bytes())),
+            sha256: String::new(),
             name: name.to_string(),
             created_at: Utc::now(),
             expires_at,
@@ -266,7 +382,15 @@ impl Tokens {
             .iter()
             .find(|t| t.id == id)
             .ok_or(Refused::Unknown)?;
-        if !same(&entry.sha256, &digest(token)) {
+        let matches = match (&self.key, entry.hmac_sha256.is_empty()) {
+            (Some(key), false) => same(
+                &entry.hmac_sha256,
+                &hex(&hmac_sha256(key, token.as_bytes())),
+            ),
+            (None, false) => false,
+            (_, true) => !entry.sha256.is_empty() && same(&entry.sha256, &digest(token)),
+        };
+        if !matches {
             return Err(Refused::Unknown);
         }
         if let Some(at) = entry.revoked_at {
@@ -315,8 +439,70 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
+            for file in [path.clone(), key_path(&path)] {
+                let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+            }
         }
+    }
+
+    #[test]
+    fn tokens_are_hashed_with_the_files_key_and_older_files_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let mut t = Tokens::load(&path).unwrap();
+        let token = t.create(Role::Writer, "", None).unwrap();
+        t.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let key = std::fs::read_to_string(key_path(&path)).unwrap();
+        assert_eq!(key.trim().len(), 64);
+        assert!(!text.contains(&token) && !key.contains(&token));
+        // the file alone says nothing of the token: its plain hash is not in it
+        assert!(!text.contains(&digest(&token)), "{text}");
+        assert!(text.contains("hmac_sha256"), "{text}");
+        let now = Utc::now();
+        assert_eq!(
+            Tokens::load(&path)
+                .unwrap()
+                .check(&token, now)
+                .unwrap()
+                .role,
+            Role::Writer
+        );
+        // another key: the same file takes no token
+        std::fs::write(key_path(&path), format!("{}\n", "ab".repeat(32))).unwrap();
+        let other = Tokens::load(&path).unwrap();
+        assert_eq!(other.check(&token, now).err(), Some(Refused::Unknown));
+        // no key file: refused loudly, naming it
+        std::fs::remove_file(key_path(&path)).unwrap();
+        let err = Tokens::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("tokens.json.key") && err.contains("missing"),
+            "{err}"
+        );
+        // a file of tokens hashed before keys (plain SHA-256) keeps working
+        let old = "akosha_0123456789ab_00112233445566778899aabbccddeeff00112233445566778899aabbcc";
+        let legacy = format!(
+            r#"{{"tokens": [{{"id": "0123456789ab", "role": "reader", "sha256": "{}", "created_at": "2026-12-01T00:00:00Z"}}]}}"#,
+            digest(old)
+        );
+        std::fs::write(&path, legacy).unwrap();
+        let t = Tokens::load(&path).unwrap();
+        assert_eq!(t.check(old, now).unwrap().role, Role::Reader);
+        // a bad key file is named
+        std::fs::write(key_path(&path), "not hex").unwrap();
+        let err = Tokens::load(&path).unwrap_err().to_string();
+        assert!(err.contains("64 hex digits"), "{err}");
+    }
+
+    #[test]
+    fn the_keyed_hash_is_hmac_sha256() {
+        // RFC 4231 test case 2: the key "Jefe", zero-padded as HMAC pads every short key
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        assert_eq!(
+            hex(&hmac_sha256(&key, b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 }
