@@ -64,7 +64,7 @@ fn tls_of(node: &Node) -> io::Result<Option<Arc<TlsFiles>>> {
         std::path::Path::new(&http.tls_key_file),
     )
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    files.reload_on_sighup();
+    crate::tls::reload_on_sighup(&files);
     Ok(Some(files))
 }
 

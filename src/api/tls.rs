@@ -42,11 +42,6 @@ impl TlsFiles {
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(Arc::clone(&self.current.read()))
     }
-
-    /// Reads the files again on every SIGHUP, for as long as the node runs.
-    pub fn reload_on_sighup(self: &Arc<Self>) {
-        crate::tls::reload_on_sighup(self);
-    }
 }
 
 impl Reload for TlsFiles {

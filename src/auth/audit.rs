@@ -60,14 +60,10 @@ impl AuditLog {
     }
 
     fn open_file(&self) -> std::io::Result<(std::fs::File, u64)> {
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let f = options.open(&self.path)?;
+        let f = super::owner_only()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         let len = f.metadata()?.len();
         Ok((f, len))
     }

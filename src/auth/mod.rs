@@ -15,6 +15,18 @@ pub use limits::RateLimiter;
 pub use policy::{mcp_role, mcp_tools, rest_role};
 pub use tokens::{Refused, Role, TokenEntry, Tokens, TokensError};
 
+/// Options that create a file readable and writable by its owner only (tokens, their key,
+/// their lock, the audit log).
+pub(crate) fn owner_only() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 /// How often the tokens file is looked at for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 

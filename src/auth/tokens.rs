@@ -122,10 +122,10 @@ pub enum TokensError {
     NoSuchToken(String),
 }
 
-/// The key file beside a tokens file.
-fn key_path(path: &Path) -> std::path::PathBuf {
+/// The file named as `path` with `suffix` added (`<tokens>.key`, `<tokens>.lock`).
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".key");
+    name.push(suffix);
     path.with_file_name(name)
 }
 
@@ -165,15 +165,14 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), TokensError> {
         path: path.display().to_string(),
         message: e.to_string(),
     };
+    // a name of its own, so that a writer not holding the lock cannot mix into it
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp).map_err(io)?;
+    let mut f = super::owner_only()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
@@ -196,13 +195,6 @@ fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
         .chain_update(inner)
         .finalize()
         .into()
-}
-
-/// The lock file beside a tokens file.
-fn lock_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    path.with_file_name(name)
 }
 
 /// SHA-256 of a token, hex.
@@ -230,7 +222,7 @@ impl Tokens {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Tokens {
-                    key: read_key(&key_path(path))?,
+                    key: read_key(&beside(path, ".key"))?,
                     ..Tokens::default()
                 })
             }
@@ -245,10 +237,10 @@ impl Tokens {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        tokens.key = read_key(&key_path(path))?;
+        tokens.key = read_key(&beside(path, ".key"))?;
         if tokens.key.is_none() && tokens.tokens.iter().any(|t| !t.hmac_sha256.is_empty()) {
             return Err(TokensError::Invalid {
-                path: key_path(path).display().to_string(),
+                path: beside(path, ".key").display().to_string(),
                 message: "missing: the tokens made with this key cannot be checked without it; keep it beside the tokens file".to_string(),
             });
         }
@@ -266,14 +258,12 @@ impl Tokens {
             path: path.display().to_string(),
             message: e.to_string(),
         };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let lock = options.open(lock_path(path)).map_err(io)?;
+        let lock = super::owner_only()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(beside(path, ".lock"))
+            .map_err(io)?;
         lock.lock().map_err(io)?;
         let mut tokens = Tokens::load(path)?;
         let answer = change(&mut tokens)?;
@@ -287,36 +277,17 @@ impl Tokens {
     /// and its key file first when there is none yet.
     pub fn save(&self, path: &Path) -> Result<(), TokensError> {
         if let Some(key) = &self.key {
-            let at = key_path(path);
+            let at = beside(path, ".key");
             if !at.exists() {
                 write_whole(&at, format!("{}\n", hex(key)).as_bytes())?;
             }
         }
-        let io = |e: std::io::Error| TokensError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        };
-        let text = serde_json::to_string_pretty(self).map_err(|e| TokensError::Invalid {
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| TokensError::Invalid {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        // a name of its own, so that a writer not holding the lock cannot mix into it
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        {
-            use std::io::Write;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options.open(&tmp).map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)?;
-            f.write_all(b"\n").map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(io)
+        text.push('\n');
+        write_whole(path, text.as_bytes())
     }
 
     /// Makes a token of `role`; answers it (the only time it is seen) and keeps its hash.
@@ -439,7 +410,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for file in [path.clone(), key_path(&path)] {
+            for file in [path.clone(), beside(&path, ".key")] {
                 let mode = std::fs::metadata(&file).unwrap().permissions().mode();
                 assert_eq!(mode & 0o777, 0o600, "{}", file.display());
             }
@@ -454,7 +425,7 @@ mod tests {
         let token = t.create(Role::Writer, "", None).unwrap();
         t.save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let key = std::fs::read_to_string(key_path(&path)).unwrap();
+        let key = std::fs::read_to_string(beside(&path, ".key")).unwrap();
         assert_eq!(key.trim().len(), 64);
         assert!(!text.contains(&token) && !key.contains(&token));
         // the file alone says nothing of the token: its plain hash is not in it
@@ -470,11 +441,11 @@ mod tests {
             Role::Writer
         );
         // another key: the same file takes no token
-        std::fs::write(key_path(&path), format!("{}\n", "ab".repeat(32))).unwrap();
+        std::fs::write(beside(&path, ".key"), format!("{}\n", "ab".repeat(32))).unwrap();
         let other = Tokens::load(&path).unwrap();
         assert_eq!(other.check(&token, now).err(), Some(Refused::Unknown));
         // no key file: refused loudly, naming it
-        std::fs::remove_file(key_path(&path)).unwrap();
+        std::fs::remove_file(beside(&path, ".key")).unwrap();
         let err = Tokens::load(&path).unwrap_err().to_string();
         assert!(
             err.contains("tokens.json.key") && err.contains("missing"),
@@ -490,7 +461,7 @@ mod tests {
         let t = Tokens::load(&path).unwrap();
         assert_eq!(t.check(old, now).unwrap().role, Role::Reader);
         // a bad key file is named
-        std::fs::write(key_path(&path), "not hex").unwrap();
+        std::fs::write(beside(&path, ".key"), "not hex").unwrap();
         let err = Tokens::load(&path).unwrap_err().to_string();
         assert!(err.contains("64 hex digits"), "{err}");
     }

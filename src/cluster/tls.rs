@@ -106,11 +106,6 @@ impl ClusterTls {
     pub fn server_name(&self) -> ServerName<'static> {
         self.name.clone()
     }
-
-    /// The files these settings were read from.
-    pub fn paths(&self) -> &TlsPaths {
-        &self.paths
-    }
 }
 
 impl std::fmt::Debug for ClusterTls {

@@ -54,11 +54,6 @@ impl ExportCursor {
         }
     }
 
-    /// Whether this is the start of a whole shard.
-    pub fn is_start(&self) -> bool {
-        self.part == ExportPart::Cold && self.after.is_none()
-    }
-
     fn next_part(part: ExportPart, moves: u64) -> Option<ExportCursor> {
         let part = match part {
             ExportPart::Cold => ExportPart::RecordTombstones,
