@@ -415,6 +415,36 @@ async fn two_backups_at_once_beside_aging_and_a_backup_cut_by_sigkill_lose_nothi
     let copy = NodeProcess::start(&target, &env).await;
     assert_eq!(total(&copy).await, 8_500);
     drop(copy);
+
+    // two restores into one directory at once: one restores, the other is refused
+    let twice = root.path().join("restored-twice");
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_akosha-admin"))
+                .args(["restore", "--from", &url, "--data-dir"])
+                .arg(&twice)
+                .env("RUST_LOG", "error")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = runs
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let passed = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(passed, 1, "exactly one restores");
+    let refused = outs.iter().find(|o| !o.status.success()).unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("another restore") || said.contains("not empty"),
+        "{said}"
+    );
+    let copy = NodeProcess::start(&twice, &env).await;
+    assert_eq!(total(&copy).await, 8_500);
+    drop(copy);
     for (i, id) in taken.iter().enumerate() {
         let dir = root.path().join(format!("restored-{i}"));
         restore(&url, &dir, Some(id));

@@ -79,6 +79,15 @@ pub async fn restore(
         .object_store_url()
         .map_err(|e| BackupError::Node(e.to_string()))?;
     let staging = staging_dir(&dir)?;
+    // held to the end: a second restore into the same directory meanwhile would clear this
+    // one's staging directory as if it had been cut short (a SIGKILL lets go of it)
+    let lock = lock_staging(&staging)?;
+    if has_entries(&dir) {
+        return Err(BackupError::Invalid(format!(
+            "{} is not empty; restore into a new data directory",
+            dir.display()
+        )));
+    }
     prepare_staging(&staging, &manifest.id)?;
     config.node.data_dir = staging.clone();
     let url = config
@@ -172,6 +181,9 @@ pub async fn restore(
     drop(node);
     aged?;
     finish_staging(&staging, &dir)?;
+    // a restore that comes after finds the directory full and stops there
+    let _ = std::fs::remove_file(lock_path(&staging));
+    drop(lock);
     report.took_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
 }
@@ -192,6 +204,34 @@ fn staging_dir(dir: &std::path::Path) -> Result<std::path::PathBuf, BackupError>
     let mut staged = name.to_os_string();
     staged.push(".restoring");
     Ok(dir.with_file_name(staged))
+}
+
+/// The lock file of a staging directory.
+fn lock_path(staging: &std::path::Path) -> std::path::PathBuf {
+    staging.with_extension("restoring.lock")
+}
+
+/// Takes the lock of a staging directory, or says that another restore holds it.
+fn lock_staging(staging: &std::path::Path) -> Result<std::fs::File, BackupError> {
+    let path = lock_path(staging);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| BackupError::Node(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BackupError::Invalid(format!(
+            "another restore into {} is running (it holds {})",
+            staging.with_extension("").display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(BackupError::Node(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Makes an empty staging directory with its mark; one a cut restore left (it has the
