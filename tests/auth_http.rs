@@ -540,6 +540,20 @@ fn token_commands_from_many_shells_at_once_lose_nothing() {
             .all(|n| n == "tokens.json" || n == "tokens.json.lock" || n == "tokens.json.key"),
         "no temporary file left: {names:?}"
     );
+
+    // the first tokens of a new file, made at once, share the one key made with them
+    let fresh = dir.path().join("fresh.json");
+    let made: Vec<String> = std::thread::scope(|s| {
+        let creates: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| create(&fresh, "reader", &[])))
+            .collect();
+        creates.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let tokens = akosha::auth::Tokens::load(&fresh).unwrap();
+    assert_eq!(tokens.tokens.len(), 6);
+    for token in &made {
+        assert!(tokens.check(token, now).is_ok(), "{token}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
