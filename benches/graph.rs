@@ -3,9 +3,12 @@
 //! random users and projects. With the defaults, 2.35M records make about 1M entities
 //! (200k users, 500k projects, 300k sessions) and 5M relations.
 //!
-//! usage: cargo bench --bench graph -- [RECORDS] [QUERIES] [--bare] [--keep DIR]
+//! usage: cargo bench --bench graph -- [RECORDS] [QUERIES] [--bare|--uploads] [--keep DIR]
 //! (defaults 2350000, 100; `--bare`: records that name nothing but their system, as the
-//! search benchmark's; `--keep DIR`: build into DIR once, later runs only search it)
+//! search benchmark's; `--uploads`: records as Session-Buddy uploads them, each batch from
+//! one system, a session 200 records in a row, five projects per user, the build's
+//! microseconds per record being the feed's cost to ingest; `--keep DIR`: build into DIR
+//! once, later runs only search it)
 
 use std::time::Instant;
 
@@ -26,8 +29,34 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn facts(i: u64, bare: bool) -> RecordFacts {
-    if bare {
+/// How the benchmark's records name things.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// many users, projects and sessions over few systems
+    Spread,
+    /// nothing but the system
+    Bare,
+    /// as Session-Buddy's uploads: one system per batch, a user per system, sessions of
+    /// 200 records in a row, five projects in turns of 2,000 records
+    Uploads,
+}
+
+fn facts(i: u64, kind: Kind) -> RecordFacts {
+    if kind == Kind::Uploads {
+        let system = i / BATCH % 100;
+        return RecordFacts {
+            system: format!("sys-{system}"),
+            conversation: format!("c{}", mix(i) >> 24),
+            version: Version { hlc: 1, node: 1 },
+            timestamp: chrono::Utc::now(),
+            names: Names {
+                user: Some(format!("u{system}")),
+                project: Some(format!("p{system}-{}", i / 2000 % 5)),
+                session: Some(format!("s{}", i / 200)),
+            },
+        };
+    }
+    if kind == Kind::Bare {
         return RecordFacts {
             system: format!("sys-{}", mix(i) % 1000),
             conversation: format!("c{i}"),
@@ -69,7 +98,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let bare = std::env::args().any(|a| a == "--bare");
+    let kind = if std::env::args().any(|a| a == "--bare") {
+        Kind::Bare
+    } else if std::env::args().any(|a| a == "--uploads") {
+        Kind::Uploads
+    } else {
+        Kind::Spread
+    };
     let mut args = std::env::args()
         .skip(1)
         .scan(false, |after_keep, a| {
@@ -103,19 +138,24 @@ fn main() {
     let graph = KnowledgeGraph::open(db.open_tree("graph").expect("tree")).expect("graph");
 
     let started = Instant::now();
+    let cpu_started = akosha::cpu::thread_cpu_nanos();
     let mut from = if reuse { records } else { 0 };
     while from < records {
         let to = (from + BATCH).min(records);
-        let batch: Vec<RecordFacts> = (from..to).map(|i| facts(i, bare)).collect();
+        let batch: Vec<RecordFacts> = (from..to).map(|i| facts(i, kind)).collect();
         graph.add_records(&batch).expect("add records");
         from = to;
     }
+    // the feed's own CPU, as the node's ingest pays it (sled's flushes run on its threads)
+    let cpu_s = akosha::cpu::thread_cpu_nanos().saturating_sub(cpu_started) as f64 / 1e9;
     db.flush().expect("flush");
     let build_s = started.elapsed().as_secs_f64();
     let stats = graph.statistics().expect("statistics");
     println!(
-        "{{\"bench\": \"graph_build\", \"records\": {records}, \"seconds\": {build_s:.1}, \"records_per_s\": {:.0}, \"entities\": {}, \"relations\": {}}}",
+        "{{\"bench\": \"graph_build\", \"records\": {records}, \"seconds\": {build_s:.1}, \"records_per_s\": {:.0}, \"us_per_record\": {:.2}, \"cpu_us_per_record\": {:.2}, \"entities\": {}, \"relations\": {}}}",
         records as f64 / build_s,
+        build_s * 1e6 / records.max(1) as f64,
+        cpu_s * 1e6 / records.max(1) as f64,
         stats["total_entities"],
         stats["total_relations"]
     );

@@ -10,6 +10,8 @@
 
 mod adjacency;
 mod feed;
+mod marker;
+mod marker_filter;
 mod model;
 mod push;
 mod query;

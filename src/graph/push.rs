@@ -78,8 +78,8 @@ impl KnowledgeGraph {
             _ => named_id(&e.entity_type, &e.name),
         };
         let system = source.unwrap_or("").to_string();
-        let _write = self.write.lock();
-        let mut changes = Changes::new(self);
+        let mut write = self.write.lock();
+        let mut changes = Changes::new(self, &mut write);
         let slot = changes.entity(&id)?;
         let created = slot.is_none();
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -132,8 +132,8 @@ impl KnowledgeGraph {
                 triple.from, triple.relation_type, triple.to
             ),
         };
-        let _write = self.write.lock();
-        let mut changes = Changes::new(self);
+        let mut write = self.write.lock();
+        let mut changes = Changes::new(self, &mut write);
         let before = match (source, original) {
             (Some(s), Some(o)) => {
                 let before = changes.pushed_relation(s, o)?;

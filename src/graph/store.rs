@@ -8,12 +8,15 @@
 //! pushed relation points; `d system` the version of the system's deletion.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::adjacency::Adjacency;
 use super::feed::{Names, RecordFacts};
+use super::marker::{Marker, Tally};
+use super::marker_filter::{self, MarkerFilter};
 use super::model::{derived_id, Entity, GraphInputError, Relation};
 use crate::storage::logged_batch::{self, LoggedBatch};
 use crate::storage::StorageError;
@@ -25,7 +28,8 @@ pub(super) const ENTITY: u8 = b'n';
 pub(super) const OUT: u8 = b'o';
 /// Tag of a relation key under its target.
 pub(super) const IN: u8 = b'i';
-const MARKER: u8 = b'm';
+/// Tag of a record marker's key.
+pub(super) const MARKER: u8 = b'm';
 const PUSHED_RELATION: u8 = b'r';
 const FLOOR: u8 = b'd';
 
@@ -56,7 +60,8 @@ pub enum GraphError {
 
 /// A key of `tag` and `parts` joined by NUL.
 pub(super) fn key(tag: u8, parts: &[&str]) -> Vec<u8> {
-    let mut k = vec![tag];
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum::<usize>() + 1);
+    k.push(tag);
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             k.push(0);
@@ -100,86 +105,6 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// What the graph holds of one record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Marker {
-    /// version of the copy counted (or of its deletion)
-    v: Version,
-    /// what it gave; none when deleted
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    n: Option<Names>,
-}
-
-/// First byte of a marker in its compact form (a JSON marker starts with `{`).
-const COMPACT: u8 = 1;
-
-impl Marker {
-    /// The compact form: the tag, the version, whether it names anything, then each of
-    /// user, project and session as a length (`u16::MAX` for none) and its bytes.
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24);
-        out.push(COMPACT);
-        out.extend_from_slice(&self.v.to_bytes());
-        let Some(n) = &self.n else {
-            out.push(0);
-            return out;
-        };
-        out.push(1);
-        for part in [&n.user, &n.project, &n.session] {
-            match part {
-                // names are checked short (see `check_text`), far below u16::MAX
-                Some(text) if text.len() < usize::from(u16::MAX) => {
-                    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
-                    out.extend_from_slice(text.as_bytes());
-                }
-                _ => out.extend_from_slice(&u16::MAX.to_le_bytes()),
-            }
-        }
-        out
-    }
-
-    /// Reads either form; `None` when the bytes are neither.
-    fn from_bytes(b: &[u8]) -> Option<Marker> {
-        if b.first() != Some(&COMPACT) {
-            return serde_json::from_slice(b).ok();
-        }
-        let v = Version::from_bytes(b.get(1..1 + Version::BYTES)?)?;
-        let mut rest = b.get(1 + Version::BYTES..)?;
-        let (&named, tail) = rest.split_first()?;
-        rest = tail;
-        if named == 0 {
-            return rest.is_empty().then_some(Marker { v, n: None });
-        }
-        let mut part = || -> Option<Option<String>> {
-            let len = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?);
-            rest = rest.get(2..)?;
-            if len == u16::MAX {
-                return Some(None);
-            }
-            let text = std::str::from_utf8(rest.get(..usize::from(len))?).ok()?;
-            rest = rest.get(usize::from(len)..)?;
-            Some(Some(text.to_string()))
-        };
-        let (user, project, session) = (part()?, part()?, part()?);
-        Some(Marker {
-            v,
-            n: Some(Names {
-                user,
-                project,
-                session,
-            }),
-        })
-    }
-
-    /// The marker stored under `key`, decoded.
-    fn decode(key: &[u8], bytes: &[u8]) -> Result<Marker, GraphError> {
-        Marker::from_bytes(bytes).ok_or_else(|| GraphError::Decode {
-            key: String::from_utf8_lossy(key).into_owned(),
-            message: "not a record marker".to_string(),
-        })
-    }
-}
-
 /// Where a pushed relation points.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Triple {
@@ -190,6 +115,9 @@ pub(super) struct Triple {
 
 /// Changes read and made under the graph's write lock, written in one atomic batch.
 pub(super) struct Changes<'a> {
+    graph: &'a KnowledgeGraph,
+    /// which markers the graph may hold, kept under its write lock with it
+    filter: &'a mut MarkerFilter,
     tree: &'a sled::Tree,
     /// the graph in memory, told what the batch changed once it is written
     adjacency: &'a parking_lot::RwLock<Option<Adjacency>>,
@@ -197,19 +125,22 @@ pub(super) struct Changes<'a> {
     relations: HashMap<(String, String, String), Option<Relation>>,
     markers: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// records counted (or taken back) so far, by system and names, applied at commit
-    records: HashMap<(String, Names), i64>,
+    records: Tally,
     now: String,
 }
 
 impl<'a> Changes<'a> {
-    pub(super) fn new(graph: &'a KnowledgeGraph) -> Self {
+    /// Changes to `graph`, made under its write lock (`filter` is what the lock holds).
+    pub(super) fn new(graph: &'a KnowledgeGraph, filter: &'a mut MarkerFilter) -> Self {
         Changes {
+            graph,
+            filter,
             tree: &graph.tree,
             adjacency: &graph.adjacency,
             entities: HashMap::new(),
             relations: HashMap::new(),
             markers: HashMap::new(),
-            records: HashMap::new(),
+            records: Tally::default(),
             now: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
         }
     }
@@ -331,8 +262,8 @@ impl<'a> Changes<'a> {
 
     /// Counts (`n` > 0) or takes back records of `system` that gave `names`, at commit:
     /// a batch touches each entity once however many of its records name it.
-    fn count_later(&mut self, system: &str, names: Names, n: i64) {
-        *self.records.entry((system.to_string(), names)).or_default() += n;
+    fn count_later(&mut self, system: &str, names: &Names, n: i64) {
+        self.records.add(system, names, n);
     }
 
     /// Where the pushed relation `original_id` of `system` points, when pushed before.
@@ -365,6 +296,10 @@ impl<'a> Changes<'a> {
         marker: &[u8],
         version: Version,
     ) -> Result<Option<bool>, GraphError> {
+        // a record the graph never counted is not looked up in the store
+        if !self.markers.contains_key(marker) && !self.filter.may_hold(marker) {
+            return Ok(Some(true));
+        }
         let Some(old) = self.raw(marker)? else {
             return Ok(Some(true));
         };
@@ -374,7 +309,7 @@ impl<'a> Changes<'a> {
             return Ok(None);
         }
         if let Some(names) = old.n {
-            self.count_later(system, names, -1);
+            self.count_later(system, &names, -1);
         }
         Ok(Some(false))
     }
@@ -389,12 +324,8 @@ impl<'a> Changes<'a> {
         let Some(first) = self.take_back(&f.system, &k, f.version)? else {
             return Ok(false);
         };
-        self.count_later(&f.system, f.names.clone(), 1);
-        let marker = Marker {
-            v: f.version,
-            n: Some(f.names.clone()),
-        };
-        self.set_raw(k, Some(marker.to_bytes()));
+        self.count_later(&f.system, &f.names, 1);
+        self.set_raw(k, Some(Marker::bytes(f.version, Some(&f.names))));
         Ok(first)
     }
 
@@ -420,7 +351,7 @@ impl<'a> Changes<'a> {
     /// Writes every change as one (a crash cannot split them): an entity or relation no
     /// system refers to any more is removed.
     pub(super) fn commit(mut self) -> Result<(), GraphError> {
-        for ((system, names), n) in std::mem::take(&mut self.records) {
+        for ((system, names), n) in std::mem::take(&mut self.records).into_counts() {
             if n != 0 {
                 self.count_record(&system, &names, n)?;
             }
@@ -458,13 +389,24 @@ impl<'a> Changes<'a> {
             }
             relations.push((from, relation_type, to, present));
         }
+        // the filter learns of a marker before it is written: it must never miss one
+        let mut outgrown = false;
         for (k, v) in self.markers {
             match v {
-                Some(v) => batch.insert(k, v),
+                Some(v) => {
+                    if k.first() == Some(&MARKER) {
+                        outgrown |= self.filter.wrote(&k);
+                    }
+                    batch.insert(k, v)
+                }
                 None => batch.remove(k),
             }
         }
         batch.apply(self.tree)?;
+        if outgrown {
+            // after the batch: the scan sees its markers in the store
+            marker_filter::rebuild(&self.graph.write, self.filter, self.tree);
+        }
         if let Some(a) = self.adjacency.write().as_mut() {
             for (id, present) in &entities {
                 a.set_entity(id, *present);
@@ -490,8 +432,9 @@ fn add(systems: &mut std::collections::BTreeMap<String, u64>, system: &str, n: i
 /// The node's knowledge graph: entities and relations fed by ingestion and by push.
 pub struct KnowledgeGraph {
     pub(super) tree: sled::Tree,
-    /// one writer at a time: every change reads what it changes under this lock
-    pub(super) write: parking_lot::Mutex<()>,
+    /// one writer at a time: every change reads what it changes under this lock, which
+    /// holds what the graph knows of the markers it has
+    pub(super) write: Arc<parking_lot::Mutex<MarkerFilter>>,
     /// the relations in memory for path searches, made by the first one
     pub(super) adjacency: parking_lot::RwLock<Option<Adjacency>>,
 }
@@ -502,9 +445,13 @@ impl KnowledgeGraph {
         if logged_batch::recover(&tree)? {
             tracing::info!("knowledge graph: finished a change cut short by a crash");
         }
+        let write = Arc::new(parking_lot::Mutex::new(MarkerFilter::empty()));
+        if tree.scan_prefix([MARKER]).next().is_some() {
+            marker_filter::rebuild(&write, &mut write.lock(), &tree);
+        }
         Ok(KnowledgeGraph {
             tree,
-            write: parking_lot::Mutex::new(()),
+            write,
             adjacency: parking_lot::RwLock::new(None),
         })
     }
@@ -516,8 +463,9 @@ impl KnowledgeGraph {
         if facts.is_empty() {
             return Ok(Vec::new());
         }
-        let _write = self.write.lock();
-        let mut changes = Changes::new(self);
+        let mut write = self.write.lock();
+        let mut changes = Changes::new(self, &mut write);
+        changes.markers.reserve(facts.len());
         let mut new = Vec::with_capacity(facts.len());
         for f in facts {
             new.push(changes.record(f)?);
@@ -533,8 +481,8 @@ impl KnowledgeGraph {
         conversation: &str,
         version: Version,
     ) -> Result<(), GraphError> {
-        let _write = self.write.lock();
-        let mut changes = Changes::new(self);
+        let mut write = self.write.lock();
+        let mut changes = Changes::new(self, &mut write);
         changes.forget_record(system, conversation, version)?;
         changes.commit()
     }
@@ -547,8 +495,8 @@ impl KnowledgeGraph {
         let mut after: Option<Vec<u8>> = None;
         let mut folded = 0;
         loop {
-            let _write = self.write.lock();
-            let mut changes = Changes::new(self);
+            let mut write = self.write.lock();
+            let mut changes = Changes::new(self, &mut write);
             let start = match &after {
                 Some(k) => std::ops::Bound::Excluded(k.clone()),
                 None => std::ops::Bound::Included(vec![MARKER]),
@@ -592,8 +540,8 @@ impl KnowledgeGraph {
     /// shard keeps it), and every push of it; entities and relations nothing refers to any
     /// more go. Blocking.
     pub fn forget_system(&self, system: &str, version: Version) -> Result<(), GraphError> {
-        let _write = self.write.lock();
-        let mut changes = Changes::new(self);
+        let mut write = self.write.lock();
+        let mut changes = Changes::new(self, &mut write);
         for item in self.tree.scan_prefix(prefix(MARKER, system)) {
             let (k, v) = item?;
             let marker = Marker::decode(&k, &v)?;
@@ -626,44 +574,5 @@ impl KnowledgeGraph {
             .map_or(version, |v| v.max(version));
         changes.set_raw(floor, Some(encode(&keep)));
         changes.commit()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_marker_reads_back_from_its_compact_form_and_from_json() {
-        let v = Version { hlc: 77, node: 3 };
-        let named = Marker {
-            v,
-            n: Some(Names {
-                user: Some("alice".into()),
-                project: None,
-                session: Some(String::new()),
-            }),
-        };
-        for m in [
-            named,
-            Marker { v, n: None },
-            Marker {
-                v,
-                n: Some(Names::default()),
-            },
-        ] {
-            let back = Marker::from_bytes(&m.to_bytes()).unwrap();
-            assert_eq!((back.v, back.n), (m.v, m.n.clone()));
-            let json = serde_json::to_vec(&m).unwrap();
-            let back = Marker::from_bytes(&json).unwrap();
-            assert_eq!((back.v, back.n), (m.v, m.n));
-        }
-        let cut = Marker {
-            v,
-            n: Some(Names::default()),
-        }
-        .to_bytes();
-        assert!(Marker::from_bytes(&cut[..cut.len() - 1]).is_none());
-        assert!(Marker::decode(b"m", b"junk").is_err());
     }
 }
