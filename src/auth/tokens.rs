@@ -218,14 +218,12 @@ fn hex(bytes: &[u8]) -> String {
 impl Tokens {
     /// The file at `path`; an absent file is an empty one.
     pub fn load(path: &Path) -> Result<Tokens, TokensError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Tokens {
-                    key: read_key(&beside(path, ".key"))?,
-                    ..Tokens::default()
-                })
-            }
+        let mut tokens: Tokens = match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| TokensError::Invalid {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Tokens::default(),
             Err(e) => {
                 return Err(TokensError::Io {
                     path: path.display().to_string(),
@@ -233,14 +231,11 @@ impl Tokens {
                 })
             }
         };
-        let mut tokens: Tokens = serde_json::from_str(&text).map_err(|e| TokensError::Invalid {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        tokens.key = read_key(&beside(path, ".key"))?;
+        let key_file = beside(path, ".key");
+        tokens.key = read_key(&key_file)?;
         if tokens.key.is_none() && tokens.tokens.iter().any(|t| !t.hmac_sha256.is_empty()) {
             return Err(TokensError::Invalid {
-                path: beside(path, ".key").display().to_string(),
+                path: key_file.display().to_string(),
                 message: "missing: the tokens made with this key cannot be checked without it; keep it beside the tokens file".to_string(),
             });
         }

@@ -115,12 +115,10 @@ pub(super) struct Triple {
 
 /// Changes read and made under the graph's write lock, written in one atomic batch.
 pub(super) struct Changes<'a> {
+    /// the graph changed: its store, its relations in memory, its write lock
     graph: &'a KnowledgeGraph,
     /// which markers the graph may hold, kept under its write lock with it
     filter: &'a mut MarkerFilter,
-    tree: &'a sled::Tree,
-    /// the graph in memory, told what the batch changed once it is written
-    adjacency: &'a parking_lot::RwLock<Option<Adjacency>>,
     entities: HashMap<String, Option<Entity>>,
     relations: HashMap<(String, String, String), Option<Relation>>,
     markers: HashMap<Vec<u8>, Option<Vec<u8>>>,
@@ -135,8 +133,6 @@ impl<'a> Changes<'a> {
         Changes {
             graph,
             filter,
-            tree: &graph.tree,
-            adjacency: &graph.adjacency,
             entities: HashMap::new(),
             relations: HashMap::new(),
             markers: HashMap::new(),
@@ -148,7 +144,7 @@ impl<'a> Changes<'a> {
     /// The entity as changed so far, loaded on first use.
     pub(super) fn entity(&mut self, id: &str) -> Result<&mut Option<Entity>, GraphError> {
         if !self.entities.contains_key(id) {
-            let found = load(self.tree, &key(ENTITY, &[id]))?;
+            let found = load(&self.graph.tree, &key(ENTITY, &[id]))?;
             self.entities.insert(id.to_string(), found);
         }
         Ok(self.entities.entry(id.to_string()).or_default())
@@ -158,7 +154,10 @@ impl<'a> Changes<'a> {
     pub(super) fn relation(&mut self, t: &Triple) -> Result<&mut Option<Relation>, GraphError> {
         let id = (t.from.clone(), t.relation_type.clone(), t.to.clone());
         if !self.relations.contains_key(&id) {
-            let found = load(self.tree, &key(OUT, &[&t.from, &t.relation_type, &t.to]))?;
+            let found = load(
+                &self.graph.tree,
+                &key(OUT, &[&t.from, &t.relation_type, &t.to]),
+            )?;
             self.relations.insert(id.clone(), found);
         }
         Ok(self.relations.entry(id).or_default())
@@ -169,7 +168,7 @@ impl<'a> Changes<'a> {
         if let Some(v) = self.markers.get(k) {
             return Ok(v.clone());
         }
-        let v = self.tree.get(k)?.map(|b| b.to_vec());
+        let v = self.graph.tree.get(k)?.map(|b| b.to_vec());
         self.markers.insert(k.to_vec(), v.clone());
         Ok(v)
     }
@@ -402,12 +401,13 @@ impl<'a> Changes<'a> {
                 None => batch.remove(k),
             }
         }
-        batch.apply(self.tree)?;
+        batch.apply(&self.graph.tree)?;
         if outgrown {
             // after the batch: the scan sees its markers in the store
-            marker_filter::rebuild(&self.graph.write, self.filter, self.tree);
+            marker_filter::rebuild(&self.graph.write, self.filter, &self.graph.tree);
         }
-        if let Some(a) = self.adjacency.write().as_mut() {
+        // the graph in memory, told what the batch changed once it is written
+        if let Some(a) = self.graph.adjacency.write().as_mut() {
             for (id, present) in &entities {
                 a.set_entity(id, *present);
             }
