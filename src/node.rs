@@ -228,7 +228,14 @@ impl Node {
             })?;
         let model_dir = config.embedding.model_dir.clone();
         let write_health = Arc::new(WriteHealth::new());
-        let graph = Graph::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
+        // reads the graph's record markers into their index: blocking
+        let graph = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || Graph::open(&store))
+                .await
+                .map_err(|e| NodeError::Spawn(e.to_string()))?
+                .map_err(|e| NodeError::Graph(e.to_string()))?
+        };
         let analytics = Analytics::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
         let metrics = Arc::new(NodeMetrics::default());
         let auth = match config.auth.tokens_file.as_str() {

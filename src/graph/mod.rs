@@ -10,8 +10,10 @@
 
 mod adjacency;
 mod feed;
+mod forget;
 mod marker;
-mod marker_filter;
+mod marker_page;
+mod marker_pages;
 mod model;
 mod push;
 mod query;
@@ -25,5 +27,7 @@ pub use query::{Neighbourhood, Path, MAX_DEPTH, MAX_HOPS};
 pub use service::{FeedCost, Graph, PushedMany};
 pub use store::{GraphError, KnowledgeGraph};
 
+#[cfg(test)]
+mod marker_tests;
 #[cfg(test)]
 mod tests;

@@ -54,7 +54,8 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// The graph kept in `store` (made empty when new).
+    /// The graph kept in `store` (made empty when new); blocking (reads the index of its
+    /// record markers).
     pub fn open(store: &HotStore) -> Result<Self, GraphError> {
         let tree = store
             .open_tree(TREE)

@@ -3,12 +3,12 @@
 //!
 //! Keys (a tag byte, then parts separated by NUL, which no id holds):
 //! `n id` an entity; `o from type to` and `i to type from` a relation, under both ends so
-//! that an entity's neighbours are two prefix scans; `m system conversation` what a record
-//! gave (its version and names, or that it was deleted); `r system original_id` where a
-//! pushed relation points; `d system` the version of the system's deletion.
+//! that an entity's neighbours are two prefix scans; `p number` a page of record markers,
+//! what each record gave (its version and names, or that it was deleted; see
+//! [`super::marker_pages`]); `r system original_id` where a pushed relation points;
+//! `d system` the version of the system's deletion.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::adjacency::Adjacency;
 use super::feed::{Names, RecordFacts};
 use super::marker::{Marker, Tally};
-use super::marker_filter::{self, MarkerFilter};
+use super::marker_pages::{read_page, Entries, Located, MarkerBook, Page};
 use super::model::{derived_id, Entity, GraphInputError, Relation};
+use crate::record::record_key;
 use crate::storage::logged_batch::{self, LoggedBatch};
 use crate::storage::StorageError;
 use crate::version::Version;
@@ -28,10 +29,8 @@ pub(super) const ENTITY: u8 = b'n';
 pub(super) const OUT: u8 = b'o';
 /// Tag of a relation key under its target.
 pub(super) const IN: u8 = b'i';
-/// Tag of a record marker's key.
-pub(super) const MARKER: u8 = b'm';
-const PUSHED_RELATION: u8 = b'r';
-const FLOOR: u8 = b'd';
+pub(super) const PUSHED_RELATION: u8 = b'r';
+pub(super) const FLOOR: u8 = b'd';
 
 /// A failure of the graph's store.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +99,7 @@ pub(super) fn load<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // the graph's own types always serialise
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -117,25 +116,41 @@ pub(super) struct Triple {
 pub(super) struct Changes<'a> {
     /// the graph changed: its store, its relations in memory, its write lock
     graph: &'a KnowledgeGraph,
-    /// which markers the graph may hold, kept under its write lock with it
-    filter: &'a mut MarkerFilter,
+    /// the index of the graph's record markers, kept under its write lock
+    pub(super) book: &'a mut MarkerBook,
     entities: HashMap<String, Option<Entity>>,
     relations: HashMap<(String, String, String), Option<Relation>>,
-    markers: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// other entries (pushed relations, floors) as changed so far
+    raw: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// record markers written by this change, by record key
+    markers: HashMap<Vec<u8>, Vec<u8>>,
+    /// where each record key looked up was before this change, unless absent
+    located: HashMap<Vec<u8>, Located>,
+    /// marker pages read by this change
+    pages: HashMap<u32, Page>,
+    /// marker pages rewritten by this change (without entries it removed), in order
+    rewrites: Vec<(u32, Entries)>,
+    /// the floor of the system asked last
+    last_floor: Option<(String, Option<Version>)>,
     /// records counted (or taken back) so far, by system and names, applied at commit
     records: Tally,
     now: String,
 }
 
 impl<'a> Changes<'a> {
-    /// Changes to `graph`, made under its write lock (`filter` is what the lock holds).
-    pub(super) fn new(graph: &'a KnowledgeGraph, filter: &'a mut MarkerFilter) -> Self {
+    /// Changes to `graph`, made under its write lock (`book` is what the lock holds).
+    pub(super) fn new(graph: &'a KnowledgeGraph, book: &'a mut MarkerBook) -> Self {
         Changes {
             graph,
-            filter,
+            book,
             entities: HashMap::new(),
             relations: HashMap::new(),
+            raw: HashMap::new(),
             markers: HashMap::new(),
+            located: HashMap::new(),
+            pages: HashMap::new(),
+            rewrites: Vec::new(),
+            last_floor: None,
             records: Tally::default(),
             now: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
         }
@@ -165,16 +180,16 @@ impl<'a> Changes<'a> {
 
     /// A raw entry as changed so far.
     fn raw(&mut self, k: &[u8]) -> Result<Option<Vec<u8>>, GraphError> {
-        if let Some(v) = self.markers.get(k) {
+        if let Some(v) = self.raw.get(k) {
             return Ok(v.clone());
         }
         let v = self.graph.tree.get(k)?.map(|b| b.to_vec());
-        self.markers.insert(k.to_vec(), v.clone());
+        self.raw.insert(k.to_vec(), v.clone());
         Ok(v)
     }
 
     /// A JSON entry as changed so far.
-    fn cached<T: serde::de::DeserializeOwned>(
+    pub(super) fn cached<T: serde::de::DeserializeOwned>(
         &mut self,
         k: &[u8],
     ) -> Result<Option<T>, GraphError> {
@@ -185,8 +200,71 @@ impl<'a> Changes<'a> {
     }
 
     /// Sets (or with `None` removes) a raw entry.
-    fn set_raw(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
-        self.markers.insert(k, v);
+    pub(super) fn set_raw(&mut self, k: Vec<u8>, v: Option<Vec<u8>>) {
+        self.last_floor = None;
+        self.raw.insert(k, v);
+    }
+
+    /// Marker page `seq`, read once per change.
+    pub(super) fn page(&mut self, seq: u32) -> Result<Page, GraphError> {
+        if let Some(p) = self.pages.get(&seq) {
+            return Ok(p.clone());
+        }
+        let page = read_page(&self.graph.tree, seq)?;
+        self.pages.insert(seq, page.clone());
+        Ok(page)
+    }
+
+    /// The marker of the record under `key` as changed so far.
+    fn marker(&mut self, key: &[u8]) -> Result<Option<Marker>, GraphError> {
+        if let Some(bytes) = self.markers.get(key) {
+            return Ok(Some(Marker::decode(key, bytes)?));
+        }
+        self.book.check()?;
+        // a key not located is absent (most keys of an upload)
+        let Some(seq) = self.book.candidate(key) else {
+            return Ok(None);
+        };
+        let page = self.page(seq)?;
+        let found = page.find(key).map(|b| Marker::decode(key, b)).transpose()?;
+        let at = self.book.located(key, &page, seq, found.is_some());
+        if at != Located::Absent {
+            self.located.insert(key.to_vec(), at);
+        }
+        Ok(found)
+    }
+
+    /// Sets the marker of the record under `key`, looked up before by this change.
+    fn set_marker(&mut self, key: Vec<u8>, bytes: Vec<u8>) {
+        self.markers.insert(key, bytes);
+    }
+
+    /// Rewrites marker page `seq` without the entries `drop` picks (given an entry's key,
+    /// its marker and whether it is the key's marker, not a dead one); answers the markers
+    /// it removed that were live.
+    pub(super) fn drop_entries(
+        &mut self,
+        seq: u32,
+        mut drop: impl FnMut(&[u8], &Marker, bool) -> bool,
+    ) -> Result<Vec<(Vec<u8>, Marker)>, GraphError> {
+        let page = self.page(seq)?;
+        let (mut keep, mut gone) = (Vec::with_capacity(page.len()), Vec::new());
+        for (k, m) in page.iter() {
+            let marker = Marker::decode(k, m)?;
+            let live = self.book.is_live(k, seq);
+            if drop(k, &marker, live) {
+                if live {
+                    self.book.forget(k, seq);
+                    gone.push((k.to_vec(), marker));
+                }
+            } else {
+                keep.push((k.to_vec(), m.to_vec()));
+            }
+        }
+        if keep.len() < page.len() {
+            self.rewrites.push((seq, keep));
+        }
+        Ok(gone)
     }
 
     /// Adds `n` (may be negative) references of `system` to an entity, made when missing.
@@ -261,7 +339,7 @@ impl<'a> Changes<'a> {
 
     /// Counts (`n` > 0) or takes back records of `system` that gave `names`, at commit:
     /// a batch touches each entity once however many of its records name it.
-    fn count_later(&mut self, system: &str, names: &Names, n: i64) {
+    pub(super) fn count_later(&mut self, system: &str, names: &Names, n: i64) {
         self.records.add(system, names, n);
     }
 
@@ -282,9 +360,17 @@ impl<'a> Changes<'a> {
         );
     }
 
-    /// The version below which writes of `system` were deleted with it.
+    /// The version below which writes of `system` were deleted with it (kept for the
+    /// system asked last: a batch's records come a system at a time).
     fn floor(&mut self, system: &str) -> Result<Option<Version>, GraphError> {
-        self.cached(&key(FLOOR, &[system]))
+        if let Some((s, v)) = &self.last_floor {
+            if s == system {
+                return Ok(*v);
+            }
+        }
+        let v = self.cached(&key(FLOOR, &[system]))?;
+        self.last_floor = Some((system.to_string(), v));
+        Ok(v)
     }
 
     /// Takes back what the copy of a record counted so far gave, unless that copy is as new
@@ -292,17 +378,12 @@ impl<'a> Changes<'a> {
     fn take_back(
         &mut self,
         system: &str,
-        marker: &[u8],
+        key: &[u8],
         version: Version,
     ) -> Result<Option<bool>, GraphError> {
-        // a record the graph never counted is not looked up in the store
-        if !self.markers.contains_key(marker) && !self.filter.may_hold(marker) {
-            return Ok(Some(true));
-        }
-        let Some(old) = self.raw(marker)? else {
+        let Some(old) = self.marker(key)? else {
             return Ok(Some(true));
         };
-        let old = Marker::decode(marker, &old)?;
         if old.v >= version {
             // a replay, or older than what is counted
             return Ok(None);
@@ -319,12 +400,12 @@ impl<'a> Changes<'a> {
         if self.floor(&f.system)?.is_some_and(|v| f.version <= v) {
             return Ok(false);
         }
-        let k = key(MARKER, &[&f.system, &f.conversation]);
+        let k = record_key(&f.system, &f.conversation);
         let Some(first) = self.take_back(&f.system, &k, f.version)? else {
             return Ok(false);
         };
         self.count_later(&f.system, &f.names, 1);
-        self.set_raw(k, Some(Marker::bytes(f.version, Some(&f.names))));
+        self.set_marker(k, Marker::bytes(f.version, Some(&f.names)));
         Ok(first)
     }
 
@@ -336,13 +417,9 @@ impl<'a> Changes<'a> {
         conversation: &str,
         version: Version,
     ) -> Result<(), GraphError> {
-        let k = key(MARKER, &[system, conversation]);
+        let k = record_key(system, conversation);
         if self.take_back(system, &k, version)?.is_some() {
-            let deleted = Marker {
-                v: version,
-                n: None,
-            };
-            self.set_raw(k, Some(deleted.to_bytes()));
+            self.set_marker(k, Marker::bytes(version, None));
         }
         Ok(())
     }
@@ -388,23 +465,32 @@ impl<'a> Changes<'a> {
             }
             relations.push((from, relation_type, to, present));
         }
-        // the filter learns of a marker before it is written: it must never miss one
-        let mut outgrown = false;
-        for (k, v) in self.markers {
+        for (k, v) in self.raw {
             match v {
-                Some(v) => {
-                    if k.first() == Some(&MARKER) {
-                        outgrown |= self.filter.wrote(&k);
-                    }
-                    batch.insert(k, v)
-                }
+                Some(v) => batch.insert(k, v),
                 None => batch.remove(k),
             }
         }
-        batch.apply(&self.graph.tree)?;
-        if outgrown {
-            // after the batch: the scan sees its markers in the store
-            marker_filter::rebuild(&self.graph.write, self.filter, &self.graph.tree);
+        // the index changes with the pages; reloaded from the store if they are not written
+        let tree = &self.graph.tree;
+        for (seq, keep) in &self.rewrites {
+            let keep: Vec<(&[u8], &[u8])> = keep
+                .iter()
+                .map(|(k, m)| (k.as_slice(), m.as_slice()))
+                .collect();
+            self.book.rewrite(&mut batch, *seq, &keep)?;
+        }
+        let pages = &mut self.pages;
+        let mut cached = |seq: u32| match pages.get(&seq) {
+            Some(p) => Ok(p.clone()),
+            None => read_page(tree, seq),
+        };
+        let markers: Vec<(Vec<u8>, Vec<u8>)> = self.markers.into_iter().collect();
+        self.book
+            .write(&mut batch, markers, &self.located, &mut cached)?;
+        if let Err(e) = batch.apply(tree) {
+            *self.book = MarkerBook::reload(tree);
+            return Err(e.into());
         }
         // the graph in memory, told what the batch changed once it is written
         if let Some(a) = self.graph.adjacency.write().as_mut() {
@@ -433,8 +519,8 @@ fn add(systems: &mut std::collections::BTreeMap<String, u64>, system: &str, n: i
 pub struct KnowledgeGraph {
     pub(super) tree: sled::Tree,
     /// one writer at a time: every change reads what it changes under this lock, which
-    /// holds what the graph knows of the markers it has
-    pub(super) write: Arc<parking_lot::Mutex<MarkerFilter>>,
+    /// holds the index of the graph's record markers
+    pub(super) write: parking_lot::Mutex<MarkerBook>,
     /// the relations in memory for path searches, made by the first one
     pub(super) adjacency: parking_lot::RwLock<Option<Adjacency>>,
 }
@@ -445,13 +531,10 @@ impl KnowledgeGraph {
         if logged_batch::recover(&tree)? {
             tracing::info!("knowledge graph: finished a change cut short by a crash");
         }
-        let write = Arc::new(parking_lot::Mutex::new(MarkerFilter::empty()));
-        if tree.scan_prefix([MARKER]).next().is_some() {
-            marker_filter::rebuild(&write, &mut write.lock(), &tree);
-        }
+        let book = MarkerBook::open(&tree)?;
         Ok(KnowledgeGraph {
             tree,
-            write,
+            write: parking_lot::Mutex::new(book),
             adjacency: parking_lot::RwLock::new(None),
         })
     }
@@ -484,95 +567,6 @@ impl KnowledgeGraph {
         let mut write = self.write.lock();
         let mut changes = Changes::new(self, &mut write);
         changes.forget_record(system, conversation, version)?;
-        changes.commit()
-    }
-
-    /// Folds the markers of records deleted before `before` into their systems' floors, as
-    /// the shards fold their record tombstones, a page at a time so that writes go on
-    /// between pages; answers how many were folded. Blocking.
-    pub fn fold_deletions(&self, before: Version) -> Result<usize, GraphError> {
-        const PAGE: usize = 10_000;
-        let mut after: Option<Vec<u8>> = None;
-        let mut folded = 0;
-        loop {
-            let mut write = self.write.lock();
-            let mut changes = Changes::new(self, &mut write);
-            let start = match &after {
-                Some(k) => std::ops::Bound::Excluded(k.clone()),
-                None => std::ops::Bound::Included(vec![MARKER]),
-            };
-            let (mut seen, mut last) = (0, None);
-            for item in self
-                .tree
-                .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
-            {
-                let (k, v) = item?;
-                if k.first() != Some(&MARKER) {
-                    break;
-                }
-                seen += 1;
-                let marker = Marker::decode(&k, &v)?;
-                if marker.n.is_none() && marker.v < before {
-                    let system = k[1..].split(|b| *b == 0).next().unwrap_or_default();
-                    let floor = key(FLOOR, &[&String::from_utf8_lossy(system)]);
-                    let keep = changes
-                        .cached::<Version>(&floor)?
-                        .map_or(marker.v, |f| f.max(marker.v));
-                    changes.set_raw(floor, Some(encode(&keep)));
-                    changes.set_raw(k.to_vec(), None);
-                    folded += 1;
-                }
-                last = Some(k.to_vec());
-                if seen >= PAGE {
-                    break;
-                }
-            }
-            changes.commit()?;
-            match last {
-                Some(k) if seen >= PAGE => after = Some(k),
-                _ => return Ok(folded),
-            }
-        }
-    }
-
-    /// Takes back what `system` gave as of its deletion at `version`: every record copy not
-    /// newer than it (a copy written meanwhile with a newer version stays counted, as the
-    /// shard keeps it), and every push of it; entities and relations nothing refers to any
-    /// more go. Blocking.
-    pub fn forget_system(&self, system: &str, version: Version) -> Result<(), GraphError> {
-        let mut write = self.write.lock();
-        let mut changes = Changes::new(self, &mut write);
-        for item in self.tree.scan_prefix(prefix(MARKER, system)) {
-            let (k, v) = item?;
-            let marker = Marker::decode(&k, &v)?;
-            if marker.v <= version {
-                if let Some(names) = &marker.n {
-                    changes.count_record(system, names, -1)?;
-                }
-                changes.set_raw(k.to_vec(), None);
-            }
-        }
-        for item in self.tree.scan_prefix(prefix(PUSHED_RELATION, system)) {
-            let (k, v) = item?;
-            let triple: Triple = decode(&k, &v)?;
-            changes.count_relation(&triple, system, -1)?;
-            changes.set_raw(k.to_vec(), None);
-        }
-        // pushed entities of the system: entity:<system>:<original_id>
-        let pushed = key(ENTITY, &[&super::model::pushed_id(system, "")]);
-        for item in self.tree.scan_prefix(pushed) {
-            let (k, v) = item?;
-            let e: Entity = decode(&k, &v)?;
-            if let Some(n) = e.systems.get(system) {
-                let n = i64::try_from(*n).unwrap_or(i64::MAX);
-                changes.count_entity(&e.id, &e.name, &e.entity_type, system, -n)?;
-            }
-        }
-        let floor = key(FLOOR, &[system]);
-        let keep = changes
-            .cached::<Version>(&floor)?
-            .map_or(version, |v| v.max(version));
-        changes.set_raw(floor, Some(encode(&keep)));
         changes.commit()
     }
 }
