@@ -409,6 +409,8 @@ async fn over_the_rate_is_429_and_nothing_stored_and_the_audit_log_has_it_all() 
         .parse()
         .unwrap();
     assert!((1..=5).contains(&wait), "{wait}");
+    // its body unread, the connection is closed, and the client told not to reuse it
+    assert_eq!(r.headers()["connection"], "close");
     let body: Value = r.json().await.unwrap();
     assert!(
         body["error"]

@@ -97,7 +97,13 @@ impl AuthCheck {
     ) -> Response {
         tracing::info!(path = %seen.path, from = %seen.from, status = status.as_u16(), reason = %message, "request refused");
         self.audit(seen, caller, status, message);
-        ErrorShape::for_path(&seen.path).response(status, message)
+        let mut answer = ErrorShape::for_path(&seen.path).response(status, message);
+        // the body is left unread, so the connection cannot take another request: said, so
+        // that a client does not send its next one on a connection being closed
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        answer
     }
 }
 
