@@ -168,7 +168,7 @@ fn main() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     // as akosha-node does before its threads start
-    akosha::heap::limit_arenas();
+    akosha::heap::set_up();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(akosha::MAX_BLOCKING_THREADS)

@@ -322,7 +322,7 @@ fn main() {
     }
     akosha::storage::objects::install_crypto_provider();
     // as akosha-node does before its threads start
-    akosha::heap::limit_arenas();
+    akosha::heap::set_up();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(akosha::MAX_BLOCKING_THREADS)

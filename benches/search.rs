@@ -307,7 +307,7 @@ fn main() {
             "usage: cargo bench --bench search -- DATA_DIR [--warm|--cold|--due=P|--load-only|--names] (DATA_DIR: output of shared/bench/vectors.py)",
         );
     // as akosha-node does before its threads start
-    akosha::heap::limit_arenas();
+    akosha::heap::set_up();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(akosha::MAX_BLOCKING_THREADS)

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     if let Some(file) = &args.check_config {
         return check_config(file.as_deref().or(args.config.as_deref()));
     }
-    akosha::heap::limit_arenas();
+    akosha::heap::set_up();
     let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => {
