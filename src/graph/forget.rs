@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::marker::Marker;
-use super::marker_pages::{index_hash, read_page};
+use super::marker_page::{read_page, system_of};
 use super::model::{pushed_id, Entity};
 use super::store::{decode, encode, key, prefix, Changes, GraphError, KnowledgeGraph, Triple};
 use super::store::{ENTITY, FLOOR, PUSHED_RELATION};
@@ -13,11 +13,6 @@ use crate::version::Version;
 /// Marker pages rewritten per logged batch by a deletion.
 const PAGES_PER_BATCH: usize = 16;
 
-/// The system of a record key.
-fn system_of(key: &[u8]) -> String {
-    String::from_utf8_lossy(key.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
-}
-
 impl KnowledgeGraph {
     /// Folds the markers of records deleted before `before` into their systems' floors, as
     /// the shards fold their record tombstones; answers how many were folded. Holds the
@@ -25,18 +20,17 @@ impl KnowledgeGraph {
     pub fn fold_deletions(&self, before: Version) -> Result<usize, GraphError> {
         let mut book = self.write.lock();
         book.check()?;
-        // the deletion markers to fold, by key hash and key
+        // the deletion markers to fold
         let mut folded: HashSet<Vec<u8>> = HashSet::new();
-        let mut hashes: HashSet<u64> = HashSet::new();
         let mut floors: HashMap<String, Version> = HashMap::new();
         for seq in book.page_numbers() {
             let page = read_page(&self.tree, seq)?;
             for (k, m) in page.iter() {
                 let marker = Marker::decode(k, m)?;
                 if marker.n.is_none() && marker.v < before && book.is_live(k, seq) {
-                    let floor = floors.entry(system_of(k)).or_insert(marker.v);
+                    let system = String::from_utf8_lossy(system_of(k)).into_owned();
+                    let floor = floors.entry(system).or_insert(marker.v);
                     *floor = (*floor).max(marker.v);
-                    hashes.insert(index_hash(k));
                     folded.insert(k.to_vec());
                 }
             }
@@ -57,9 +51,7 @@ impl KnowledgeGraph {
         for group in pages.chunks(PAGES_PER_BATCH) {
             let mut changes = Changes::new(self, &mut book);
             for seq in group {
-                changes.drop_entries(*seq, |k, _, _| {
-                    hashes.contains(&index_hash(k)) && folded.contains(k)
-                })?;
+                changes.drop_entries(*seq, |k, _, _| folded.contains(k))?;
             }
             changes.commit()?;
         }
@@ -92,7 +84,7 @@ impl KnowledgeGraph {
             let mut changes = Changes::new(self, &mut book);
             for seq in group {
                 let gone = changes.drop_entries(*seq, |k, m, _| {
-                    m.v <= version && k.split(|b| *b == 0).next() == Some(system.as_bytes())
+                    m.v <= version && system_of(k) == system.as_bytes()
                 })?;
                 for (_, marker) in gone {
                     if let Some(names) = &marker.n {

@@ -14,8 +14,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use sled::IVec;
-
 use super::marker::Marker;
 use super::marker_page::{decode_page, system_of};
 pub(super) use super::marker_page::{page_key, read_page, Page, PAGE};
@@ -103,13 +101,15 @@ pub(super) struct PageInfo {
 }
 
 impl PageInfo {
-    fn of(page: &Page) -> PageInfo {
-        let mut systems: Vec<&[u8]> = page.iter().map(|(k, _)| system_of(k)).collect();
+    /// What a page of `keys` holds, `live` of them markers.
+    fn of<'a>(keys: impl Iterator<Item = &'a [u8]>, live: u32) -> PageInfo {
+        let mut systems: Vec<&[u8]> = keys.map(system_of).collect();
+        let entries = systems.len() as u32;
         systems.sort_unstable();
         systems.dedup();
         PageInfo {
-            entries: page.len() as u32,
-            live: 0,
+            entries,
+            live,
             systems: systems.into_iter().map(Box::from).collect(),
         }
     }
@@ -214,7 +214,8 @@ impl MarkerBook {
             for (key, _) in page.iter() {
                 book.place_loaded(tree, key, seq, &mut checks)?;
             }
-            book.pages.insert(seq, PageInfo::of(&page));
+            book.pages
+                .insert(seq, PageInfo::of(page.iter().map(|(k, _)| k), 0));
             book.next = seq.saturating_add(1);
         }
         let live = book.index.values().chain(book.shared.values());
@@ -334,19 +335,16 @@ impl MarkerBook {
                 GraphError::Task("the graph has used every marker page number".to_string())
             })?;
             let bytes = Page::encode(chunk.iter().map(|(k, m)| (k.as_slice(), m.as_slice())))?;
-            let page = Page::parse(IVec::from(bytes.as_slice()))
-                .ok_or_else(|| GraphError::Task("a marker page just made is unreadable".into()))?;
-            let mut info = PageInfo::of(&page);
-            info.live = info.entries;
-            self.pages.insert(seq, info);
+            let keys = chunk.iter().map(|(k, _)| k.as_slice());
+            self.pages
+                .insert(seq, PageInfo::of(keys, chunk.len() as u32));
             batch.insert(page_key(seq).to_vec(), bytes);
             for (j, (key, _)) in chunk.iter().enumerate() {
                 let at = located.get(key).unwrap_or(&Located::Absent);
                 if let Located::At(old) = at {
                     *dead.entry(*old).or_default() += 1;
                 }
-                let i = c * PAGE_ENTRIES + j;
-                self.place(key, at, seq, (&mut placed, i), &markers);
+                self.place(&markers, c * PAGE_ENTRIES + j, at, seq, &mut placed);
             }
         }
         for (seq, gone) in dead {
@@ -367,17 +365,18 @@ impl MarkerBook {
         Ok(())
     }
 
-    /// Points the index at page `seq` for `key` (`all[mine]`), which was at `at` before
+    /// Points the index at page `seq` for the key `all[mine]`, which was at `at` before
     /// this change; `placed` holds the keys of this change placed so far (indices into
     /// `all`, by hash).
     fn place(
         &mut self,
-        key: &[u8],
+        all: &[(Vec<u8>, Vec<u8>)],
+        mine: usize,
         at: &Located,
         seq: u32,
-        (placed, mine): (&mut Placed, usize),
-        all: &[(Vec<u8>, Vec<u8>)],
+        placed: &mut Placed,
     ) {
+        let key = all[mine].0.as_slice();
         let h = index_hash(key);
         let owner = match self.index.get(&h).copied() {
             None => {
@@ -424,10 +423,8 @@ impl MarkerBook {
             return Ok(());
         }
         let bytes = Page::encode(keep.iter().copied())?;
-        let page = Page::parse(IVec::from(bytes.as_slice()))
-            .ok_or_else(|| GraphError::Task("a marker page just made is unreadable".into()))?;
-        let mut info = PageInfo::of(&page);
-        info.live = keep.iter().filter(|(k, _)| self.is_live(k, seq)).count() as u32;
+        let live = keep.iter().filter(|(k, _)| self.is_live(k, seq)).count() as u32;
+        let info = PageInfo::of(keep.iter().map(|(k, _)| *k), live);
         self.pages.insert(seq, info);
         batch.insert(page_key(seq).to_vec(), bytes);
         Ok(())
