@@ -164,9 +164,8 @@ fn main() {
         eprintln!("usage: cargo bench --bench ingest -- DATA_DIR [S3_ENDPOINT]");
         std::process::exit(2);
     };
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    // candle's thread counts, before any thread starts; an operator's own values win
+    akosha::embedding::set_thread_env();
     // as akosha-node does before its threads start
     akosha::heap::set_up();
     let runtime = tokio::runtime::Builder::new_multi_thread()

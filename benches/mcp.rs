@@ -316,10 +316,8 @@ fn main() {
             .map(|a| a.parse().expect("a number"))
             .unwrap_or(default)
     };
-    // as akosha-node does: candle's element-wise pool on one thread (see src/embedding)
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    // candle's thread counts, before any thread starts; an operator's own values win
+    akosha::embedding::set_thread_env();
     akosha::storage::objects::install_crypto_provider();
     // as akosha-node does before its threads start
     akosha::heap::set_up();

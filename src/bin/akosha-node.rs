@@ -98,12 +98,8 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // candle's element-wise pool spins between ops and steals the core that searches and
-    // the matrix multiply need; one thread per embedding call measured faster on 2 cores.
-    // Set before any thread starts; an operator's own value wins.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    // candle's thread counts, before any thread starts; an operator's own values win
+    akosha::embedding::set_thread_env();
     if let Some(file) = &args.check_config {
         return check_config(file.as_deref().or(args.config.as_deref()));
     }

@@ -13,6 +13,7 @@
 //! element-wise ops on candle's own spinning pool (`CANDLE_NUM_THREADS`,
 //! default: the same). On a busy 2-core machine `CANDLE_NUM_THREADS=1` was
 //! faster, because that pool's spinning worker takes the core the matmul needs.
+//! [`set_thread_env`] sets both before any thread starts.
 
 mod bert;
 
@@ -27,6 +28,24 @@ use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, Tru
 use bert::{BertConfig, BertModel};
 
 pub use crate::record::EMBEDDING_DIM;
+
+/// Sets how many threads candle uses, where the operator has not: one for element-wise
+/// ops (see the module's notes), and the physical cores for matmuls. Candle reads
+/// `RAYON_NUM_THREADS` at every matmul and, when it is unset, counts the physical cores
+/// by parsing `/proc/cpuinfo` each time (2% of a node's CPU under mixed load); the count
+/// is then made once here. Call it at the start of `main`, before any thread starts:
+/// changing the environment races with threads that read it.
+pub fn set_thread_env() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var(
+            "RAYON_NUM_THREADS",
+            num_cpus::get_physical().max(1).to_string(),
+        );
+    }
+}
 
 /// Longest input in tokens, `[CLS]` and `[SEP]` included: sentence-transformers'
 /// `max_seq_length` for all-MiniLM-L6-v2; longer texts are cut at the end.
