@@ -2,8 +2,9 @@
 //!
 //! Shards own their records; this index only mirrors their vectors so that one query
 //! searches a few large segments instead of 256 small ones. Points are appended to the
-//! newest segment; a background thread inserts them into that segment's HNSW graph in
-//! order, and until it has, a query scans them exactly. A full segment stays searchable
+//! newest segment; a background thread, and writers waiting for it, insert them into that
+//! segment's HNSW graph, each a run of points of its own, and until a point is in the
+//! graph with every point before it, a query scans it exactly. A full segment stays searchable
 //! through its graph and drops its f32 copy once every point is in the graph. Every point
 //! is tagged with its shard, system and timestamp so that filters apply inside the search,
 //! and a deletion is a bit per point.
@@ -18,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use crate::record::ShardId;
 use crate::storage::ann::AnnParams;
 use crate::storage::distance::TopK;
 use crate::storage::index_files::{self, Unclaimed};
-use crate::storage::segment::{location, split_location, Location, PointMap, Segment};
+use crate::storage::segment::{location, split_location, Appending, Location, PointMap, Segment};
 pub use crate::storage::segment::{IndexFilter, PointId, PointMeta};
 use crate::storage::system_graphs::{Systems, RESCORE};
 use crate::storage::warm_index::WarmIndex;
@@ -169,6 +170,10 @@ pub(crate) struct Shared {
     born: std::time::Instant,
     /// the graphs of large systems
     pub(crate) system_graphs: Systems,
+    /// threads inserting pending points beside the indexer now ([`HotIndex::help_index`])
+    helpers: AtomicUsize,
+    /// most of those at once: one per core
+    max_helpers: usize,
 }
 
 impl Shared {
@@ -247,6 +252,8 @@ impl HotIndex {
             last_search: AtomicU64::new(0),
             born: std::time::Instant::now(),
             system_graphs: Systems::default(),
+            helpers: AtomicUsize::new(0),
+            max_helpers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         });
         if let Some(dir) = &shared.params.dir {
             let on_disk = shared.params.vectors_on_disk;
@@ -396,19 +403,22 @@ impl HotIndex {
             .map(|((v, m), id)| (v, m, *id))
             .collect();
         let mut placed = 0;
-        {
-            // appended and located at once: a merge never sees a point it cannot locate
+        while !rest.is_empty() {
+            // the append waits for the searches reading the segment, so it runs outside the
+            // layout lock, which every search takes; the segment is not compacted, and so
+            // not merged, until its points are located
+            let Some(appending) = self.writable_segment(&mut self.shared.layout.write()) else {
+                tracing::error!("cannot allocate an index segment, points are not searchable");
+                break;
+            };
+            let segment = appending.segment();
+            let offsets = segment.append(&mut rest);
             let mut layout = self.shared.layout.write();
-            while !rest.is_empty() {
-                let Some(segment) = self.writable_segment(&mut layout) else {
-                    tracing::error!("cannot allocate an index segment, points are not searchable");
-                    break;
-                };
-                for offset in segment.append(&mut rest) {
-                    let loc = location(segment.id, offset);
-                    layout.locations.insert(ids[placed], loc);
-                    placed += 1;
-                }
+            for offset in offsets {
+                layout
+                    .locations
+                    .insert(ids[placed], location(segment.id, offset));
+                placed += 1;
             }
         }
         for (system, from, to) in runs {
@@ -420,10 +430,10 @@ impl HotIndex {
         ids
     }
 
-    /// The newest segment, or a new one when it is full.
-    fn writable_segment(&self, layout: &mut Layout) -> Option<Arc<Segment>> {
+    /// An append to the newest segment, or to a new one when it is full.
+    fn writable_segment(&self, layout: &mut Layout) -> Option<Appending> {
         if let Some(last) = layout.segments.last().filter(|s| !s.is_full()) {
-            return Some(Arc::clone(last));
+            return Some(last.begin_append());
         }
         let id = layout.next_segment;
         match Segment::new(id, self.shared.params.segment_size, &self.shared.params.ann) {
@@ -431,7 +441,7 @@ impl HotIndex {
                 layout.next_segment += 1;
                 let s = Arc::new(s);
                 layout.segments.push(Arc::clone(&s));
-                Some(s)
+                Some(s.begin_append())
             }
             Err(e) => {
                 tracing::error!(error = %e, "bad index parameters");
@@ -551,9 +561,20 @@ impl HotIndex {
     }
 
     /// Inserts up to `max` pending points into a graph on the calling thread, beside the
-    /// indexer (a writer waiting for the backlog to shrink lends its time); returns how
-    /// many. Blocking.
+    /// indexer and other helpers, one per core at most (a writer waiting for the backlog to
+    /// shrink lends its time); returns how many. Blocking.
     pub fn help_index(&self, max: usize) -> usize {
+        /// Counts a helper out when it is done.
+        struct Helping<'a>(&'a AtomicUsize);
+        impl Drop for Helping<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _helping = Helping(&self.shared.helpers);
+        if self.shared.helpers.fetch_add(1, Ordering::AcqRel) >= self.shared.max_helpers {
+            return 0;
+        }
         let segments = self.snapshot();
         segments
             .iter()

@@ -617,3 +617,67 @@ fn written_segments_give_back_their_vectors_memory_and_searches_stay_exact_meanw
         "{in_files} bytes with files, {held} without: {stats:?}"
     );
 }
+
+#[test]
+fn concurrent_inserts_beside_searches_and_merges_locate_every_point() {
+    // segments of 300 points: batches of 70 from four threads straddle segments, which
+    // fill, seal and merge while other batches are still being appended and located
+    let index = Arc::new(HotIndex::new(params(300, 1_200)));
+    const THREADS: u64 = 4;
+    const BATCHES: u64 = 30;
+    const BATCH: u64 = 70;
+    let stop = Arc::new(AtomicBool::new(false));
+    let searcher = {
+        let (index, stop) = (Arc::clone(&index), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut searches = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let hits = index.search(&random_vector(searches), 10, &IndexFilter::default());
+                assert!(hits.len() <= 10);
+                searches += 1;
+            }
+            searches
+        })
+    };
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let index = Arc::clone(&index);
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for b in 0..BATCHES {
+                    let first = (t * BATCHES + b) * BATCH;
+                    let points: Vec<_> = (first..first + BATCH)
+                        .map(|i| (random_vector(i), meta(i)))
+                        .collect();
+                    ids.extend((first..first + BATCH).zip(index.insert(points)));
+                }
+                ids
+            })
+        })
+        .collect();
+    let ids: Vec<(u64, PointId)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    stop.store(true, Ordering::Release);
+    assert!(searcher.join().unwrap() > 0);
+    let total = (THREADS * BATCHES * BATCH) as usize;
+    assert_eq!(ids.len(), total);
+    let stats = settle(&index, |s| {
+        s.pending_points == 0 && !s.merging && s.merges > 0
+    });
+    assert_eq!(stats.live_points, total, "{stats:?}");
+    assert!(stats.merges > 0, "{stats:?}");
+    let all = IndexFilter::default();
+    for (i, id) in ids.iter().step_by(7) {
+        let key = index.key_of(*id);
+        assert_eq!(
+            key.as_deref(),
+            Some(format!("k{i}").as_bytes()),
+            "point {i}"
+        );
+        let exact = index.search_points(&random_vector(*i), &[*id], 1, &all);
+        assert_eq!(exact.len(), 1, "point {i}");
+        assert!(exact[0].score > 0.999, "point {i}: {exact:?}");
+    }
+}

@@ -4,6 +4,7 @@
 //! its location, the segment's number and its offset in it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
@@ -199,14 +200,19 @@ pub struct Segment {
     deleted: Bitmap,
     /// HNSW graph over the points `[0, indexed)`; labels are offsets
     graph: GrowingSegment,
+    /// points appended so far (`body.meta.len()`, readable without the body's lock)
+    appended: AtomicUsize,
+    /// appends whose points the index has not located yet; the segment is not compacted
+    /// (and so not merged) until there are none
+    appending: AtomicUsize,
     /// points already inserted into the graph
     indexed: AtomicUsize,
     /// true once the f32 copy has been dropped
     compacted: AtomicBool,
     /// true once the segment is in a file (or was read from one)
     persisted: AtomicBool,
-    /// held by whoever inserts pending points into the graph (one at a time)
-    indexing: parking_lot::Mutex<()>,
+    /// which pending points are handed out to inserters, and which runs of them are done
+    claims: parking_lot::Mutex<Claims>,
     /// int8 codes per unit of a component, as the graph makes its codes
     code_scale: f32,
 }
@@ -225,10 +231,12 @@ impl Segment {
             }),
             deleted: Bitmap::new(capacity),
             graph: GrowingSegment::new(capacity, params)?,
+            appended: AtomicUsize::new(0),
+            appending: AtomicUsize::new(0),
             indexed: AtomicUsize::new(0),
             compacted: AtomicBool::new(false),
             persisted: AtomicBool::new(false),
-            indexing: parking_lot::Mutex::new(()),
+            claims: parking_lot::Mutex::new(Claims::default()),
             code_scale: params.code_scale(),
         })
     }
@@ -261,10 +269,12 @@ impl Segment {
             }),
             deleted: Bitmap::full(n),
             graph,
+            appended: AtomicUsize::new(n),
+            appending: AtomicUsize::new(0),
             indexed: AtomicUsize::new(n),
             compacted: AtomicBool::new(true),
             persisted: AtomicBool::new(true),
-            indexing: parking_lot::Mutex::new(()),
+            claims: parking_lot::Mutex::new(Claims::default()),
             code_scale,
         })
     }
@@ -323,7 +333,7 @@ impl Segment {
 
     /// Points appended so far.
     pub fn len(&self) -> usize {
-        self.body.read().meta.len()
+        self.appended.load(Ordering::Acquire)
     }
 
     /// Whether no point was appended.
@@ -369,7 +379,15 @@ impl Segment {
             body.meta.push(meta);
             body.ids.push(id);
         }
+        self.appended.store(body.meta.len(), Ordering::Release);
         offsets
+    }
+
+    /// Notes an append whose points are not located yet (see [`Appending`]); taken under
+    /// the index's layout lock, before the append.
+    pub fn begin_append(self: &Arc<Self>) -> Appending {
+        self.appending.fetch_add(1, Ordering::AcqRel);
+        Appending(Arc::clone(self))
     }
 
     /// Marks the point at `offset` deleted; true if it was live.
@@ -446,8 +464,7 @@ impl Segment {
         }
         drop(body);
         match self.graph.stored(offset) {
-            // offsets are inserted in order, one inserter at a time (the indexing lock): slot
-            // and label agree
+            // each point is inserted at the slot of its offset, labelled with it
             Some((label, v)) if label as usize == offset => Some(v),
             _ => None,
         }
@@ -480,6 +497,7 @@ impl Segment {
             body.meta = meta;
             body.ids = ids;
         }
+        segment.appended.store(n, Ordering::Release);
         segment.indexed.store(n, Ordering::Release);
         segment.graph.repair();
         segment.compacted.store(true, Ordering::Release);
@@ -539,18 +557,39 @@ impl Segment {
         exact: &mut TopK,
         approx: &mut TopK,
     ) {
-        let body = self.body.read();
-        let indexed = self.indexed.load(Ordering::Acquire).min(body.meta.len());
         // a filter that keeps every point reads no metadata: a walk visits thousands of
         // points, and each one's metadata would be a read from memory of its own
         let all = filter.keeps_all();
-        let visible = |i: usize| !self.deleted.get(i) && (all || filter.accepts(&body.meta[i]));
-        self.scan_pending(q, k, &body, indexed, &visible, exact);
-        if indexed == 0 {
-            return;
+        let indexed = {
+            let body = self.body.read();
+            let indexed = self.indexed.load(Ordering::Acquire).min(body.meta.len());
+            let visible = |i: usize| !self.deleted.get(i) && (all || filter.accepts(&body.meta[i]));
+            self.scan_pending(q, k, &body, indexed, &visible, exact);
+            if !all && indexed > 0 {
+                let keep = |label: u64| (label as usize) < indexed && visible(label as usize);
+                self.offer_walk(q, k, ef, &keep, approx);
+            }
+            indexed
+        };
+        // a walk that reads no metadata runs outside the body's lock: an append waits for
+        // the readers it finds there, and every search that comes after waits for it
+        if all && indexed > 0 {
+            let keep = |label: u64| (label as usize) < indexed && !self.deleted.get(label as usize);
+            self.offer_walk(q, k, ef, &keep, approx);
         }
-        let keep = |label: u64| (label as usize) < indexed && visible(label as usize);
-        match self.graph.approx_candidates(q, k, ef, &keep) {
+    }
+
+    /// Offers the graph's best candidates among the labels `keep` passes to `approx`, by
+    /// their approximate similarity.
+    fn offer_walk(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u64) -> bool,
+        approx: &mut TopK,
+    ) {
+        match self.graph.approx_candidates(q, k, ef, keep) {
             Ok(found) => {
                 for (i, score) in found {
                     approx.push(location(self.id, i as usize), score);
@@ -602,8 +641,7 @@ impl Segment {
     /// Exact similarities of the query with the points at `offsets` (in the graph), in
     /// order; `None` for one that cannot be scored.
     pub fn rescore(&self, q: &[f32], offsets: &[u32]) -> Vec<Option<f32>> {
-        // offsets are graph slots: points are inserted in offset order, one inserter at a
-        // time (the indexing lock), so slot and label agree
+        // offsets are graph slots: each point is inserted at the slot of its offset
         match self.graph.score_slots(q, offsets) {
             Ok(scores) => scores,
             Err(e) => {
@@ -613,35 +651,51 @@ impl Segment {
         }
     }
 
-    /// Inserts up to `max` pending points into the graph; returns how many it inserted
-    /// (none while another thread is inserting into this segment).
+    /// Inserts up to `max` pending points not yet handed to another inserter into the graph;
+    /// returns how many. Several threads insert into one segment at once, each its own run
+    /// of points; the graph holds `[0, indexed)` once every run below `indexed` is done.
     pub fn index_some(&self, max: usize) -> usize {
-        let Some(_inserting) = self.indexing.try_lock() else {
-            return 0;
-        };
-        let from = self.indexed.load(Ordering::Acquire);
-        let batch: Vec<f32> = {
-            let body = self.body.read();
-            let to = body.meta.len().min(from + max);
+        let (from, to) = {
+            let mut claims = self.claims.lock();
+            let from = claims.next.max(self.indexed.load(Ordering::Acquire));
+            let to = self.len().min(from + max);
             if to <= from {
                 return 0;
             }
+            claims.next = to;
+            (from, to)
+        };
+        let batch: Vec<f32> = {
+            let body = self.body.read();
             body.vectors[from * EMBEDDING_DIM..to * EMBEDDING_DIM].to_vec()
         };
-        let n = batch.len() / EMBEDDING_DIM;
         for (j, v) in batch.chunks_exact(EMBEDDING_DIM).enumerate() {
-            if let Err(e) = self.graph.insert((from + j) as u64, v) {
+            let offset = from + j;
+            // SAFETY: the claims hand each offset to one inserter only
+            if let Err(e) = unsafe { self.graph.insert_at(offset, offset as u64, v) } {
+                // the run is never done: its points and those after stay pending, scanned
+                // exactly by every search
                 tracing::error!(segment = self.id, error = %e, "graph insert failed");
                 return 0;
             }
         }
-        self.indexed.store(from + n, Ordering::Release);
-        n
+        let mut claims = self.claims.lock();
+        claims.done.insert(from, to);
+        let mut indexed = self.indexed.load(Ordering::Acquire);
+        while let Some(end) = claims.done.remove(&indexed) {
+            indexed = end;
+        }
+        self.indexed.store(indexed, Ordering::Release);
+        to - from
     }
 
     /// Drops the f32 copy of a full, fully indexed segment; true if it did.
     pub fn compact(&self) -> bool {
-        if self.compacted.load(Ordering::Acquire) || !self.is_full() || !self.is_indexed() {
+        if self.compacted.load(Ordering::Acquire)
+            || !self.is_full()
+            || !self.is_indexed()
+            || self.appending.load(Ordering::Acquire) > 0
+        {
             return false;
         }
         let passes = self.graph.repair();
@@ -658,6 +712,33 @@ impl Segment {
     /// Whether the f32 copy has been dropped.
     pub fn is_compacted(&self) -> bool {
         self.compacted.load(Ordering::Acquire)
+    }
+}
+
+/// Pending points handed out to inserters.
+#[derive(Default)]
+struct Claims {
+    /// the first offset not handed out yet (at least `indexed`)
+    next: usize,
+    /// runs inserted above the first one still under way: start offset to end
+    done: std::collections::BTreeMap<usize, usize>,
+}
+
+/// An append under way to a segment whose points the index has not located yet: while one
+/// is held the segment is not compacted, so no merge takes a point the index cannot locate.
+/// The append itself runs outside the index's layout lock, which searches take.
+pub struct Appending(Arc<Segment>);
+
+impl Appending {
+    /// The segment appended to.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.0
+    }
+}
+
+impl Drop for Appending {
+    fn drop(&mut self) {
+        self.0.appending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -193,6 +193,32 @@ impl GrowingSegment {
         Ok(())
     }
 
+    /// Inserts one point at `slot`, for a caller that hands out slots itself so that a
+    /// point's slot is its position (inserts at other slots may run at once, in any order);
+    /// `Full` past the capacity, `Sealed` after [`Self::seal`]. Not to be mixed with
+    /// [`Self::insert`] on one segment.
+    ///
+    /// # Safety
+    /// No other insert into this segment is given the same `slot`, ever.
+    pub unsafe fn insert_at(&self, slot: usize, id: u64, vector: &[f32]) -> Result<(), AnnError> {
+        check_len(vector, self.params.dim)?;
+        let sealed = self.sealed.read().unwrap_or_else(|e| e.into_inner());
+        if *sealed {
+            return Err(AnnError::Sealed);
+        }
+        if slot >= self.graph.rows.cap() {
+            return Err(AnnError::Full);
+        }
+        // searches look at slots below `claimed`, each only once it is written and ready
+        self.claimed.fetch_max(slot + 1, Ordering::AcqRel);
+        // SAFETY: the caller gives `slot` to this insert only, and it is not linked into the
+        // graph nor marked ready until `write` returns.
+        unsafe { self.graph.rows.write(slot, id, vector) };
+        with_scratch(|sc| self.graph.insert(slot as u32, sc));
+        drop(sealed);
+        Ok(())
+    }
+
     /// Top `k` `(id, score)` among points whose id passes `keep`, best first (see
     /// [`SealedSegment::search`]); a point is found as soon as its insert has returned.
     pub fn search(
