@@ -174,23 +174,17 @@ impl GrowingSegment {
 
     /// Inserts one point; `Full` when there is no slot left, `Sealed` after [`Self::seal`].
     pub fn insert(&self, id: u64, vector: &[f32]) -> Result<(), AnnError> {
-        check_len(vector, self.params.dim)?;
-        let sealed = self.sealed.read().unwrap_or_else(|e| e.into_inner());
-        if *sealed {
-            return Err(AnnError::Sealed);
-        }
         let cap = self.graph.rows.cap();
-        let slot = self.claimed.fetch_add(1, Ordering::AcqRel);
-        if slot >= cap {
-            self.claimed.store(cap, Ordering::Release);
-            return Err(AnnError::Full);
-        }
-        // SAFETY: `slot` came from fetch_add, so no other insert writes it, and it is not
-        // linked into the graph nor marked ready until `write` returns.
-        unsafe { self.graph.rows.write(slot, id, vector) };
-        with_scratch(|sc| self.graph.insert(slot as u32, sc));
-        drop(sealed);
-        Ok(())
+        let claim = || {
+            let slot = self.claimed.fetch_add(1, Ordering::AcqRel);
+            if slot >= cap {
+                self.claimed.store(cap, Ordering::Release);
+                return Err(AnnError::Full);
+            }
+            Ok(slot)
+        };
+        // SAFETY: a slot from fetch_add is given to no other insert
+        unsafe { self.insert_claimed(id, vector, claim) }
     }
 
     /// Inserts one point at `slot`, for a caller that hands out slots itself so that a
@@ -201,18 +195,37 @@ impl GrowingSegment {
     /// # Safety
     /// No other insert into this segment is given the same `slot`, ever.
     pub unsafe fn insert_at(&self, slot: usize, id: u64, vector: &[f32]) -> Result<(), AnnError> {
+        let claim = || {
+            if slot >= self.graph.rows.cap() {
+                return Err(AnnError::Full);
+            }
+            // searches look at slots below `claimed`, each only once it is written and ready
+            self.claimed.fetch_max(slot + 1, Ordering::AcqRel);
+            Ok(slot)
+        };
+        // SAFETY: the caller gives `slot` to this insert only
+        unsafe { self.insert_claimed(id, vector, claim) }
+    }
+
+    /// Writes a point at the slot `claim` gives it and links it into the graph, unless the
+    /// segment is sealed or the vector has the wrong length.
+    ///
+    /// # Safety
+    /// `claim` gives each slot it answers to this insert only.
+    unsafe fn insert_claimed(
+        &self,
+        id: u64,
+        vector: &[f32],
+        claim: impl FnOnce() -> Result<usize, AnnError>,
+    ) -> Result<(), AnnError> {
         check_len(vector, self.params.dim)?;
         let sealed = self.sealed.read().unwrap_or_else(|e| e.into_inner());
         if *sealed {
             return Err(AnnError::Sealed);
         }
-        if slot >= self.graph.rows.cap() {
-            return Err(AnnError::Full);
-        }
-        // searches look at slots below `claimed`, each only once it is written and ready
-        self.claimed.fetch_max(slot + 1, Ordering::AcqRel);
-        // SAFETY: the caller gives `slot` to this insert only, and it is not linked into the
-        // graph nor marked ready until `write` returns.
+        let slot = claim()?;
+        // SAFETY: no other insert writes `slot` (the caller's promise), and it is not linked
+        // into the graph nor marked ready until `write` returns.
         unsafe { self.graph.rows.write(slot, id, vector) };
         with_scratch(|sc| self.graph.insert(slot as u32, sc));
         drop(sealed);
