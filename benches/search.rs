@@ -13,6 +13,8 @@
 //! With --names every record names a user, a project and a session in its metadata, as
 //! Session-Buddy's do, and the `graph_feed` line gives the knowledge graph's share of the
 //! CPU the ingest used (with or without it, the graph counts each record on its system).
+//! With --restarts=N the node is opened again N times after the queries, each restart
+//! measured on its own (time and CPU until open and until every shard has loaded).
 //! Index and search settings come from AKOSHA__SECTION__KEY variables as for the node.
 
 use std::collections::HashMap;
@@ -480,6 +482,7 @@ async fn run(dir: &Path) {
         "{{\"bench\": \"index\", \"seconds_from_start_until_built\": {caught_up:.2}, \"seconds_from_start_until_merged\": {merged:.2}, \"segments\": {}, \"live_points\": {}, \"points_held\": {}, \"merges\": {}, \"system_graphs\": {}}}",
         stats.segments, stats.live_points, stats.points, stats.merges, stats.system_graphs
     );
+    let system_graphs = stats.system_graphs;
     print_memory("memory_after_load", &node);
     if std::env::args().any(|a| a == "--load-only") {
         // resident memory after load is all that is asked for: no queries, no restart
@@ -601,16 +604,37 @@ async fn run(dir: &Path) {
     node.shutdown().await;
     if !warm {
         drop(node);
-        restart(config, &data, &global_truth).await;
+        // --restarts=N: the restart measured N times over, for its spread (default once)
+        let restarts: usize = std::env::args()
+            .find_map(|a| a.strip_prefix("--restarts=").map(str::to_string))
+            .map_or(1, |n| n.parse().expect("--restarts=N takes a whole number"));
+        for _ in 0..restarts {
+            restart(
+                config.clone(),
+                &data,
+                &global_truth,
+                (&systems, &truth),
+                system_graphs,
+            )
+            .await;
+        }
     }
 }
 
 /// Opens the node again on the same data directory and measures how soon it answers, and
 /// how well: seconds until open (segment files read back), until every shard has loaded,
-/// and global search right then.
-async fn restart(config: Config, data: &Arc<Data>, truth: &Arc<Vec<Vec<u32>>>) {
+/// and global and system-scoped search right then, with the CPU time each step took; then
+/// how long until every system graph of before (`system_graphs`) is back.
+async fn restart(
+    config: Config,
+    data: &Arc<Data>,
+    truth: &Arc<Vec<Vec<u32>>>,
+    (systems, scoped_truth): (&Arc<Vec<String>>, &Arc<Vec<Vec<u32>>>),
+    system_graphs: usize,
+) {
     // the old node's store closes once its last actor has stopped
     let started = Instant::now();
+    let cpu_started = akosha::cpu::process_cpu_nanos();
     let (node, opened) = loop {
         let attempt = Instant::now();
         match Node::open(config.clone()).await {
@@ -622,20 +646,37 @@ async fn restart(config: Config, data: &Arc<Data>, truth: &Arc<Vec<Vec<u32>>>) {
             Err(e) => panic!("cannot open the node again: {e}"),
         }
     };
+    let cpu_opened = akosha::cpu::process_cpu_nanos();
     let t = Instant::now();
     node.start().await.expect("start node");
     while node.index.stats().live_points < data.n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let loaded = opened + t.elapsed().as_secs_f64();
+    let cpu_loaded = akosha::cpu::process_cpu_nanos();
+    let cpu_s = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e9;
     let stats = node.index.stats();
     let search = run_queries(&node, data, truth, None, 1).await;
     println!(
-        "{{\"bench\": \"restart\", \"seconds_to_open\": {opened:.2}, \"seconds_from_start_until_loaded\": {loaded:.2}, \"files\": {}, \"points_taken_back\": {}, \"points_to_index\": {}}}",
+        "{{\"bench\": \"restart\", \"seconds_to_open\": {opened:.2}, \"seconds_from_start_until_loaded\": {loaded:.2}, \"cpu_s_to_open\": {:.2}, \"cpu_s_to_load\": {:.2}, \"files\": {}, \"points_taken_back\": {}, \"points_to_index\": {}}}",
+        cpu_s(cpu_started, cpu_opened),
+        cpu_s(cpu_opened, cpu_loaded),
         stats.files,
         stats.live_points - stats.pending_points.min(stats.live_points),
         stats.pending_points
     );
     print_search("restart_global_top10", 1, &search);
+    let graphs_then = node.index.stats().system_graphs;
+    let scoped = run_queries(&node, data, scoped_truth, Some(systems), 1).await;
+    print_search("restart_system_top10", 1, &scoped);
+    while node.index.stats().system_graphs < system_graphs && t.elapsed() < Duration::from_secs(300)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{{\"bench\": \"restart_system_graphs\", \"graphs_at_load\": {graphs_then}, \"graphs\": {}, \"of_before\": {system_graphs}, \"seconds_from_start\": {:.2}}}",
+        node.index.stats().system_graphs,
+        opened + t.elapsed().as_secs_f64()
+    );
     node.shutdown().await;
 }

@@ -11,6 +11,7 @@
 #                                            # moves them (time proportional to what moves)
 #   scripts/bench-search.sh 1000000 --cold   # 200 days old: on to cold Parquet files, and
 #                                            # cold search over one month
+#   scripts/bench-search.sh 1000000 --restarts=5 # the restart measured five times over
 #   scripts/bench-search.sh 1000000 --load-only  # ingest, index, resident memory; no
 #                                                # queries, references or restart
 #   scripts/bench-search.sh 1000000 --load-only --names  # records name a user, project
