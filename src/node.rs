@@ -194,7 +194,6 @@ impl Node {
             dir: dir_text,
             source,
         })?;
-        let embedder = load_embedder(&config).await;
         let index_params = IndexParams {
             segment_size: config.index.segment_size,
             ann: AnnParams {
@@ -208,10 +207,10 @@ impl Node {
             system_graph_min: config.index.exact_system_limit,
             vectors_on_disk: config.index.vectors_on_disk,
         };
-        // reads the segment files back: blocking
-        let index = tokio::task::spawn_blocking(move || Arc::new(HotIndex::new(index_params)))
-            .await
-            .map_err(|e| NodeError::Spawn(e.to_string()))?;
+        // reads the segment files back: blocking, beside the model's load and the graph's
+        // (started once the store is open, so that a store still held fails before it)
+        let index = tokio::task::spawn_blocking(move || Arc::new(HotIndex::new(index_params)));
+        let embedder = load_embedder(&config).await;
         let directory = Arc::new(ShardDirectory::new());
         // writes and deletions reach every replica through this one (once in a cluster)
         let router = ShardRouter::new(Arc::clone(&directory));
@@ -237,6 +236,7 @@ impl Node {
                 .map_err(|e| NodeError::Graph(e.to_string()))?
         };
         let analytics = Analytics::open(&store).map_err(|e| NodeError::Graph(e.to_string()))?;
+        let index = index.await.map_err(|e| NodeError::Spawn(e.to_string()))?;
         let metrics = Arc::new(NodeMetrics::default());
         let auth = match config.auth.tokens_file.as_str() {
             "" => crate::auth::Auth::off(),

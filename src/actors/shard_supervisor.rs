@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Message, RpcReplyPort,
     SupervisionEvent,
@@ -93,18 +94,38 @@ impl Actor for ShardSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let started = std::time::Instant::now();
         let mut children = HashMap::new();
-        let shards: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
-        for group in shards.chunks(LOAD_CONCURRENCY) {
-            let spawns = group.iter().map(|s| {
+        // largest first (by the points read back from the index files), so that a shard
+        // holding a big system starts early instead of being loaded alone at the end
+        let mut shards: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
+        shards.sort_by_key(|s| std::cmp::Reverse(args.index.restored_points(*s)));
+        let mut waiting = shards.into_iter();
+        let mut loading = FuturesUnordered::new();
+        let mut failed = None;
+        loop {
+            // a window of loads, not groups: the next starts as soon as any one ends; after
+            // a failure no more start, and those under way finish
+            while failed.is_none() && loading.len() < LOAD_CONCURRENCY {
+                let Some(shard) = waiting.next() else { break };
                 let cell = myself.get_cell();
                 let args = &args;
-                async move { (*s, Self::start_shard(&cell, args, *s).await) }
-            });
-            for (shard, spawned) in futures::future::join_all(spawns).await {
-                let actor = spawned?;
-                children.insert(actor.get_id(), shard);
-                args.directory.set(shard, Some(actor));
+                loading.push(async move { (shard, Self::start_shard(&cell, args, shard).await) });
             }
+            let Some((shard, spawned)) = loading.next().await else {
+                break;
+            };
+            match spawned {
+                Ok(actor) => {
+                    children.insert(actor.get_id(), shard);
+                    args.directory.set(shard, Some(actor));
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        drop(loading);
+        if let Some(e) = failed {
+            return Err(e);
         }
         tracing::info!(
             shards = SHARD_COUNT,

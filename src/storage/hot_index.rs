@@ -373,6 +373,11 @@ impl HotIndex {
         ids
     }
 
+    /// Restored points waiting for `shard` to load: about the records it will read back.
+    pub fn restored_points(&self, shard: ShardId) -> usize {
+        self.shared.unclaimed.lock().of_shard(shard)
+    }
+
     /// Ends a shard's load: its restored points not claimed stay deleted.
     pub fn loaded(&self, shard: ShardId) {
         let left = self.shared.unclaimed.lock().forget_shard(shard);

@@ -66,6 +66,11 @@ impl Unclaimed {
         self.by_shard.contains_key(&shard)
     }
 
+    /// Restored points of `shard` waiting.
+    pub(crate) fn of_shard(&self, shard: ShardId) -> usize {
+        self.by_shard.get(&shard).map_or(0, HashMap::len)
+    }
+
     /// Forgets a shard's points that its load did not claim.
     pub(crate) fn forget_shard(&mut self, shard: ShardId) -> usize {
         self.by_shard.remove(&shard).map_or(0, |m| m.len())

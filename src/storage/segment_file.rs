@@ -235,10 +235,22 @@ pub fn read(
     vectors_on_disk: bool,
 ) -> Result<Segment, SegmentFileError> {
     let path_buf = path.to_path_buf();
-    let bytes = std::fs::read(path).map_err(|source| SegmentFileError::Io {
-        path: path_buf.clone(),
+    let io_error = |source| SegmentFileError::Io {
+        path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let opened = File::open(path).map_err(io_error)?;
+    // a file too short for a header cannot be mapped (an empty one) nor be a segment
+    if opened.metadata().map_err(io_error)?.len() < (MAGIC.len() + 8) as u64 {
+        return Err(SegmentFileError::NotASegment { path: path_buf });
+    }
+    // mapped, not read into a buffer: the checksum and the parse read the page cache in
+    // place, and the f16 vectors, which stay in the file, are never copied
+    // SAFETY: segment files are written under a temporary name and renamed into place,
+    // never written again, only removed (which leaves a mapping valid); nothing else
+    // writes the index directory
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&opened) }.map_err(io_error)?;
+    let bytes: &[u8] = &map;
     if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(SegmentFileError::NotASegment { path: path_buf });
     }
@@ -257,14 +269,7 @@ pub fn read(
     if crc32fast::hash(body) != u32::from_le_bytes(crc) {
         return Err(SegmentFileError::Checksum { path: path_buf });
     }
-    let file = if vectors_on_disk {
-        Some(File::open(path).map_err(|source| SegmentFileError::Io {
-            path: path_buf.clone(),
-            source,
-        })?)
-    } else {
-        None
-    };
+    let file = vectors_on_disk.then_some(opened);
     let mut r: &[u8] = &body[MAGIC.len() + 4..];
     let read = read_body(&mut r, body.len() as u64, file, params, system_code);
     let rest = r.len();
@@ -496,6 +501,13 @@ mod tests {
         std::fs::write(&path, b"PAR1 not an index file at all").unwrap();
         let e = read(&path, &params, code, true).err().unwrap();
         assert!(matches!(e, SegmentFileError::NotASegment { .. }), "{e}");
+
+        // too short for a header, down to empty (which cannot be mapped)
+        for short in [&good[..10], &b""[..]] {
+            std::fs::write(&path, short).unwrap();
+            let e = read(&path, &params, code, true).err().unwrap();
+            assert!(matches!(e, SegmentFileError::NotASegment { .. }), "{e}");
+        }
 
         let mut newer = good.clone();
         newer[8..12].copy_from_slice(&2u32.to_le_bytes());
