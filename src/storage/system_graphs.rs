@@ -10,7 +10,7 @@
 //! is gone. Points not in the graph yet are scored one by one by every search.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -25,6 +25,10 @@ const ROOM: usize = 2;
 const MIN_ROOM: usize = 4_096;
 /// Points put into graphs per pass of the merger thread.
 const ADD_STEP: usize = 1_024;
+/// Points a builder thread takes at a time when a graph is built.
+const BUILD_RUN: usize = 256;
+/// Points a graph is built with on one thread before the others join.
+const BUILD_SEED: usize = 8_192;
 /// Walk candidates rescored from the segments' vectors.
 pub(crate) const RESCORE: usize = 64;
 
@@ -224,6 +228,12 @@ fn build_once(shared: &Shared, min_points: usize) -> bool {
     };
     let started = std::time::Instant::now();
     *systems.building.lock() = Some((code, Vec::new()));
+    // the segments as they are now, not as counted: a point is noted as added after its
+    // segment is in the layout, so each point noted before `building` was set is in one
+    // of these (a segment opened since the count would otherwise be missed, its points
+    // in neither the graph nor its pending list)
+    drop(segments);
+    let segments = shared.layout.read().segments.clone();
     let built = build(shared, &segments, code);
     let points = built.as_ref().map(|(g, _)| g.len());
     systems.finish(code, built);
@@ -258,16 +268,55 @@ fn build(
             return None;
         }
     };
-    let mut ids = HashSet::with_capacity(points.len());
-    for (j, (i, offset, id)) in points.iter().enumerate() {
-        if j % 1_024 == 0 && shared.stop.load(Ordering::Acquire) {
-            return None;
+    // the first points on this thread alone (inserts at once into a small graph link it
+    // worse), then on every core, a run of points at a time, at the merger thread's low
+    // priority, which the threads started here inherit
+    let seed = points.len().min(BUILD_SEED);
+    let next = AtomicUsize::new(seed);
+    let abandoned = AtomicBool::new(false);
+    let insert_run = |run: &[(usize, usize, PointId)]| {
+        if shared.stop.load(Ordering::Acquire) {
+            abandoned.store(true, Ordering::Release);
+            return;
         }
-        // the segments are held until the build ends, merged away or not
-        let v = segments[*i].vector(*offset)?;
-        graph.insert(*id, &v).ok()?;
-        ids.insert(*id);
+        for (i, offset, id) in run {
+            // the segments are held until the build ends, merged away or not
+            let inserted = segments[*i]
+                .vector(*offset)
+                .is_some_and(|v| graph.insert(*id, &v).is_ok());
+            if !inserted {
+                abandoned.store(true, Ordering::Release);
+                return;
+            }
+        }
+    };
+    for run in points[..seed].chunks(BUILD_RUN) {
+        insert_run(run);
     }
+    let work = || loop {
+        let start = next.fetch_add(BUILD_RUN, Ordering::Relaxed);
+        if start >= points.len() || abandoned.load(Ordering::Acquire) {
+            return;
+        }
+        insert_run(&points[start..(start + BUILD_RUN).min(points.len())]);
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(points.len().div_ceil(BUILD_RUN))
+        .max(1);
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            // a builder thread that cannot be started only makes the build slower
+            let _ = std::thread::Builder::new()
+                .name("system-graph".into())
+                .spawn_scoped(s, work);
+        }
+        work();
+    });
+    if abandoned.load(Ordering::Acquire) {
+        return None;
+    }
+    let ids: HashSet<PointId> = points.iter().map(|(_, _, id)| *id).collect();
     graph.repair();
     Some((graph, ids))
 }
