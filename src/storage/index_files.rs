@@ -19,6 +19,7 @@ use crate::record::ShardId;
 use crate::storage::ann::AnnParams;
 use crate::storage::segment::{location, Location, PointId, Segment};
 use crate::storage::segment_file::{self, SegmentFileError};
+use crate::storage::threads::on_threads;
 
 /// How long restored points wait for their shard: a shard this node no longer loads never
 /// claims its points, and merges wait until the points are settled.
@@ -173,15 +174,7 @@ fn read_all(
         let read = segment_file::read(path, params, system_code, vectors_on_disk);
         results.lock()[i] = Some(read);
     };
-    std::thread::scope(|s| {
-        for _ in 1..threads {
-            // a reader thread that cannot be started only makes the start slower
-            let _ = std::thread::Builder::new()
-                .name("index-restore".into())
-                .spawn_scoped(s, work);
-        }
-        work();
-    });
+    on_threads("index-restore", threads, work);
     files
         .iter()
         .zip(results.into_inner())

@@ -23,6 +23,7 @@ pub mod segment_file;
 pub mod shard_export;
 pub mod shard_load;
 mod system_graphs;
+mod threads;
 pub mod tombstones;
 pub mod upsert;
 pub mod warm;

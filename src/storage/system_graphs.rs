@@ -18,6 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::storage::ann::{AnnError, GrowingSegment};
 use crate::storage::hot_index::Shared;
 use crate::storage::segment::{split_location, PointId, Segment};
+use crate::storage::threads::on_threads;
 
 /// Points a graph has room for, per point it is built with.
 const ROOM: usize = 2;
@@ -304,15 +305,7 @@ fn build(
         .map_or(1, |n| n.get())
         .min(points.len().div_ceil(BUILD_RUN))
         .max(1);
-    std::thread::scope(|s| {
-        for _ in 1..threads {
-            // a builder thread that cannot be started only makes the build slower
-            let _ = std::thread::Builder::new()
-                .name("system-graph".into())
-                .spawn_scoped(s, work);
-        }
-        work();
-    });
+    on_threads("system-graph", threads, work);
     if abandoned.load(Ordering::Acquire) {
         return None;
     }
