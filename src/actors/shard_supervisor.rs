@@ -97,7 +97,7 @@ impl Actor for ShardSupervisor {
         // largest first (by the points read back from the index files), so that a shard
         // holding a big system starts early instead of being loaded alone at the end
         let mut shards: Vec<ShardId> = (0..SHARD_COUNT as ShardId).collect();
-        shards.sort_by_key(|s| std::cmp::Reverse(args.index.restored_points(*s)));
+        shards.sort_by_cached_key(|s| std::cmp::Reverse(args.index.restored_points(*s)));
         let mut waiting = shards.into_iter();
         let mut loading = FuturesUnordered::new();
         let mut failed = None;

@@ -159,10 +159,6 @@ fn read_all(
     system_code: &(impl Fn(&str) -> u32 + Sync),
     vectors_on_disk: bool,
 ) -> Vec<(PathBuf, Result<Segment, SegmentFileError>)> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len())
-        .max(1);
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<Segment, SegmentFileError>>>> =
         Mutex::new((0..files.len()).map(|_| None).collect());
@@ -174,7 +170,7 @@ fn read_all(
         let read = segment_file::read(path, params, system_code, vectors_on_disk);
         results.lock()[i] = Some(read);
     };
-    on_threads("index-restore", threads, work);
+    on_threads("index-restore", files.len(), work);
     files
         .iter()
         .zip(results.into_inner())

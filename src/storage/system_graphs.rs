@@ -276,6 +276,9 @@ fn build(
     let next = AtomicUsize::new(seed);
     let abandoned = AtomicBool::new(false);
     let insert_run = |run: &[(usize, usize, PointId)]| {
+        if abandoned.load(Ordering::Acquire) {
+            return;
+        }
         if shared.stop.load(Ordering::Acquire) {
             abandoned.store(true, Ordering::Release);
             return;
@@ -301,11 +304,11 @@ fn build(
         }
         insert_run(&points[start..(start + BUILD_RUN).min(points.len())]);
     };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(points.len().div_ceil(BUILD_RUN))
-        .max(1);
-    on_threads("system-graph", threads, work);
+    on_threads(
+        "system-graph",
+        (points.len() - seed).div_ceil(BUILD_RUN),
+        work,
+    );
     if abandoned.load(Ordering::Acquire) {
         return None;
     }
